@@ -1,0 +1,44 @@
+# cbm-verify: every target sets up what it needs (virtual environment + pinned dependencies).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := .cbm/demo
+
+export DAGSTER_HOME := $(CURDIR)/$(DEMO)/dagster_home
+export CBM_INBOX    := $(CURDIR)/$(DEMO)/inbox
+export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
+export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
+export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
+
+.PHONY: demo test ui lint fmt validate clean bench
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cbm demo --dir $(DEMO)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+ui: $(STAMP)
+	@test -d $(CBM_INBOX) || { echo "run 'make demo' first: $(CBM_INBOX) does not exist"; exit 1; }
+	$(BIN)/dagster dev -w workspace.yaml
+
+validate: $(STAMP)
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .cbm .pytest_cache
