@@ -1,0 +1,1 @@
+"""cbm-verify assets."""

@@ -1,0 +1,156 @@
+"""Anonymised: anonymisation enforced, not trusted, before anything reaches the warehouse.
+
+Submitters become keyed pseudonyms; free text is scrubbed of e-mails, URLs, IPs, phone
+numbers and registered party names; technical keys become keyed hashes (each distinct value
+hashed once, then joined back). Typed columns are cast in DuckDB; the text of every typed
+field is kept beside it (scrubbed) so a value that does not parse can be named in quarantine.
+"""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.staged import staged_path
+from pipelines.contract import FIELDS
+from pipelines.partitions import submissions_partitions
+from pipelines.protection import (
+    EMAIL_RE,
+    IPV4_RE,
+    IPV6_RE,
+    URL_RE,
+    PseudonymKey,
+    keyed_technical_keys,
+    load_key,
+    scrub_expr,
+    scrub_party_names,
+)
+from pipelines.settings import CbmSettings
+from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
+
+OWNER = "team:ingestion"
+ISO_TS = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)"
+
+
+def _light_scrub(expr: pl.Expr, names: list[str]) -> pl.Expr:
+    """For short coded fields: identifiers that must not pass, without touching digit runs."""
+    out = (
+        expr.str.replace_all(EMAIL_RE, "[email]")
+        .str.replace_all(URL_RE, "[url]")
+        .str.replace_all(IPV4_RE, "[ip]")
+        .str.replace_all(IPV6_RE, "[ip]")
+    )
+    return scrub_party_names(out, names).str.slice(0, 200)
+
+
+def anonymise_frame(
+    frame: pl.DataFrame, kind: str, source: str, key: PseudonymKey, party_names: list[str]
+) -> pl.DataFrame:
+    """Staged text rows -> rows safe for the warehouse (still text for typed fields)."""
+    exprs: list[pl.Expr] = [pl.lit(source).alias("source"), pl.col("row_number")]
+    for field, ftype in FIELDS[kind].items():
+        if ftype == "text":
+            exprs.append(scrub_expr(pl.col(field), party_names).alias(field))
+        elif ftype == "keys":
+            continue
+        else:
+            exprs.append(_light_scrub(pl.col(field).str.strip_chars(), party_names).alias(field))
+    exprs.append(pl.col("row_error"))
+    out = frame.select(exprs)
+    if "technical_keys" in FIELDS[kind]:
+        out = out.with_columns(keyed_technical_keys(frame, "technical_keys", key))
+    if kind == "attestations":
+        codes = out["subject_party"].drop_nulls().unique().to_list()
+        mapping = pl.DataFrame(
+            {"subject_party": codes, "_ps": [key.pseudonym(c) for c in codes]},
+            schema={"subject_party": pl.String, "_ps": pl.String},
+        )
+        out = (
+            out.join(mapping, on="subject_party", how="left", maintain_order="left")
+            .rename({"subject_party": "subject_party__code"})
+            .rename({"_ps": "subject_party"})
+        )
+    return out
+
+
+def _cast_sql(field: str, ftype: str) -> str:
+    c = f'trim("{field}")'
+    if ftype == "int":
+        return f"CASE WHEN regexp_full_match({c}, '[+-]?[0-9]{{1,18}}') THEN TRY_CAST({c} AS BIGINT) END"
+    if ftype == "float":
+        return f"CASE WHEN isfinite(TRY_CAST({c} AS DOUBLE)) THEN TRY_CAST({c} AS DOUBLE) END"
+    if ftype == "ts":
+        return f"CASE WHEN regexp_full_match({c}, '{ISO_TS}') THEN TRY_CAST({c} AS TIMESTAMPTZ) END"
+    return f'"{field}"'
+
+
+def insert_sql(kind: str) -> str:
+    """SELECT from the registered frame ``anon_frame`` into the columns of ``anon_<kind>``."""
+    select = []
+    for col in report_columns(kind, with_raw=True):
+        if col.endswith("__raw"):
+            select.append(f'"{col[:-5]}" AS "{col}"')
+        elif col in FIELDS[kind]:
+            select.append(f'{_cast_sql(col, FIELDS[kind][col])} AS "{col}"')
+        elif col == "submission_sha":
+            select.append("$sha AS submission_sha")
+        else:
+            select.append(f'"{col}"')
+    return f"INSERT INTO anon_{kind} SELECT {', '.join(select)} FROM anon_frame"
+
+
+@dg.asset(
+    partitions_def=submissions_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["staged_reports"],
+    group_name="anonymised",
+    kinds={"polars", "duckdb"},
+    owners=[OWNER],
+    pool="warehouse",
+    description=(
+        "Staged rows with submitters as HMAC-SHA-256 pseudonyms, free text scrubbed, technical "
+        "keys keyed-hashed and types cast, in warehouse tables anon_incidents, anon_compliance "
+        "and anon_attestations. Nothing raw from a party's text reaches the warehouse."
+    ),
+)
+def anonymised_reports(
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    registry = settings.load_registry()
+    key = load_key()
+    names = [p.name for p in registry.parties.values()]
+    counts = {k: 0 for k in FIELDS}
+    with warehouse.connect() as con:
+        todo = con.execute(
+            "SELECT sha256, kind, party_code FROM submissions "
+            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND status = 'staged' ORDER BY sha256",
+            [context.partition_keys],
+        ).fetchall()
+        for kind in FIELDS:
+            con.execute(
+                f"DELETE FROM anon_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+                [context.partition_keys],
+            )
+        for sha, kind, party in todo:
+            frame = pl.read_parquet(staged_path(settings, sha))
+            anon = anonymise_frame(frame, kind, key.pseudonym(party), key, names)
+            con.register("anon_frame", anon.to_arrow())
+            con.execute(insert_sql(kind), {"sha": sha})
+            con.unregister("anon_frame")
+            counts[kind] += anon.height
+        schema = table_schema(con, "anon_incidents")
+        preview = markdown_preview(
+            con,
+            "SELECT source, report_id, category, occurred_at, region, severity, technical_keys, summary "
+            "FROM anon_incidents WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
+            [context.partition_keys],
+        )
+    context.log.info(f"anonymised {sum(counts.values())} rows from {len(todo)} submissions")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(counts.values()),
+            "dagster/column_schema": schema,
+            **{f"rows_{k}": v for k, v in counts.items()},
+            "key_version": key.version,
+            "preview_incidents": dg.MetadataValue.md(preview),
+        }
+    )

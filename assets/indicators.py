@@ -1,0 +1,93 @@
+"""Indicators: the catalogue (warehouse/sql/indicators/catalogue.yaml), one SQL file each.
+
+Every indicator SQL returns subject, counterpart, period, indicator, value, numerator,
+denominator, inputs_definitive and escalation_level; this asset unions them into
+``indicator_values`` and labels each row tentative or definitive. A row is definitive when
+its inputs are and its period is closed (as-of >= end of the month + review window).
+"""
+
+
+from importlib import resources
+
+import dagster as dg
+import yaml
+
+from assets.verified import release_context
+from pipelines.settings import CbmSettings
+from warehouse.db import Warehouse, markdown_preview, table_schema
+
+OWNER = "team:verification"
+
+
+def catalogue() -> list[dict]:
+    text = resources.files("warehouse").joinpath("sql", "indicators", "catalogue.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def indicator_sql(name: str) -> str:
+    return resources.files("warehouse").joinpath("sql", "indicators", f"{name}.sql").read_text()
+
+
+def build_indicator_values(con, as_of, policy) -> int:
+    parts = []
+    for entry in catalogue():
+        parts.append(
+            f"""SELECT subject, CAST(counterpart AS VARCHAR) AS counterpart, period, indicator,
+                       CAST(value AS DOUBLE) AS value, CAST(numerator AS BIGINT) AS numerator,
+                       CAST(denominator AS BIGINT) AS denominator, inputs_definitive,
+                       CAST(escalation_level AS INTEGER) AS escalation_level,
+                       '{entry["disclosure"]}' AS disclosure
+                FROM ({indicator_sql(entry["name"]).strip().rstrip(";")})"""
+        )
+    union = "\nUNION ALL\n".join(parts)
+    con.execute(
+        f"""CREATE OR REPLACE TABLE indicator_values AS
+        SELECT * EXCLUDE (inputs_definitive),
+          CASE WHEN inputs_definitive AND CAST($as_of AS DATE) >=
+                    last_day(CAST(period || '-01' AS DATE)) + to_days($review_days + 1)
+               THEN 'definitive' ELSE 'tentative' END AS status
+        FROM ({union}) ORDER BY period, subject, counterpart, indicator""",
+        {
+            "as_of": as_of,
+            "review_days": policy.review_window_days,
+            "thresholds": list(policy.escalation_thresholds),
+            "tentative_max": policy.tentative_max_escalation,
+        },
+    )
+    return con.execute("SELECT count(*) FROM indicator_values").fetchone()[0]
+
+
+@dg.asset(
+    deps=["incident_clusters", "compliance_verdicts"],
+    group_name="indicators",
+    kinds={"duckdb", "sql"},
+    owners=[OWNER],
+    pool="warehouse",
+    description=(
+        "Indicator values per subject x month (and per dyad for escalation_level), from the "
+        "catalogue in warehouse/sql/indicators, each labelled tentative or definitive, in "
+        "table `indicator_values` (before disclosure control)."
+    ),
+)
+def subject_indicators(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+    policy = settings.load_registry().policy
+    with warehouse.connect() as con:
+        as_of, _ = release_context(con)
+        n = build_indicator_values(con, as_of, policy)
+        by_indicator = dict(
+            con.execute(
+                "SELECT split_part(indicator, '.', 1), count(*) FROM indicator_values GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        )
+        schema = table_schema(con, "indicator_values")
+        preview = markdown_preview(
+            con, "SELECT * FROM indicator_values WHERE indicator = 'escalation_level' ORDER BY value DESC, subject, counterpart, period"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "dagster/column_schema": schema,
+            "by_indicator": dg.MetadataValue.json(by_indicator),
+            "escalation_preview": dg.MetadataValue.md(preview),
+        }
+    )

@@ -1,0 +1,178 @@
+"""Validated: every anonymised row checked by its Great Expectations suite, on DuckDB.
+
+Rows failing a critical expectation go to ``quarantine`` with the rule, column, value and
+reason; the rest are appended to ``reports_<kind>`` (all versions kept; ``current_<kind>``
+views pick the highest version). Submission accounting is updated and checked.
+"""
+
+
+import re
+
+import dagster as dg
+
+from checks.validation import SuiteResult, run_suite
+from pipelines.contract import KINDS
+from pipelines.partitions import submissions_partitions
+from pipelines.settings import CbmSettings
+from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
+
+OWNER = "team:verification"
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _batch_view(con, kind: str, shas: list[str]) -> int:
+    if not all(SHA_RE.match(s) for s in shas):
+        raise ValueError("submission keys must be SHA-256 hex digests")
+    listed = ", ".join(f"'{s}'" for s in shas) or "''"
+    con.execute(
+        f"CREATE OR REPLACE VIEW batch_{kind} AS SELECT * FROM anon_{kind} WHERE submission_sha IN ({listed})"
+    )
+    return con.execute(f"SELECT count(*) FROM batch_{kind}").fetchone()[0]
+
+
+def _record_findings(con, result: SuiteResult) -> None:
+    for f in result.findings:
+        if not f.rows:
+            continue
+        con.executemany(
+            "INSERT INTO quarantine VALUES (?, ?, ?, 'validated', ?, ?, ?, ?, ?)",
+            [
+                (sha, row, rid, f.rule, f.column, None if v is None else str(v)[:200], f.reason, f.severity)
+                for sha, row, rid, v in f.rows
+            ],
+        )
+
+
+def _accept(con, kind: str) -> None:
+    cols = ", ".join(f'"{c}"' for c in report_columns(kind, with_raw=False))
+    con.execute(
+        f"""INSERT INTO reports_{kind} SELECT {cols} FROM batch_{kind} b
+        WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.submission_sha = b.submission_sha
+          AND q.row_number = b.row_number AND q.severity = 'critical' AND q.stage = 'validated')
+        ORDER BY submission_sha, row_number"""
+    )
+
+
+ACCOUNTING_SQL = """
+UPDATE submissions s SET
+  rows_accepted = coalesce(a.n, 0),
+  rows_quarantined = coalesce(q.n, 0),
+  status = CASE WHEN coalesce(a.n, 0) = s.rows_read THEN 'accepted'
+                WHEN coalesce(a.n, 0) = 0 THEN 'rejected' ELSE 'partial' END
+FROM (SELECT unnest($shas::VARCHAR[]) AS sha) k
+LEFT JOIN (
+  SELECT submission_sha, count(*) AS n FROM (
+    SELECT submission_sha FROM reports_incidents UNION ALL
+    SELECT submission_sha FROM reports_compliance UNION ALL
+    SELECT submission_sha FROM reports_attestations) GROUP BY ALL) a ON a.submission_sha = k.sha
+LEFT JOIN (
+  SELECT submission_sha, count(DISTINCT row_number) AS n FROM quarantine
+  WHERE severity = 'critical' AND row_number IS NOT NULL GROUP BY ALL) q ON q.submission_sha = k.sha
+WHERE s.sha256 = k.sha AND s.status IN ('staged', 'accepted', 'partial')
+"""
+
+
+@dg.asset(
+    partitions_def=submissions_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["anonymised_reports"],
+    group_name="validated",
+    kinds={"great_expectations", "duckdb"},
+    owners=[OWNER],
+    pool="warehouse",
+    check_specs=[
+        dg.AssetCheckSpec("submission_accounting", asset="validated_reports",
+                          description="rows_read = rows_accepted + rows_quarantined for every submission"),
+        *[
+            dg.AssetCheckSpec(f"suite_{k}", asset="validated_reports",
+                              description=f"Great Expectations suite checks/suites/{k}.json on this batch")
+            for k in KINDS
+        ],
+    ],
+    description=(
+        "Rows that passed their Great Expectations suite (checks/suites/<kind>.json, run on "
+        "DuckDB), appended to reports_incidents / reports_compliance / reports_attestations. "
+        "Rows failing a critical expectation are in `quarantine` with rule, column and value."
+    ),
+)
+def validated_reports(
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+):
+    shas = list(context.partition_keys)
+    results: dict[str, SuiteResult | None] = {}
+    batch_rows: dict[str, int] = {}
+    with warehouse.connect() as con:
+        con.execute(
+            "DELETE FROM quarantine WHERE stage = 'validated' AND submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+            [shas],
+        )
+        for kind in KINDS:
+            con.execute(
+                f"DELETE FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))", [shas]
+            )
+        for kind in KINDS:
+            n = batch_rows[kind] = _batch_view(con, kind, shas)
+            if n == 0:
+                results[kind] = None
+                continue
+            con.execute("CHECKPOINT")
+            result = run_suite(con, settings.warehouse_path, settings.gx_dir, kind, f"batch_{kind}")
+            results[kind] = result
+            _record_findings(con, result)
+            _accept(con, kind)
+            context.log.info(
+                f"{kind}: {n} rows checked by {result.evaluated} expectations; "
+                f"{sum(f.unexpected_count for f in result.critical)} critical findings"
+            )
+        con.execute(ACCOUNTING_SQL, {"shas": shas})
+        broken = con.execute(
+            "SELECT file_name, rows_read, rows_accepted, rows_quarantined FROM submissions "
+            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND rows_read <> rows_accepted + rows_quarantined",
+            [shas],
+        ).fetchall()
+        accepted = con.execute(
+            "SELECT coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions "
+            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
+            [shas],
+        ).fetchone()
+        schema = table_schema(con, "reports_incidents")
+        preview = markdown_preview(
+            con,
+            "SELECT left(submission_sha, 12) AS submission, row_number, report_id, rule, column_name, value, reason "
+            "FROM quarantine WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
+            [shas],
+            limit=15,
+        )
+    docs = next((r.docs_url for r in results.values() if r and r.docs_url), None)
+    checks = [
+        dg.AssetCheckResult(
+            check_name="submission_accounting",
+            passed=not broken,
+            metadata={"submissions": len(shas), "violations": dg.MetadataValue.json([list(b) for b in broken])},
+        )
+    ]
+    for kind in KINDS:
+        r = results.get(kind)
+        checks.append(
+            dg.AssetCheckResult(
+                check_name=f"suite_{kind}",
+                passed=r is None or not r.critical,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "rows_in_batch": batch_rows.get(kind, 0),
+                    "unexpected_by_rule": dg.MetadataValue.json({} if r is None else r.summary()),
+                    "samples": dg.MetadataValue.json(
+                        {} if r is None else {f.rule: f.sample() for f in r.findings}
+                    ),
+                },
+            )
+        )
+    metadata = {
+        "dagster/row_count": int(accepted[0]),
+        "rows_quarantined": int(accepted[1]),
+        "dagster/column_schema": schema,
+        "quarantine_preview": dg.MetadataValue.md(preview),
+    }
+    if docs:
+        metadata["data_docs"] = dg.MetadataValue.url(docs)
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)

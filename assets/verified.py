@@ -1,0 +1,205 @@
+"""Verified: the warehouse gate, incident clusters with their status ladder, compliance verdicts.
+
+The release's "now" is its as-of time (contract §4): ``--as-of`` when given, otherwise the
+latest timestamp among accepted inputs. It is stored in ``release_context`` so every later
+asset of the run measures review windows and expiry from the same instant.
+"""
+
+
+from datetime import datetime
+
+import dagster as dg
+
+from assets.clustering import assign_events
+from checks.validation import run_suite
+from pipelines.contract import KINDS
+from pipelines.settings import CbmSettings
+from warehouse.db import Warehouse, fetch_polars, markdown_preview, sql_file, table_schema
+
+OWNER = "team:verification"
+TLP_RANK_SQL = "CASE tlp WHEN 'CLEAR' THEN 0 WHEN 'GREEN' THEN 1 WHEN 'AMBER' THEN 2 WHEN 'AMBER+STRICT' THEN 3 ELSE 4 END"
+WAREHOUSE_SUITES = {
+    "submissions": "warehouse_submissions",
+    **{f"reports_{k}": f"warehouse_reports_{k}" for k in KINDS},
+}
+
+AS_OF_SQL = """
+SELECT greatest(
+  (SELECT max(reported_at) FROM current_incidents),
+  (SELECT max(greatest(responded_at, activity_start, notified_at, requested_at)) FROM current_compliance),
+  (SELECT max(observed_at) FROM current_attestations))
+"""
+
+
+def parse_as_of(text: str) -> datetime:
+    """``--as-of`` must carry an offset, like every timestamp of the contract."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"--as-of {text!r} needs a UTC offset, e.g. 2026-10-31T00:00:00+00:00")
+    return value
+
+
+def _warehouse_check(name: str, table: str):
+    @dg.asset_check(
+        asset="warehouse_tables",
+        name=f"suite_{name}",
+        blocking=True,
+        description=f"Great Expectations suite checks/suites/{name}.json on warehouse table {table}; "
+        "a critical failure blocks verification and publication.",
+    )
+    def _check(settings: CbmSettings, warehouse: Warehouse) -> dg.AssetCheckResult:
+        with warehouse.connect() as con:
+            con.execute("CHECKPOINT")
+            result = run_suite(
+                con, settings.warehouse_path, settings.gx_dir, name, table,
+                index_columns=[], collect_rows=True, build_docs=True,
+            )
+        return dg.AssetCheckResult(
+            passed=not result.critical,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "expectations": result.evaluated,
+                "unexpected_by_rule": dg.MetadataValue.json(result.summary()),
+                "samples": dg.MetadataValue.json({f.rule: f.sample() for f in result.findings}),
+                **({"data_docs": dg.MetadataValue.url(result.docs_url)} if result.docs_url else {}),
+            },
+        )
+
+    return _check
+
+
+warehouse_table_checks = [_warehouse_check(suite, table) for table, suite in WAREHOUSE_SUITES.items()]
+
+
+@dg.asset(
+    deps=["validated_reports"],
+    group_name="validated",
+    kinds={"duckdb"},
+    owners=[OWNER],
+    pool="warehouse",
+    description=(
+        "The accepted warehouse as a whole (submissions, reports_*), fixed at an as-of time in "
+        "`release_context`. Warehouse-level Great Expectations suites run as blocking checks on "
+        "it: a critical failure stops verification and publication."
+    ),
+)
+def warehouse_tables(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+    registry = settings.load_registry()
+    with warehouse.connect() as con:
+        if settings.as_of:
+            as_of = parse_as_of(settings.as_of)
+        else:
+            as_of = con.execute(AS_OF_SQL).fetchone()[0]
+        con.execute(
+            "CREATE OR REPLACE TABLE release_context AS SELECT CAST(? AS TIMESTAMPTZ) AS as_of, ? AS method_version",
+            [as_of, registry.method_version],
+        )
+        counts = {
+            k: con.execute(f"SELECT count(*) FROM current_{k}").fetchone()[0] for k in KINDS
+        }
+        subs = con.execute("SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL").fetchall()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(counts.values()),
+            "as_of": str(as_of),
+            "method_version": registry.method_version,
+            **{f"current_{k}": v for k, v in counts.items()},
+            "submissions_by_status": dg.MetadataValue.json(dict(subs)),
+        }
+    )
+
+
+def release_context(con) -> tuple[datetime, str]:
+    row = con.execute("SELECT as_of, method_version FROM release_context").fetchone()
+    if row is None or row[0] is None:
+        raise RuntimeError("no as-of time: the warehouse has no accepted reports and no --as-of was given")
+    return row[0], row[1]
+
+
+@dg.asset(
+    deps=["warehouse_tables"],
+    group_name="verified",
+    kinds={"duckdb", "polars"},
+    owners=[OWNER],
+    pool="warehouse",
+    description=(
+        "Incident clusters (events): reports of one category joined when they fall within the "
+        "category's window of the event origin in the same region (origin-anchored, no "
+        "chaining). Status ladder reported / tentative / definitive / disputed / expired with "
+        "the reason and the sources (pseudonyms). Members in `event_members`."
+    ),
+)
+def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+    policy = settings.load_registry().policy
+    with warehouse.connect() as con:
+        as_of, _ = release_context(con)
+        reports = fetch_polars(
+            con,
+            f"""SELECT source, report_id, submission_sha, row_number, category, region, occurred_at,
+                       reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank
+                FROM current_incidents WHERE determination <> 'false_positive'""",
+        )
+        members = assign_events(reports, policy.association_window_hours)
+        con.register("members_frame", members.to_arrow())
+        con.execute("CREATE OR REPLACE TABLE event_members AS SELECT * FROM members_frame ORDER BY event_id, source, report_id")
+        con.unregister("members_frame")
+        con.execute(
+            sql_file("event_status"),
+            {"as_of": as_of, "review_days": policy.review_window_days, "expiry_days": policy.expiry_days},
+        )
+        by_status = dict(con.execute("SELECT status, count(*) FROM incident_clusters GROUP BY ALL ORDER BY ALL").fetchall())
+        n = sum(by_status.values())
+        schema = table_schema(con, "incident_clusters")
+        preview = markdown_preview(
+            con,
+            "SELECT event_id, category, region, week, n_sources, status, status_reason FROM incident_clusters "
+            "ORDER BY n_sources DESC, event_id",
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "dagster/column_schema": schema,
+            "by_status": dg.MetadataValue.json(by_status),
+            "member_reports": members.height,
+            "preview": dg.MetadataValue.md(preview),
+        }
+    )
+
+
+@dg.asset(
+    deps=["warehouse_tables"],
+    group_name="verified",
+    kinds={"duckdb"},
+    owners=[OWNER],
+    pool="warehouse",
+    description=(
+        "One verdict per commitment occurrence due by the as-of time (registry schedule + "
+        "grace) or reported: honoured_confirmed, honoured_self_reported, late, not_honoured, "
+        "missed, disputed, with the reason and tentative/definitive status."
+    ),
+)
+def compliance_verdicts(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        as_of, _ = release_context(con)
+        # Occurrences start at the first month any party reported on (not at valid_from, which
+        # may lie years before the deployment began).
+        first = con.execute(
+            "SELECT coalesce(min(CAST(period || '-01' AS DATE)), CAST(date_trunc('month', CAST(? AS DATE)) AS DATE)) "
+            "FROM current_compliance",
+            [as_of],
+        ).fetchone()[0]
+        con.execute(sql_file("compliance_verdicts"), {"as_of": as_of, "first_month": first})
+        by_verdict = dict(con.execute("SELECT verdict, count(*) FROM compliance_verdicts GROUP BY ALL ORDER BY ALL").fetchall())
+        schema = table_schema(con, "compliance_verdicts")
+        preview = markdown_preview(
+            con,
+            "SELECT commitment_id, subject, period, verdict, status, verdict_reason FROM compliance_verdicts ORDER BY ALL",
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(by_verdict.values()),
+            "dagster/column_schema": schema,
+            "by_verdict": dg.MetadataValue.json(by_verdict),
+            "preview": dg.MetadataValue.md(preview),
+        }
+    )

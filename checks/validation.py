@@ -1,0 +1,190 @@
+"""Run an expectation suite (JSON under checks/suites) on a DuckDB table with GX's SQL engine.
+
+The suite is the single source of truth for what is valid: the rows a failing expectation
+points at are selected with GX's own ``unexpected_index_query`` (column-map expectations) or
+with the suite's ``unexpected_rows_query`` (cross-field rules), never re-implemented here.
+Each expectation's ``meta`` carries ``severity`` (critical = quarantine, warning = kept and
+reported), a short ``rule`` name and the human ``reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import great_expectations as gx
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from checks import gx_duckdb
+
+INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
+logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+
+class SuiteError(RuntimeError):
+    """An expectation could not be evaluated (a broken suite or a GX change): never a pass."""
+
+
+@dataclass
+class Finding:
+    rule: str
+    expectation: str
+    column: str | None
+    severity: str
+    reason: str
+    unexpected_count: int
+    rows: list[tuple] = field(default_factory=list)  # (submission_sha, row_number, report_id, value)
+
+    def sample(self, n: int = 5) -> list[str]:
+        return [str(r[-1])[:80] for r in self.rows[:n]]
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    table: str
+    evaluated: int
+    findings: list[Finding]
+    docs_url: str | None
+
+    @property
+    def critical(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "critical"]
+
+    def summary(self) -> dict:
+        return {f.rule + (f":{f.column}" if f.column else ""): f.unexpected_count for f in self.findings}
+
+
+def load_suite(name: str) -> dict:
+    return json.loads(resources.files("checks").joinpath("suites", f"{name}.json").read_text())
+
+
+def suite_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("checks").joinpath("suites").iterdir() if p.name.endswith(".json"))
+
+
+def _context(gx_dir: Path):
+    gx_dir.mkdir(parents=True, exist_ok=True)
+    ctx = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return ctx
+
+
+def run_suite(
+    con: duckdb.DuckDBPyConnection,
+    warehouse_path: Path,
+    gx_dir: Path,
+    suite_name: str,
+    table: str,
+    index_columns: list[str] | None = None,
+    collect_rows: bool = True,
+    build_docs: bool = True,
+) -> SuiteResult:
+    """Validate ``table`` with ``suite_name``; return findings with the offending rows.
+
+    ``con`` is the caller's warehouse connection (used to fetch failing rows); it must have
+    committed what GX is to see.
+    """
+    gx_duckdb.install()
+    spec = load_suite(suite_name)
+    index_columns = INDEX_COLUMNS if index_columns is None else index_columns
+    ctx = _context(gx_dir)
+    ds = ctx.data_sources.add_or_update_sql(name="warehouse", connection_string=f"duckdb:///{warehouse_path}")
+    asset_names = {a.name for a in ds.assets}
+    asset = ds.get_asset(table) if table in asset_names else ds.add_table_asset(name=table, table_name=table)
+    try:
+        batch = asset.get_batch_definition("all")
+    except (KeyError, LookupError, ValueError):
+        batch = asset.add_batch_definition_whole_table("all")
+    suite = ctx.suites.add_or_update(
+        gx.ExpectationSuite(name=suite_name, expectations=spec["expectations"], meta=spec.get("meta", {}))
+    )
+    vd = ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{suite_name}__{table}", data=batch, suite=suite)
+    )
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else []
+    checkpoint = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{suite_name}__{table}",
+            validation_definitions=[vd],
+            actions=actions,
+            result_format={"result_format": "COMPLETE"}
+            | ({"unexpected_index_column_names": index_columns} if index_columns else {}),
+        )
+    )
+    try:
+        result = checkpoint.run()
+    finally:
+        _close_engine(ds)
+    (validation,) = result.run_results.values()
+    findings: list[Finding] = []
+    for r in validation.results:
+        cfg = r.expectation_config
+        meta = cfg.meta or {}
+        error = _raised(r.exception_info)
+        res = r.result or {}
+        if error is None and not r.success and not res:
+            error = "it failed without a result"
+        if error:
+            raise SuiteError(
+                f"suite {suite_name} on {table}: {cfg.type} ({meta.get('rule')}) could not be "
+                f"evaluated: {error}"
+            )
+        if r.success:
+            continue
+        if cfg.type == "unexpected_rows_expectation":
+            query = cfg.kwargs["unexpected_rows_query"].format(batch=table)  # as GX formats it
+            count = int(res.get("observed_value") or 0)
+        else:
+            query = res.get("unexpected_index_query")
+            count = int(res.get("unexpected_count") or 0)
+            if not query and count and index_columns:
+                raise SuiteError(f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query")
+        rows = con.execute(query).fetchall() if (collect_rows and query) else []
+        if not query and not index_columns:
+            rows = [(None, None, None, v) for v in (res.get("partial_unexpected_list") or [])]
+        if index_columns and rows and len(rows[0]) > len(index_columns) + 1:
+            rows = [(*row[: len(index_columns)], row[-1]) for row in rows]
+        findings.append(
+            Finding(
+                rule=meta.get("rule", cfg.type),
+                expectation=cfg.type,
+                column=meta.get("column", cfg.kwargs.get("column")),
+                severity=meta.get("severity", "critical"),
+                reason=meta.get("reason", cfg.type),
+                unexpected_count=count or len(rows),
+                rows=rows,
+            )
+        )
+    docs = None
+    if build_docs:
+        urls = ctx.get_docs_sites_urls()
+        docs = urls[0]["site_url"] if urls else None
+    evaluated = len(validation.results)
+    return SuiteResult(suite=suite_name, table=table, evaluated=evaluated, findings=findings, docs_url=docs)
+
+
+def _raised(info) -> str | None:
+    """GX reports an evaluation error flat or nested per metric; either way it is not a pass."""
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
+def _close_engine(ds) -> None:
+    """Release GX's persisted DuckDB connection so the warehouse file is not held open."""
+    try:
+        engine = ds.get_execution_engine()
+        engine.close()
+        engine.engine.dispose()
+    except Exception:  # closing is best effort; a leak here is not a validation result
+        pass

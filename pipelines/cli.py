@@ -1,0 +1,351 @@
+"""``cbm``: the operator interface (contract §6). Runs the same Definitions as Dagster, in-process.
+
+Exit codes: 0 success (quarantined rows are not a failure); 1 the run started but a step
+failed, or a release does not verify; 2 it could not start (missing inbox, invalid registry,
+no key, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CannotRun(Exception):
+    """A one-line reason why a command cannot start."""
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _prepare_dagster_home(workdir: Path) -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "telemetry:\n  enabled: false\n"
+            # one run at a time, one op in the 'warehouse' pool: DuckDB has one writer
+            "concurrency:\n  runs:\n    max_concurrent_runs: 1\n  pools:\n    default_limit: 1\n"
+        )
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _check_inputs(inbox: Path, registry_dir: Path):
+    from pipelines.protection import KeyError_, load_key
+    from pipelines.registry import RegistryError, load_registry
+
+    if not inbox.is_dir():
+        raise CannotRun(f"inbox {inbox} does not exist or is not a directory")
+    try:
+        registry = load_registry(registry_dir)
+    except RegistryError as exc:
+        raise CannotRun(f"invalid registry: {exc}") from exc
+    try:
+        key = load_key()
+    except KeyError_ as exc:
+        raise CannotRun(str(exc)) from exc
+    return registry, key
+
+
+def _contiguous_ranges(ordered: list[str], wanted: set[str]) -> list[tuple[str, str, int]]:
+    ranges, start, count, prev = [], None, 0, None
+    for key in ordered:
+        if key in wanted:
+            if start is None:
+                start, count = key, 0
+            prev, count = key, count + 1
+        elif start is not None:
+            ranges.append((start, prev, count))
+            start = None
+    if start is not None:
+        ranges.append((start, prev, count))
+    return ranges
+
+
+def _failure_reason(result) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            err = event.event_specific_data.error
+            cause = err.cause or err
+            return f"{event.step_key}: {cause.message.strip().splitlines()[-1]}"
+    return "the run failed (see the Dagster UI for the event log)"
+
+
+def _print_materializations(result) -> None:
+    rows: dict[str, int] = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        n = mat.metadata.get("dagster/row_count")
+        name = mat.asset_key.to_user_string()
+        if name not in rows and n is not None:
+            rows[name] = n.value
+    for name, n in rows.items():
+        _say(f"      {name:<22} {n:>9,} rows")
+
+
+def run_pipeline(inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None) -> dict:
+    """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError."""
+    import dagster as dg
+
+    from assets.landing import scan_inbox
+    from assets.verified import parse_as_of
+    from pipelines.definitions import build_definitions
+    from pipelines.partitions import submissions_partitions
+    from pipelines.settings import CbmSettings
+    from warehouse.db import Warehouse
+
+    _check_inputs(inbox, registry_dir)
+    if as_of:
+        try:
+            parse_as_of(as_of)
+        except ValueError as exc:
+            raise CannotRun(str(exc)) from exc
+    workdir.mkdir(parents=True, exist_ok=True)
+    publish.mkdir(parents=True, exist_ok=True)
+    _prepare_dagster_home(workdir)
+    settings = CbmSettings(
+        inbox=str(inbox.resolve()), registry=str(registry_dir.resolve()), workdir=str(workdir.resolve()),
+        publish=str(publish.resolve()), as_of=as_of,
+    )
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.get()
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    t0 = time.monotonic()
+
+    _say(f"[1/3] landing {inbox}")
+    landed = scan_inbox(inbox, settings.landing_dir)
+    shas = sorted({f.sha256 for f in landed}, key=[f.sha256 for f in landed].index)
+    _say(f"      {len(landed)} files, {sum(f.new for f in landed)} new, {len(shas)} distinct submissions")
+    known = instance.get_dynamic_partitions(submissions_partitions.name)
+    fresh = [s for s in shas if s not in set(known)]
+    if fresh:
+        instance.add_dynamic_partitions(submissions_partitions.name, fresh)
+    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+        done = {r[0] for r in con.execute(
+            "SELECT sha256 FROM submissions WHERE status IN ('accepted', 'partial', 'rejected')"
+        ).fetchall()}
+    todo = set(shas) - done
+    ordered = instance.get_dynamic_partitions(submissions_partitions.name)
+    _say(f"[2/3] ingesting {len(todo)} submissions: landing > staged > anonymised > validated")
+    job = defs.resolve_job_def("ingest_submissions")
+    for start, end, count in _contiguous_ranges(ordered, todo):
+        result = job.execute_in_process(
+            instance=instance, run_config=quiet, raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
+        )
+        if not result.success:
+            raise RuntimeError(f"ingestion failed: {_failure_reason(result)}")
+        _say(f"      {count} submissions ingested (run {result.run_id[:8]})")
+    if todo:
+        _print_materializations(result)
+    _say("[3/3] verifying, computing indicators, publishing")
+    result = defs.resolve_job_def("publish_release").execute_in_process(
+        instance=instance, run_config=quiet, raise_on_error=False
+    )
+    if not result.success:
+        raise RuntimeError(f"publication failed: {_failure_reason(result)}")
+    _print_materializations(result)
+    summary = summarize(settings)
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    return summary
+
+
+def summarize(settings) -> dict:
+    from pipelines import release as rel
+    from warehouse.db import Warehouse
+
+    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
+            "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
+        ).fetchone()
+    publish = Path(settings.publish)
+    latest = rel.latest(publish)
+    releases = sorted(p.name for p in (publish / "releases").glob("r-*")) if (publish / "releases").exists() else []
+    docs = Path(settings.gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return {
+        "submissions": row[0], "submissions_rejected": row[1], "rows_read": row[2],
+        "rows_accepted": row[3], "rows_quarantined": row[4], "releases": len(releases),
+        "latest_release": latest,
+        "release_path": str(publish / "releases" / latest) if latest else None,
+        "warehouse": str(settings.warehouse_path), "data_docs": str(docs) if docs.exists() else None,
+    }
+
+
+def _print_summary(s: dict) -> None:
+    _say("")
+    _say(f"Submissions       {s['submissions']:>9,}  ({s['submissions_rejected']} rejected whole)")
+    _say(f"Rows read         {s['rows_read']:>9,}")
+    _say(f"Rows accepted     {s['rows_accepted']:>9,}")
+    _say(f"Rows quarantined  {s['rows_quarantined']:>9,}")
+    _say(f"Releases          {s['releases']:>9,}  (latest {s['latest_release']})")
+    _say("")
+    _say(f"Published release: {s['release_path']}")
+    _say(f"Warehouse:         {s['warehouse']}")
+    if s.get("data_docs"):
+        _say(f"Data Docs:         {s['data_docs']}")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_generate(args) -> int:
+    from pipelines.generate import generate
+
+    out = generate(args.out, seed=args.seed, reports=args.reports)
+    _say(f"wrote {out.files} files ({out.reports:,} report rows) to {out.inbox} and registries to {out.registry}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    summary = run_pipeline(Path(args.inbox), Path(args.registry), Path(args.workdir), Path(args.publish), args.as_of)
+    _print_summary(summary)
+    _say(f"\ndone in {summary['seconds']}s")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from warehouse.db import Warehouse
+
+    path = Path(args.workdir) / "warehouse.duckdb"
+    if not path.exists():
+        raise CannotRun(f"no warehouse in {args.workdir} (has 'cbm run' been run with this --workdir?)")
+    with Warehouse(path=str(path)).connect(read_only=True) as con:
+        rows = con.execute(
+            """SELECT s.sha256, s.party_code, s.kind, s.file_name, s.status, s.rows_read, s.rows_accepted,
+                      s.rows_quarantined,
+                      coalesce((SELECT map_from_entries(list({'k': rule, 'v': n} ORDER BY rule))
+                                FROM (SELECT rule, count(*) AS n FROM quarantine q
+                                      WHERE q.submission_sha = s.sha256 AND q.severity = 'critical' GROUP BY rule)), MAP {}) AS reasons
+               FROM submissions s ORDER BY s.party_code, s.file_name"""
+        ).fetchall()
+    subs = [
+        {
+            "sha256": r[0], "party": r[1], "kind": r[2], "file_name": r[3],
+            "status": "rejected" if r[4] == "rejected" else ("accepted" if r[4] == "accepted" else ("partial" if r[4] == "partial" else r[4])),
+            "rows_read": r[5], "rows_accepted": r[6], "rows_quarantined": r[7],
+            "reasons": dict(r[8]) if r[8] else {},
+        }
+        for r in rows
+    ]
+    if args.json:
+        print(json.dumps({"submissions": subs}, indent=2, sort_keys=False))
+        return EXIT_OK
+    _say(f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} {'quarant.':>8}  file / reasons")
+    for s in subs:
+        reasons = ", ".join(f"{k}={v}" for k, v in s["reasons"].items())
+        _say(
+            f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind']):<12} {s['status']:<9} {s['rows_read']:>7} "
+            f"{s['rows_accepted']:>8} {s['rows_quarantined']:>8}  {s['file_name']}" + (f"  [{reasons}]" if reasons else "")
+        )
+    return EXIT_OK
+
+
+def cmd_verify_release(args) -> int:
+    from pipelines.release import verify_release
+
+    path = Path(args.path)
+    if (path / "LATEST").exists() and not (path / "manifest.json").exists():
+        path = path / "releases" / (path / "LATEST").read_text().strip()
+    ok, problems = verify_release(path)
+    if ok:
+        _say(f"OK: {path} matches its manifest")
+        return EXIT_OK
+    for p in problems:
+        _say(f"FAIL: {p}")
+    return EXIT_FAILED
+
+
+def cmd_keygen_pseudonym(args) -> int:
+    from pipelines.protection import new_key_file
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CannotRun(f"{out} exists; pass --force to replace it (pseudonyms will change)")
+    new_key_file(out, args.key_version)
+    _say(f"wrote pseudonymisation key {args.key_version} to {out}; keep it outside the repository and set CBM_KEY_FILE={out}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from pipelines.generate import generate
+    from pipelines.protection import new_key_file
+
+    base = Path(args.dir)
+    if not os.environ.get("CBM_KEY_FILE") and not os.environ.get("CBM_PSEUDONYM_KEY"):
+        key = base / "secrets" / "pseudonym.key"
+        if not key.exists():
+            new_key_file(key)
+            _say(f"generated a local demo pseudonymisation key at {key} (a real deployment keeps its own, outside the repository)")
+        os.environ["CBM_KEY_FILE"] = str(key.resolve())
+    os.environ.setdefault("DAGSTER_HOME", str((base / "dagster_home").resolve()))
+    out = generate(base, seed=args.seed, reports=args.reports)
+    _say(f"generated {out.files} sample files ({out.reports:,} report rows) in {out.inbox}")
+    summary = run_pipeline(out.inbox, out.registry, base / "work", base / "publish", None)
+    _print_summary(summary)
+    _say("")
+    _say("Next:")
+    _say(f"  cbm status --workdir {base / 'work'}            every submission, accepted or why not")
+    _say(f"  cbm verify-release {summary['release_path']}")
+    _say(f"  duckdb -c \"SELECT * FROM read_parquet('{summary['release_path']}/indicators/*/*.parquet', hive_partitioning=true) LIMIT 5\"")
+    _say("  make ui                                       the same runs, assets and checks in the Dagster UI")
+    _say(f"\ndone in {summary['seconds']}s")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cbm", description="cbm-verify: verification pipeline for confidence-building measures")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="write a synthetic inbox and registries")
+    g.add_argument("--out", required=True)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--reports", type=int, default=2000, help="incident reports (compliance and attestations follow)")
+    g.set_defaults(func=cmd_generate)
+    r = sub.add_parser("run", help="one full run: land, ingest, verify, publish")
+    for name in ("inbox", "registry", "workdir", "publish"):
+        r.add_argument(f"--{name}", required=True)
+    r.add_argument("--as-of", help="the release's 'now' (ISO-8601 with offset); default: latest accepted timestamp")
+    r.set_defaults(func=cmd_run)
+    s = sub.add_parser("status", help="every submission seen, and why rows were quarantined")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    v = sub.add_parser("verify-release", help="check a release (or a publish dir's LATEST) against its manifest")
+    v.add_argument("path")
+    v.set_defaults(func=cmd_verify_release)
+    k = sub.add_parser("keygen-pseudonym", help="write a new pseudonymisation key file")
+    k.add_argument("--out", required=True)
+    k.add_argument("--key-version", default="k1")
+    k.add_argument("--force", action="store_true")
+    k.set_defaults(func=cmd_keygen_pseudonym)
+    d = sub.add_parser("demo", help="generate a sample inbox and run the whole pipeline on it")
+    d.add_argument("--dir", default=".cbm/demo")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--reports", type=int, default=2000)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CannotRun as exc:
+        print(f"cbm {args.command}: cannot run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        print(f"cbm {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The report fields of contract §3, declared once.
+
+Every reader, warehouse table and expectation suite derives its columns from here.
+Types: ``str`` text, ``int``, ``float``, ``ts`` ISO-8601 timestamp with offset (stored UTC),
+``text`` free text (scrubbed, never published), ``keys`` technical keys (keyed-hashed).
+"""
+
+from __future__ import annotations
+
+KINDS = ("incidents", "compliance", "attestations")
+FORMATS = ("csv", "jsonl", "parquet")
+
+COMMON: dict[str, str] = {
+    "report_id": "str",
+    "version": "int",
+    "tlp": "str",
+    "confidence": "int",
+    "summary": "text",
+}
+
+FIELDS: dict[str, dict[str, str]] = {
+    "incidents": COMMON
+    | {
+        "category": "str",
+        "occurred_at": "ts",
+        "reported_at": "ts",
+        "time_precision": "str",
+        "region": "str",
+        "lat": "float",
+        "lon": "float",
+        "sector": "str",
+        "severity": "int",
+        "determination": "str",
+        "alleged_party": "str",
+        "technical_keys": "keys",
+    },
+    "compliance": COMMON
+    | {
+        "commitment_id": "str",
+        "subject_party": "str",
+        "period": "str",
+        "claim": "str",
+        "notified_at": "ts",
+        "activity_start": "ts",
+        "requested_at": "ts",
+        "responded_at": "ts",
+    },
+    "attestations": COMMON
+    | {
+        "subject_party": "str",
+        "subject_kind": "str",
+        "subject_report_id": "str",
+        "stance": "str",
+        "method": "str",
+        "observed_at": "ts",
+    },
+}
+
+SQL_TYPES = {
+    "str": "VARCHAR",
+    "text": "VARCHAR",
+    "keys": "VARCHAR",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "ts": "TIMESTAMPTZ",
+}
+
+TLP_PUBLISHABLE = ("CLEAR", "GREEN")
+
+
+def typed_fields(kind: str) -> list[str]:
+    """Fields whose text must parse as a number or timestamp (their raw text is kept for errors)."""
+    return [f for f, t in FIELDS[kind].items() if t in ("int", "float", "ts")]
+
+
+def kind_of(file_name: str) -> str | None:
+    """The report kind named by a file's prefix (``incidents_x.csv`` -> ``incidents``)."""
+    prefix = file_name.split("_", 1)[0]
+    return prefix if prefix in KINDS and "_" in file_name else None
+
+
+def format_of(file_name: str) -> str | None:
+    lower = file_name.lower()
+    for fmt in FORMATS:
+        if lower.endswith("." + fmt):
+            return fmt
+    return None

@@ -1,0 +1,125 @@
+"""Source protection (contract §5): keyed pseudonyms, scrubbed free text, keyed technical keys.
+
+The key never lives in the repository. It is read from ``CBM_PSEUDONYM_KEY``
+(``<version>:<hex>``) or from the JSON file named by ``CBM_KEY_FILE``
+(``{"key_version": "k1", "key": "<hex>"}``). ``cbm keygen-pseudonym`` writes such a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+EMAIL_RE = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
+URL_RE = r"(?i)\b(?:https?|ftp)://[^\s\"'<>]+|\bwww\.[^\s\"'<>]+"
+IPV4_RE = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
+IPV6_RE = r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}\b"
+# International (+...), bracketed area codes, or 3-3-4 groups; not ISO dates or plain ids.
+PHONE_RE = (
+    r"\+\d[\d\s().\-]{6,}\d|\(\d{2,5}\)\s?\d[\d\s.\-]{5,}\d|\b\d{3}[\s.\-]\d{3}[\s.\-]\d{4}\b"
+)
+
+
+class KeyError_(RuntimeError):
+    """No usable pseudonymisation key."""
+
+
+@dataclass(frozen=True)
+class PseudonymKey:
+    version: str
+    secret: bytes
+
+    def digest(self, purpose: str, value: str) -> str:
+        return hmac.new(self.secret, f"{purpose}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+
+    def pseudonym(self, party_code: str) -> str:
+        """Stable keyed pseudonym of a party, e.g. ``P-3fa2c81b09de``."""
+        return "P-" + self.digest("party", party_code)[:12]
+
+
+def new_key_file(path: Path, version: str = "k1") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key_version": version, "key": secrets.token_hex(32)}) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def load_key(env: dict[str, str] | None = None) -> PseudonymKey:
+    env = os.environ if env is None else env
+    if env.get("CBM_PSEUDONYM_KEY"):
+        version, _, hexkey = env["CBM_PSEUDONYM_KEY"].rpartition(":")
+        return _key(version or "k1", hexkey, "CBM_PSEUDONYM_KEY")
+    if env.get("CBM_KEY_FILE"):
+        path = Path(env["CBM_KEY_FILE"])
+        try:
+            data = json.loads(path.read_text())
+            return _key(data["key_version"], data["key"], str(path))
+        except (OSError, ValueError, KeyError) as exc:
+            raise KeyError_(f"pseudonymisation key file {path} is unreadable: {exc}") from exc
+    raise KeyError_(
+        "no pseudonymisation key: set CBM_KEY_FILE to a key file (create one with "
+        "'cbm keygen-pseudonym --out FILE', kept outside the repository) or CBM_PSEUDONYM_KEY"
+    )
+
+
+def _key(version: str, hexkey: str, where: str) -> PseudonymKey:
+    try:
+        secret = bytes.fromhex(hexkey.strip())
+    except ValueError as exc:
+        raise KeyError_(f"{where}: key is not hex") from exc
+    if len(secret) < 16:
+        raise KeyError_(f"{where}: key must be at least 16 bytes")
+    return PseudonymKey(version=version, secret=secret)
+
+
+def scrub_expr(expr: pl.Expr, party_names: list[str]) -> pl.Expr:
+    """Replace e-mails, URLs, IPs, phone numbers and registered party names with tags."""
+    out = (
+        expr.str.replace_all(EMAIL_RE, "[email]")
+        .str.replace_all(URL_RE, "[url]")
+        .str.replace_all(IPV4_RE, "[ip]")
+        .str.replace_all(IPV6_RE, "[ip]")
+        .str.replace_all(PHONE_RE, "[phone]")
+    )
+    return scrub_party_names(out, party_names)
+
+
+def scrub_party_names(expr: pl.Expr, party_names: list[str]) -> pl.Expr:
+    """Replace registered party names (case-insensitive, longest first) with ``[party]``."""
+    names = sorted({n for n in party_names if n}, key=len, reverse=True)
+    if not names:
+        return expr
+    return expr.str.replace_all("(?i)" + "|".join(re.escape(n) for n in names), "[party]")
+
+
+def keyed_technical_keys(frame: pl.DataFrame, column: str, key: PseudonymKey) -> pl.Series:
+    """``;``-separated indicators -> sorted ``;``-joined keyed hashes (each distinct value hashed once)."""
+    exploded = (
+        frame.select(pl.int_range(pl.len()).alias("_i"), pl.col(column).str.split(";").alias("_k"))
+        .explode("_k")
+        .with_columns(pl.col("_k").str.strip_chars().str.to_lowercase())
+        .filter(pl.col("_k").is_not_null() & (pl.col("_k") != ""))
+    )
+    distinct = exploded.select(pl.col("_k").unique())
+    hashed = distinct.with_columns(
+        pl.Series("_h", ["K-" + key.digest("tkey", v)[:24] for v in distinct["_k"].to_list()], dtype=pl.String)
+    )
+    joined = (
+        exploded.join(hashed, on="_k", how="left")
+        .group_by("_i")
+        .agg(pl.col("_h").unique().sort().str.join(";"))
+    )
+    return (
+        pl.DataFrame({"_i": pl.int_range(frame.height, eager=True)})
+        .join(joined, on="_i", how="left")
+        .sort("_i")["_h"]
+        .alias(column)
+    )

@@ -1,0 +1,259 @@
+"""Registries (contract §2): parties.yaml, commitments.yaml, policy.yaml.
+
+Loading validates every entry and raises :class:`RegistryError` naming the file, the entry
+and the rule, because a run on a wrong registry must not start at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+PARTY_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+PARTY_CLASSES = (
+    "state",
+    "observer_academic",
+    "industry_auditor",
+    "international_body",
+    "civil_society",
+    "secretariat",
+)
+COMMITMENT_TYPES = (
+    "advance_notification",
+    "hotline_test",
+    "data_exchange",
+    "inspection_hosting",
+    "consultation_response",
+    "incident_notification",
+)
+SCHEDULE_RE = re.compile(r"^(monthly|quarterly|on_event|annual:(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))$")
+INCIDENT_CATEGORIES = (
+    "cyber_intrusion",
+    "unusual_military_activity",
+    "airspace_violation",
+    "maritime_incident",
+    "border_incident",
+    "espionage_exposure",
+    "other",
+)
+
+# Bump when a verification or indicator rule in code changes: it is part of method_version.
+RULES_VERSION = "rules-2026.11.1"
+
+
+class RegistryError(ValueError):
+    """A registry file is missing or breaks the contract; the message names file, entry, rule."""
+
+
+@dataclass(frozen=True)
+class Party:
+    code: str
+    name: str
+    party_class: str
+    bloc: str | None
+    public_label: str | None
+    public_key: str | None
+
+
+@dataclass(frozen=True)
+class Commitment:
+    commitment_id: str
+    instrument: str
+    type: str
+    obligated: tuple[str, ...] | str
+    schedule: str
+    lead_time_days: int | None
+    response_sla_hours: int | None
+    grace_days: int
+    valid_from: date
+    valid_to: date | None
+
+    def obligated_parties(self, parties: dict[str, Party]) -> list[str]:
+        if self.obligated == "all_states":
+            return sorted(c for c, p in parties.items() if p.party_class == "state")
+        return sorted(self.obligated)
+
+
+@dataclass(frozen=True)
+class Policy:
+    policy_version: int
+    association_window_hours: dict[str, int]
+    association_radius_km: float
+    review_window_days: int
+    expiry_days: int
+    small_cell_k: int
+    escalation_thresholds: tuple[int, ...]
+    tentative_max_escalation: int
+    raw: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Registry:
+    parties: dict[str, Party]
+    commitments: dict[str, Commitment]
+    policy: Policy
+
+    @property
+    def method_version(self) -> str:
+        """Hash of the code rules version and the agreed policy: names the method of a release."""
+        blob = json.dumps({"rules": RULES_VERSION, "policy": self.policy.raw}, sort_keys=True)
+        return "m-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {
+            "parties": len(self.parties),
+            "commitments": len(self.commitments),
+            "policy_version": self.policy.policy_version,
+            "method_version": self.method_version,
+        }
+
+
+def _load_yaml(path: Path):
+    if not path.is_file():
+        raise RegistryError(f"{path}: registry file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _req(entry: dict, key: str, where: str):
+    if key not in entry or entry[key] is None:
+        raise RegistryError(f"{where}: field '{key}' is required")
+    return entry[key]
+
+
+def _as_date(value, where: str, key: str) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise RegistryError(f"{where}: '{key}' must be a date YYYY-MM-DD, got {value!r}") from exc
+
+
+def load_parties(path: Path) -> dict[str, Party]:
+    data = _load_yaml(path)
+    if not isinstance(data, list) or not data:
+        raise RegistryError(f"{path}: expected a non-empty list of parties")
+    parties: dict[str, Party] = {}
+    for i, entry in enumerate(data, 1):
+        where = f"{path} entry {i}"
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{where}: expected a mapping")
+        code = str(_req(entry, "code", where))
+        where = f"{path} party {code}"
+        if not PARTY_CODE_RE.match(code):
+            raise RegistryError(f"{where}: code must match [A-Z][A-Z0-9_]{{1,31}}")
+        if code in parties:
+            raise RegistryError(f"{where}: duplicate code")
+        pclass = _req(entry, "class", where)
+        if pclass not in PARTY_CLASSES:
+            raise RegistryError(f"{where}: class {pclass!r} is not one of {', '.join(PARTY_CLASSES)}")
+        parties[code] = Party(
+            code=code,
+            name=str(_req(entry, "name", where)),
+            party_class=pclass,
+            bloc=entry.get("bloc"),
+            public_label=entry.get("public_label"),
+            public_key=entry.get("public_key"),
+        )
+    return parties
+
+
+def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitment]:
+    data = _load_yaml(path)
+    if not isinstance(data, list):
+        raise RegistryError(f"{path}: expected a list of commitments")
+    out: dict[str, Commitment] = {}
+    for i, entry in enumerate(data, 1):
+        where = f"{path} entry {i}"
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{where}: expected a mapping")
+        cid = str(_req(entry, "commitment_id", where))
+        where = f"{path} commitment {cid}"
+        ctype = _req(entry, "type", where)
+        if ctype not in COMMITMENT_TYPES:
+            raise RegistryError(f"{where}: type {ctype!r} is not one of {', '.join(COMMITMENT_TYPES)}")
+        schedule = str(_req(entry, "schedule", where))
+        if not SCHEDULE_RE.match(schedule):
+            raise RegistryError(
+                f"{where}: schedule {schedule!r} must be monthly, quarterly, annual:MM-DD or on_event"
+            )
+        obligated = _req(entry, "obligated", where)
+        if obligated != "all_states":
+            if not isinstance(obligated, list) or not obligated:
+                raise RegistryError(f"{where}: obligated must be a list of party codes or all_states")
+            unknown = [c for c in obligated if c not in parties]
+            if unknown:
+                raise RegistryError(f"{where}: obligated names unregistered parties {unknown}")
+            obligated = tuple(obligated)
+        valid_from = _as_date(_req(entry, "valid_from", where), where, "valid_from")
+        out[cid] = Commitment(
+            commitment_id=cid,
+            instrument=str(_req(entry, "instrument", where)),
+            type=ctype,
+            obligated=obligated,
+            schedule=schedule,
+            lead_time_days=entry.get("lead_time_days"),
+            response_sla_hours=entry.get("response_sla_hours"),
+            grace_days=int(entry.get("grace_days") or 0),
+            valid_from=valid_from,
+            valid_to=_as_date(entry.get("valid_to"), where, "valid_to"),
+        )
+    return out
+
+
+def load_policy(path: Path) -> Policy:
+    data = _load_yaml(path)
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: expected a mapping")
+    where = str(path)
+    windows = _req(data, "association_window_hours", where)
+    missing = [c for c in INCIDENT_CATEGORIES if c not in windows]
+    if missing:
+        raise RegistryError(f"{where}: association_window_hours lacks categories {missing}")
+    thresholds = tuple(int(x) for x in _req(data, "escalation_thresholds", where))
+    if len(thresholds) != 5 or list(thresholds) != sorted(thresholds):
+        raise RegistryError(f"{where}: escalation_thresholds must be 5 ascending numbers")
+    k = int(_req(data, "small_cell_k", where))
+    if k < 1:
+        raise RegistryError(f"{where}: small_cell_k must be >= 1")
+    return Policy(
+        policy_version=int(_req(data, "policy_version", where)),
+        association_window_hours={c: int(windows[c]) for c in INCIDENT_CATEGORIES},
+        association_radius_km=float(_req(data, "association_radius_km", where)),
+        review_window_days=int(_req(data, "review_window_days", where)),
+        expiry_days=int(_req(data, "expiry_days", where)),
+        small_cell_k=k,
+        escalation_thresholds=thresholds,
+        tentative_max_escalation=int(_req(data, "tentative_max_escalation", where)),
+        raw=json.loads(json.dumps(data, default=str)),
+    )
+
+
+def load_registry(directory: str | Path) -> Registry:
+    """Load and check parties.yaml, commitments.yaml and policy.yaml from ``directory``."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise RegistryError(f"{d}: registry directory not found")
+    parties = load_parties(d / "parties.yaml")
+    return Registry(
+        parties=parties,
+        commitments=load_commitments(d / "commitments.yaml", parties),
+        policy=load_policy(d / "policy.yaml"),
+    )
+
+
+def policy_as_dict(policy: Policy) -> dict:
+    d = asdict(policy)
+    d.pop("raw")
+    return d

@@ -1,0 +1,145 @@
+"""Releases on disk (contract §4): deterministic Parquet, a manifest written last, atomic.
+
+A release is assembled in ``<publish>/releases/.tmp-<id>-<pid>`` and renamed into place in
+one step, so a run killed mid-way leaves no partial release visible; ``LATEST`` is replaced
+only after the rename. ``verify_release`` is what a consumer runs to check a release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+PRODUCTS = ("indicators", "compliance", "events")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def release_id_for(inputs: list[str], method_version: str, as_of: str, key_version: str) -> str:
+    blob = json.dumps(
+        {"inputs": sorted(inputs), "method": method_version, "as_of": as_of, "key": key_version,
+         "schema": SCHEMA_VERSION},
+        sort_keys=True,
+    )
+    return "r-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
+    """One zstd Parquet file per period under ``product/period=YYYY-MM/``; returns file entries."""
+    entries = []
+    periods = sorted(set(table.column("period").to_pylist())) if table.num_rows else []
+    for period in periods:
+        mask = pa.compute.equal(table.column("period"), period)
+        part = table.filter(mask).drop_columns(["period"])
+        rel = Path(product) / f"period={period}" / "part-0.parquet"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, path, compression="zstd", use_dictionary=True, write_statistics=True)
+        entries.append({"path": rel.as_posix(), "rows": part.num_rows, "sha256": sha256_file(path)})
+    return entries
+
+
+@dataclass
+class PublishedRelease:
+    release_id: str
+    path: Path
+    new: bool
+    files: list[dict]
+
+
+def publish_atomically(publish: Path, release_id: str, build, manifest_base: dict) -> PublishedRelease:
+    """Build a release with ``build(tmp_root) -> file entries``; write the manifest last; rename."""
+    releases = publish / "releases"
+    releases.mkdir(parents=True, exist_ok=True)
+    for stale in releases.glob(".tmp-*"):  # left by a killed run; never visible as a release
+        shutil.rmtree(stale, ignore_errors=True)
+    final = releases / release_id
+    if (final / "manifest.json").exists():
+        manifest = json.loads((final / "manifest.json").read_text())
+        return PublishedRelease(release_id, final, False, manifest["files"])
+    tmp = releases / f".tmp-{release_id}-{os.getpid()}"
+    tmp.mkdir()
+    files = sorted(build(tmp), key=lambda e: e["path"])
+    manifest = manifest_base | {"release_id": release_id, "schema_version": SCHEMA_VERSION, "files": files}
+    _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _fsync_dir(tmp)
+    os.rename(tmp, final)
+    _fsync_dir(releases)
+    return PublishedRelease(release_id, final, True, files)
+
+
+def set_latest(publish: Path, release_id: str) -> None:
+    _write_text(publish / "LATEST", release_id + "\n")
+
+
+def latest(publish: Path) -> str | None:
+    path = publish / "LATEST"
+    return path.read_text().strip() if path.exists() else None
+
+
+def append_changelog(publish: Path, entry: dict) -> None:
+    path = publish / "CHANGELOG.jsonl"
+    existing = path.read_text().splitlines() if path.exists() else []
+    if any(json.loads(line).get("release_id") == entry["release_id"] for line in existing if line.strip()):
+        return
+    _write_text(path, "".join(line + "\n" for line in existing) + json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify_release(path: str | Path) -> tuple[bool, list[str]]:
+    """Check every file of a release against its manifest: (ok, problems)."""
+    root = Path(path)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        return False, [f"{root}: no manifest.json (not a release, or an incomplete one)"]
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        listed = {f["path"]: f for f in manifest["files"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        return False, [f"{manifest_path}: unreadable manifest ({exc})"]
+    problems = []
+    for rel, entry in sorted(listed.items()):
+        file = root / rel
+        if not file.is_file():
+            problems.append(f"missing: {rel}")
+            continue
+        digest = sha256_file(file)
+        if digest != entry["sha256"]:
+            problems.append(f"checksum mismatch: {rel} (manifest {entry['sha256'][:12]}, file {digest[:12]})")
+            continue
+        rows = pq.ParquetFile(file).metadata.num_rows
+        if rows != entry["rows"]:
+            problems.append(f"row count mismatch: {rel} (manifest {entry['rows']}, file {rows})")
+    actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"manifest.json"}
+    problems += [f"extra file not in manifest: {rel}" for rel in sorted(actual - set(listed))]
+    return not problems, problems

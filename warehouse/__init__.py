@@ -1,0 +1,1 @@
+"""DuckDB warehouse: the resource, the DDL and the SQL that aggregates."""

@@ -1,0 +1,139 @@
+"""The DuckDB warehouse: one file under the workdir, one writer at a time.
+
+``Warehouse.connect()`` opens the file, creates the schema when missing and waits (with a
+clear message) while another process holds the write lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from checks.gx_duckdb import connection_config
+from pipelines.contract import FIELDS, KINDS, SQL_TYPES, typed_fields
+
+PROVENANCE = {"submission_sha": "VARCHAR", "row_number": "BIGINT", "source": "VARCHAR"}
+# Anonymised rows also carry why a row could not be read, and (attestations) the subject's
+# code as handed in, so a quarantine reason can say which code was wrong.
+ANON_EXTRAS = {"row_error": "VARCHAR"}
+ANON_EXTRAS_BY_KIND = {"attestations": {"subject_party__code": "VARCHAR"}}
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process holds the warehouse's write lock for longer than we wait."""
+
+
+def sql_file(name: str) -> str:
+    """The text of ``warehouse/sql/<name>.sql``."""
+    return resources.files("warehouse").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+
+
+def report_columns(kind: str, with_raw: bool) -> dict[str, str]:
+    cols = dict(PROVENANCE)
+    cols |= {f: SQL_TYPES[t] for f, t in FIELDS[kind].items()}
+    if with_raw:
+        cols |= {f"{f}__raw": "VARCHAR" for f in typed_fields(kind)}
+        cols |= ANON_EXTRAS | ANON_EXTRAS_BY_KIND.get(kind, {})
+    return cols
+
+
+def _create_table(name: str, cols: dict[str, str]) -> str:
+    body = ",\n  ".join(f'"{c}" {t}' for c, t in cols.items())
+    return f"CREATE TABLE IF NOT EXISTS {name} (\n  {body}\n);"
+
+
+def schema_ddl() -> str:
+    parts = [sql_file("schema")]
+    for kind in KINDS:
+        # anonymised: every staged row, typed where it parses, raw text kept for the checks.
+        parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
+        # accepted: rows that passed validation; all versions kept.
+        parts.append(_create_table(f"reports_{kind}", report_columns(kind, with_raw=False)))
+        # current: the highest version of each report of each source.
+        parts.append(
+            f"""CREATE OR REPLACE VIEW current_{kind} AS
+            SELECT * EXCLUDE (rn) FROM (
+              SELECT *, row_number() OVER (
+                PARTITION BY source, report_id ORDER BY version DESC, submission_sha, row_number
+              ) AS rn FROM reports_{kind}) WHERE rn = 1;"""
+        )
+    return "\n".join(parts)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The DuckDB file of one workdir."""
+
+    path: str
+    lock_wait_seconds: float = 120.0
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = _connect_waiting(self.path, read_only, self.lock_wait_seconds)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            if not read_only:
+                con.execute(schema_ddl())
+            yield con
+        finally:
+            con.close()
+
+
+def _connect_waiting(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait
+    delay = 0.2
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only, config=connection_config())
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"warehouse {path} is locked by another process (is another 'cbm run' "
+                    f"or a Dagster run using this workdir?); waited {wait:.0f}s"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
+    """Dagster column schema of a warehouse table, for asset metadata."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t) for n, t in rows])
+
+
+def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str, params=None, limit: int = 10) -> str:
+    """A small Markdown table of a query's first rows, for the Dagster UI."""
+    rel = con.execute(f"SELECT * FROM ({sql}) LIMIT {limit}", params or [])
+    cols = [d[0] for d in rel.description]
+    rows = rel.fetchall()
+    if not rows:
+        return "_no rows_"
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join(
+        "| " + " | ".join("" if v is None else str(v).replace("|", "\\|")[:60] for v in r) + " |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
+    """A query's result as a pyarrow Table (DuckDB 2 API)."""
+    return con.execute(sql, params or []).to_arrow_table()
+
+
+def fetch_polars(con: duckdb.DuckDBPyConnection, sql: str, params=None):
+    import polars as pl
+
+    return pl.from_arrow(fetch_arrow(con, sql, params))

@@ -1,0 +1,79 @@
+-- Status ladder of every incident cluster (DESIGN.md, verification semantics).
+-- Inputs: event_members (this run), current_attestations, party_directory; $as_of, policy values.
+CREATE OR REPLACE TABLE incident_clusters AS
+WITH m AS (
+  SELECT em.*, pd.party_class, pd.bloc
+  FROM event_members em JOIN party_directory pd ON pd.pseudonym = em.source
+),
+origin AS (
+  SELECT event_id, category, region, occurred_at AS origin_at, source AS origin_source, bloc AS origin_bloc
+  FROM m WHERE is_origin
+),
+alleged_counts AS (
+  SELECT event_id, coalesce(alleged_party, 'unknown') AS alleged_party, count(*) AS n FROM m GROUP BY ALL
+),
+alleged AS (  -- the most named alleged party; a tie names none
+  SELECT event_id, CASE WHEN count(*) = 1 THEN max(alleged_party) ELSE 'unknown' END AS alleged_party
+  FROM (SELECT * FROM alleged_counts QUALIFY rank() OVER (PARTITION BY event_id ORDER BY n DESC) = 1)
+  GROUP BY event_id
+),
+member_sources AS (SELECT DISTINCT event_id, source FROM m),
+att_rows AS (
+  SELECT m.event_id, a.source, a.stance, ms.source IS NOT NULL AS by_member
+  FROM m JOIN current_attestations a
+    ON a.subject_kind = 'incidents' AND a.subject_party = m.source AND a.subject_report_id = m.report_id
+  LEFT JOIN member_sources ms ON ms.event_id = m.event_id AND ms.source = a.source
+),
+att AS (
+  SELECT event_id,
+         bool_or(stance = 'contradicts') AS contradicted,
+         list_sort(list(DISTINCT source) FILTER (stance = 'corroborates' AND NOT by_member)) AS corroborators,
+         list_sort(list(DISTINCT source) FILTER (stance = 'contradicts')) AS contradictors
+  FROM att_rows GROUP BY event_id
+),
+agg AS (
+  SELECT m.event_id,
+         count(DISTINCT m.source) AS n_sources,
+         count(DISTINCT m.party_class) AS n_classes,
+         count(*) AS n_reports,
+         max(m.severity) AS severity,
+         max(m.reported_at) AS last_reported_at,
+         max(m.tlp_rank) AS tlp_rank,
+         list_sort(list(DISTINCT m.source)) AS sources,
+         -- non-aligned: bloc null, or differing from the origin reporter's and the alleged party's
+         bool_or(m.bloc IS NULL OR (m.bloc IS DISTINCT FROM o.origin_bloc AND m.bloc IS DISTINCT FROM ap.bloc)) AS has_non_aligned
+  FROM m JOIN origin o USING (event_id) JOIN alleged al USING (event_id)
+  LEFT JOIN party_directory ap ON ap.code = al.alleged_party
+  GROUP BY m.event_id
+)
+SELECT
+  o.event_id, o.category, o.region, o.origin_at,
+  strftime(o.origin_at, '%Y-%m') AS period,
+  strftime(o.origin_at, '%G-W%V') AS week,
+  a.n_sources, a.n_classes, a.n_reports, a.severity,
+  CASE WHEN a.severity <= 2 THEN 'low' WHEN a.severity = 3 THEN 'medium' ELSE 'high' END AS severity_band,
+  al.alleged_party, a.last_reported_at, a.tlp_rank, a.sources,
+  coalesce(t.corroborators, []) AS corroborators, coalesce(t.contradictors, []) AS contradictors,
+  CASE
+    WHEN coalesce(t.contradicted, false) THEN 'disputed'
+    WHEN a.n_sources >= 3 AND a.n_classes >= 2 AND a.has_non_aligned
+         AND $as_of >= a.last_reported_at + to_days($review_days) THEN 'definitive'
+    WHEN a.n_sources >= 2 OR len(coalesce(t.corroborators, [])) >= 1 THEN 'tentative'
+    WHEN $as_of > a.last_reported_at + to_days($expiry_days) THEN 'expired'
+    ELSE 'reported'
+  END AS status,
+  CASE
+    WHEN coalesce(t.contradicted, false) THEN 'contradicts attestation by ' || array_to_string(t.contradictors, ',')
+    WHEN a.n_sources >= 3 AND a.n_classes >= 2 AND a.has_non_aligned
+         AND $as_of >= a.last_reported_at + to_days($review_days)
+      THEN format('{} sources from {} classes incl. non-aligned; review window elapsed: {}', a.n_sources, a.n_classes, array_to_string(a.sources, ','))
+    WHEN a.n_sources >= 3 AND a.n_classes >= 2 AND a.has_non_aligned
+      THEN format('definitive criteria met; in review until {}', strftime(a.last_reported_at + to_days($review_days), '%Y-%m-%d'))
+    WHEN a.n_sources >= 2 THEN format('{} independent sources: {}', a.n_sources, array_to_string(a.sources, ','))
+    WHEN len(coalesce(t.corroborators, [])) >= 1 THEN 'one source corroborated by ' || array_to_string(t.corroborators, ',')
+    WHEN $as_of > a.last_reported_at + to_days($expiry_days) THEN format('single source, older than {} days', $expiry_days)
+    ELSE 'single source: ' || array_to_string(a.sources, ',')
+  END AS status_reason
+FROM origin o JOIN agg a USING (event_id) JOIN alleged al USING (event_id)
+LEFT JOIN att t USING (event_id)
+ORDER BY o.event_id;

@@ -1,0 +1,7 @@
+SELECT subject, NULL AS counterpart, period, 'compliance_rate' AS indicator,
+       count(*) FILTER (WHERE verdict IN ('honoured_confirmed', 'honoured_self_reported')) AS numerator,
+       count(*) AS denominator,
+       numerator / denominator AS value,
+       bool_and(status = 'definitive') AS inputs_definitive,
+       NULL AS escalation_level
+FROM compliance_verdicts GROUP BY ALL
