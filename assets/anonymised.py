@@ -6,7 +6,6 @@ hashed once, then joined back). Typed columns are cast in DuckDB; the text of ev
 field is kept beside it (scrubbed) so a value that does not parse can be named in quarantine.
 """
 
-
 import dagster as dg
 import polars as pl
 

@@ -7,7 +7,6 @@ report after the window is the next origin. ``next_origin[i]`` (the first report
 Python loop follows those pointers, once per *event*, never once per report.
 """
 
-
 import hashlib
 
 import numpy as np
@@ -18,10 +17,15 @@ def assign_events(reports: pl.DataFrame, window_hours: dict[str, int]) -> pl.Dat
     """Add ``event_id`` and ``is_origin`` to reports (columns: category, region, occurred_at,
     source, report_id). Stable: the same reports give the same ids."""
     if reports.height == 0:
-        return reports.with_columns(pl.lit(None, pl.String).alias("event_id"), pl.lit(False).alias("is_origin"))
+        return reports.with_columns(
+            pl.lit(None, pl.String).alias("event_id"), pl.lit(False).alias("is_origin")
+        )
     ordered = reports.sort(["category", "region", "occurred_at", "source", "report_id"])
     t = ordered["occurred_at"].dt.epoch("s").to_numpy()
-    window = ordered["category"].replace_strict(window_hours, default=48).to_numpy().astype(np.int64) * 3600
+    window = (
+        ordered["category"].replace_strict(window_hours, default=48).to_numpy().astype(np.int64)
+        * 3600
+    )
     group = ordered.select(pl.struct("category", "region").rank("dense")).to_series().to_numpy()
     n = ordered.height
     # Reports of one group are contiguous; offset time by group so a search never crosses groups.
@@ -40,7 +44,10 @@ def assign_events(reports: pl.DataFrame, window_hours: dict[str, int]) -> pl.Dat
     origins = ordered.select(
         pl.concat_str(["category", "region", "source", "report_id"], separator="\x1f").alias("_o")
     )["_o"].to_list()
-    ids = {i: "E-" + hashlib.sha256(origins[i].encode()).hexdigest()[:16] for i in np.flatnonzero(is_origin)}
+    ids = {
+        i: "E-" + hashlib.sha256(origins[i].encode()).hexdigest()[:16]
+        for i in np.flatnonzero(is_origin)
+    }
     return ordered.with_columns(
         pl.Series("event_id", [ids[i] for i in origin_index], dtype=pl.String),
         pl.Series("is_origin", is_origin),

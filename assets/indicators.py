@@ -6,7 +6,6 @@ denominator, inputs_definitive and escalation_level; this asset unions them into
 its inputs are and its period is closed (as-of >= end of the month + review window).
 """
 
-
 from importlib import resources
 
 import dagster as dg
@@ -81,7 +80,8 @@ def subject_indicators(settings: CbmSettings, warehouse: Warehouse) -> dg.Materi
         )
         schema = table_schema(con, "indicator_values")
         preview = markdown_preview(
-            con, "SELECT * FROM indicator_values WHERE indicator = 'escalation_level' ORDER BY value DESC, subject, counterpart, period"
+            con,
+            "SELECT * FROM indicator_values WHERE indicator = 'escalation_level' ORDER BY value DESC, subject, counterpart, period",
         )
     return dg.MaterializeResult(
         metadata={

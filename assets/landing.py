@@ -6,7 +6,6 @@ from. The ``landed_submissions`` asset then registers each submission in the war
 rejects, whole and with a specific reason, what cannot be accepted at the file level.
 """
 
-
 import base64
 import hashlib
 import json
@@ -72,7 +71,9 @@ def inbox_files(inbox: Path) -> list[tuple[Path, str, str]]:
     Detached signatures (``*.sig``) travel with their file; hidden files are ignored.
     """
     found = []
-    for party_dir in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for party_dir in sorted(
+        p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         for path in sorted(party_dir.rglob("*")):
             if path.name.startswith(".") or path.name.endswith(".sig") or path.is_dir():
                 continue
@@ -124,14 +125,19 @@ def read_landing_meta(landing_dir: Path, sha: str) -> dict:
     return json.loads(landing_paths(landing_dir, sha)[1].read_text())
 
 
-def file_level_rejection(meta: dict, registry: Registry, landing_dir: Path) -> tuple[str, str] | None:
+def file_level_rejection(
+    meta: dict, registry: Registry, landing_dir: Path
+) -> tuple[str, str] | None:
     """(rule, reason) when a submission must be rejected whole, else None."""
     party, name = meta["party_dir"], meta["file_name"]
     where = f"{party}/{name}"
     if meta.get("symlink"):
         return "symlink", f"{where}: is a symbolic link; only regular files are accepted"
     if party not in registry.parties:
-        return "unregistered_party", f"{where}: party code '{party}' is not registered in parties.yaml"
+        return (
+            "unregistered_party",
+            f"{where}: party code '{party}' is not registered in parties.yaml",
+        )
     if kind_of(Path(name).name) is None:
         return "unknown_kind", (
             f"{where}: file name must start with incidents_, compliance_ or attestations_"
@@ -144,7 +150,10 @@ def file_level_rejection(meta: dict, registry: Registry, landing_dir: Path) -> t
     if public_key:
         blob, _, sig = landing_paths(landing_dir, meta["sha256"])
         if not sig.exists():
-            return "signature_missing", f"{where}: party {party} signs its submissions; no {name}.sig"
+            return (
+                "signature_missing",
+                f"{where}: party {party} signs its submissions; no {name}.sig",
+            )
         if not verify_signature(public_key, blob.read_bytes(), sig.read_bytes()):
             return "signature_invalid", f"{where}: {name}.sig does not verify with {party}'s key"
     return None
@@ -154,7 +163,11 @@ def verify_signature(public_key_b64: str, data: bytes, sig_bytes: bytes) -> bool
     """Ed25519 over the file bytes; the .sig holds the signature in base64 (or raw 64 bytes)."""
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
-        sig = sig_bytes if len(sig_bytes) == 64 else base64.b64decode(sig_bytes.strip(), validate=True)
+        sig = (
+            sig_bytes
+            if len(sig_bytes) == 64
+            else base64.b64decode(sig_bytes.strip(), validate=True)
+        )
         key.verify(sig, data)
         return True
     except (InvalidSignature, ValueError):
@@ -204,7 +217,13 @@ def landed_submissions(
                     meta["size_bytes"],
                     meta["received_at"],
                     str(landing_paths(settings.landing_dir, sha)[0]),
-                    "valid" if (party_known and registry.parties[meta["party_dir"]].public_key and rejection is None) else "none",
+                    "valid"
+                    if (
+                        party_known
+                        and registry.parties[meta["party_dir"]].public_key
+                        and rejection is None
+                    )
+                    else "none",
                     "rejected" if rejection else "landed",
                 ],
             )
@@ -241,8 +260,16 @@ def _register_parties(con, registry: Registry, key) -> None:
     con.executemany(
         "INSERT INTO registry_commitments VALUES (?,?,?,?,?,?,?,?)",
         [
-            (c.commitment_id, c.type, c.schedule, c.lead_time_days, c.response_sla_hours,
-             c.grace_days, c.valid_from, c.valid_to)
+            (
+                c.commitment_id,
+                c.type,
+                c.schedule,
+                c.lead_time_days,
+                c.response_sla_hours,
+                c.grace_days,
+                c.valid_from,
+                c.valid_to,
+            )
             for c in sorted(registry.commitments.values(), key=lambda c: c.commitment_id)
         ],
     )

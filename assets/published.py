@@ -1,6 +1,5 @@
 """Published: disclosure control, then a deterministic, atomic release (contract §4, §5)."""
 
-
 import json
 from pathlib import Path
 
@@ -48,9 +47,12 @@ def _periods(glob: str, con=None) -> list[str]:
     own = con is None
     con = con or duckdb.connect()
     try:
-        return [r[0] for r in con.execute(
-            f"SELECT DISTINCT period FROM read_parquet('{glob}', hive_partitioning=true) ORDER BY 1"
-        ).fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                f"SELECT DISTINCT period FROM read_parquet('{glob}', hive_partitioning=true) ORDER BY 1"
+            ).fetchall()
+        ]
     except duckdb.IOException:
         return []
     finally:
@@ -71,13 +73,17 @@ def _periods(glob: str, con=None) -> list[str]:
         "CHANGELOG.jsonl line. Same inputs + same method = same release id and bytes."
     ),
 )
-def release(context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+def release(
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
     registry = settings.load_registry()
     key = load_key()
     publish = Path(settings.publish)
     with warehouse.connect() as con:
         as_of, method_version = release_context(con)
-        inputs = [r[0] for r in con.execute("SELECT sha256 FROM submissions ORDER BY sha256").fetchall()]
+        inputs = [
+            r[0] for r in con.execute("SELECT sha256 FROM submissions ORDER BY sha256").fetchall()
+        ]
         as_of_text = as_of.isoformat()
         release_id = rel.release_id_for(inputs, method_version, as_of_text, key.version)
         params = {"release_id": release_id, "method_version": method_version}
@@ -88,10 +94,18 @@ def release(context: dg.AssetExecutionContext, settings: CbmSettings, warehouse:
             "compliance": fetch_arrow(con, sql_file("published_compliance"), params),
             "events": fetch_arrow(con, sql_file("published_events"), params),
         }
-        statuses = dict(con.execute("SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL").fetchall())
+        statuses = dict(
+            con.execute(
+                "SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        )
 
     def build(root: Path) -> list[dict]:
-        return [entry for product, table in tables.items() for entry in rel.write_product(root, product, table)]
+        return [
+            entry
+            for product, table in tables.items()
+            for entry in rel.write_product(root, product, table)
+        ]
 
     previous = rel.latest(publish)
     published = rel.publish_atomically(
@@ -111,11 +125,21 @@ def release(context: dg.AssetExecutionContext, settings: CbmSettings, warehouse:
         changes = _changes(publish, previous if previous != release_id else None, published.path)
         rel.append_changelog(
             publish,
-            {"release_id": release_id, "as_of": as_of_text, "method_version": method_version, **changes},
+            {
+                "release_id": release_id,
+                "as_of": as_of_text,
+                "method_version": method_version,
+                **changes,
+            },
         )
     rel.set_latest(publish, release_id)
-    rows = {p: sum(f["rows"] for f in published.files if f["path"].startswith(p + "/")) for p in rel.PRODUCTS}
-    context.log.info(f"release {release_id} at {published.path} ({'new' if published.new else 'unchanged'})")
+    rows = {
+        p: sum(f["rows"] for f in published.files if f["path"].startswith(p + "/"))
+        for p in rel.PRODUCTS
+    }
+    context.log.info(
+        f"release {release_id} at {published.path} ({'new' if published.new else 'unchanged'})"
+    )
     return dg.MaterializeResult(
         metadata={
             "release_id": release_id,
@@ -126,7 +150,9 @@ def release(context: dg.AssetExecutionContext, settings: CbmSettings, warehouse:
             **{f"rows_{p}": n for p, n in rows.items()},
             "files": len(published.files),
             "submissions_by_status": dg.MetadataValue.json(statuses),
-            "manifest": dg.MetadataValue.json(json.loads((published.path / "manifest.json").read_text())["files"][:20]),
+            "manifest": dg.MetadataValue.json(
+                json.loads((published.path / "manifest.json").read_text())["files"][:20]
+            ),
         }
     )
 
@@ -141,4 +167,6 @@ def manifest_integrity(settings: CbmSettings) -> dg.AssetCheckResult:
     if current is None:
         return dg.AssetCheckResult(passed=False, metadata={"problem": "no LATEST file"})
     ok, problems = rel.verify_release(publish / "releases" / current)
-    return dg.AssetCheckResult(passed=ok, metadata={"release_id": current, "problems": dg.MetadataValue.json(problems)})
+    return dg.AssetCheckResult(
+        passed=ok, metadata={"release_id": current, "problems": dg.MetadataValue.json(problems)}
+    )

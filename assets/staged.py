@@ -8,7 +8,6 @@ Parquet in ``<workdir>/staged`` (the sensitive tier, like landing): raw text nev
 the warehouse.
 """
 
-
 import csv
 import io
 import json
@@ -57,7 +56,9 @@ def _to_text(frame: pl.DataFrame) -> pl.DataFrame:
             fmt = "%Y-%m-%dT%H:%M:%S%.f%:z" if dtype.time_zone else "%Y-%m-%dT%H:%M:%S%.f"
             out.append(c.dt.strftime(fmt).alias(name))
         elif dtype.is_nested() or dtype == pl.Object:
-            out.append(pl.when(c.is_null()).then(None).otherwise(pl.lit("<nested value>")).alias(name))
+            out.append(
+                pl.when(c.is_null()).then(None).otherwise(pl.lit("<nested value>")).alias(name)
+            )
         else:
             out.append(c.cast(pl.String).alias(name))
     return frame.select(out)
@@ -125,7 +126,9 @@ def read_parquet(data: bytes) -> tuple[pl.DataFrame, list[str]]:
     try:
         frame = pl.read_parquet(io.BytesIO(data))
     except Exception as exc:
-        raise UnreadableSubmission(f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}") from exc
+        raise UnreadableSubmission(
+            f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     return _to_text(frame).with_columns(pl.lit(None, pl.String).alias("row_error")), []
 
 
@@ -189,14 +192,18 @@ def staged_reports(
             [context.partition_keys],
         ).fetchall()
         for sha, kind, fmt, party, name in todo:
-            con.execute("DELETE FROM quarantine WHERE submission_sha = ? AND stage = 'staged'", [sha])
+            con.execute(
+                "DELETE FROM quarantine WHERE submission_sha = ? AND stage = 'staged'", [sha]
+            )
             data = landing_paths(settings.landing_dir, sha)[0].read_bytes()
             try:
                 frame, notes = stage_rows(data, fmt, kind)
             except Exception as exc:  # a hostile file must not stop the run: reject it, say why
                 unreadable += 1
-                detail = str(exc) if isinstance(exc, UnreadableSubmission) else (
-                    f"reader failed ({exc.__class__.__name__}: {str(exc)[:200]})"
+                detail = (
+                    str(exc)
+                    if isinstance(exc, UnreadableSubmission)
+                    else (f"reader failed ({exc.__class__.__name__}: {str(exc)[:200]})")
                 )
                 reason = f"{party}/{name}: {detail}"
                 context.log.warning(reason)

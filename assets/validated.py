@@ -5,7 +5,6 @@ reason; the rest are appended to ``reports_<kind>`` (all versions kept; ``curren
 views pick the highest version). Submission accounting is updated and checked.
 """
 
-
 import re
 
 import dagster as dg
@@ -37,7 +36,16 @@ def _record_findings(con, result: SuiteResult) -> None:
         con.executemany(
             "INSERT INTO quarantine VALUES (?, ?, ?, 'validated', ?, ?, ?, ?, ?)",
             [
-                (sha, row, rid, f.rule, f.column, None if v is None else str(v)[:200], f.reason, f.severity)
+                (
+                    sha,
+                    row,
+                    rid,
+                    f.rule,
+                    f.column,
+                    None if v is None else str(v)[:200],
+                    f.reason,
+                    f.severity,
+                )
                 for sha, row, rid, v in f.rows
             ],
         )
@@ -81,11 +89,17 @@ WHERE s.sha256 = k.sha AND s.status IN ('staged', 'accepted', 'partial')
     owners=[OWNER],
     pool="warehouse",
     check_specs=[
-        dg.AssetCheckSpec("submission_accounting", asset="validated_reports",
-                          description="rows_read = rows_accepted + rows_quarantined for every submission"),
+        dg.AssetCheckSpec(
+            "submission_accounting",
+            asset="validated_reports",
+            description="rows_read = rows_accepted + rows_quarantined for every submission",
+        ),
         *[
-            dg.AssetCheckSpec(f"suite_{k}", asset="validated_reports",
-                              description=f"Great Expectations suite checks/suites/{k}.json on this batch")
+            dg.AssetCheckSpec(
+                f"suite_{k}",
+                asset="validated_reports",
+                description=f"Great Expectations suite checks/suites/{k}.json on this batch",
+            )
             for k in KINDS
         ],
     ],
@@ -108,7 +122,8 @@ def validated_reports(
         )
         for kind in KINDS:
             con.execute(
-                f"DELETE FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))", [shas]
+                f"DELETE FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+                [shas],
             )
         for kind in KINDS:
             n = batch_rows[kind] = _batch_view(con, kind, shas)
@@ -148,7 +163,10 @@ def validated_reports(
         dg.AssetCheckResult(
             check_name="submission_accounting",
             passed=not broken,
-            metadata={"submissions": len(shas), "violations": dg.MetadataValue.json([list(b) for b in broken])},
+            metadata={
+                "submissions": len(shas),
+                "violations": dg.MetadataValue.json([list(b) for b in broken]),
+            },
         )
     ]
     for kind in KINDS:

@@ -5,7 +5,6 @@ latest timestamp among accepted inputs. It is stored in ``release_context`` so e
 asset of the run measures review windows and expiry from the same instant.
 """
 
-
 from datetime import datetime
 
 import dagster as dg
@@ -51,8 +50,14 @@ def _warehouse_check(name: str, table: str):
         with warehouse.connect() as con:
             con.execute("CHECKPOINT")
             result = run_suite(
-                con, settings.warehouse_path, settings.gx_dir, name, table,
-                index_columns=[], collect_rows=True, build_docs=True,
+                con,
+                settings.warehouse_path,
+                settings.gx_dir,
+                name,
+                table,
+                index_columns=[],
+                collect_rows=True,
+                build_docs=True,
             )
         return dg.AssetCheckResult(
             passed=not result.critical,
@@ -68,7 +73,9 @@ def _warehouse_check(name: str, table: str):
     return _check
 
 
-warehouse_table_checks = [_warehouse_check(suite, table) for table, suite in WAREHOUSE_SUITES.items()]
+warehouse_table_checks = [
+    _warehouse_check(suite, table) for table, suite in WAREHOUSE_SUITES.items()
+]
 
 
 @dg.asset(
@@ -94,10 +101,10 @@ def warehouse_tables(settings: CbmSettings, warehouse: Warehouse) -> dg.Material
             "CREATE OR REPLACE TABLE release_context AS SELECT CAST(? AS TIMESTAMPTZ) AS as_of, ? AS method_version",
             [as_of, registry.method_version],
         )
-        counts = {
-            k: con.execute(f"SELECT count(*) FROM current_{k}").fetchone()[0] for k in KINDS
-        }
-        subs = con.execute("SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL").fetchall()
+        counts = {k: con.execute(f"SELECT count(*) FROM current_{k}").fetchone()[0] for k in KINDS}
+        subs = con.execute(
+            "SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(counts.values()),
@@ -112,7 +119,9 @@ def warehouse_tables(settings: CbmSettings, warehouse: Warehouse) -> dg.Material
 def release_context(con) -> tuple[datetime, str]:
     row = con.execute("SELECT as_of, method_version FROM release_context").fetchone()
     if row is None or row[0] is None:
-        raise RuntimeError("no as-of time: the warehouse has no accepted reports and no --as-of was given")
+        raise RuntimeError(
+            "no as-of time: the warehouse has no accepted reports and no --as-of was given"
+        )
     return row[0], row[1]
 
 
@@ -141,13 +150,23 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
         )
         members = assign_events(reports, policy.association_window_hours)
         con.register("members_frame", members.to_arrow())
-        con.execute("CREATE OR REPLACE TABLE event_members AS SELECT * FROM members_frame ORDER BY event_id, source, report_id")
+        con.execute(
+            "CREATE OR REPLACE TABLE event_members AS SELECT * FROM members_frame ORDER BY event_id, source, report_id"
+        )
         con.unregister("members_frame")
         con.execute(
             sql_file("event_status"),
-            {"as_of": as_of, "review_days": policy.review_window_days, "expiry_days": policy.expiry_days},
+            {
+                "as_of": as_of,
+                "review_days": policy.review_window_days,
+                "expiry_days": policy.expiry_days,
+            },
         )
-        by_status = dict(con.execute("SELECT status, count(*) FROM incident_clusters GROUP BY ALL ORDER BY ALL").fetchall())
+        by_status = dict(
+            con.execute(
+                "SELECT status, count(*) FROM incident_clusters GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        )
         n = sum(by_status.values())
         schema = table_schema(con, "incident_clusters")
         preview = markdown_preview(
@@ -189,7 +208,11 @@ def compliance_verdicts(settings: CbmSettings, warehouse: Warehouse) -> dg.Mater
             [as_of],
         ).fetchone()[0]
         con.execute(sql_file("compliance_verdicts"), {"as_of": as_of, "first_month": first})
-        by_verdict = dict(con.execute("SELECT verdict, count(*) FROM compliance_verdicts GROUP BY ALL ORDER BY ALL").fetchall())
+        by_verdict = dict(
+            con.execute(
+                "SELECT verdict, count(*) FROM compliance_verdicts GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        )
         schema = table_schema(con, "compliance_verdicts")
         preview = markdown_preview(
             con,

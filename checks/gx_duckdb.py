@@ -51,7 +51,9 @@ def connection_config() -> dict[str, str]:
     configuration; duckdb_engine sets ``custom_user_agent``. Our own connections use the same
     value so the warehouse and GX can share the database instance.
     """
-    return {"custom_user_agent": f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"}
+    return {
+        "custom_user_agent": f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"
+    }
 
 
 install()

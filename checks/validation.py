@@ -37,7 +37,9 @@ class Finding:
     severity: str
     reason: str
     unexpected_count: int
-    rows: list[tuple] = field(default_factory=list)  # (submission_sha, row_number, report_id, value)
+    rows: list[tuple] = field(
+        default_factory=list
+    )  # (submission_sha, row_number, report_id, value)
 
     def sample(self, n: int = 5) -> list[str]:
         return [str(r[-1])[:80] for r in self.rows[:n]]
@@ -56,7 +58,9 @@ class SuiteResult:
         return [f for f in self.findings if f.severity == "critical"]
 
     def summary(self) -> dict:
-        return {f.rule + (f":{f.column}" if f.column else ""): f.unexpected_count for f in self.findings}
+        return {
+            f.rule + (f":{f.column}" if f.column else ""): f.unexpected_count for f in self.findings
+        }
 
 
 def load_suite(name: str) -> dict:
@@ -64,7 +68,11 @@ def load_suite(name: str) -> dict:
 
 
 def suite_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("checks").joinpath("suites").iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name[:-5]
+        for p in resources.files("checks").joinpath("suites").iterdir()
+        if p.name.endswith(".json")
+    )
 
 
 def _context(gx_dir: Path):
@@ -93,15 +101,23 @@ def run_suite(
     spec = load_suite(suite_name)
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
     ctx = _context(gx_dir)
-    ds = ctx.data_sources.add_or_update_sql(name="warehouse", connection_string=f"duckdb:///{warehouse_path}")
+    ds = ctx.data_sources.add_or_update_sql(
+        name="warehouse", connection_string=f"duckdb:///{warehouse_path}"
+    )
     asset_names = {a.name for a in ds.assets}
-    asset = ds.get_asset(table) if table in asset_names else ds.add_table_asset(name=table, table_name=table)
+    asset = (
+        ds.get_asset(table)
+        if table in asset_names
+        else ds.add_table_asset(name=table, table_name=table)
+    )
     try:
         batch = asset.get_batch_definition("all")
     except (KeyError, LookupError, ValueError):
         batch = asset.add_batch_definition_whole_table("all")
     suite = ctx.suites.add_or_update(
-        gx.ExpectationSuite(name=suite_name, expectations=spec["expectations"], meta=spec.get("meta", {}))
+        gx.ExpectationSuite(
+            name=suite_name, expectations=spec["expectations"], meta=spec.get("meta", {})
+        )
     )
     vd = ctx.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=f"{suite_name}__{table}", data=batch, suite=suite)
@@ -143,7 +159,9 @@ def run_suite(
             query = res.get("unexpected_index_query")
             count = int(res.get("unexpected_count") or 0)
             if not query and count and index_columns:
-                raise SuiteError(f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query")
+                raise SuiteError(
+                    f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query"
+                )
         rows = con.execute(query).fetchall() if (collect_rows and query) else []
         if not query and not index_columns:
             rows = [(None, None, None, v) for v in (res.get("partial_unexpected_list") or [])]
@@ -165,7 +183,9 @@ def run_suite(
         urls = ctx.get_docs_sites_urls()
         docs = urls[0]["site_url"] if urls else None
     evaluated = len(validation.results)
-    return SuiteResult(suite=suite_name, table=table, evaluated=evaluated, findings=findings, docs_url=docs)
+    return SuiteResult(
+        suite=suite_name, table=table, evaluated=evaluated, findings=findings, docs_url=docs
+    )
 
 
 def _raised(info) -> str | None:

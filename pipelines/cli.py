@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,9 @@ def _print_materializations(result) -> None:
         _say(f"      {name:<22} {n:>9,} rows")
 
 
-def run_pipeline(inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None) -> dict:
+def run_pipeline(
+    inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
+) -> dict:
     """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError."""
     import dagster as dg
 
@@ -113,8 +116,11 @@ def run_pipeline(inbox: Path, registry_dir: Path, workdir: Path, publish: Path, 
     publish.mkdir(parents=True, exist_ok=True)
     _prepare_dagster_home(workdir)
     settings = CbmSettings(
-        inbox=str(inbox.resolve()), registry=str(registry_dir.resolve()), workdir=str(workdir.resolve()),
-        publish=str(publish.resolve()), as_of=as_of,
+        inbox=str(inbox.resolve()),
+        registry=str(registry_dir.resolve()),
+        workdir=str(workdir.resolve()),
+        publish=str(publish.resolve()),
+        as_of=as_of,
     )
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
@@ -124,23 +130,33 @@ def run_pipeline(inbox: Path, registry_dir: Path, workdir: Path, publish: Path, 
     _say(f"[1/3] landing {inbox}")
     landed = scan_inbox(inbox, settings.landing_dir)
     shas = sorted({f.sha256 for f in landed}, key=[f.sha256 for f in landed].index)
-    _say(f"      {len(landed)} files, {sum(f.new for f in landed)} new, {len(shas)} distinct submissions")
+    _say(
+        f"      {len(landed)} files, {sum(f.new for f in landed)} new, {len(shas)} distinct submissions"
+    )
     known = instance.get_dynamic_partitions(submissions_partitions.name)
     fresh = [s for s in shas if s not in set(known)]
     if fresh:
         instance.add_dynamic_partitions(submissions_partitions.name, fresh)
     with Warehouse(path=str(settings.warehouse_path)).connect() as con:
-        done = {r[0] for r in con.execute(
-            "SELECT sha256 FROM submissions WHERE status IN ('accepted', 'partial', 'rejected')"
-        ).fetchall()}
+        done = {
+            r[0]
+            for r in con.execute(
+                "SELECT sha256 FROM submissions WHERE status IN ('accepted', 'partial', 'rejected')"
+            ).fetchall()
+        }
     todo = set(shas) - done
     ordered = instance.get_dynamic_partitions(submissions_partitions.name)
     _say(f"[2/3] ingesting {len(todo)} submissions: landing > staged > anonymised > validated")
     job = defs.resolve_job_def("ingest_submissions")
     for start, end, count in _contiguous_ranges(ordered, todo):
         result = job.execute_in_process(
-            instance=instance, run_config=quiet, raise_on_error=False,
-            tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
+            instance=instance,
+            run_config=quiet,
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": start,
+                "dagster/asset_partition_range_end": end,
+            },
         )
         if not result.success:
             raise RuntimeError(f"ingestion failed: {_failure_reason(result)}")
@@ -170,14 +186,23 @@ def summarize(settings) -> dict:
         ).fetchone()
     publish = Path(settings.publish)
     latest = rel.latest(publish)
-    releases = sorted(p.name for p in (publish / "releases").glob("r-*")) if (publish / "releases").exists() else []
+    releases = (
+        sorted(p.name for p in (publish / "releases").glob("r-*"))
+        if (publish / "releases").exists()
+        else []
+    )
     docs = Path(settings.gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return {
-        "submissions": row[0], "submissions_rejected": row[1], "rows_read": row[2],
-        "rows_accepted": row[3], "rows_quarantined": row[4], "releases": len(releases),
+        "submissions": row[0],
+        "submissions_rejected": row[1],
+        "rows_read": row[2],
+        "rows_accepted": row[3],
+        "rows_quarantined": row[4],
+        "releases": len(releases),
         "latest_release": latest,
         "release_path": str(publish / "releases" / latest) if latest else None,
-        "warehouse": str(settings.warehouse_path), "data_docs": str(docs) if docs.exists() else None,
+        "warehouse": str(settings.warehouse_path),
+        "data_docs": str(docs) if docs.exists() else None,
     }
 
 
@@ -202,12 +227,16 @@ def cmd_generate(args) -> int:
     from pipelines.generate import generate
 
     out = generate(args.out, seed=args.seed, reports=args.reports)
-    _say(f"wrote {out.files} files ({out.reports:,} report rows) to {out.inbox} and registries to {out.registry}")
+    _say(
+        f"wrote {out.files} files ({out.reports:,} report rows) to {out.inbox} and registries to {out.registry}"
+    )
     return EXIT_OK
 
 
 def cmd_run(args) -> int:
-    summary = run_pipeline(Path(args.inbox), Path(args.registry), Path(args.workdir), Path(args.publish), args.as_of)
+    summary = run_pipeline(
+        Path(args.inbox), Path(args.registry), Path(args.workdir), Path(args.publish), args.as_of
+    )
     _print_summary(summary)
     _say(f"\ndone in {summary['seconds']}s")
     return EXIT_OK
@@ -218,7 +247,9 @@ def cmd_status(args) -> int:
 
     path = Path(args.workdir) / "warehouse.duckdb"
     if not path.exists():
-        raise CannotRun(f"no warehouse in {args.workdir} (has 'cbm run' been run with this --workdir?)")
+        raise CannotRun(
+            f"no warehouse in {args.workdir} (has 'cbm run' been run with this --workdir?)"
+        )
     with Warehouse(path=str(path)).connect(read_only=True) as con:
         rows = con.execute(
             """SELECT s.sha256, s.party_code, s.kind, s.file_name, s.status, s.rows_read, s.rows_accepted,
@@ -230,9 +261,16 @@ def cmd_status(args) -> int:
         ).fetchall()
     subs = [
         {
-            "sha256": r[0], "party": r[1], "kind": r[2], "file_name": r[3],
-            "status": "rejected" if r[4] == "rejected" else ("accepted" if r[4] == "accepted" else ("partial" if r[4] == "partial" else r[4])),
-            "rows_read": r[5], "rows_accepted": r[6], "rows_quarantined": r[7],
+            "sha256": r[0],
+            "party": r[1],
+            "kind": r[2],
+            "file_name": r[3],
+            "status": "rejected"
+            if r[4] == "rejected"
+            else ("accepted" if r[4] == "accepted" else ("partial" if r[4] == "partial" else r[4])),
+            "rows_read": r[5],
+            "rows_accepted": r[6],
+            "rows_quarantined": r[7],
             "reasons": dict(r[8]) if r[8] else {},
         }
         for r in rows
@@ -240,12 +278,15 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"submissions": subs}, indent=2, sort_keys=False))
         return EXIT_OK
-    _say(f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} {'quarant.':>8}  file / reasons")
+    _say(
+        f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} {'quarant.':>8}  file / reasons"
+    )
     for s in subs:
         reasons = ", ".join(f"{k}={v}" for k, v in s["reasons"].items())
         _say(
             f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind']):<12} {s['status']:<9} {s['rows_read']:>7} "
-            f"{s['rows_accepted']:>8} {s['rows_quarantined']:>8}  {s['file_name']}" + (f"  [{reasons}]" if reasons else "")
+            f"{s['rows_accepted']:>8} {s['rows_quarantined']:>8}  {s['file_name']}"
+            + (f"  [{reasons}]" if reasons else "")
         )
     return EXIT_OK
 
@@ -272,7 +313,9 @@ def cmd_keygen_pseudonym(args) -> int:
     if out.exists() and not args.force:
         raise CannotRun(f"{out} exists; pass --force to replace it (pseudonyms will change)")
     new_key_file(out, args.key_version)
-    _say(f"wrote pseudonymisation key {args.key_version} to {out}; keep it outside the repository and set CBM_KEY_FILE={out}")
+    _say(
+        f"wrote pseudonymisation key {args.key_version} to {out}; keep it outside the repository and set CBM_KEY_FILE={out}"
+    )
     return EXIT_OK
 
 
@@ -285,7 +328,9 @@ def cmd_demo(args) -> int:
         key = base / "secrets" / "pseudonym.key"
         if not key.exists():
             new_key_file(key)
-            _say(f"generated a local demo pseudonymisation key at {key} (a real deployment keeps its own, outside the repository)")
+            _say(
+                f"generated a local demo pseudonymisation key at {key} (a real deployment keeps its own, outside the repository)"
+            )
         os.environ["CBM_KEY_FILE"] = str(key.resolve())
     os.environ.setdefault("DAGSTER_HOME", str((base / "dagster_home").resolve()))
     out = generate(base, seed=args.seed, reports=args.reports)
@@ -296,30 +341,46 @@ def cmd_demo(args) -> int:
     _say("Next:")
     _say(f"  cbm status --workdir {base / 'work'}            every submission, accepted or why not")
     _say(f"  cbm verify-release {summary['release_path']}")
-    _say(f"  duckdb -c \"SELECT * FROM read_parquet('{summary['release_path']}/indicators/*/*.parquet', hive_partitioning=true) LIMIT 5\"")
-    _say("  make ui                                       the same runs, assets and checks in the Dagster UI")
+    _say(
+        f"  duckdb -c \"SELECT * FROM read_parquet('{summary['release_path']}/indicators/*/*.parquet', hive_partitioning=true) LIMIT 5\""
+    )
+    _say(
+        "  make ui                                       the same runs, assets and checks in the Dagster UI"
+    )
     _say(f"\ndone in {summary['seconds']}s")
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cbm", description="cbm-verify: verification pipeline for confidence-building measures")
+    p = argparse.ArgumentParser(
+        prog="cbm", description="cbm-verify: verification pipeline for confidence-building measures"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write a synthetic inbox and registries")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--reports", type=int, default=2000, help="incident reports (compliance and attestations follow)")
+    g.add_argument(
+        "--reports",
+        type=int,
+        default=2000,
+        help="incident reports (compliance and attestations follow)",
+    )
     g.set_defaults(func=cmd_generate)
     r = sub.add_parser("run", help="one full run: land, ingest, verify, publish")
     for name in ("inbox", "registry", "workdir", "publish"):
         r.add_argument(f"--{name}", required=True)
-    r.add_argument("--as-of", help="the release's 'now' (ISO-8601 with offset); default: latest accepted timestamp")
+    r.add_argument(
+        "--as-of",
+        help="the release's 'now' (ISO-8601 with offset); default: latest accepted timestamp",
+    )
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("status", help="every submission seen, and why rows were quarantined")
     s.add_argument("--workdir", required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
-    v = sub.add_parser("verify-release", help="check a release (or a publish dir's LATEST) against its manifest")
+    v = sub.add_parser(
+        "verify-release", help="check a release (or a publish dir's LATEST) against its manifest"
+    )
     v.add_argument("path")
     v.set_defaults(func=cmd_verify_release)
     k = sub.add_parser("keygen-pseudonym", help="write a new pseudonymisation key file")
@@ -336,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGPIPE"):  # `cbm status | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -347,5 +410,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def console_main() -> None:
+    """Console-script entry point.
+
+    Exits with ``os._exit`` after flushing: DuckDB's bindings print "nanobind: leaked ..."
+    warnings at interpreter shutdown while GX still holds type objects; they say nothing about
+    the run and would bury its last line.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

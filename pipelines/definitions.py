@@ -14,7 +14,12 @@ from assets.landing import landed_submissions
 from assets.published import manifest_integrity, release
 from assets.staged import staged_reports
 from assets.validated import validated_reports
-from assets.verified import compliance_verdicts, incident_clusters, warehouse_table_checks, warehouse_tables
+from assets.verified import (
+    compliance_verdicts,
+    incident_clusters,
+    warehouse_table_checks,
+    warehouse_tables,
+)
 from pipelines.jobs import ingest_submissions, publish_release
 from pipelines.sensors import inbox_sensor
 from pipelines.settings import CbmSettings, settings_from_env

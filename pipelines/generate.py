@@ -113,7 +113,7 @@ def _ts(dt: datetime, rng: random.Random) -> str:
 
 def _write(path: Path, rows: list[dict], fmt: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # first-seen order, never set order
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -122,7 +122,9 @@ def _write(path: Path, rows: list[dict], fmt: str) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
         path.write_text(buf.getvalue(), encoding="utf-8")
     elif fmt == "jsonl":
-        path.write_text("".join(json.dumps(r, sort_keys=False) + "\n" for r in rows), encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows), encoding="utf-8"
+        )
     else:  # parquet: every column as text, as a party exporting from a spreadsheet would
         frame = pl.DataFrame(
             {k: [None if r.get(k) is None else str(r.get(k)) for r in rows] for k in columns},
@@ -168,7 +170,9 @@ class _Gen:
                 row = {
                     "report_id": self.rid("INC"),
                     "version": 1,
-                    "tlp": rng.choices(["CLEAR", "GREEN", "AMBER", "RED"], weights=[30, 60, 8, 2])[0],
+                    "tlp": rng.choices(["CLEAR", "GREEN", "AMBER", "RED"], weights=[30, 60, 8, 2])[
+                        0
+                    ],
                     "confidence": rng.randrange(40, 100),
                     "summary": rng.choice(
                         [
@@ -219,7 +223,9 @@ class _Gen:
                 if rng.random() < 0.35:
                     start = datetime(year, month, rng.randrange(1, 28), 6, tzinfo=UTC)
                     lead = rng.choice([60, 50, 45, 42, 30])
-                    claim = "honoured" if lead >= 42 else rng.choice(["honoured", "partially_honoured"])
+                    claim = (
+                        "honoured" if lead >= 42 else rng.choice(["honoured", "partially_honoured"])
+                    )
                     made.append(
                         (
                             state,
@@ -232,7 +238,15 @@ class _Gen:
                     )
                 if month in (3, 6, 9, 12) and rng.random() < 0.85:
                     made.append(
-                        (state, self._claim(state, "CYBER-DATA-EXCHANGE", period, rng.choice(["honoured", "nil_report"])))
+                        (
+                            state,
+                            self._claim(
+                                state,
+                                "CYBER-DATA-EXCHANGE",
+                                period,
+                                rng.choice(["honoured", "nil_report"]),
+                            ),
+                        )
                     )
         return made
 
@@ -258,7 +272,12 @@ class _Gen:
                 if rng.random() >= share:
                     continue
                 attester = rng.choice([o for o in observers + self.states if o != party])
-                observed = datetime.fromisoformat(row.get("reported_at") or row.get("responded_at") or row.get("activity_start") or f"{row['period']}-15T12:00:00+00:00")
+                observed = datetime.fromisoformat(
+                    row.get("reported_at")
+                    or row.get("responded_at")
+                    or row.get("activity_start")
+                    or f"{row['period']}-15T12:00:00+00:00"
+                )
                 made.append(
                     (
                         attester,
@@ -271,9 +290,21 @@ class _Gen:
                             "subject_party": party,
                             "subject_kind": kind,
                             "subject_report_id": row["report_id"],
-                            "stance": rng.choices(["corroborates", "contradicts", "cannot_assess"], weights=[80, 8, 12])[0],
-                            "method": rng.choice(["direct_observation", "technical_sensor", "document_review", "counterpart_receipt"]),
-                            "observed_at": _ts(observed + timedelta(hours=rng.randrange(1, 72)), rng),
+                            "stance": rng.choices(
+                                ["corroborates", "contradicts", "cannot_assess"],
+                                weights=[80, 8, 12],
+                            )[0],
+                            "method": rng.choice(
+                                [
+                                    "direct_observation",
+                                    "technical_sensor",
+                                    "document_review",
+                                    "counterpart_receipt",
+                                ]
+                            ),
+                            "observed_at": _ts(
+                                observed + timedelta(hours=rng.randrange(1, 72)), rng
+                            ),
                         },
                     )
                 )
@@ -317,11 +348,25 @@ def generate(out: str | Path, seed: int = 7, reports: int = 2000) -> GeneratedIn
     registry.mkdir(parents=True, exist_ok=True)
     inbox.mkdir(parents=True, exist_ok=True)
     parties = [
-        {"code": c, "name": n, "class": "state", "bloc": b, "public_label": label, "public_key": None}
+        {
+            "code": c,
+            "name": n,
+            "class": "state",
+            "bloc": b,
+            "public_label": label,
+            "public_key": None,
+        }
         for c, n, b, label in STATES
-    ] + [{"code": c, "name": n, "class": k, "bloc": None, "public_label": None, "public_key": None} for c, n, k in OTHERS]
-    (registry / "parties.yaml").write_text(yaml.safe_dump(parties, sort_keys=False), encoding="utf-8")
-    (registry / "commitments.yaml").write_text(yaml.safe_dump(COMMITMENTS, sort_keys=False), encoding="utf-8")
+    ] + [
+        {"code": c, "name": n, "class": k, "bloc": None, "public_label": None, "public_key": None}
+        for c, n, k in OTHERS
+    ]
+    (registry / "parties.yaml").write_text(
+        yaml.safe_dump(parties, sort_keys=False), encoding="utf-8"
+    )
+    (registry / "commitments.yaml").write_text(
+        yaml.safe_dump(COMMITMENTS, sort_keys=False), encoding="utf-8"
+    )
     (registry / "policy.yaml").write_text(yaml.safe_dump(POLICY, sort_keys=False), encoding="utf-8")
 
     g = _Gen(seed, reports)
@@ -331,12 +376,22 @@ def generate(out: str | Path, seed: int = 7, reports: int = 2000) -> GeneratedIn
     # A few reports are revised: version 2 supersedes version 1 in a later file.
     revisions = []
     for party, row in g.rng.sample(incidents, max(1, len(incidents) // 100)):
-        revisions.append((party, row | {"version": 2, "severity": min(5, int(row["severity"]) + 1)}))
-    for kind, rows in (("incidents", incidents), ("compliance", compliance), ("attestations", attestations)):
+        revisions.append(
+            (party, row | {"version": 2, "severity": min(5, int(row["severity"]) + 1)})
+        )
+    for kind, rows in (
+        ("incidents", incidents),
+        ("compliance", compliance),
+        ("attestations", attestations),
+    ):
         g.spoil(rows, kind)
     formats = ["csv", "jsonl", "parquet"]
     n_files = 0
-    for kind, rows in (("incidents", incidents), ("compliance", compliance), ("attestations", attestations)):
+    for kind, rows in (
+        ("incidents", incidents),
+        ("compliance", compliance),
+        ("attestations", attestations),
+    ):
         by_party: dict[str, list[dict]] = {}
         for party, row in rows:
             by_party.setdefault(party, []).append(row)
@@ -356,10 +411,21 @@ def generate(out: str | Path, seed: int = 7, reports: int = 2000) -> GeneratedIn
         n_files += 1
     # Submission-level failures, each of a different kind; all are kept and quarantined.
     (inbox / "ZULU").mkdir(exist_ok=True)
-    _write(inbox / "ZULU" / "incidents_unregistered.csv", incidents[:3] and [r for _, r in incidents[:3]], "csv")
+    _write(
+        inbox / "ZULU" / "incidents_unregistered.csv",
+        incidents[:3] and [r for _, r in incidents[:3]],
+        "csv",
+    )
     (inbox / "ALPHA" / "incidents_broken.parquet").write_bytes(b"PAR1 this is not really parquet")
     (inbox / "BRAVO" / "compliance_empty.csv").write_bytes(b"")
     (inbox / "CHARLIE" / "gossip_notes.csv").write_text("a,b\n1,2\n", encoding="utf-8")
-    (inbox / "DELTA" / "incidents_latin1.csv").write_bytes("report_id,summary\nX-1,Caf\xe9 incident\n".encode("latin-1"))
+    (inbox / "DELTA" / "incidents_latin1.csv").write_bytes(
+        "report_id,summary\nX-1,Caf\xe9 incident\n".encode("latin-1")
+    )
     n_files += 5
-    return GeneratedInbox(inbox=inbox, registry=registry, files=n_files, reports=len(incidents) + len(compliance) + len(attestations) + len(revisions))
+    return GeneratedInbox(
+        inbox=inbox,
+        registry=registry,
+        files=n_files,
+        reports=len(incidents) + len(compliance) + len(attestations) + len(revisions),
+    )

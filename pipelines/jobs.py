@@ -18,7 +18,11 @@ ingest_submissions = dg.define_asset_job(
 publish_release = dg.define_asset_job(
     name="publish_release",
     selection=dg.AssetSelection.assets(
-        "warehouse_tables", "incident_clusters", "compliance_verdicts", "subject_indicators", "release"
+        "warehouse_tables",
+        "incident_clusters",
+        "compliance_verdicts",
+        "subject_indicators",
+        "release",
     ),
     description="Verify, compute indicators and publish a release from the current warehouse.",
 )

@@ -110,7 +110,11 @@ def keyed_technical_keys(frame: pl.DataFrame, column: str, key: PseudonymKey) ->
     )
     distinct = exploded.select(pl.col("_k").unique())
     hashed = distinct.with_columns(
-        pl.Series("_h", ["K-" + key.digest("tkey", v)[:24] for v in distinct["_k"].to_list()], dtype=pl.String)
+        pl.Series(
+            "_h",
+            ["K-" + key.digest("tkey", v)[:24] for v in distinct["_k"].to_list()],
+            dtype=pl.String,
+        )
     )
     joined = (
         exploded.join(hashed, on="_k", how="left")

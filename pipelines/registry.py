@@ -32,7 +32,9 @@ COMMITMENT_TYPES = (
     "consultation_response",
     "incident_notification",
 )
-SCHEDULE_RE = re.compile(r"^(monthly|quarterly|on_event|annual:(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))$")
+SCHEDULE_RE = re.compile(
+    r"^(monthly|quarterly|on_event|annual:(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))$"
+)
 INCIDENT_CATEGORIES = (
     "cyber_intrusion",
     "unusual_military_activity",
@@ -157,7 +159,9 @@ def load_parties(path: Path) -> dict[str, Party]:
             raise RegistryError(f"{where}: duplicate code")
         pclass = _req(entry, "class", where)
         if pclass not in PARTY_CLASSES:
-            raise RegistryError(f"{where}: class {pclass!r} is not one of {', '.join(PARTY_CLASSES)}")
+            raise RegistryError(
+                f"{where}: class {pclass!r} is not one of {', '.join(PARTY_CLASSES)}"
+            )
         parties[code] = Party(
             code=code,
             name=str(_req(entry, "name", where)),
@@ -182,7 +186,9 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
         where = f"{path} commitment {cid}"
         ctype = _req(entry, "type", where)
         if ctype not in COMMITMENT_TYPES:
-            raise RegistryError(f"{where}: type {ctype!r} is not one of {', '.join(COMMITMENT_TYPES)}")
+            raise RegistryError(
+                f"{where}: type {ctype!r} is not one of {', '.join(COMMITMENT_TYPES)}"
+            )
         schedule = str(_req(entry, "schedule", where))
         if not SCHEDULE_RE.match(schedule):
             raise RegistryError(
@@ -191,7 +197,9 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
         obligated = _req(entry, "obligated", where)
         if obligated != "all_states":
             if not isinstance(obligated, list) or not obligated:
-                raise RegistryError(f"{where}: obligated must be a list of party codes or all_states")
+                raise RegistryError(
+                    f"{where}: obligated must be a list of party codes or all_states"
+                )
             unknown = [c for c in obligated if c not in parties]
             if unknown:
                 raise RegistryError(f"{where}: obligated names unregistered parties {unknown}")

@@ -31,8 +31,13 @@ def sha256_file(path: Path) -> str:
 
 def release_id_for(inputs: list[str], method_version: str, as_of: str, key_version: str) -> str:
     blob = json.dumps(
-        {"inputs": sorted(inputs), "method": method_version, "as_of": as_of, "key": key_version,
-         "schema": SCHEMA_VERSION},
+        {
+            "inputs": sorted(inputs),
+            "method": method_version,
+            "as_of": as_of,
+            "key": key_version,
+            "schema": SCHEMA_VERSION,
+        },
         sort_keys=True,
     )
     return "r-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -61,7 +66,9 @@ class PublishedRelease:
     files: list[dict]
 
 
-def publish_atomically(publish: Path, release_id: str, build, manifest_base: dict) -> PublishedRelease:
+def publish_atomically(
+    publish: Path, release_id: str, build, manifest_base: dict
+) -> PublishedRelease:
     """Build a release with ``build(tmp_root) -> file entries``; write the manifest last; rename."""
     releases = publish / "releases"
     releases.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,11 @@ def publish_atomically(publish: Path, release_id: str, build, manifest_base: dic
     tmp = releases / f".tmp-{release_id}-{os.getpid()}"
     tmp.mkdir()
     files = sorted(build(tmp), key=lambda e: e["path"])
-    manifest = manifest_base | {"release_id": release_id, "schema_version": SCHEMA_VERSION, "files": files}
+    manifest = manifest_base | {
+        "release_id": release_id,
+        "schema_version": SCHEMA_VERSION,
+        "files": files,
+    }
     _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     _fsync_dir(tmp)
     os.rename(tmp, final)
@@ -94,9 +105,15 @@ def latest(publish: Path) -> str | None:
 def append_changelog(publish: Path, entry: dict) -> None:
     path = publish / "CHANGELOG.jsonl"
     existing = path.read_text().splitlines() if path.exists() else []
-    if any(json.loads(line).get("release_id") == entry["release_id"] for line in existing if line.strip()):
+    if any(
+        json.loads(line).get("release_id") == entry["release_id"]
+        for line in existing
+        if line.strip()
+    ):
         return
-    _write_text(path, "".join(line + "\n" for line in existing) + json.dumps(entry, sort_keys=True) + "\n")
+    _write_text(
+        path, "".join(line + "\n" for line in existing) + json.dumps(entry, sort_keys=True) + "\n"
+    )
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -135,11 +152,15 @@ def verify_release(path: str | Path) -> tuple[bool, list[str]]:
             continue
         digest = sha256_file(file)
         if digest != entry["sha256"]:
-            problems.append(f"checksum mismatch: {rel} (manifest {entry['sha256'][:12]}, file {digest[:12]})")
+            problems.append(
+                f"checksum mismatch: {rel} (manifest {entry['sha256'][:12]}, file {digest[:12]})"
+            )
             continue
         rows = pq.ParquetFile(file).metadata.num_rows
         if rows != entry["rows"]:
             problems.append(f"row count mismatch: {rel} (manifest {entry['rows']}, file {rows})")
-    actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"manifest.json"}
+    actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {
+        "manifest.json"
+    }
     problems += [f"extra file not in manifest: {rel}" for rel in sorted(actual - set(listed))]
     return not problems, problems

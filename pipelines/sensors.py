@@ -1,6 +1,5 @@
 """The inbox sensor: lands new files, adds their submission partitions, requests ingestion."""
 
-
 import hashlib
 from pathlib import Path
 
@@ -26,7 +25,9 @@ def inbox_fingerprint(inbox: Path) -> str:
     minimum_interval_seconds=60,
     description="Watches the inbox; each new file (by content hash) becomes a submission partition and one ingestion run.",
 )
-def inbox_sensor(context: dg.SensorEvaluationContext, settings: CbmSettings) -> dg.SensorResult | dg.SkipReason:
+def inbox_sensor(
+    context: dg.SensorEvaluationContext, settings: CbmSettings
+) -> dg.SensorResult | dg.SkipReason:
     inbox = Path(settings.inbox)
     if not inbox.is_dir():
         return dg.SkipReason(f"inbox {inbox} does not exist")
