@@ -10,6 +10,7 @@ export CBM_INBOX    := $(CURDIR)/$(DEMO)/inbox
 export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
+export CBM_KEY_FILE ?= $(CURDIR)/$(DEMO)/secrets/pseudonym.key
 
 .PHONY: demo test ui lint fmt validate clean bench
 

@@ -9,6 +9,8 @@ reported), a short ``rule`` name and the human ``reason``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 from dataclasses import dataclass, field
@@ -135,7 +137,9 @@ def run_suite(
     try:
         result = checkpoint.run()
     finally:
-        _close_engine(ds)
+        _close_engines(
+            [ds, *(v.data.data_asset.datasource for v in checkpoint.validation_definitions)]
+        )
     (validation,) = result.run_results.values()
     findings: list[Finding] = []
     for r in validation.results:
@@ -200,11 +204,17 @@ def _raised(info) -> str | None:
     return None
 
 
-def _close_engine(ds) -> None:
-    """Release GX's persisted DuckDB connection so the warehouse file is not held open."""
-    try:
-        engine = ds.get_execution_engine()
-        engine.close()
-        engine.engine.dispose()
-    except Exception:  # closing is best effort; a leak here is not a validation result
-        pass
+def _close_engines(datasources) -> None:
+    """Release GX's DuckDB connections (the persisted one and the pooled one GX opened to test
+    the datasource), so the warehouse file is not held open after validation."""
+    for ds in datasources:
+        steps = (
+            lambda d: d.get_execution_engine().close(),
+            lambda d: d.get_execution_engine().engine.dispose(),
+            lambda d: d.get_engine().dispose(),
+        )
+        for close in steps:
+            # best effort: a failure to close is not a validation result
+            with contextlib.suppress(Exception):
+                close(ds)
+    gc.collect()

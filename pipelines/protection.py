@@ -21,7 +21,11 @@ import polars as pl
 EMAIL_RE = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
 URL_RE = r"(?i)\b(?:https?|ftp)://[^\s\"'<>]+|\bwww\.[^\s\"'<>]+"
 IPV4_RE = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
-IPV6_RE = r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}\b"
+# Full eight-group form, or any compressed form with "::"; never a time like 10:00:00.
+IPV6_RE = (
+    r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b"
+    r"|(?:\b[0-9a-f]{1,4})?(?::[0-9a-f]{1,4}){0,6}::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?"
+)
 # International (+...), bracketed area codes, or 3-3-4 groups; not ISO dates or plain ids.
 PHONE_RE = (
     r"\+\d[\d\s().\-]{6,}\d|\(\d{2,5}\)\s?\d[\d\s.\-]{5,}\d|\b\d{3}[\s.\-]\d{3}[\s.\-]\d{4}\b"

@@ -1,0 +1,165 @@
+"""Fixtures: a test pseudonymisation key, an isolated Dagster instance, small inboxes."""
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.generate import COMMITMENTS, OTHERS, POLICY, STATES
+
+TEST_KEY = "t1:" + "5a" * 32
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test gets its own key and DAGSTER_HOME; nothing leaks between tests."""
+    monkeypatch.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+    monkeypatch.delenv("CBM_KEY_FILE", raising=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+
+def write_registry(directory: Path, parties_override: list[dict] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    parties = [
+        {
+            "code": c,
+            "name": n,
+            "class": "state",
+            "bloc": b,
+            "public_label": label,
+            "public_key": None,
+        }
+        for c, n, b, label in STATES
+    ] + [
+        {"code": c, "name": n, "class": k, "bloc": None, "public_label": None, "public_key": None}
+        for c, n, k in OTHERS
+    ]
+    (directory / "parties.yaml").write_text(
+        yaml.safe_dump(parties_override or parties, sort_keys=False)
+    )
+    (directory / "commitments.yaml").write_text(yaml.safe_dump(COMMITMENTS, sort_keys=False))
+    (directory / "policy.yaml").write_text(yaml.safe_dump(POLICY, sort_keys=False))
+    return directory
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def incident(report_id: str, **overrides) -> dict:
+    row = {
+        "report_id": report_id,
+        "version": 1,
+        "tlp": "GREEN",
+        "confidence": 80,
+        "summary": "Observed activity near the crossing.",
+        "category": "border_incident",
+        "occurred_at": "2026-03-01T10:00:00+00:00",
+        "reported_at": "2026-03-01T12:00:00+00:00",
+        "time_precision": "hour",
+        "region": "EST",
+        "lat": None,
+        "lon": None,
+        "sector": None,
+        "severity": 3,
+        "determination": "suspected",
+        "alleged_party": "ALPHA",
+        "technical_keys": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def compliance(report_id: str, **overrides) -> dict:
+    row = {
+        "report_id": report_id,
+        "version": 1,
+        "tlp": "GREEN",
+        "confidence": 90,
+        "summary": None,
+        "commitment_id": "HOTLINE-TEST",
+        "subject_party": "BRAVO",
+        "period": "2026-03",
+        "claim": "honoured",
+        "requested_at": "2026-03-02T09:00:00+00:00",
+        "responded_at": "2026-03-02T10:00:00+00:00",
+    }
+    row.update(overrides)
+    return row
+
+
+def attestation(report_id: str, **overrides) -> dict:
+    row = {
+        "report_id": report_id,
+        "version": 1,
+        "tlp": "GREEN",
+        "confidence": 70,
+        "summary": None,
+        "subject_party": "BRAVO",
+        "subject_kind": "compliance",
+        "subject_report_id": "C-1",
+        "stance": "corroborates",
+        "method": "counterpart_receipt",
+        "observed_at": "2026-03-03T09:00:00+00:00",
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Folders of one deployment: inbox, registry, workdir, publish."""
+
+    class Project:
+        inbox = tmp_path / "inbox"
+        registry = write_registry(tmp_path / "registry")
+        workdir = tmp_path / "work"
+        publish = tmp_path / "publish"
+
+        def run(self, as_of=None):
+            from pipelines.cli import run_pipeline
+
+            return run_pipeline(self.inbox, self.registry, self.workdir, self.publish, as_of)
+
+        def query(self, sql, params=None):
+            from warehouse.db import Warehouse
+
+            with Warehouse(path=str(self.workdir / "warehouse.duckdb")).connect() as con:
+                return con.execute(sql, params or []).fetchall()
+
+    Project.inbox.mkdir()
+    return Project()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._cbm_exitstatus = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """Leave without DuckDB's "nanobind: leaked ..." shutdown noise (GX keeps type objects
+    alive until interpreter exit), so pytest's own summary stays the last line printed."""
+    status = getattr(config, "_cbm_exitstatus", None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

@@ -1,0 +1,144 @@
+"""The cbm command: exit codes, one-line reasons, status fields (contract §6)."""
+
+import json
+
+import pytest
+
+from pipelines.cli import main
+from tests.conftest import incident, write_csv
+
+
+def test_run_refuses_a_missing_inbox_with_one_line(project, capsys):
+    code = main(
+        [
+            "run",
+            "--inbox",
+            str(project.inbox / "nope"),
+            "--registry",
+            str(project.registry),
+            "--workdir",
+            str(project.workdir),
+            "--publish",
+            str(project.publish),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_run_refuses_an_invalid_registry(project, capsys):
+    (project.registry / "parties.yaml").write_text("- code: lower\n  name: x\n  class: state\n")
+    code = main(
+        [
+            "run",
+            "--inbox",
+            str(project.inbox),
+            "--registry",
+            str(project.registry),
+            "--workdir",
+            str(project.workdir),
+            "--publish",
+            str(project.publish),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "invalid registry" in err and "parties.yaml" in err
+
+
+def test_run_refuses_without_a_key(project, capsys, monkeypatch):
+    monkeypatch.delenv("CBM_PSEUDONYM_KEY")
+    code = main(
+        [
+            "run",
+            "--inbox",
+            str(project.inbox),
+            "--registry",
+            str(project.registry),
+            "--workdir",
+            str(project.workdir),
+            "--publish",
+            str(project.publish),
+        ]
+    )
+    assert code == 2 and "no pseudonymisation key" in capsys.readouterr().err
+
+
+def test_as_of_without_offset_is_refused(project, capsys):
+    code = main(
+        [
+            "run",
+            "--inbox",
+            str(project.inbox),
+            "--registry",
+            str(project.registry),
+            "--workdir",
+            str(project.workdir),
+            "--publish",
+            str(project.publish),
+            "--as-of",
+            "2026-01-01T00:00:00",
+        ]
+    )
+    assert code == 2 and "needs a UTC offset" in capsys.readouterr().err
+
+
+def test_run_status_and_verify_release(project, capsys):
+    write_csv(
+        project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2", severity=0)]
+    )
+    (project.inbox / "ALPHA" / "incidents_empty.csv").write_bytes(b"")
+    args = [
+        "--inbox",
+        str(project.inbox),
+        "--registry",
+        str(project.registry),
+        "--workdir",
+        str(project.workdir),
+        "--publish",
+        str(project.publish),
+    ]
+    assert main(["run", *args]) == 0
+    out = capsys.readouterr().out
+    assert "[3/3]" in out and "Rows quarantined" in out
+    assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+    subs = json.loads(capsys.readouterr().out)["submissions"]
+    assert {tuple(sorted(s)) for s in subs} == {
+        tuple(
+            sorted(
+                [
+                    "sha256",
+                    "party",
+                    "kind",
+                    "file_name",
+                    "status",
+                    "rows_read",
+                    "rows_accepted",
+                    "rows_quarantined",
+                    "reasons",
+                ]
+            )
+        )
+    }
+    by_name = {s["file_name"]: s for s in subs}
+    assert by_name["incidents_a.csv"]["status"] == "partial"
+    assert by_name["incidents_a.csv"]["reasons"] == {"severity_range": 1}
+    assert by_name["incidents_empty.csv"]["status"] == "rejected" and by_name[
+        "incidents_empty.csv"
+    ]["reasons"] == {"empty_file": 1}
+    assert main(["verify-release", str(project.publish)]) == 0
+    latest = (project.publish / "LATEST").read_text().strip()
+    next((project.publish / "releases" / latest).rglob("*.parquet")).write_bytes(b"tampered")
+    assert main(["verify-release", str(project.publish / "releases" / latest)]) == 1
+    assert "checksum mismatch" in capsys.readouterr().out
+
+
+def test_status_without_a_warehouse(tmp_path, capsys):
+    assert main(["status", "--workdir", str(tmp_path)]) == 2
+    assert "no warehouse" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["generate"], ["run", "--inbox", "x"]])
+def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2

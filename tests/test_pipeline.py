@@ -1,0 +1,180 @@
+"""The whole pipeline on small temporary inboxes: nothing lost, nothing leaked, same bytes."""
+
+import json
+import os
+from pathlib import Path
+
+import duckdb
+
+from pipelines.generate import generate
+from pipelines.release import verify_release
+from tests.conftest import attestation, compliance, incident, write_csv, write_jsonl
+
+
+def _release_files(publish: Path) -> dict[str, bytes]:
+    latest = (publish / "LATEST").read_text().strip()
+    root = publish / "releases" / latest
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_file_level_rejections_are_kept_with_specific_reasons(project, tmp_path):
+    write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
+    write_csv(project.inbox / "ZULU" / "incidents_x.csv", [incident("Z-1")])
+    (project.inbox / "ALPHA" / "notes_misc.csv").write_text("a\n1\n")
+    (project.inbox / "ALPHA" / "incidents_x.xml").write_text("<x/>")
+    (project.inbox / "ALPHA" / "incidents_empty.csv").write_bytes(b"")
+    (project.inbox / "ALPHA" / "incidents_bad.parquet").write_bytes(b"PAR1 nope")
+    (project.inbox / "ALPHA" / "incidents_latin.csv").write_bytes(
+        "report_id\nCaf\xe9\n".encode("latin-1")
+    )
+    secret = tmp_path / "outside.txt"
+    secret.write_text("do not read me")
+    os.symlink(secret, project.inbox / "ALPHA" / "incidents_link.csv")
+    summary = project.run()
+    rows = dict(
+        project.query(
+            "SELECT s.file_name, q.rule || ': ' || q.reason FROM submissions s JOIN quarantine q ON q.submission_sha = s.sha256 "
+            "WHERE q.row_number IS NULL"
+        )
+    )
+    assert (
+        "unregistered_party" in rows["incidents_x.csv"]
+        and "'ZULU' is not registered" in rows["incidents_x.csv"]
+    )
+    assert rows["notes_misc.csv"].startswith("unknown_kind")
+    assert rows["incidents_x.xml"].startswith("unknown_format")
+    assert rows["incidents_empty.csv"].startswith("empty_file")
+    assert "not a readable Parquet file" in rows["incidents_bad.parquet"]
+    assert "not UTF-8: byte 0xe9" in rows["incidents_latin.csv"]
+    assert rows["incidents_link.csv"].startswith("symlink")
+    statuses = dict(project.query("SELECT file_name, status FROM submissions"))
+    assert statuses.pop("incidents_ok.csv") == "accepted"
+    assert set(statuses.values()) == {"rejected"}
+    # every submission is in the landing area, byte for byte; the link's target never is
+    landed = [Path(p) for (p,) in project.query("SELECT landing_path FROM submissions")]
+    assert len(landed) == 8 and all(p.exists() for p in landed)
+    assert not any(b"do not read me" in p.read_bytes() for p in landed)
+    assert summary["submissions_rejected"] == 7
+
+
+def test_same_bytes_twice_is_one_submission_and_versions_supersede(project):
+    rows = [incident("A-1"), incident("A-2")]
+    write_csv(project.inbox / "ALPHA" / "incidents_first.csv", rows)
+    write_csv(project.inbox / "ALPHA" / "incidents_copy.csv", rows)
+    project.run()
+    assert project.query("SELECT count(*), sum(rows_accepted) FROM submissions") == [(1, 2)]
+    write_csv(
+        project.inbox / "ALPHA" / "incidents_revised.csv", [incident("A-1", version=2, severity=5)]
+    )
+    project.run()
+    assert project.query("SELECT count(*) FROM reports_incidents WHERE report_id = 'A-1'") == [(2,)]
+    assert project.query(
+        "SELECT version, severity FROM current_incidents WHERE report_id = 'A-1'"
+    ) == [(2, 5)]
+
+
+def test_accounting_and_release_on_a_generated_inbox(tmp_path):
+    gen = generate(tmp_path / "demo", seed=3, reports=120)
+    from pipelines.cli import run_pipeline
+
+    summary = run_pipeline(gen.inbox, gen.registry, tmp_path / "work", tmp_path / "publish")
+    assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_quarantined"]
+    assert summary["rows_quarantined"] > 0 and summary["submissions_rejected"] == 5
+    assert verify_release(summary["release_path"]) == (True, [])
+    con = duckdb.connect()
+    base = summary["release_path"]
+    for product, column in (
+        ("indicators", "indicator"),
+        ("compliance", "verdict"),
+        ("events", "status"),
+    ):
+        n = con.execute(
+            f"SELECT count(DISTINCT {column}) FROM read_parquet('{base}/{product}/*/*.parquet', hive_partitioning=true)"
+        ).fetchone()[0]
+        assert n > 1, product
+    manifest = json.loads((Path(base) / "manifest.json").read_text())
+    assert len(manifest["inputs"]) == summary["submissions"]
+    assert manifest["as_of"] and manifest["method_version"].startswith("m-")
+
+
+def test_same_inputs_give_the_same_release_bytes(tmp_path):
+    from pipelines.cli import run_pipeline
+
+    gen = generate(tmp_path / "demo", seed=5, reports=80)
+    a = run_pipeline(gen.inbox, gen.registry, tmp_path / "w1", tmp_path / "p1")
+    os.environ["DAGSTER_HOME"] = str(tmp_path / "dh2")  # a second, fresh instance too
+    b = run_pipeline(gen.inbox, gen.registry, tmp_path / "w2", tmp_path / "p2")
+    assert a["latest_release"] == b["latest_release"]
+    assert _release_files(tmp_path / "p1") == _release_files(tmp_path / "p2")
+    # and a re-run on the same workdir publishes nothing new
+    c = run_pipeline(gen.inbox, gen.registry, tmp_path / "w1", tmp_path / "p1")
+    assert c["latest_release"] == a["latest_release"] and c["releases"] == 1
+
+
+CANARIES = [
+    "Canary Republic",
+    "canary.officer@example.org",
+    "192.0.2.77",
+    "canary-hash-5f5f",
+    "+41 22 555 0199",
+    "https://canary.example/leak",
+]
+
+
+def test_no_canary_reaches_the_warehouse_or_a_published_file(project):
+    from tests.conftest import write_registry
+
+    parties = __import__("yaml").safe_load((project.registry / "parties.yaml").read_text())
+    parties[0]["name"] = "Canary Republic"
+    write_registry(project.registry, parties)
+    summary_text = "Canary Republic told canary.officer@example.org about 192.0.2.77, call +41 22 555 0199, https://canary.example/leak"
+    write_csv(
+        project.inbox / "BRAVO" / "incidents_canary.csv",
+        [
+            incident(
+                f"K-{i}",
+                summary=summary_text,
+                technical_keys="192.0.2.77;canary-hash-5f5f",
+                tlp="CLEAR",
+            )
+            for i in range(3)
+        ]
+        + [incident("K-bad", severity="canary.officer@example.org", region="192.0.2.77")],
+    )
+    write_csv(
+        project.inbox / "CHARLIE" / "incidents_canary.csv", [incident("K-9", summary=summary_text)]
+    )
+    write_csv(
+        project.inbox / "BRAVO" / "compliance_canary.csv", [compliance("C-1", summary=summary_text)]
+    )
+    write_jsonl(
+        project.inbox / "GOLF" / "attestations_canary.jsonl",
+        [attestation("T-1", summary=summary_text, subject_report_id="C-1")],
+    )
+    summary = project.run()
+    assert summary["rows_quarantined"] >= 1
+    tables = [
+        t
+        for (t,) in project.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+        )
+    ]
+    for table in tables:
+        dump = " ".join(str(r) for r in project.query(f"SELECT * FROM {table}"))
+        for canary in CANARIES:
+            assert canary.lower() not in dump.lower(), (table, canary)
+    for path in Path(project.publish).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().lower()
+            for canary in CANARIES:
+                assert canary.lower().encode() not in data, (path, canary)
+    # the names stay where they belong: the registry and the landing copies
+    assert any(
+        b"Canary Republic" in p.read_bytes()
+        for p in (project.workdir / "landing").rglob("*")
+        if p.is_file()
+    )

@@ -1,0 +1,61 @@
+"""Readers: explicit text schemas, specific reasons for unreadable files."""
+
+import io
+
+import polars as pl
+import pytest
+
+from assets.staged import UnreadableSubmission, stage_rows
+
+CSV = b"report_id,version,severity,extra_col\nA-1,1,3,x\nA-2,2,high,y\n"
+
+
+def test_csv_reads_every_field_as_text_with_row_numbers():
+    frame, notes = stage_rows(CSV, "csv", "incidents")
+    assert frame["row_number"].to_list() == [1, 2]
+    assert frame["severity"].to_list() == ["3", "high"]
+    assert frame.schema["version"] == pl.String
+    assert any("extra_col" in n for n in notes) and any("missing" in n for n in notes)
+
+
+def test_utf8_bom_is_accepted_and_noted():
+    frame, notes = stage_rows(b"\xef\xbb\xbf" + CSV, "csv", "incidents")
+    assert frame["report_id"].to_list() == ["A-1", "A-2"]
+    assert any("byte-order mark" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "reason"),
+    [
+        ("report_id,summary\nX,Caf\xe9\n".encode("latin-1"), "csv", "not UTF-8: byte 0xe9"),
+        (b"report_id,summary\nX,a\x00b\n", "csv", "NUL byte at offset"),
+        (b"report_id,report_id\nX,Y\n", "csv", "duplicate column names"),
+        (b"report_id;version\nX;1\n", "csv", "check the delimiter"),
+        (b"PAR1 not parquet", "parquet", "not a readable Parquet file"),
+        (b"\n\n", "jsonl", "no JSON lines"),
+    ],
+)
+def test_unreadable_files_say_why(data, fmt, reason):
+    with pytest.raises(UnreadableSubmission, match=reason):
+        stage_rows(data, fmt, "incidents")
+
+
+def test_jsonl_bad_lines_become_row_errors_and_good_lines_survive():
+    data = b'{"report_id": "A", "severity": 3}\nnot json\n[1, 2]\n{"report_id": "B", "severity": {"x": 1}}\n'
+    frame, _ = stage_rows(data, "jsonl", "incidents")
+    assert frame.height == 4
+    assert frame["report_id"].to_list() == ["A", None, None, "B"]
+    errors = frame["row_error"].to_list()
+    assert (
+        errors[0] is None
+        and "line 2 is not valid JSON" in errors[1]
+        and "not an object" in errors[2]
+    )
+    assert frame["severity"].to_list()[3] == "<nested value>"
+
+
+def test_parquet_typed_columns_become_text():
+    buf = io.BytesIO()
+    pl.DataFrame({"report_id": ["A"], "severity": [3], "lat": [55.5]}).write_parquet(buf)
+    frame, _ = stage_rows(buf.getvalue(), "parquet", "incidents")
+    assert frame["severity"].to_list() == ["3"] and frame["lat"].to_list() == ["55.5"]

@@ -1,0 +1,68 @@
+"""Releases: manifest checks, atomic publication."""
+
+import pyarrow as pa
+import pytest
+
+from pipelines import release as rel
+
+
+def _table():
+    return pa.table({"period": ["2026-01", "2026-01", "2026-02"], "value": [1.0, 2.0, 3.0]})
+
+
+def _publish(tmp_path, rid="r-test"):
+    return rel.publish_atomically(
+        tmp_path,
+        rid,
+        lambda root: rel.write_product(root, "indicators", _table()),
+        {"method_version": "m-x"},
+    )
+
+
+def test_release_layout_and_manifest(tmp_path):
+    out = _publish(tmp_path)
+    assert out.new
+    assert [f["path"] for f in out.files] == [
+        "indicators/period=2026-01/part-0.parquet",
+        "indicators/period=2026-02/part-0.parquet",
+    ]
+    assert [f["rows"] for f in out.files] == [2, 1]
+    assert rel.verify_release(out.path) == (True, [])
+
+
+def test_verify_reports_tampered_missing_and_extra_files(tmp_path):
+    out = _publish(tmp_path)
+    first, second = (out.path / f["path"] for f in out.files)
+    first.write_bytes(first.read_bytes() + b"x")
+    second.unlink()
+    (out.path / "indicators" / "stray.parquet").write_bytes(b"")
+    ok, problems = rel.verify_release(out.path)
+    assert not ok
+    assert any(p.startswith("checksum mismatch: indicators/period=2026-01") for p in problems)
+    assert any(p.startswith("missing: indicators/period=2026-02") for p in problems)
+    assert any(
+        p.startswith("extra file not in manifest: indicators/stray.parquet") for p in problems
+    )
+
+
+def test_no_manifest_is_not_a_release(tmp_path):
+    ok, problems = rel.verify_release(tmp_path)
+    assert not ok and "no manifest.json" in problems[0]
+
+
+def test_a_failed_build_leaves_no_visible_release(tmp_path):
+    def broken(root):
+        rel.write_product(root, "indicators", _table())
+        raise RuntimeError("killed mid-publication")
+
+    with pytest.raises(RuntimeError):
+        rel.publish_atomically(tmp_path, "r-broken", broken, {})
+    assert not (tmp_path / "releases" / "r-broken").exists()
+    _publish(tmp_path)  # the next publication sweeps the leftovers
+    assert not list((tmp_path / "releases").glob(".tmp-*"))
+
+
+def test_same_release_is_not_rewritten(tmp_path):
+    _publish(tmp_path)
+    again = _publish(tmp_path)
+    assert not again.new

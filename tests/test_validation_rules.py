@@ -1,0 +1,171 @@
+"""Every contract rule: a row that breaks it is quarantined with that rule named; a row
+that satisfies it is accepted. One real pipeline run (GX on DuckDB) covers all rules."""
+
+import pytest
+
+from tests.conftest import attestation, compliance, incident, write_csv, write_jsonl
+
+INCIDENT_CASES = {  # report_id -> (overrides, rule expected)
+    "i-version": ({"version": 0}, "version_range"),
+    "i-version-text": ({"version": "two"}, "version_type_int"),
+    "i-tlp": ({"tlp": "PURPLE"}, "tlp_allowed_values"),
+    "i-tlp-missing": ({"tlp": None}, "tlp_required"),
+    "i-confidence": ({"confidence": 101}, "confidence_range"),
+    "i-summary-long": ({"summary": "x" * 4001}, "summary_length"),
+    "i-category": ({"category": "alien_landing"}, "category_allowed_values"),
+    "i-occurred-missing": ({"occurred_at": None}, "occurred_at_required"),
+    "i-no-offset": ({"occurred_at": "2026-03-01T10:00:00"}, "occurred_at_type_ts"),
+    "i-not-a-date": ({"reported_at": "yesterday"}, "reported_at_type_ts"),
+    "i-reported-first": ({"reported_at": "2026-02-28T10:00:00+00:00"}, "reported_before_occurred"),
+    "i-future": ({"reported_at": "2999-01-01T00:00:00+00:00"}, "reported_in_future"),
+    "i-precision": ({"time_precision": "second"}, "time_precision_allowed_values"),
+    "i-region": ({"region": "Estonia"}, "region_format"),
+    "i-region-missing": ({"region": None}, "region_required"),
+    "i-lat": ({"lat": 91, "lon": 10}, "lat_range"),
+    "i-lon": ({"lat": 50, "lon": 181}, "lon_range"),
+    "i-lat-alone": ({"lat": 50}, "lat_lon_pair"),
+    "i-nan": ({"lat": "NaN", "lon": 10}, "lat_type_float"),
+    "i-sector": ({"sector": "space"}, "sector_allowed_values"),
+    "i-severity": ({"severity": 6}, "severity_range"),
+    "i-severity-text": ({"severity": "high"}, "severity_type_int"),
+    "i-severity-missing": ({"severity": None}, "severity_required"),
+    "i-determination": ({"determination": "maybe"}, "determination_allowed_values"),
+    "i-alleged": ({"alleged_party": "ZULU"}, "alleged_party_registered"),
+    "i-category-missing": ({"category": None}, "category_required"),
+}
+COMPLIANCE_CASES = {
+    "c-commitment": ({"commitment_id": "NO-SUCH"}, "commitment_unknown"),
+    "c-not-valid-yet": (
+        {"commitment_id": "HOTLINE-TEST", "period": "2019-12"},
+        "commitment_not_valid_for_period",
+    ),
+    "c-subject": ({"subject_party": "ZULU"}, "subject_party_registered"),
+    "c-period": ({"period": "2026-13"}, "period_format"),
+    "c-claim": ({"claim": "maybe"}, "claim_allowed_values"),
+    "c-reply-first": ({"responded_at": "2026-03-01T09:00:00+00:00"}, "response_before_request"),
+    "c-commitment-missing": ({"commitment_id": None}, "commitment_id_required"),
+}
+ATTESTATION_CASES = {
+    "a-stance": ({"stance": "shrug"}, "stance_allowed_values"),
+    "a-kind": ({"subject_kind": "gossip"}, "subject_kind_allowed_values"),
+    "a-method": ({"method": "telepathy"}, "method_allowed_values"),
+    "a-subject": ({"subject_party": "ZULU"}, "subject_party_registered"),
+    "a-self": ({"subject_party": "CHARLIE"}, "attestation_of_self"),
+    "a-observed": ({"observed_at": None}, "observed_at_required"),
+}
+
+
+@pytest.fixture(scope="module")
+def ruled(tmp_path_factory):
+    import os
+
+    from tests.conftest import TEST_KEY, write_registry
+
+    os.environ["CBM_PSEUDONYM_KEY"] = TEST_KEY
+    base = tmp_path_factory.mktemp("rules")
+    os.environ["DAGSTER_HOME"] = str(base / "dh")
+    inbox = base / "inbox"
+    write_csv(
+        inbox / "BRAVO" / "incidents_rules.csv",
+        [incident("i-good")]
+        + [incident(rid, **o) for rid, (o, _) in INCIDENT_CASES.items()]
+        + [incident("bad/../id"), incident(None), incident("dup"), incident("dup")],
+    )
+    write_csv(
+        inbox / "BRAVO" / "compliance_rules.csv",
+        [compliance("C-1"), compliance("c-good", period="2026-04")]
+        + [compliance(rid, **o) for rid, (o, _) in COMPLIANCE_CASES.items()],
+    )
+    write_jsonl(
+        inbox / "CHARLIE" / "attestations_rules.jsonl",
+        [attestation("a-good"), attestation("a-dangling", subject_report_id="NOPE")]
+        + [attestation(rid, **o) for rid, (o, _) in ATTESTATION_CASES.items()],
+    )
+    from pipelines.cli import run_pipeline
+
+    run_pipeline(inbox, write_registry(base / "registry"), base / "work", base / "publish")
+    from warehouse.db import Warehouse
+
+    with Warehouse(path=str(base / "work" / "warehouse.duckdb")).connect() as con:
+        quarantine = con.execute(
+            "SELECT q.report_id, q.row_number, s.kind, q.rule, q.severity, q.value FROM quarantine q "
+            "JOIN submissions s ON s.sha256 = q.submission_sha WHERE q.stage = 'validated'"
+        ).fetchall()
+        accepted = {
+            (k, r)
+            for k, r in con.execute(
+                "SELECT 'incidents', report_id FROM reports_incidents UNION ALL "
+                "SELECT 'compliance', report_id FROM reports_compliance UNION ALL "
+                "SELECT 'attestations', report_id FROM reports_attestations"
+            ).fetchall()
+        }
+        subs = con.execute(
+            "SELECT kind, rows_read, rows_accepted, rows_quarantined FROM submissions"
+        ).fetchall()
+    return quarantine, accepted, subs
+
+
+def _critical_rules(quarantine, kind, report_id):
+    return {
+        rule
+        for rid, _, k, rule, sev, _ in quarantine
+        if k == kind and rid == report_id and sev == "critical"
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "report_id", "rule"),
+    [("incidents", rid, rule) for rid, (_, rule) in INCIDENT_CASES.items()]
+    + [("compliance", rid, rule) for rid, (_, rule) in COMPLIANCE_CASES.items()]
+    + [("attestations", rid, rule) for rid, (_, rule) in ATTESTATION_CASES.items()],
+)
+def test_breaking_a_rule_quarantines_the_row_with_that_rule(ruled, kind, report_id, rule):
+    quarantine, accepted, _ = ruled
+    assert rule in _critical_rules(quarantine, kind, report_id)
+    assert (kind, report_id) not in accepted
+
+
+@pytest.mark.parametrize(
+    ("kind", "report_id"),
+    [("incidents", "i-good"), ("compliance", "c-good"), ("attestations", "a-good")],
+)
+def test_a_good_row_is_accepted_and_not_quarantined(ruled, kind, report_id):
+    quarantine, accepted, _ = ruled
+    assert (kind, report_id) in accepted
+    assert not [q for q in quarantine if q[0] == report_id and q[2] == kind]
+
+
+def test_report_id_rules(ruled):
+    quarantine, accepted, _ = ruled
+    assert "report_id_format" in _critical_rules(quarantine, "incidents", "bad/../id")
+    assert any(r[3] == "report_id_required" and r[2] == "incidents" for r in quarantine)
+    assert _critical_rules(quarantine, "incidents", "dup") == {"duplicate_in_submission"}
+
+
+def test_dangling_attestation_is_kept_with_a_warning(ruled):
+    quarantine, accepted, _ = ruled
+    assert ("attestations", "a-dangling") in accepted
+    assert [q[3] for q in quarantine if q[0] == "a-dangling"] == ["dangling_subject"]
+    assert [q[4] for q in quarantine if q[0] == "a-dangling"] == ["warning"]
+
+
+def test_quarantine_names_the_offending_value(ruled):
+    quarantine, _, _ = ruled
+    values = {
+        q[0]: q[5]
+        for q in quarantine
+        if q[3] in ("severity_type_int", "region_format", "occurred_at_type_ts")
+    }
+    assert values == {
+        "i-severity-text": "high",
+        "i-region": "Estonia",
+        "i-no-offset": "2026-03-01T10:00:00",
+    }
+
+
+def test_accounting_holds_for_every_submission(ruled):
+    _, _, subs = ruled
+    assert len(subs) == 3
+    for kind, read, accepted, quarantined in subs:
+        assert read == accepted + quarantined, kind
+        assert quarantined > 0
