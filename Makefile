@@ -10,7 +10,6 @@ export CBM_INBOX    := $(CURDIR)/$(DEMO)/inbox
 export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
-export CBM_KEY_FILE ?= $(CURDIR)/$(DEMO)/secrets/pseudonym.key
 
 .PHONY: demo test ui lint fmt validate clean bench
 
@@ -30,7 +29,7 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	@test -d $(CBM_INBOX) || { echo "run 'make demo' first: $(CBM_INBOX) does not exist"; exit 1; }
-	$(BIN)/dagster dev -w workspace.yaml
+	CBM_KEY_FILE=$${CBM_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/pseudonym.key} $(BIN)/dagster dev -w workspace.yaml
 
 validate: $(STAMP)
 	$(BIN)/dagster definitions validate -w workspace.yaml

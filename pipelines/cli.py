@@ -341,8 +341,9 @@ def cmd_demo(args) -> int:
     _say("Next:")
     _say(f"  cbm status --workdir {base / 'work'}            every submission, accepted or why not")
     _say(f"  cbm verify-release {summary['release_path']}")
+    query = "print(duckdb.sql(f'SELECT * FROM read_parquet({sys.argv[1]!r}, hive_partitioning=true) LIMIT 5'))"
     _say(
-        f"  duckdb -c \"SELECT * FROM read_parquet('{summary['release_path']}/indicators/*/*.parquet', hive_partitioning=true) LIMIT 5\""
+        f"  .venv/bin/python -c \"import duckdb, sys; {query}\" '{summary['release_path']}/indicators/*/*.parquet'"
     )
     _say(
         "  make ui                                       the same runs, assets and checks in the Dagster UI"
