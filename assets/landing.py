@@ -231,7 +231,7 @@ def landed_submissions(
                 rejected += 1
                 rule, reason = rejection
                 con.execute(
-                    "INSERT INTO quarantine VALUES (?, NULL, NULL, 'landing', ?, NULL, NULL, ?, 'critical')",
+                    "INSERT INTO quarantine (submission_sha, stage, rule, reason, severity) VALUES (?, 'landing', ?, ?, 'critical')",
                     [sha, rule, reason],
                 )
                 context.log.warning(reason)

@@ -212,7 +212,7 @@ def staged_reports(
                     [sha],
                 )
                 con.execute(
-                    "INSERT INTO quarantine VALUES (?, NULL, NULL, 'staged', 'unreadable_file', NULL, NULL, ?, 'critical')",
+                    "INSERT INTO quarantine (submission_sha, stage, rule, reason, severity) VALUES (?, 'staged', 'unreadable_file', ?, 'critical')",
                     [sha, reason],
                 )
                 continue

@@ -8,6 +8,7 @@ views pick the highest version). Submission accounting is updated and checked.
 import re
 
 import dagster as dg
+import polars as pl
 
 from checks.validation import SuiteResult, run_suite
 from pipelines.contract import KINDS
@@ -30,25 +31,42 @@ def _batch_view(con, kind: str, shas: list[str]) -> int:
 
 
 def _record_findings(con, result: SuiteResult) -> None:
-    for f in result.findings:
-        if not f.rows:
-            continue
-        con.executemany(
-            "INSERT INTO quarantine VALUES (?, ?, ?, 'validated', ?, ?, ?, ?, ?)",
-            [
-                (
-                    sha,
-                    row,
-                    rid,
-                    f.rule,
-                    f.column,
-                    None if v is None else str(v)[:200],
-                    f.reason,
-                    f.severity,
-                )
-                for sha, row, rid, v in f.rows
-            ],
+    """All failing rows of a suite into ``quarantine`` in one insert (no per-row round trips)."""
+    rows = [
+        (
+            sha,
+            row,
+            rid,
+            f.rule,
+            f.expectation,
+            f.column,
+            None if v is None else str(v)[:200],
+            f.reason,
+            f.severity,
         )
+        for f in result.findings
+        for sha, row, rid, v in f.rows
+    ]
+    if not rows:
+        return
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "submission_sha": pl.String,
+            "row_number": pl.Int64,
+            "report_id": pl.String,
+            "rule": pl.String,
+            "expectation": pl.String,
+            "column_name": pl.String,
+            "value": pl.String,
+            "reason": pl.String,
+            "severity": pl.String,
+        },
+        orient="row",
+    ).with_columns(pl.lit("validated").alias("stage"))
+    con.register("findings_frame", frame.to_arrow())
+    con.execute("INSERT INTO quarantine BY NAME SELECT * FROM findings_frame")
+    con.unregister("findings_frame")
 
 
 def _accept(con, kind: str) -> None:
@@ -150,6 +168,14 @@ def validated_reports(
             "WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
             [shas],
         ).fetchone()
+        per_submission: dict[str, dict[str, int]] = {k: {} for k in KINDS}
+        for kind, party, name, n in con.execute(
+            "SELECT s.kind, s.party_code, s.file_name, count(DISTINCT q.row_number) FROM quarantine q "
+            "JOIN submissions s ON s.sha256 = q.submission_sha WHERE q.stage = 'validated' "
+            "AND q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL ORDER BY ALL",
+            [shas],
+        ).fetchall():
+            per_submission[kind][f"{party}/{name}"] = n
         schema = table_schema(con, "reports_incidents")
         preview = markdown_preview(
             con,
@@ -179,6 +205,7 @@ def validated_reports(
                 metadata={
                     "rows_in_batch": batch_rows.get(kind, 0),
                     "unexpected_by_rule": dg.MetadataValue.json({} if r is None else r.summary()),
+                    "rows_quarantined_by_submission": dg.MetadataValue.json(per_submission[kind]),
                     "samples": dg.MetadataValue.json(
                         {} if r is None else {f.rule: f.sample() for f in r.findings}
                     ),
@@ -194,3 +221,47 @@ def validated_reports(
     if docs:
         metadata["data_docs"] = dg.MetadataValue.url(docs)
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+@dg.asset(
+    deps=["validated_reports"],
+    group_name="validated",
+    kinds={"duckdb"},
+    owners=[OWNER],
+    pool="warehouse",
+    description=(
+        "Everything that did not pass, from the `quarantine` table: whole files rejected at "
+        "landing or parsing (row_number NULL) and rows failing a critical expectation, with "
+        "the rule, the GX expectation, the column, the (scrubbed) value and the reason. "
+        "Warnings (kept rows) are listed too, with severity 'warning'."
+    ),
+)
+def quarantined_rows(warehouse: Warehouse) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        n, files, critical = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), count(*) FILTER (WHERE severity = 'critical') FROM quarantine"
+        ).fetchone()
+        by_rule = markdown_preview(
+            con,
+            "SELECT stage, rule, severity, count(*) AS n, count(DISTINCT submission_sha) AS submissions, "
+            "any_value(reason) AS reason FROM quarantine GROUP BY ALL ORDER BY n DESC, rule",
+            limit=40,
+        )
+        sample = markdown_preview(
+            con,
+            "SELECT s.party_code, s.file_name, q.row_number, q.report_id, q.rule, q.column_name, q.value, q.reason "
+            "FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha "
+            "WHERE q.severity = 'critical' ORDER BY s.party_code, s.file_name, q.row_number NULLS FIRST, q.rule",
+            limit=25,
+        )
+        schema = table_schema(con, "quarantine")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "dagster/column_schema": schema,
+            "files_rejected_whole": files,
+            "critical_findings": critical,
+            "by_rule": dg.MetadataValue.md(by_rule),
+            "sample": dg.MetadataValue.md(sample),
+        }
+    )

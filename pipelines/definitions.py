@@ -13,7 +13,7 @@ from assets.indicators import subject_indicators
 from assets.landing import landed_submissions
 from assets.published import manifest_integrity, release
 from assets.staged import staged_reports
-from assets.validated import validated_reports
+from assets.validated import quarantined_rows, validated_reports
 from assets.verified import (
     compliance_verdicts,
     incident_clusters,
@@ -30,6 +30,7 @@ ASSETS = [
     staged_reports,
     anonymised_reports,
     validated_reports,
+    quarantined_rows,
     warehouse_tables,
     incident_clusters,
     compliance_verdicts,

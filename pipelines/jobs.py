@@ -4,8 +4,6 @@ import dagster as dg
 
 from pipelines.partitions import submissions_partitions
 
-INGEST_GROUPS = ["landing", "staged", "anonymised"]
-
 ingest_submissions = dg.define_asset_job(
     name="ingest_submissions",
     selection=dg.AssetSelection.assets(

@@ -12,6 +12,7 @@ EXPECTED_GRAPH = {  # asset -> (group, upstream assets)
     "anonymised_reports": ("anonymised", {"staged_reports"}),
     "validated_reports": ("validated", {"anonymised_reports"}),
     "warehouse_tables": ("validated", {"validated_reports"}),
+    "quarantined_rows": ("validated", {"validated_reports"}),
     "incident_clusters": ("verified", {"warehouse_tables"}),
     "compliance_verdicts": ("verified", {"warehouse_tables"}),
     "subject_indicators": ("indicators", {"incident_clusters", "compliance_verdicts"}),

@@ -88,7 +88,7 @@ def ruled(tmp_path_factory):
 
     with Warehouse(path=str(base / "work" / "warehouse.duckdb")).connect() as con:
         quarantine = con.execute(
-            "SELECT q.report_id, q.row_number, s.kind, q.rule, q.severity, q.value FROM quarantine q "
+            "SELECT q.report_id, q.row_number, s.kind, q.rule, q.severity, q.value, q.expectation FROM quarantine q "
             "JOIN submissions s ON s.sha256 = q.submission_sha WHERE q.stage = 'validated'"
         ).fetchall()
         accepted = {
@@ -108,7 +108,7 @@ def ruled(tmp_path_factory):
 def _critical_rules(quarantine, kind, report_id):
     return {
         rule
-        for rid, _, k, rule, sev, _ in quarantine
+        for rid, _, k, rule, sev, _, _ in quarantine
         if k == kind and rid == report_id and sev == "critical"
     }
 
@@ -169,3 +169,13 @@ def test_accounting_holds_for_every_submission(ruled):
     for kind, read, accepted, quarantined in subs:
         assert read == accepted + quarantined, kind
         assert quarantined > 0
+
+
+def test_quarantine_names_the_expectation_type(ruled):
+    quarantine, _, _ = ruled
+    by_rule = {q[3]: q[6] for q in quarantine if q[0] in ("i-severity", "i-tlp", "i-reported-first")}
+    assert by_rule == {
+        "severity_range": "expect_column_values_to_be_between",
+        "tlp_allowed_values": "expect_column_values_to_be_in_set",
+        "reported_before_occurred": "unexpected_rows_expectation",
+    }

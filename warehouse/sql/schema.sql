@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     row_number      BIGINT,
     report_id       VARCHAR,
     stage           VARCHAR NOT NULL,      -- landing | staged | validated
-    rule            VARCHAR NOT NULL,      -- e.g. unregistered_party, expect_column_values_to_be_between
+    rule            VARCHAR NOT NULL,      -- e.g. unregistered_party, severity_range
+    expectation     VARCHAR,               -- the GX expectation type that failed (NULL before validation)
     column_name     VARCHAR,
     value           VARCHAR,               -- offending value, scrubbed like all warehouse text
     reason          VARCHAR NOT NULL,
