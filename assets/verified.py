@@ -8,6 +8,7 @@ asset of the run measures review windows and expiry from the same instant.
 from datetime import datetime
 
 import dagster as dg
+import polars as pl
 
 from assets.clustering import assign_events
 from checks.validation import run_suite
@@ -133,9 +134,11 @@ def release_context(con) -> tuple[datetime, str]:
     pool="warehouse",
     description=(
         "Incident clusters (events): reports of one category joined when they fall within the "
-        "category's window of the event origin in the same region (origin-anchored, no "
-        "chaining). Status ladder reported / tentative / definitive / disputed / expired with "
-        "the reason and the sources (pseudonyms). Members in `event_members`."
+        "category's window of the event origin and share its region, lie within the policy "
+        "radius of the origin, or share a keyed technical key with a member (origin-anchored, "
+        "no chaining). Status ladder reported / tentative / definitive / disputed / expired with "
+        "the reason and the sources (pseudonyms). Members in `event_members`; reports and "
+        "attestations of any event in the view `event_evidence`."
     ),
 )
 def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -145,15 +148,25 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
         reports = fetch_polars(
             con,
             f"""SELECT source, report_id, submission_sha, row_number, category, region, occurred_at,
-                       reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank
+                       reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank,
+                       lat, lon, technical_keys
                 FROM current_incidents WHERE determination <> 'false_positive'""",
         )
         members = assign_events(reports, policy.association_window_hours)
-        con.register("members_frame", members.to_arrow())
-        con.execute(
-            "CREATE OR REPLACE TABLE event_members AS SELECT * FROM members_frame ORDER BY event_id, source, report_id"
+        windows = policy.association_window_hours
+        con.register("region_members", members.to_arrow())
+        con.register(
+            "association_windows",
+            pl.DataFrame({"category": list(windows), "hours": list(windows.values())}).to_arrow(),
         )
-        con.unregister("members_frame")
+        con.execute(sql_file("event_association"), {"radius_km": policy.association_radius_km})
+        con.execute(
+            "CREATE OR REPLACE TABLE event_members AS SELECT * EXCLUDE (lat, lon, technical_keys) "
+            "FROM associated_members ORDER BY event_id, source, report_id"
+        )
+        con.unregister("region_members")
+        con.unregister("association_windows")
+        con.execute(sql_file("event_evidence"))
         con.execute(
             sql_file("event_status"),
             {
@@ -168,6 +181,9 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
             ).fetchall()
         )
         n = sum(by_status.values())
+        con_joined = con.execute(
+            "SELECT count(*) FROM event_members WHERE joined_by <> 'region'"
+        ).fetchone()[0]
         schema = table_schema(con, "incident_clusters")
         preview = markdown_preview(
             con,
@@ -180,6 +196,10 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
             "dagster/column_schema": schema,
             "by_status": dg.MetadataValue.json(by_status),
             "member_reports": members.height,
+            "joined_by_key_or_distance": con_joined,
+            "look_up_an_event": dg.MetadataValue.md(
+                "```sql\nSELECT * FROM event_evidence WHERE event_id = 'E-…' ORDER BY item DESC, at\n```"
+            ),
             "preview": dg.MetadataValue.md(preview),
         }
     )

@@ -173,7 +173,9 @@ def test_accounting_holds_for_every_submission(ruled):
 
 def test_quarantine_names_the_expectation_type(ruled):
     quarantine, _, _ = ruled
-    by_rule = {q[3]: q[6] for q in quarantine if q[0] in ("i-severity", "i-tlp", "i-reported-first")}
+    by_rule = {
+        q[3]: q[6] for q in quarantine if q[0] in ("i-severity", "i-tlp", "i-reported-first")
+    }
     assert by_rule == {
         "severity_range": "expect_column_values_to_be_between",
         "tlp_allowed_values": "expect_column_values_to_be_in_set",
