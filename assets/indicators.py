@@ -12,6 +12,7 @@ import dagster as dg
 import yaml
 
 from assets.verified import release_context
+from pipelines.partitions import monthly_partitions, refresh_on_new_data
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, markdown_preview, table_schema
 
@@ -27,7 +28,8 @@ def indicator_sql(name: str) -> str:
     return resources.files("warehouse").joinpath("sql", "indicators", f"{name}.sql").read_text()
 
 
-def build_indicator_values(con, as_of, policy) -> int:
+def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
+    """Recompute ``indicator_values`` for ``periods`` (delete their rows, insert anew)."""
     parts = []
     for entry in catalogue():
         parts.append(
@@ -40,24 +42,36 @@ def build_indicator_values(con, as_of, policy) -> int:
         )
     union = "\nUNION ALL\n".join(parts)
     con.execute(
-        f"""CREATE OR REPLACE TABLE indicator_values AS
+        "DELETE FROM indicator_values WHERE period IN (SELECT unnest(?::VARCHAR[]))", [periods]
+    )
+    con.execute(
+        f"""INSERT INTO indicator_values BY NAME
         SELECT * EXCLUDE (inputs_definitive),
           CASE WHEN inputs_definitive AND CAST($as_of AS DATE) >=
                     last_day(CAST(period || '-01' AS DATE)) + to_days($review_days + 1)
                THEN 'definitive' ELSE 'tentative' END AS status
-        FROM ({union}) ORDER BY period, subject, counterpart, indicator""",
+        FROM ({union})
+        WHERE period IN (SELECT unnest($periods::VARCHAR[]))
+        ORDER BY period, subject, counterpart, indicator""",
         {
             "as_of": as_of,
             "review_days": policy.review_window_days,
             "thresholds": list(policy.escalation_thresholds),
             "tentative_max": policy.tentative_max_escalation,
+            "periods": periods,
         },
     )
-    return con.execute("SELECT count(*) FROM indicator_values").fetchone()[0]
+    return con.execute(
+        "SELECT count(*) FROM indicator_values WHERE period IN (SELECT unnest(?::VARCHAR[]))",
+        [periods],
+    ).fetchone()[0]
 
 
 @dg.asset(
     deps=["incident_clusters", "compliance_verdicts"],
+    partitions_def=monthly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    automation_condition=refresh_on_new_data,
     group_name="indicators",
     kinds={"duckdb", "sql"},
     owners=[OWNER],
@@ -65,17 +79,23 @@ def build_indicator_values(con, as_of, policy) -> int:
     description=(
         "Indicator values per subject x month (and per dyad for escalation_level), from the "
         "catalogue in warehouse/sql/indicators, each labelled tentative or definitive, in "
-        "table `indicator_values` (before disclosure control)."
+        "table `indicator_values` (before disclosure control). Monthly partitions: a backfill "
+        "of a month range recomputes exactly those periods."
     ),
 )
-def subject_indicators(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+def subject_indicators(
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
     policy = settings.load_registry().policy
+    periods = list(context.partition_keys)
     with warehouse.connect() as con:
         as_of, _ = release_context(con)
-        n = build_indicator_values(con, as_of, policy)
+        n = build_indicator_values(con, as_of, policy, periods)
         by_indicator = dict(
             con.execute(
-                "SELECT split_part(indicator, '.', 1), count(*) FROM indicator_values GROUP BY ALL ORDER BY ALL"
+                "SELECT split_part(indicator, '.', 1), count(*) FROM indicator_values "
+                "WHERE period IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL ORDER BY ALL",
+                [periods],
             ).fetchall()
         )
         schema = table_schema(con, "indicator_values")

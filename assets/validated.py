@@ -12,7 +12,7 @@ import polars as pl
 
 from checks.validation import SuiteResult, run_suite
 from pipelines.contract import KINDS
-from pipelines.partitions import submissions_partitions
+from pipelines.partitions import refresh_on_new_data, submissions_partitions
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
 
@@ -229,6 +229,7 @@ def validated_reports(
     kinds={"duckdb"},
     owners=[OWNER],
     pool="warehouse",
+    automation_condition=refresh_on_new_data,
     description=(
         "Everything that did not pass, from the `quarantine` table: whole files rejected at "
         "landing or parsing (row_number NULL) and rows failing a critical expectation, with "

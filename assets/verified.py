@@ -13,6 +13,7 @@ import polars as pl
 from assets.clustering import assign_events
 from checks.validation import run_suite
 from pipelines.contract import KINDS
+from pipelines.partitions import refresh_on_new_data
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, fetch_polars, markdown_preview, sql_file, table_schema
 
@@ -85,6 +86,7 @@ warehouse_table_checks = [
     kinds={"duckdb"},
     owners=[OWNER],
     pool="warehouse",
+    automation_condition=refresh_on_new_data,
     description=(
         "The accepted warehouse as a whole (submissions, reports_*), fixed at an as-of time in "
         "`release_context`. Warehouse-level Great Expectations suites run as blocking checks on "
@@ -132,6 +134,7 @@ def release_context(con) -> tuple[datetime, str]:
     kinds={"duckdb", "polars"},
     owners=[OWNER],
     pool="warehouse",
+    automation_condition=refresh_on_new_data,
     description=(
         "Incident clusters (events): reports of one category joined when they fall within the "
         "category's window of the event origin and share its region, lie within the policy "
@@ -211,6 +214,7 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
     kinds={"duckdb"},
     owners=[OWNER],
     pool="warehouse",
+    automation_condition=refresh_on_new_data,
     description=(
         "One verdict per commitment occurrence due by the as-of time (registry schedule + "
         "grace) or reported: honoured_confirmed, honoured_self_reported, late, not_honoured, "

@@ -93,6 +93,47 @@ def _print_materializations(result) -> None:
         _say(f"      {name:<22} {n:>9,} rows")
 
 
+def _execute(
+    defs, instance, job_name: str, run_config: dict, key_range: tuple[str, str] | None = None
+):
+    """Run one job in-process; print its materializations; raise with a one-line reason."""
+    tags = {}
+    if key_range:
+        tags = {
+            "dagster/asset_partition_range_start": key_range[0],
+            "dagster/asset_partition_range_end": key_range[1],
+        }
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False, tags=tags
+    )
+    if not result.success:
+        raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
+    _print_materializations(result)
+    return result
+
+
+def _indicator_months(settings, instance) -> tuple[str, str] | None:
+    """The month partitions that have verdicts or events, up to the as-of month."""
+    from pipelines.partitions import monthly_partitions
+    from warehouse.db import Warehouse
+
+    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+        first, last = con.execute(
+            "SELECT min(period), max(period) FROM (SELECT period FROM incident_clusters "
+            "UNION ALL SELECT period FROM compliance_verdicts) "
+            "WHERE period <= (SELECT strftime(as_of, '%Y-%m') FROM release_context)"
+        ).fetchone()
+    if first is None:
+        return None
+    keys = monthly_partitions.get_partition_keys(dynamic_partitions_store=instance)
+    inside = [k for k in keys if first <= k <= last]
+    if not inside:
+        raise CannotRun(
+            f"no indicator month partitions between {first} and {last} (as-of in the future?)"
+        )
+    return inside[0], inside[-1]
+
+
 def run_pipeline(
     inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
 ) -> dict:
@@ -164,12 +205,12 @@ def run_pipeline(
     if todo:
         _print_materializations(result)
     _say("[3/3] verifying, computing indicators, publishing")
-    result = defs.resolve_job_def("publish_release").execute_in_process(
-        instance=instance, run_config=quiet, raise_on_error=False
-    )
-    if not result.success:
-        raise RuntimeError(f"publication failed: {_failure_reason(result)}")
-    _print_materializations(result)
+    _execute(defs, instance, "verify_reports", quiet)
+    months = _indicator_months(settings, instance)
+    if months:
+        _execute(defs, instance, "compute_indicators", quiet, months)
+        _say(f"      indicators for {months[0]} .. {months[1]}")
+    _execute(defs, instance, "publish_release", quiet)
     summary = summarize(settings)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     return summary

@@ -20,7 +20,7 @@ from assets.verified import (
     warehouse_table_checks,
     warehouse_tables,
 )
-from pipelines.jobs import ingest_submissions, publish_release
+from pipelines.jobs import compute_indicators, ingest_submissions, publish_release, verify_reports
 from pipelines.sensors import inbox_sensor
 from pipelines.settings import CbmSettings, settings_from_env
 from warehouse.db import Warehouse
@@ -44,7 +44,10 @@ monthly_release_schedule = dg.ScheduleDefinition(
     job=publish_release,
     cron_schedule="0 6 1 * *",
     execution_timezone="UTC",
-    description="Cut a release on the first of every month at 06:00 UTC.",
+    description=(
+        "Cut a release on the first of every month at 06:00 UTC from the indicators, verdicts "
+        "and events that declarative automation keeps current."
+    ),
 )
 
 
@@ -52,7 +55,7 @@ def build_definitions(settings: CbmSettings) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[ingest_submissions, publish_release],
+        jobs=[ingest_submissions, verify_reports, compute_indicators, publish_release],
         sensors=[inbox_sensor],
         schedules=[monthly_release_schedule],
         resources={

@@ -51,6 +51,11 @@ def test_every_asset_has_description_kinds_and_owner():
 def test_jobs_sensor_and_schedule_are_defined():
     assert defs.resolve_job_def("ingest_submissions").partitions_def.name == "submissions"
     assert defs.resolve_job_def("publish_release")
+    assert defs.resolve_job_def("verify_reports")
+    assert (
+        defs.resolve_job_def("compute_indicators").partitions_def.get_partition_keys()[0]
+        == "2015-01"
+    )
     assert defs.resolve_sensor_def("inbox_sensor")
     assert defs.resolve_schedule_def("monthly_release").cron_schedule == "0 6 1 * *"
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
@@ -137,3 +142,22 @@ def test_materialize_ingestion_for_one_submission(tmp_path):
         assert con.execute(
             "SELECT status, rows_read, rows_accepted, rows_quarantined FROM submissions"
         ).fetchall() == [("partial", 2, 1, 1)]
+
+
+def test_verification_and_indicators_refresh_declaratively():
+    graph = defs.resolve_asset_graph()
+    for name in (
+        "warehouse_tables",
+        "incident_clusters",
+        "compliance_verdicts",
+        "quarantined_rows",
+        "subject_indicators",
+    ):
+        condition = graph.get(dg.AssetKey(name)).automation_condition
+        assert (
+            condition is not None
+            and condition.get_label() == "refresh when new validated data lands"
+        ), name
+    assert isinstance(
+        graph.get(dg.AssetKey("subject_indicators")).partitions_def, dg.MonthlyPartitionsDefinition
+    )

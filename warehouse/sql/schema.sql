@@ -55,3 +55,17 @@ CREATE TABLE IF NOT EXISTS registry_obligations (
     commitment_id   VARCHAR NOT NULL,
     party_code      VARCHAR NOT NULL
 );
+
+-- Indicator values per subject x month before disclosure control (one partition per period).
+CREATE TABLE IF NOT EXISTS indicator_values (
+    subject         VARCHAR,
+    counterpart     VARCHAR,
+    period          VARCHAR NOT NULL,
+    indicator       VARCHAR NOT NULL,
+    value           DOUBLE,
+    numerator       BIGINT,
+    denominator     BIGINT,
+    escalation_level INTEGER,
+    disclosure      VARCHAR NOT NULL,
+    status          VARCHAR NOT NULL
+);
