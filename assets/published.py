@@ -43,6 +43,28 @@ def _changes(publish: Path, previous: str | None, new_root: Path) -> dict:
     }
 
 
+def _corrections(
+    warehouse: Warehouse, publish: Path, previous: str | None, inputs: list[str]
+) -> dict:
+    """Submissions new since the previous release, and how many of their reports revise an
+    earlier version (corrections)."""
+    before: set[str] = set()
+    if previous and (publish / "releases" / previous / "manifest.json").exists():
+        before = set(
+            json.loads((publish / "releases" / previous / "manifest.json").read_text())["inputs"]
+        )
+    new = sorted(set(inputs) - before)
+    with warehouse.connect() as con:
+        corrections = con.execute(
+            "SELECT count(*) FROM (SELECT submission_sha, version FROM reports_incidents UNION ALL "
+            "SELECT submission_sha, version FROM reports_compliance UNION ALL "
+            "SELECT submission_sha, version FROM reports_attestations) "
+            "WHERE version > 1 AND submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+            [new],
+        ).fetchone()[0]
+    return {"new_submissions": len(new), "corrections": int(corrections)}
+
+
 def _periods(glob: str, con=None) -> list[str]:
     own = con is None
     con = con or duckdb.connect()
@@ -123,6 +145,7 @@ def release(
     )
     if published.new:
         changes = _changes(publish, previous if previous != release_id else None, published.path)
+        changes |= _corrections(warehouse, publish, changes["previous_release_id"], inputs)
         rel.append_changelog(
             publish,
             {
