@@ -75,6 +75,12 @@ def test_same_bytes_twice_is_one_submission_and_versions_supersede(project):
     assert project.query(
         "SELECT version, severity FROM current_incidents WHERE report_id = 'A-1'"
     ) == [(2, 5)]
+    changelog = [
+        json.loads(line) for line in (project.publish / "CHANGELOG.jsonl").read_text().splitlines()
+    ]
+    assert len(changelog) == 2
+    assert changelog[1]["previous_release_id"] == changelog[0]["release_id"]
+    assert (changelog[1]["new_submissions"], changelog[1]["corrections"]) == (1, 1)
 
 
 def test_accounting_and_release_on_a_generated_inbox(tmp_path):
