@@ -1,0 +1,164 @@
+"""Disclosure control (contract §5): small cells, secondary suppression, TLP."""
+
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from tests.conftest import compliance, incident, write_csv
+from warehouse.db import sql_file
+
+CELLS = [  # subject, period, indicator, value, numerator, denominator, disclosure
+    ("S", "2026-01", "definitive_incidents.a", 2, 2, None, "count"),
+    ("S", "2026-01", "definitive_incidents.b", 7, 7, None, "count"),
+    ("S", "2026-01", "definitive_incidents.c", 9, 9, None, "count"),
+    ("S", "2026-01", "definitive_incidents.total", 18, 18, None, "count"),
+    ("T", "2026-01", "definitive_incidents.a", 3, 3, None, "count"),
+    ("T", "2026-01", "definitive_incidents.total", 3, 3, None, "count"),
+    ("V", "2026-01", "definitive_incidents.a", 2, 2, None, "count"),
+    ("V", "2026-01", "definitive_incidents.b", 3, 3, None, "count"),
+    ("V", "2026-01", "definitive_incidents.total", 5, 5, None, "count"),
+    ("W", "2026-01", "definitive_incidents.a", 5, 5, None, "count"),
+    ("W", "2026-01", "definitive_incidents.total", 5, 5, None, "count"),
+    ("S", "2026-01", "corroboration_yield", 0.5, 2, 4, "rate_of_counts"),
+    ("T", "2026-01", "corroboration_yield", 0.4, 2, 5, "rate_of_counts"),
+    ("S", "2026-01", "compliance_rate", 0.5, 1, 2, "none"),
+]
+
+
+@pytest.fixture
+def published():
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE indicator_values (subject VARCHAR, counterpart VARCHAR, period VARCHAR, indicator VARCHAR, "
+        "value DOUBLE, numerator BIGINT, denominator BIGINT, escalation_level INTEGER, disclosure VARCHAR, status VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO indicator_values VALUES (?, NULL, ?, ?, ?, ?, ?, NULL, ?, 'definitive')", CELLS
+    )
+    con.execute(
+        "CREATE TABLE party_directory (code VARCHAR, pseudonym VARCHAR, party_class VARCHAR, bloc VARCHAR, public_label VARCHAR)"
+    )
+    rows = con.execute(
+        sql_file("published_indicators"), {"release_id": "r-x", "method_version": "m-x", "k": 5}
+    ).fetchall()
+    cols = [d[0] for d in con.description]
+    return {
+        (r["subject"], r["indicator"]): r
+        for r in (dict(zip(cols, row, strict=True)) for row in rows)
+    }
+
+
+def suppressed(published, subject, indicator):
+    return published[(subject, indicator)]["suppressed"]
+
+
+def test_small_counts_are_suppressed_and_k_itself_is_not(published):
+    assert suppressed(published, "S", "definitive_incidents.a")
+    assert not suppressed(published, "W", "definitive_incidents.a")  # exactly k
+
+
+def test_a_lone_suppressed_cell_gets_a_secondary_suppression(published):
+    # S: a (2) is primary; without b the total 18 - 7 - 9 would give a away
+    assert suppressed(published, "S", "definitive_incidents.b")
+    assert not suppressed(published, "S", "definitive_incidents.c")
+    assert not suppressed(published, "S", "definitive_incidents.total")
+
+
+def test_no_suppressed_cell_can_be_recovered_from_the_total(published):
+    for subject in ("S", "T", "V", "W"):
+        cats = [
+            v
+            for (s, i), v in published.items()
+            if s == subject and i.startswith("definitive_incidents.") and not i.endswith("total")
+        ]
+        total = published[(subject, "definitive_incidents.total")]
+        hidden = [c for c in cats if c["suppressed"]]
+        if total["suppressed"] or not hidden:
+            continue
+        assert len(hidden) >= 2, subject  # one unknown alone would equal total - sum(shown)
+
+
+def test_total_below_k_is_suppressed_with_its_only_cell(published):
+    assert suppressed(published, "T", "definitive_incidents.a") and suppressed(
+        published, "T", "definitive_incidents.total"
+    )
+
+
+def test_rates_of_small_counts_are_suppressed(published):
+    assert suppressed(published, "S", "corroboration_yield")
+    assert not suppressed(published, "T", "corroboration_yield")
+    assert not suppressed(published, "S", "compliance_rate")
+
+
+def test_suppressed_rows_carry_no_numbers(published):
+    for row in published.values():
+        if row["suppressed"]:
+            assert row["value"] is None and row["numerator"] is None and row["denominator"] is None
+
+
+def test_amber_and_red_reports_never_reach_events_or_compliance(project):
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    for party in ("ALPHA", "BRAVO", "ACADEMY"):
+        write_csv(
+            project.inbox / party / "incidents_tlp.csv",
+            [
+                incident(
+                    f"AMB-{party}",
+                    region="AMB",
+                    tlp="GREEN" if party != "BRAVO" else "AMBER",
+                    occurred_at=t.isoformat(),
+                    reported_at=(t + timedelta(hours=1)).isoformat(),
+                    alleged_party="DELTA",
+                ),
+                incident(
+                    f"RED-{party}",
+                    region="RED",
+                    tlp="RED",
+                    occurred_at=t.isoformat(),
+                    reported_at=(t + timedelta(hours=1)).isoformat(),
+                    alleged_party="DELTA",
+                ),
+                incident(
+                    f"GRN-{party}",
+                    region="GRN",
+                    tlp="CLEAR",
+                    occurred_at=t.isoformat(),
+                    reported_at=(t + timedelta(hours=1)).isoformat(),
+                    alleged_party="DELTA",
+                ),
+            ],
+        )
+    write_csv(
+        project.inbox / "ECHO" / "compliance_tlp.csv",
+        [
+            compliance("C-AMBER", subject_party="ECHO", tlp="AMBER"),
+            compliance("C-GREEN", subject_party="ECHO", tlp="GREEN", period="2026-04"),
+        ],
+    )
+    summary = project.run(as_of="2026-06-30T00:00:00+00:00")
+    base = summary["release_path"]
+    con = duckdb.connect()
+    regions = {
+        r
+        for (r,) in con.execute(
+            f"SELECT DISTINCT region FROM read_parquet('{base}/events/*/*.parquet')"
+        ).fetchall()
+    }
+    assert regions == {"GRN"}
+    assert project.query("SELECT count(*) FROM incident_clusters WHERE status = 'definitive'") == [
+        (3,)
+    ]
+    periods = {
+        p
+        for (p,) in con.execute(
+            f"SELECT period FROM read_parquet('{base}/compliance/*/*.parquet', hive_partitioning=true) WHERE subject = 'Echo Islands' AND commitment_id = 'HOTLINE-TEST'"
+        ).fetchall()
+    }
+    assert "2026-03" not in periods and "2026-04" in periods
+    # the aggregate over all three (AMBER, RED and CLEAR) events appears only after disclosure control
+    row = con.execute(
+        f"SELECT value, suppressed FROM read_parquet('{base}/indicators/*/*.parquet', hive_partitioning=true) "
+        "WHERE subject = 'Deltan Union' AND indicator = 'definitive_incidents.total' AND period = '2026-03'"
+    ).fetchall()
+    assert row == [(None, True)]  # 3 < k = 5
