@@ -35,6 +35,7 @@ class LandedFile:
     party_dir: str
     file_name: str
     new: bool
+    signature_added: bool = False  # a .sig arrived after its file was landed
 
 
 def _sha256_file(path: Path) -> str:
@@ -68,32 +69,47 @@ def _write_atomic(dst: Path, data: bytes) -> None:
 def inbox_files(inbox: Path) -> list[tuple[Path, str, str]]:
     """(path, party directory, file name) of every submission file, in a stable order.
 
-    Detached signatures (``*.sig``) travel with their file; hidden files are ignored.
+    Detached signatures (``*.sig``) travel with their file. Nothing else is skipped: hidden
+    files and files outside a party directory become submissions that are rejected with a
+    reason, so nothing handed in disappears silently. Symlinked directories are not entered.
     """
     found = []
-    for party_dir in sorted(
-        p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
-        for path in sorted(party_dir.rglob("*")):
-            if path.name.startswith(".") or path.name.endswith(".sig") or path.is_dir():
-                continue
-            found.append((path, party_dir.name, str(path.relative_to(party_dir))))
+    for entry in sorted(inbox.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            for path in sorted(entry.rglob("*")):
+                if path.name.endswith(".sig") or (path.is_dir() and not path.is_symlink()):
+                    continue
+                found.append((path, entry.name, str(path.relative_to(entry))))
+        elif not entry.name.endswith(".sig"):
+            found.append((entry, "", entry.name))
     return found
 
 
 def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
-    """Copy every inbox file not yet landed into the landing area; return all files seen."""
+    """Copy every inbox file not yet landed into the landing area; return all files seen.
+
+    A symlink or other non-regular file (FIFO, device) is landed as a marker with its name,
+    never followed or read, and is rejected at the landing stage.
+    """
     landed: list[LandedFile] = []
     for path, party, name in inbox_files(inbox):
-        if path.is_symlink():
-            # A link may point anywhere on the machine: land its name, never its target.
-            data = f"symlink:{os.readlink(path)}".encode()
-            sha = hashlib.sha256(b"cbm-symlink\x00" + data).hexdigest()
+        if path.is_symlink() or not path.is_file():
+            what = (
+                f"symlink:{os.readlink(path)}"
+                if path.is_symlink()
+                else f"special:{path.lstat().st_mode}"
+            )
+            sha = hashlib.sha256(
+                b"cbm-not-a-file\x00" + f"{party}/{name}\x00{what}".encode()
+            ).hexdigest()
             source = None
         else:
             sha, source = _sha256_file(path), path
         blob, meta, sig = landing_paths(landing_dir, sha)
+        sig_path = path.with_name(path.name + ".sig")
+        has_sig_file = source is not None and sig_path.is_file() and not sig_path.is_symlink()
         new = not meta.exists()
+        signature_added = False
         if new:
             blob.parent.mkdir(parents=True, exist_ok=True)
             if source is None:
@@ -102,8 +118,7 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
                 _copy_atomic(source, blob)
                 if _sha256_file(blob) != sha:
                     raise OSError(f"landing copy of {path} does not match its hash; disk problem?")
-            sig_path = path.with_name(path.name + ".sig")
-            if sig_path.is_file() and not sig_path.is_symlink():
+            if has_sig_file:
                 _copy_atomic(sig_path, sig)
             info = {
                 "sha256": sha,
@@ -117,7 +132,13 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
             _write_atomic(meta, json.dumps(info, sort_keys=True).encode())
             if log:
                 log(f"landed {party}/{name} as {sha[:12]}")
-        landed.append(LandedFile(sha, party, name, new))
+        elif has_sig_file and not sig.exists():
+            # the signature arrived after its file: keep it, and give the file another look
+            _copy_atomic(sig_path, sig)
+            info = json.loads(meta.read_text()) | {"has_signature": True}
+            _write_atomic(meta, json.dumps(info, sort_keys=True).encode())
+            signature_added = True
+        landed.append(LandedFile(sha, party, name, new, signature_added))
     return landed
 
 
@@ -132,7 +153,15 @@ def file_level_rejection(
     party, name = meta["party_dir"], meta["file_name"]
     where = f"{party}/{name}"
     if meta.get("symlink"):
-        return "symlink", f"{where}: is a symbolic link; only regular files are accepted"
+        return (
+            "not_a_regular_file",
+            f"{where}: is a symbolic link or special file; only regular files are accepted",
+        )
+    if not party:
+        return (
+            "outside_party_directory",
+            f"{name}: lies in the inbox root; submissions go in <inbox>/<party_code>/",
+        )
     if party not in registry.parties:
         return (
             "unregistered_party",

@@ -185,7 +185,8 @@ def run_pipeline(
                 "SELECT sha256 FROM submissions WHERE status IN ('accepted', 'partial', 'rejected')"
             ).fetchall()
         }
-    todo = set(shas) - done
+    # a signature that arrived after its file was rejected gives the file another look
+    todo = (set(shas) - done) | {f.sha256 for f in landed if f.signature_added}
     ordered = instance.get_dynamic_partitions(submissions_partitions.name)
     _say(f"[2/3] ingesting {len(todo)} submissions: landing > staged > anonymised > validated")
     job = defs.resolve_job_def("ingest_submissions")

@@ -50,7 +50,7 @@ def test_file_level_rejections_are_kept_with_specific_reasons(project, tmp_path)
     assert rows["incidents_empty.csv"].startswith("empty_file")
     assert "not a readable Parquet file" in rows["incidents_bad.parquet"]
     assert "not UTF-8: byte 0xe9" in rows["incidents_latin.csv"]
-    assert rows["incidents_link.csv"].startswith("symlink")
+    assert rows["incidents_link.csv"].startswith("not_a_regular_file")
     statuses = dict(project.query("SELECT file_name, status FROM submissions"))
     assert statuses.pop("incidents_ok.csv") == "accepted"
     assert set(statuses.values()) == {"rejected"}

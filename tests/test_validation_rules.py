@@ -32,6 +32,10 @@ INCIDENT_CASES = {  # report_id -> (overrides, rule expected)
     "i-determination": ({"determination": "maybe"}, "determination_allowed_values"),
     "i-alleged": ({"alleged_party": "ZULU"}, "alleged_party_registered"),
     "i-category-missing": ({"category": None}, "category_required"),
+    "i-year-1": (
+        {"occurred_at": "0001-01-01T00:00:00+00:00", "reported_at": "0001-01-02T00:00:00+00:00"},
+        "occurred_at_plausible",
+    ),
 }
 COMPLIANCE_CASES = {
     "c-commitment": ({"commitment_id": "NO-SUCH"}, "commitment_unknown"),
@@ -44,6 +48,7 @@ COMPLIANCE_CASES = {
     "c-claim": ({"claim": "maybe"}, "claim_allowed_values"),
     "c-reply-first": ({"responded_at": "2026-03-01T09:00:00+00:00"}, "response_before_request"),
     "c-commitment-missing": ({"commitment_id": None}, "commitment_id_required"),
+    "c-year-9999": ({"responded_at": "9999-01-01T00:00:00+00:00"}, "timestamps_plausible"),
 }
 ATTESTATION_CASES = {
     "a-stance": ({"stance": "shrug"}, "stance_allowed_values"),
@@ -52,6 +57,7 @@ ATTESTATION_CASES = {
     "a-subject": ({"subject_party": "ZULU"}, "subject_party_registered"),
     "a-self": ({"subject_party": "CHARLIE"}, "attestation_of_self"),
     "a-observed": ({"observed_at": None}, "observed_at_required"),
+    "a-year-1": ({"observed_at": "0001-06-01T00:00:00+00:00"}, "observed_at_plausible"),
 }
 
 
@@ -69,7 +75,14 @@ def ruled(tmp_path_factory):
         inbox / "BRAVO" / "incidents_rules.csv",
         [incident("i-good")]
         + [incident(rid, **o) for rid, (o, _) in INCIDENT_CASES.items()]
-        + [incident("bad/../id"), incident(None), incident("dup"), incident("dup")],
+        + [
+            incident("bad/../id"),
+            incident(None),
+            incident("dup"),
+            incident("dup"),
+            incident(".."),
+            incident("a..b"),
+        ],
     )
     write_csv(
         inbox / "BRAVO" / "compliance_rules.csv",
@@ -140,6 +153,8 @@ def test_report_id_rules(ruled):
     assert "report_id_format" in _critical_rules(quarantine, "incidents", "bad/../id")
     assert any(r[3] == "report_id_required" and r[2] == "incidents" for r in quarantine)
     assert _critical_rules(quarantine, "incidents", "dup") == {"duplicate_in_submission"}
+    assert _critical_rules(quarantine, "incidents", "..") == {"report_id_dot_segments"}
+    assert _critical_rules(quarantine, "incidents", "a..b") == {"report_id_dot_segments"}
 
 
 def test_dangling_attestation_is_kept_with_a_warning(ruled):
