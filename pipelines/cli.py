@@ -205,6 +205,15 @@ def run_pipeline(
         _say(f"      {count} submissions ingested (run {result.run_id[:8]})")
     if todo:
         _print_materializations(result)
+    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+        accepted = con.execute(
+            "SELECT coalesce(sum(rows_accepted), 0) FROM submissions"
+        ).fetchone()[0]
+    if not accepted and not as_of:
+        _say("[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)")
+        summary = summarize(settings)
+        summary["seconds"] = round(time.monotonic() - t0, 1)
+        return summary
     _say("[3/3] verifying, computing indicators, publishing")
     _execute(defs, instance, "verify_reports", quiet)
     months = _indicator_months(settings, instance)
@@ -256,7 +265,7 @@ def _print_summary(s: dict) -> None:
     _say(f"Rows quarantined  {s['rows_quarantined']:>9,}")
     _say(f"Releases          {s['releases']:>9,}  (latest {s['latest_release']})")
     _say("")
-    _say(f"Published release: {s['release_path']}")
+    _say(f"Published release: {s['release_path'] or 'none yet'}")
     _say(f"Warehouse:         {s['warehouse']}")
     if s.get("data_docs"):
         _say(f"Data Docs:         {s['data_docs']}")
@@ -361,6 +370,30 @@ def cmd_keygen_pseudonym(args) -> int:
     return EXIT_OK
 
 
+def cmd_keygen(args) -> int:
+    from pipelines.signing import new_party_key
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CannotRun(f"{out} exists; pass --force to replace it")
+    public = new_party_key(args.party, out)
+    _say(f"wrote {args.party}'s signing key to {out} (keep it private)")
+    _say(f"add to {args.party}'s entry in parties.yaml:  public_key: {public}")
+    return EXIT_OK
+
+
+def cmd_sign(args) -> int:
+    from pipelines.signing import SigningError, sign_file
+
+    for name in args.files:
+        try:
+            sig = sign_file(Path(args.key), Path(name))
+        except SigningError as exc:
+            raise CannotRun(str(exc)) from exc
+        _say(f"signed {name} -> {sig}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from pipelines.generate import generate
     from pipelines.protection import new_key_file
@@ -431,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--key-version", default="k1")
     k.add_argument("--force", action="store_true")
     k.set_defaults(func=cmd_keygen_pseudonym)
+    kg = sub.add_parser(
+        "keygen", help="a party's Ed25519 signing key (private file + public key to register)"
+    )
+    kg.add_argument("--party", required=True)
+    kg.add_argument("--out", required=True)
+    kg.add_argument("--force", action="store_true")
+    kg.set_defaults(func=cmd_keygen)
+    sg = sub.add_parser("sign", help="write FILE.sig (detached Ed25519 signature) for each file")
+    sg.add_argument("--key", required=True, help="the key file written by 'cbm keygen'")
+    sg.add_argument("files", nargs="+")
+    sg.set_defaults(func=cmd_sign)
     d = sub.add_parser("demo", help="generate a sample inbox and run the whole pipeline on it")
     d.add_argument("--dir", default=".cbm/demo")
     d.add_argument("--seed", type=int, default=7)

@@ -1,0 +1,57 @@
+"""Party signing keys (contract §5): Ed25519, detached ``.sig`` files.
+
+A key file is JSON ``{"party", "private_key", "public_key"}`` (base64 raw keys), written
+with mode 0600. The ``.sig`` beside a submission holds the base64 signature of its bytes.
+Verification lives in ``assets/landing.py`` (``verify_signature``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+class SigningError(RuntimeError):
+    """The key file or the file to sign is unusable."""
+
+
+def new_party_key(party: str, out: Path) -> str:
+    """Write a new key file for ``party``; return the base64 public key for parties.yaml."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "party": party,
+                "private_key": base64.b64encode(private).decode(),
+                "public_key": base64.b64encode(public).decode(),
+            }
+        )
+        + "\n"
+    )
+    out.chmod(0o600)
+    return base64.b64encode(public).decode()
+
+
+def sign_file(key_file: Path, path: Path) -> Path:
+    """Write ``<path>.sig``; return its path."""
+    try:
+        data = json.loads(key_file.read_text())
+        key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(data["private_key"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SigningError(f"{key_file}: not a signing key file ({exc})") from exc
+    if not path.is_file():
+        raise SigningError(f"{path}: no such file")
+    sig = path.with_name(path.name + ".sig")
+    sig.write_text(base64.b64encode(key.sign(path.read_bytes())).decode() + "\n")
+    return sig
