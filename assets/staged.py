@@ -140,7 +140,8 @@ def stage_rows(data: bytes, fmt: str, kind: str) -> tuple[pl.DataFrame, list[str
     frame, notes = READERS[fmt](data)
     fields = list(FIELDS[kind])
     present = [c for c in frame.columns if c in FIELDS[kind]]
-    if not present and frame.height:
+    all_rows_read = frame["row_error"].null_count() == frame.height
+    if not present and frame.height and all_rows_read:  # rows read, but no contract column
         raise UnreadableSubmission(
             f"none of the {kind} columns found (got {', '.join(frame.columns[:5])}); "
             "check the delimiter (comma) and the header row"
