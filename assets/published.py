@@ -143,7 +143,9 @@ def release(
             "inputs": inputs,
         },
     )
-    if published.new:
+    # Also when the release existed but its changelog line did not: a run killed between the
+    # rename and the changelog must end like an uninterrupted one.
+    if published.new or not rel.in_changelog(publish, release_id):
         changes = _changes(publish, previous if previous != release_id else None, published.path)
         changes |= _corrections(warehouse, publish, changes["previous_release_id"], inputs)
         rel.append_changelog(

@@ -8,11 +8,13 @@ no key, bad arguments).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -33,8 +35,9 @@ def _prepare_dagster_home(workdir: Path) -> Path:
     if not config.exists():
         config.write_text(
             "telemetry:\n  enabled: false\n"
-            # one run at a time, one op in the 'warehouse' pool: DuckDB has one writer
-            "concurrency:\n  runs:\n    max_concurrent_runs: 1\n  pools:\n    default_limit: 1\n"
+            # one run at a time: DuckDB has one writer. (No op pool limit: a run killed with
+            # SIGKILL would keep its slot and block every later run.)
+            "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
         )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
@@ -93,22 +96,54 @@ def _print_materializations(result) -> None:
         _say(f"      {name:<22} {n:>9,} rows")
 
 
+def _release_dead_runs(instance) -> int:
+    """Mark runs that an earlier, killed ``cbm run`` left 'started' as failed, freeing any
+    concurrency slots they held. Only runs tagged with a cbm pid that no longer lives."""
+    import dagster as dg
+
+    stale = 0
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        pid = run.tags.get("cbm/pid")
+        if not pid or _alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, f"the cbm run process {pid} died (killed?) before the run ended"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        stale += 1
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def _execute(
-    defs, instance, job_name: str, run_config: dict, key_range: tuple[str, str] | None = None
+    defs,
+    instance,
+    job_name: str,
+    run_config: dict,
+    key_range: tuple[str, str] | None = None,
+    show: bool = True,
 ):
     """Run one job in-process; print its materializations; raise with a one-line reason."""
-    tags = {}
+    tags = {"cbm/pid": str(os.getpid())}
     if key_range:
-        tags = {
-            "dagster/asset_partition_range_start": key_range[0],
-            "dagster/asset_partition_range_end": key_range[1],
-        }
+        tags["dagster/asset_partition_range_start"] = key_range[0]
+        tags["dagster/asset_partition_range_end"] = key_range[1]
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, run_config=run_config, raise_on_error=False, tags=tags
     )
     if not result.success:
         raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
-    _print_materializations(result)
+    if show:
+        _print_materializations(result)
     return result
 
 
@@ -135,9 +170,58 @@ def _indicator_months(settings, instance) -> tuple[str, str] | None:
 
 
 def run_pipeline(
+    inbox: Path,
+    registry_dir: Path,
+    workdir: Path,
+    publish: Path,
+    as_of: str | None = None,
+    wait_seconds: float = 600,
+) -> dict:
+    """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError.
+
+    One run per workdir at a time: a second ``cbm run`` waits for the first (saying so),
+    and gives up with a clear message after ``wait_seconds``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _workdir_lock(workdir, wait_seconds):
+        return _run_pipeline_locked(inbox, registry_dir, workdir, publish, as_of)
+
+
+@contextmanager
+def _workdir_lock(workdir: Path, wait_seconds: float):
+    path = workdir / ".cbm-run.lock"
+    with path.open("a+") as fh:
+        deadline, told = time.monotonic() + wait_seconds, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    fh.seek(0)
+                    _say(
+                        f"waiting: another cbm run holds {workdir} ({fh.read().strip() or 'unknown pid'})"
+                    )
+                    told = True
+                if time.monotonic() >= deadline:
+                    raise CannotRun(
+                        f"another cbm run still holds {workdir} after {wait_seconds:.0f}s"
+                    ) from None
+                time.sleep(0.5)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_pipeline_locked(
     inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
 ) -> dict:
-    """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError."""
+    """The run itself; the caller holds the workdir lock."""
     import dagster as dg
 
     from assets.landing import scan_inbox
@@ -168,6 +252,8 @@ def run_pipeline(
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     t0 = time.monotonic()
 
+    if stale := _release_dead_runs(instance):
+        _say(f"      marked {stale} run(s) of a killed cbm run as failed")
     _say(f"[1/3] landing {inbox}")
     landed = scan_inbox(inbox, settings.landing_dir)
     shas = sorted({f.sha256 for f in landed}, key=[f.sha256 for f in landed].index)
@@ -189,19 +275,8 @@ def run_pipeline(
     todo = (set(shas) - done) | {f.sha256 for f in landed if f.signature_added}
     ordered = instance.get_dynamic_partitions(submissions_partitions.name)
     _say(f"[2/3] ingesting {len(todo)} submissions: landing > staged > anonymised > validated")
-    job = defs.resolve_job_def("ingest_submissions")
     for start, end, count in _contiguous_ranges(ordered, todo):
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=quiet,
-            raise_on_error=False,
-            tags={
-                "dagster/asset_partition_range_start": start,
-                "dagster/asset_partition_range_end": end,
-            },
-        )
-        if not result.success:
-            raise RuntimeError(f"ingestion failed: {_failure_reason(result)}")
+        result = _execute(defs, instance, "ingest_submissions", quiet, (start, end), show=False)
         _say(f"      {count} submissions ingested (run {result.run_id[:8]})")
     if todo:
         _print_materializations(result)

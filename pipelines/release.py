@@ -102,6 +102,17 @@ def latest(publish: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+def in_changelog(publish: Path, release_id: str) -> bool:
+    path = publish / "CHANGELOG.jsonl"
+    if not path.exists():
+        return False
+    return any(
+        json.loads(line).get("release_id") == release_id
+        for line in path.read_text().splitlines()
+        if line.strip()
+    )
+
+
 def append_changelog(publish: Path, entry: dict) -> None:
     path = publish / "CHANGELOG.jsonl"
     existing = path.read_text().splitlines() if path.exists() else []

@@ -1,0 +1,135 @@
+"""Crash safety and concurrency, with real processes: SIGKILL at several points, then a
+re-run ends exactly like an uninterrupted run; two runs at once never corrupt anything."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.generate import generate
+from pipelines.release import verify_release
+
+VOLATILE = {"submissions": "* EXCLUDE (received_at, landing_path)"}
+TABLES = [
+    "submissions",
+    "quarantine",
+    "reports_incidents",
+    "reports_compliance",
+    "reports_attestations",
+    "incident_clusters",
+    "event_members",
+    "compliance_verdicts",
+    "indicator_values",
+]
+
+
+def cbm(*args, env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def run_args(base: Path, inbox: Path, registry: Path, name: str) -> list[str]:
+    return [
+        "run",
+        "--inbox",
+        str(inbox),
+        "--registry",
+        str(registry),
+        "--workdir",
+        str(base / f"work-{name}"),
+        "--publish",
+        str(base / f"publish-{name}"),
+    ]
+
+
+def state(base: Path, name: str) -> dict:
+    import duckdb
+
+    from checks.gx_duckdb import connection_config
+
+    con = duckdb.connect(
+        str(base / f"work-{name}" / "warehouse.duckdb"), read_only=True, config=connection_config()
+    )
+    try:
+        out = {
+            t: sorted(map(repr, con.execute(f"SELECT {VOLATILE.get(t, '*')} FROM {t}").fetchall()))
+            for t in TABLES
+        }
+    finally:
+        con.close()
+    publish = base / f"publish-{name}"
+    latest = (publish / "LATEST").read_text().strip()
+    root = publish / "releases" / latest
+    out["release"] = {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+    out["changelog"] = (publish / "CHANGELOG.jsonl").read_text()
+    out["releases"] = sorted(p.name for p in (publish / "releases").iterdir())
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from tests.conftest import TEST_KEY
+
+    base = tmp_path_factory.mktemp("reliability")
+    gen = generate(base / "gen", seed=13, reports=60)
+    env = dict(os.environ, CBM_PSEUDONYM_KEY=TEST_KEY)
+    env.pop("DAGSTER_HOME", None)  # each workdir keeps its own instance
+    proc = cbm(*run_args(base, gen.inbox, gen.registry, "reference"), env=env)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    return base, gen, env, state(base, "reference")
+
+
+@pytest.mark.parametrize(
+    ("marker", "delay"),
+    [("[1/3]", 0.0), ("[2/3]", 1.5), ("[3/3]", 0.5), ("indicators for", 0.0)],
+    ids=["landing", "ingestion", "verification", "publication"],
+)
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(setup, marker, delay):
+    base, gen, env, reference = setup
+    name = marker.strip("[]/ ").replace(" ", "_").replace("/", "")
+    args = run_args(base, gen.inbox, gen.registry, name)
+    proc = cbm(*args, env=env)
+    for line in proc.stdout:
+        if marker in line:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    rerun = cbm(*args, env=env)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    got = state(base, name)
+    for key in reference:
+        assert got[key] == reference[key], key
+    latest = (base / f"publish-{name}" / "LATEST").read_text().strip()
+    assert verify_release(base / f"publish-{name}" / "releases" / latest) == (True, [])
+    assert not list((base / f"publish-{name}" / "releases").glob(".tmp-*"))
+
+
+def test_two_runs_at_once_both_finish_and_agree(setup):
+    base, gen, env, reference = setup
+    args = run_args(base, gen.inbox, gen.registry, "concurrent")
+    first, second = cbm(*args, env=env), cbm(*args, env=env)
+    out1, _ = first.communicate(timeout=300)
+    out2, _ = second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, (out1, out2)
+    assert "waiting: another cbm run holds" in out1 + out2
+    got = state(base, "concurrent")
+    for key in reference:
+        assert got[key] == reference[key], key
