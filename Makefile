@@ -42,3 +42,6 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cbm .pytest_cache
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

@@ -8,9 +8,8 @@ views pick the highest version). Submission accounting is updated and checked.
 import re
 
 import dagster as dg
-import polars as pl
 
-from checks.validation import SuiteResult, run_suite
+from checks.validation import SuiteResult, build_data_docs, run_suite
 from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data, submissions_partitions
 from pipelines.settings import CbmSettings
@@ -31,42 +30,26 @@ def _batch_view(con, kind: str, shas: list[str]) -> int:
 
 
 def _record_findings(con, result: SuiteResult) -> None:
-    """All failing rows of a suite into ``quarantine`` in one insert (no per-row round trips)."""
-    rows = [
-        (
-            sha,
-            row,
-            rid,
-            f.rule,
-            f.expectation,
-            f.column,
-            None if v is None else str(v)[:200],
-            f.reason,
-            f.severity,
+    """Every failing row of a suite into ``quarantine``, selected inside DuckDB by the query
+    GX (or the suite) gave for it: no row travels through Python."""
+    for f in result.findings:
+        if not f.query:
+            continue
+        con.execute(
+            f"""INSERT INTO quarantine BY NAME
+            SELECT q.submission_sha, q.row_number, q.report_id, 'validated' AS stage,
+                   $rule AS rule, $expectation AS expectation, $column AS column_name,
+                   left(CAST(q."{f.value_column}" AS VARCHAR), 200) AS value,
+                   $reason AS reason, $severity AS severity
+            FROM ({f.query}) q""",
+            {
+                "rule": f.rule,
+                "expectation": f.expectation,
+                "column": f.column,
+                "reason": f.reason,
+                "severity": f.severity,
+            },
         )
-        for f in result.findings
-        for sha, row, rid, v in f.rows
-    ]
-    if not rows:
-        return
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "submission_sha": pl.String,
-            "row_number": pl.Int64,
-            "report_id": pl.String,
-            "rule": pl.String,
-            "expectation": pl.String,
-            "column_name": pl.String,
-            "value": pl.String,
-            "reason": pl.String,
-            "severity": pl.String,
-        },
-        orient="row",
-    ).with_columns(pl.lit("validated").alias("stage"))
-    con.register("findings_frame", frame.to_arrow())
-    con.execute("INSERT INTO quarantine BY NAME SELECT * FROM findings_frame")
-    con.unregister("findings_frame")
 
 
 def _accept(con, kind: str) -> None:
@@ -184,7 +167,7 @@ def validated_reports(
             [shas],
             limit=15,
         )
-    docs = next((r.docs_url for r in results.values() if r and r.docs_url), None)
+    docs = build_data_docs(settings.gx_dir) if any(results.values()) else None
     checks = [
         dg.AssetCheckResult(
             check_name="submission_accounting",

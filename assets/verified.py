@@ -58,7 +58,6 @@ def _warehouse_check(name: str, table: str):
                 name,
                 table,
                 index_columns=[],
-                collect_rows=True,
                 build_docs=True,
             )
         return dg.AssetCheckResult(

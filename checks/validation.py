@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -39,12 +40,12 @@ class Finding:
     severity: str
     reason: str
     unexpected_count: int
-    rows: list[tuple] = field(
-        default_factory=list
-    )  # (submission_sha, row_number, report_id, value)
+    query: str | None = None  # SQL selecting the failing rows (index columns + value_column)
+    value_column: str | None = None
+    samples: list[str] = field(default_factory=list)
 
     def sample(self, n: int = 5) -> list[str]:
-        return [str(r[-1])[:80] for r in self.rows[:n]]
+        return [s[:80] for s in self.samples[:n]]
 
 
 @dataclass
@@ -84,32 +85,32 @@ def _context(gx_dir: Path):
     return ctx
 
 
-def run_suite(
-    con: duckdb.DuckDBPyConnection,
-    warehouse_path: Path,
-    gx_dir: Path,
-    suite_name: str,
-    table: str,
-    index_columns: list[str] | None = None,
-    collect_rows: bool = True,
-    build_docs: bool = True,
-) -> SuiteResult:
-    """Validate ``table`` with ``suite_name``; return findings with the offending rows.
+def _fingerprint(spec: dict, table: str, warehouse_path: Path, index_columns: list[str]) -> str:
+    blob = json.dumps([spec, table, str(warehouse_path), index_columns], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    ``con`` is the caller's warehouse connection (used to fetch failing rows); it must have
-    committed what GX is to see.
+
+def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
+    """The GX checkpoint for a suite on a table: reused while nothing changed, else rebuilt.
+
+    Registering datasource, asset, suite, validation definition and checkpoint writes several
+    files (and tests the connection); doing it only when the suite JSON changes keeps a
+    validation run to the validation itself.
     """
-    gx_duckdb.install()
-    spec = load_suite(suite_name)
-    index_columns = INDEX_COLUMNS if index_columns is None else index_columns
-    ctx = _context(gx_dir)
+    name = f"{suite_name}__{table}"
+    fingerprint = _fingerprint(spec, table, warehouse_path, index_columns)
+    try:
+        checkpoint = ctx.checkpoints.get(name)
+        if ctx.suites.get(suite_name).meta.get("cbm_fingerprint") == fingerprint:
+            return checkpoint
+    except Exception:  # not there yet (or unreadable): build it
+        pass
     ds = ctx.data_sources.add_or_update_sql(
         name="warehouse", connection_string=f"duckdb:///{warehouse_path}"
     )
-    asset_names = {a.name for a in ds.assets}
     asset = (
         ds.get_asset(table)
-        if table in asset_names
+        if table in {a.name for a in ds.assets}
         else ds.add_table_asset(name=table, table_name=table)
     )
     try:
@@ -118,28 +119,57 @@ def run_suite(
         batch = asset.add_batch_definition_whole_table("all")
     suite = ctx.suites.add_or_update(
         gx.ExpectationSuite(
-            name=suite_name, expectations=spec["expectations"], meta=spec.get("meta", {})
+            name=suite_name,
+            expectations=spec["expectations"],
+            meta=spec.get("meta", {}) | {"cbm_fingerprint": fingerprint},
         )
     )
     vd = ctx.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{suite_name}__{table}", data=batch, suite=suite)
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else []
-    checkpoint = ctx.checkpoints.add_or_update(
+    # BASIC + return_unexpected_index_query: GX hands back the SQL selecting the failing rows
+    # without fetching every unexpected value into Python.
+    result_format = {"result_format": "BASIC", "return_unexpected_index_query": True}
+    if index_columns:
+        result_format["unexpected_index_column_names"] = index_columns
+    return ctx.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=f"{suite_name}__{table}",
-            validation_definitions=[vd],
-            actions=actions,
-            result_format={"result_format": "COMPLETE"}
-            | ({"unexpected_index_column_names": index_columns} if index_columns else {}),
+            name=name, validation_definitions=[vd], actions=[], result_format=result_format
         )
     )
+
+
+def build_data_docs(gx_dir: Path) -> str | None:
+    """Render GX Data Docs from the stored validation results; return the index URL."""
+    ctx = _context(gx_dir)
+    ctx.build_data_docs()
+    urls = ctx.get_docs_sites_urls()
+    return urls[0]["site_url"] if urls else None
+
+
+def run_suite(
+    con: duckdb.DuckDBPyConnection,
+    warehouse_path: Path,
+    gx_dir: Path,
+    suite_name: str,
+    table: str,
+    index_columns: list[str] | None = None,
+    build_docs: bool = False,
+) -> SuiteResult:
+    """Validate ``table`` with ``suite_name``; return findings, each with the SQL that selects
+    its failing rows (``Finding.query``) as GX or the suite states it.
+
+    ``con`` is the caller's warehouse connection; it must have committed what GX is to see.
+    """
+    gx_duckdb.install()
+    spec = load_suite(suite_name)
+    index_columns = INDEX_COLUMNS if index_columns is None else index_columns
+    ctx = _context(gx_dir)
+    checkpoint = _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns)
     try:
         result = checkpoint.run()
     finally:
-        _close_engines(
-            [ds, *(v.data.data_asset.datasource for v in checkpoint.validation_definitions)]
-        )
+        _close_engines([v.data.data_asset.datasource for v in checkpoint.validation_definitions])
     (validation,) = result.run_results.values()
     findings: list[Finding] = []
     for r in validation.results:
@@ -156,39 +186,45 @@ def run_suite(
             )
         if r.success:
             continue
+        column = meta.get("column", cfg.kwargs.get("column"))
         if cfg.type == "unexpected_rows_expectation":
             query = cfg.kwargs["unexpected_rows_query"].format(batch=table)  # as GX formats it
             count = int(res.get("observed_value") or 0)
+            value_column, sample = (
+                "value",
+                [str(row) for row in (res.get("details") or {}).get("unexpected_rows", [])[:5]],
+            )
         else:
             query = res.get("unexpected_index_query")
             count = int(res.get("unexpected_count") or 0)
+            value_column, sample = (
+                cfg.kwargs.get("column"),
+                [str(v) for v in (res.get("partial_unexpected_list") or [])[:5]],
+            )
             if not query and count and index_columns:
                 raise SuiteError(
                     f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query"
                 )
-        rows = con.execute(query).fetchall() if (collect_rows and query) else []
-        if not query and not index_columns:
-            rows = [(None, None, None, v) for v in (res.get("partial_unexpected_list") or [])]
-        if index_columns and rows and len(rows[0]) > len(index_columns) + 1:
-            rows = [(*row[: len(index_columns)], row[-1]) for row in rows]
         findings.append(
             Finding(
                 rule=meta.get("rule", cfg.type),
                 expectation=cfg.type,
-                column=meta.get("column", cfg.kwargs.get("column")),
+                column=column,
                 severity=meta.get("severity", "critical"),
                 reason=meta.get("reason", cfg.type),
-                unexpected_count=count or len(rows),
-                rows=rows,
+                unexpected_count=count,
+                query=(query or "").strip().rstrip(";") or None,
+                value_column=value_column,
+                samples=sample,
             )
         )
-    docs = None
-    if build_docs:
-        urls = ctx.get_docs_sites_urls()
-        docs = urls[0]["site_url"] if urls else None
-    evaluated = len(validation.results)
+    docs = build_data_docs(gx_dir) if build_docs else None
     return SuiteResult(
-        suite=suite_name, table=table, evaluated=evaluated, findings=findings, docs_url=docs
+        suite=suite_name,
+        table=table,
+        evaluated=len(validation.results),
+        findings=findings,
+        docs_url=docs,
     )
 
 

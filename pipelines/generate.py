@@ -341,13 +341,16 @@ class _Gen:
                 rng.choice(spoilers)(row)
 
 
-def generate(out: str | Path, seed: int = 7, reports: int = 2000) -> GeneratedInbox:
-    """Write ``out/inbox`` and ``out/registry``. ``reports`` counts incident reports."""
+def generate(
+    out: str | Path, seed: int = 7, reports: int = 2000, parties: int | None = None
+) -> GeneratedInbox:
+    """Write ``out/inbox`` and ``out/registry``. ``reports`` counts incident reports;
+    ``parties`` (optional) adds independent observers until that many parties report."""
     out = Path(out)
     inbox, registry = out / "inbox", out / "registry"
     registry.mkdir(parents=True, exist_ok=True)
     inbox.mkdir(parents=True, exist_ok=True)
-    parties = [
+    registered = [
         {
             "code": c,
             "name": n,
@@ -361,15 +364,28 @@ def generate(out: str | Path, seed: int = 7, reports: int = 2000) -> GeneratedIn
         {"code": c, "name": n, "class": k, "bloc": None, "public_label": None, "public_key": None}
         for c, n, k in OTHERS
     ]
+    reporting = len(STATES) + 4  # the secretariat does not report
+    extra = [f"OBS{i:02d}" for i in range(1, max(0, (parties or 0) - reporting) + 1)]
+    registered += [
+        {
+            "code": c,
+            "name": f"Independent Observer {c[3:]}",
+            "class": "observer_academic",
+            "bloc": None,
+            "public_label": None,
+            "public_key": None,
+        }
+        for c in extra
+    ]
     (registry / "parties.yaml").write_text(
-        yaml.safe_dump(parties, sort_keys=False), encoding="utf-8"
+        yaml.safe_dump(registered, sort_keys=False), encoding="utf-8"
     )
     (registry / "commitments.yaml").write_text(
         yaml.safe_dump(COMMITMENTS, sort_keys=False), encoding="utf-8"
     )
     (registry / "policy.yaml").write_text(yaml.safe_dump(POLICY, sort_keys=False), encoding="utf-8")
-
     g = _Gen(seed, reports)
+    g.sources += extra
     incidents = g.incidents(reports)
     compliance = g.compliance()
     attestations = g.attestations(incidents, compliance)

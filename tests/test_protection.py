@@ -69,4 +69,4 @@ def test_scrub_leaves_timestamps_and_ids_intact():
     ]
     out = pl.select(_light_scrub(pl.Series(values), ["Echo Islands"])).to_series().to_list()
     assert out[:3] == values[:3]
-    assert out[3] == "[ip]"
+    assert out[3] == "[redacted]"

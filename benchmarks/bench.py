@@ -1,0 +1,298 @@
+"""End-to-end benchmark of cbm-verify (``make bench``). Prints one JSON object.
+
+Generates (and caches) an inbox of N incident reports over 20 parties and 12 months, runs
+the whole pipeline through ``cbm run`` in a fresh workdir (a child process, so its peak RSS
+is measured), reads per-stage seconds from the Dagster instance, then measures baselines
+on the same staged data in this same invocation:
+
+- ``raw_scan_s``: DuckDB computing the same validation rules (derived from the suites'
+  JSON) as hand-written SQL, one pass per table: the floor for validation;
+- ``gx_pandas_s``: GX on a pandas DataFrame of the same rows, for every expectation the
+  pandas engine supports (column rules; SQL-only cross-field rules are left out, which
+  favours the baseline), plus ``pandas_convert_s`` to load the frames.
+
+With ``--incremental`` it then hands in one more submission of 10,000 reports and times the
+second ``cbm run`` (new release included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STAGE_OF = {
+    "landed_submissions": "landing",
+    "staged_reports": "staged",
+    "anonymised_reports": "anonymised",
+    "validated_reports": "validated",
+    "quarantined_rows": "verified",
+    "warehouse_tables": "verified",
+    "incident_clusters": "verified",
+    "compliance_verdicts": "verified",
+    "subject_indicators": "indicators",
+    "release": "published",
+}
+KINDS = ("incidents", "compliance", "attestations")
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def cached_inbox(reports: int, parties: int, seed: int) -> Path:
+    from pipelines.generate import generate
+
+    cache = ROOT / "benchmarks" / ".cache" / f"inbox-{reports}-{parties}-{seed}"
+    if not (cache / ".complete").exists():
+        shutil.rmtree(cache, ignore_errors=True)
+        log(
+            f"generating {reports:,} reports over {parties} parties into {cache} (cached for next time)"
+        )
+        t = time.perf_counter()
+        generate(cache, seed=seed, reports=reports, parties=parties)
+        (cache / ".complete").write_text("")
+        log(f"generated in {time.perf_counter() - t:.1f}s")
+    return cache
+
+
+def run_cbm(inbox: Path, registry: Path, workdir: Path, publish: Path, env: dict) -> float:
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "cbm"),
+        "run",
+        "--inbox",
+        str(inbox),
+        "--registry",
+        str(registry),
+        "--workdir",
+        str(workdir),
+        "--publish",
+        str(publish),
+    ]
+    if not Path(cmd[0]).exists():
+        cmd = [sys.executable, "-m", "pipelines.cli", *cmd[1:]]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"cbm run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+def stage_seconds(dagster_home: Path, since: float = 0.0) -> dict[str, float]:
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    stages: dict[str, float] = {}
+    for run in instance.get_runs():
+        stats = instance.get_run_stats(run.run_id)
+        if not stats.start_time or stats.start_time < since:
+            continue
+        for step in instance.get_run_step_stats(run.run_id):
+            key = step.step_key
+            stage = STAGE_OF.get(key) or (
+                "verified" if key.startswith("warehouse_tables_suite") else None
+            )
+            if stage and step.end_time:
+                stages[stage] = stages.get(stage, 0.0) + (step.end_time - step.start_time)
+    return {k: round(stages.get(k, 0.0), 2) for k in dict.fromkeys(STAGE_OF.values())}
+
+
+def predicate(expectation: dict, table: str) -> str | None:
+    """The rule of one expectation as a SQL predicate that is true for a failing row."""
+    kind, kw = expectation["type"], expectation["kwargs"]
+    col = f'"{kw.get("column")}"'
+    if kind == "expect_column_values_to_not_be_null":
+        return f"{col} IS NULL"
+    if kind == "expect_column_values_to_be_null":
+        return f"{col} IS NOT NULL"
+    if kind == "expect_column_values_to_be_in_set":
+        values = ", ".join("'" + v.replace("'", "''") + "'" for v in kw["value_set"])
+        return f"{col} IS NOT NULL AND {col} NOT IN ({values})"
+    if kind == "expect_column_values_to_be_between":
+        parts = []
+        if kw.get("min_value") is not None:
+            parts.append(f"{col} < {kw['min_value']}")
+        if kw.get("max_value") is not None:
+            parts.append(f"{col} > {kw['max_value']}")
+        return f"{col} IS NOT NULL AND ({' OR '.join(parts)})"
+    if kind == "expect_column_value_lengths_to_be_between":
+        return f"length({col}) > {kw['max_value']}"
+    if kind == "unexpected_rows_expectation":
+        where = kw["unexpected_rows_query"].format(batch=table).split(" WHERE ", 1)[1]
+        return where
+    return None
+
+
+def raw_scan(con) -> float:
+    from checks.validation import load_suite
+
+    t = time.perf_counter()
+    for kind in KINDS:
+        table = f"anon_{kind}"
+        preds = [p for e in load_suite(kind)["expectations"] if (p := predicate(e, table))]
+        counts = ", ".join(f"count(*) FILTER (WHERE {p})" for p in preds)
+        con.execute(f"SELECT {counts} FROM {table}").fetchall()
+    return time.perf_counter() - t
+
+
+def gx_pandas(con) -> tuple[float, float]:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    from checks.validation import load_suite
+
+    t = time.perf_counter()
+    frames = {kind: con.execute(f"SELECT * FROM anon_{kind}").df() for kind in KINDS}
+    convert = time.perf_counter() - t
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    ds = ctx.data_sources.add_pandas("pandas")
+    t = time.perf_counter()
+    for kind in KINDS:
+        batch_def = ds.add_dataframe_asset(kind).add_batch_definition_whole_dataframe("all")
+        expectations = [
+            e
+            for e in load_suite(kind)["expectations"]
+            if e["type"] != "unexpected_rows_expectation"
+        ]
+        suite = ctx.suites.add(
+            gx.ExpectationSuite(name=f"pandas_{kind}", expectations=expectations)
+        )
+        vd = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name=f"v_{kind}", data=batch_def, suite=suite)
+        )
+        vd.run(
+            batch_parameters={"dataframe": frames[kind]},
+            result_format={"result_format": "COMPLETE"},
+        )
+    return time.perf_counter() - t, convert
+
+
+def machine() -> dict:
+    def first(path: str, prefix: str) -> str:
+        with contextlib.suppress(OSError, StopIteration):
+            line = next(x for x in Path(path).read_text().splitlines() if x.startswith(prefix))
+            return line.split(":", 1)[1].strip()
+        return ""
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": first("/proc/cpuinfo", "model name"),
+        "memory": first("/proc/meminfo", "MemTotal"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def incremental_file(inbox: Path, reports: int, seed: int) -> Path:
+    """One extra submission of ``reports`` incidents from one party, in a new file."""
+    from pipelines.generate import generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="cbm-incr-"))
+    generate(tmp, seed=seed + 1000, reports=reports)
+    import polars as pl
+
+    frames = [
+        pl.read_csv(p, infer_schema=False)
+        for p in sorted((tmp / "inbox").glob("*/incidents_h*.csv"))
+    ]
+    frame = (
+        pl.concat(frames, how="diagonal")
+        .with_columns((pl.lit("INCR-") + pl.int_range(pl.len()).cast(pl.String)).alias("report_id"))
+        .head(reports)
+    )
+    target = inbox / "INTLORG" / f"incidents_incremental_{seed}.csv"
+    frame.write_csv(target)
+    shutil.rmtree(tmp)
+    return target
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--reports", type=int, default=1_000_000)
+    p.add_argument("--parties", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--incremental", action="store_true", help="also time one more 10,000-report submission"
+    )
+    p.add_argument("--keep", help="keep the workdir here instead of a temporary folder")
+    args = p.parse_args()
+
+    src = cached_inbox(args.reports, args.parties, args.seed)
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cbm-bench-"))
+    shutil.rmtree(base, ignore_errors=True)
+    inbox = base / "inbox"
+    shutil.copytree(src / "inbox", inbox)
+    workdir, publish = base / "work", base / "publish"
+    env = dict(
+        os.environ, CBM_PSEUDONYM_KEY="bench:" + "42" * 32, DAGSTER_HOME=str(base / "dagster_home")
+    )
+    os.environ["CBM_PSEUDONYM_KEY"] = env["CBM_PSEUDONYM_KEY"]
+
+    log(f"cbm run on {args.reports:,} reports in {base}")
+    end_to_end = run_cbm(inbox, src / "registry", workdir, publish, env)
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    stages = stage_seconds(base / "dagster_home")
+
+    from warehouse.db import Warehouse
+
+    with Warehouse(path=str(workdir / "warehouse.duckdb")).connect() as con:
+        rows = con.execute("SELECT sum(rows_read) FROM submissions").fetchone()[0]
+        log("baseline: hand-written SQL scan")
+        raw = min(raw_scan(con) for _ in range(3))
+        log("baseline: GX on pandas")
+        pandas_s, convert_s = gx_pandas(con)
+
+    result = {
+        "reports": args.reports,
+        "rows_read": int(rows),
+        "parties": args.parties,
+        "end_to_end_s": round(end_to_end, 2),
+        "reports_per_s": round(rows / end_to_end),
+        "stages_s": stages,
+        "peak_rss_bytes": peak_rss,
+        "peak_rss_gib": round(peak_rss / 2**30, 2),
+        "validation_s": stages["validated"],
+        "raw_scan_s": round(raw, 3),
+        "gx_pandas_s": round(pandas_s, 2),
+        "pandas_convert_s": round(convert_s, 2),
+        "validation_vs_raw": round(stages["validated"] / raw, 2),
+        "gx_pandas_vs_ours": round(pandas_s / stages["validated"], 2),
+    }
+    if args.incremental:
+        log("incremental: one more submission of 10,000 reports")
+        incremental_file(inbox, 10_000, args.seed)
+        since = time.time()
+        result["incremental_s"] = round(run_cbm(inbox, src / "registry", workdir, publish, env), 2)
+        result["incremental_stages_s"] = stage_seconds(base / "dagster_home", since)
+    result["machine"] = machine()
+    text = json.dumps(result, indent=2)
+    print(text)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    (out / f"bench-{args.reports}-{commit or 'nogit'}.json").write_text(text + "\n")
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
