@@ -90,7 +90,8 @@ def _cast_sql(field: str, ftype: str) -> str:
 
 
 def insert_sql(kind: str) -> str:
-    """SELECT from the registered frame ``anon_frame`` into the columns of ``anon_<kind>``."""
+    """INSERT from the registered frame ``anon_frame`` (with its submission in ``_sha``) into
+    ``anon_<kind>``, casting typed fields."""
     select = []
     for col in report_columns(kind, with_raw=True):
         if col.endswith("__raw"):
@@ -98,10 +99,22 @@ def insert_sql(kind: str) -> str:
         elif col in FIELDS[kind]:
             select.append(f'{_cast_sql(col, FIELDS[kind][col])} AS "{col}"')
         elif col == "submission_sha":
-            select.append("$sha AS submission_sha")
+            select.append("_sha AS submission_sha")
         else:
             select.append(f'"{col}"')
     return f"INSERT INTO anon_{kind} SELECT {', '.join(select)} FROM anon_frame"
+
+
+BATCH_ROWS = 250_000
+
+
+def _insert(con, kind: str, frames: list[pl.DataFrame]) -> None:
+    if not frames:
+        return
+    con.register("anon_frame", pl.concat(frames, how="vertical").to_arrow())
+    con.execute(insert_sql(kind))
+    con.unregister("anon_frame")
+    frames.clear()
 
 
 @dg.asset(
@@ -136,13 +149,18 @@ def anonymised_reports(
                 f"DELETE FROM anon_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
                 [context.partition_keys],
             )
+        # Appends are batched (one large insert beats many small ones into the DuckDB file);
+        # a batch is written once it holds BATCH_ROWS rows, so memory stays bounded.
+        pending: dict[str, list[pl.DataFrame]] = {k: [] for k in FIELDS}
         for sha, kind, party in todo:
             frame = pl.read_parquet(staged_path(settings, sha))
             anon = anonymise_frame(frame, kind, key.pseudonym(party), key, names)
-            con.register("anon_frame", anon.to_arrow())
-            con.execute(insert_sql(kind), {"sha": sha})
-            con.unregister("anon_frame")
+            pending[kind].append(anon.with_columns(pl.lit(sha).alias("_sha")))
             counts[kind] += anon.height
+            if sum(f.height for f in pending[kind]) >= BATCH_ROWS:
+                _insert(con, kind, pending[kind])
+        for kind, frames in pending.items():
+            _insert(con, kind, frames)
         schema = table_schema(con, "anon_incidents")
         preview = markdown_preview(
             con,
