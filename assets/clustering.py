@@ -40,15 +40,19 @@ def assign_events(reports: pl.DataFrame, window_hours: dict[str, int]) -> pl.Dat
         while i < end:
             is_origin[i] = True
             i = next_origin[i]
+    # Hash only the origins (one per event), then let every member take its origin's id.
+    origin_rows = np.flatnonzero(is_origin)
+    keys = (
+        ordered[origin_rows.tolist()]
+        .select(pl.concat_str(["category", "region", "source", "report_id"], separator="\x1f"))
+        .to_series()
+    )
+    ids = pl.Series(
+        [f"E-{hashlib.sha256(k.encode()).hexdigest()[:16]}" for k in keys], dtype=pl.String
+    )
     origin_index = np.maximum.accumulate(np.where(is_origin, np.arange(n), 0))
-    origins = ordered.select(
-        pl.concat_str(["category", "region", "source", "report_id"], separator="\x1f").alias("_o")
-    )["_o"].to_list()
-    ids = {
-        i: "E-" + hashlib.sha256(origins[i].encode()).hexdigest()[:16]
-        for i in np.flatnonzero(is_origin)
-    }
+    position = np.searchsorted(origin_rows, origin_index)
     return ordered.with_columns(
-        pl.Series("event_id", [ids[i] for i in origin_index], dtype=pl.String),
+        ids.gather(pl.Series(position)).alias("event_id"),
         pl.Series("is_origin", is_origin),
     )

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 
 from assets.clustering import assign_events
-from checks.validation import run_suite
+from checks.validation import build_data_docs, run_suite
 from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data
 from pipelines.settings import CbmSettings
@@ -40,43 +40,40 @@ def parse_as_of(text: str) -> datetime:
     return value
 
 
-def _warehouse_check(name: str, table: str):
-    @dg.asset_check(
-        asset="warehouse_tables",
-        name=f"suite_{name}",
-        blocking=True,
-        description=f"Great Expectations suite checks/suites/{name}.json on warehouse table {table}; "
-        "a critical failure blocks verification and publication.",
-    )
-    def _check(settings: CbmSettings, warehouse: Warehouse) -> dg.AssetCheckResult:
-        with warehouse.connect() as con:
-            con.execute("CHECKPOINT")
-            result = run_suite(
-                con,
-                settings.warehouse_path,
-                settings.gx_dir,
-                name,
-                table,
-                index_columns=[],
-                build_docs=True,
-            )
-        return dg.AssetCheckResult(
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            f"suite_{suite}",
+            asset="warehouse_tables",
+            blocking=True,
+            description=f"Great Expectations suite checks/suites/{suite}.json on warehouse table "
+            f"{table}; a critical failure blocks verification and publication.",
+        )
+        for table, suite in WAREHOUSE_SUITES.items()
+    ],
+)
+def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
+    """The warehouse-level suites, run together (one GX context, one Data Docs build)."""
+    with warehouse.connect() as con:
+        con.execute("CHECKPOINT")
+        results = [
+            run_suite(con, settings.warehouse_path, settings.gx_dir, suite, table, index_columns=[])
+            for table, suite in WAREHOUSE_SUITES.items()
+        ]
+    docs = build_data_docs(settings.gx_dir)
+    for result in results:
+        yield dg.AssetCheckResult(
+            asset_key="warehouse_tables",
+            check_name=f"suite_{result.suite}",
             passed=not result.critical,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
                 "expectations": result.evaluated,
                 "unexpected_by_rule": dg.MetadataValue.json(result.summary()),
                 "samples": dg.MetadataValue.json({f.rule: f.sample() for f in result.findings}),
-                **({"data_docs": dg.MetadataValue.url(result.docs_url)} if result.docs_url else {}),
+                **({"data_docs": dg.MetadataValue.url(docs)} if docs else {}),
             },
         )
-
-    return _check
-
-
-warehouse_table_checks = [
-    _warehouse_check(suite, table) for table, suite in WAREHOUSE_SUITES.items()
-]
 
 
 @dg.asset(

@@ -37,7 +37,7 @@ ASSETS = [
     subject_indicators,
     release,
 ]
-CHECKS = [*warehouse_table_checks, manifest_integrity]
+CHECKS = [warehouse_table_checks, manifest_integrity]
 
 monthly_release_schedule = dg.ScheduleDefinition(
     name="monthly_release",
