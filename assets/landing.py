@@ -23,6 +23,7 @@ from pipelines.contract import format_of, kind_of
 from pipelines.partitions import submissions_partitions
 from pipelines.protection import load_key
 from pipelines.registry import Registry
+from pipelines.release import sha256_file
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, markdown_preview, table_schema
 
@@ -36,14 +37,6 @@ class LandedFile:
     file_name: str
     new: bool
     signature_added: bool = False  # a .sig arrived after its file was landed
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def landing_paths(landing_dir: Path, sha: str) -> tuple[Path, Path, Path]:
@@ -104,7 +97,7 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
             ).hexdigest()
             source = None
         else:
-            sha, source = _sha256_file(path), path
+            sha, source = sha256_file(path), path
         blob, meta, sig = landing_paths(landing_dir, sha)
         sig_path = path.with_name(path.name + ".sig")
         has_sig_file = source is not None and sig_path.is_file() and not sig_path.is_symlink()
@@ -116,7 +109,7 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
                 _write_atomic(blob, b"")
             else:
                 _copy_atomic(source, blob)
-                if _sha256_file(blob) != sha:
+                if sha256_file(blob) != sha:
                     raise OSError(f"landing copy of {path} does not match its hash; disk problem?")
             if has_sig_file:
                 _copy_atomic(sig_path, sig)

@@ -341,16 +341,9 @@ class _Gen:
                 rng.choice(spoilers)(row)
 
 
-def generate(
-    out: str | Path, seed: int = 7, reports: int = 2000, parties: int | None = None
-) -> GeneratedInbox:
-    """Write ``out/inbox`` and ``out/registry``. ``reports`` counts incident reports;
-    ``parties`` (optional) adds independent observers until that many parties report."""
-    out = Path(out)
-    inbox, registry = out / "inbox", out / "registry"
-    registry.mkdir(parents=True, exist_ok=True)
-    inbox.mkdir(parents=True, exist_ok=True)
-    registered = [
+def sample_parties() -> list[dict]:
+    """The sample registry's parties (7 states in two blocs plus one non-aligned, 5 others)."""
+    return [
         {
             "code": c,
             "name": n,
@@ -364,6 +357,18 @@ def generate(
         {"code": c, "name": n, "class": k, "bloc": None, "public_label": None, "public_key": None}
         for c, n, k in OTHERS
     ]
+
+
+def generate(
+    out: str | Path, seed: int = 7, reports: int = 2000, parties: int | None = None
+) -> GeneratedInbox:
+    """Write ``out/inbox`` and ``out/registry``. ``reports`` counts incident reports;
+    ``parties`` (optional) adds independent observers until that many parties report."""
+    out = Path(out)
+    inbox, registry = out / "inbox", out / "registry"
+    registry.mkdir(parents=True, exist_ok=True)
+    inbox.mkdir(parents=True, exist_ok=True)
+    registered = sample_parties()
     reporting = len(STATES) + 4  # the secretariat does not report
     extra = [f"OBS{i:02d}" for i in range(1, max(0, (parties or 0) - reporting) + 1)]
     registered += [

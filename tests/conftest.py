@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.generate import COMMITMENTS, OTHERS, POLICY, STATES
+from pipelines.generate import COMMITMENTS, POLICY, sample_parties
 
 TEST_KEY = "t1:" + "5a" * 32
 
@@ -27,20 +27,7 @@ def isolated_env(tmp_path, monkeypatch):
 
 def write_registry(directory: Path, parties_override: list[dict] | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    parties = [
-        {
-            "code": c,
-            "name": n,
-            "class": "state",
-            "bloc": b,
-            "public_label": label,
-            "public_key": None,
-        }
-        for c, n, b, label in STATES
-    ] + [
-        {"code": c, "name": n, "class": k, "bloc": None, "public_label": None, "public_key": None}
-        for c, n, k in OTHERS
-    ]
+    parties = sample_parties()
     (directory / "parties.yaml").write_text(
         yaml.safe_dump(parties_override or parties, sort_keys=False)
     )
