@@ -107,7 +107,9 @@ def release(
             r[0] for r in con.execute("SELECT sha256 FROM submissions ORDER BY sha256").fetchall()
         ]
         as_of_text = as_of.isoformat()
-        release_id = rel.release_id_for(inputs, method_version, as_of_text, key.version)
+        release_id = rel.release_id_for(
+            inputs, method_version, as_of_text, f"{key.version}/{key.fingerprint}"
+        )
         params = {"release_id": release_id, "method_version": method_version}
         tables = {
             "indicators": fetch_arrow(
@@ -140,6 +142,7 @@ def release(
             "as_of": as_of_text,
             "policy": registry.policy.raw,
             "pseudonym_key_version": key.version,
+            "pseudonym_key_fingerprint": key.fingerprint,
             "inputs": inputs,
         },
     )

@@ -44,6 +44,11 @@ class PseudonymKey:
     def digest(self, purpose: str, value: str) -> str:
         return hmac.new(self.secret, f"{purpose}\x1f{value}".encode(), hashlib.sha256).hexdigest()
 
+    @property
+    def fingerprint(self) -> str:
+        """Names the key without revealing it: same key, same fingerprint."""
+        return "F-" + self.digest("fingerprint", "cbm-verify")[:16]
+
     def pseudonym(self, party_code: str) -> str:
         """Stable keyed pseudonym of a party, e.g. ``P-3fa2c81b09de``."""
         return "P-" + self.digest("party", party_code)[:12]

@@ -70,3 +70,10 @@ def test_scrub_leaves_timestamps_and_ids_intact():
     out = pl.select(_light_scrub(pl.Series(values), ["Echo Islands"])).to_series().to_list()
     assert out[:3] == values[:3]
     assert out[3] == "[redacted]"
+
+
+def test_key_fingerprint_names_the_key_without_revealing_it():
+    a = load_key({"CBM_PSEUDONYM_KEY": "k1:" + "11" * 32})
+    b = load_key({"CBM_PSEUDONYM_KEY": "k1:" + "22" * 32})
+    assert a.fingerprint == load_key({"CBM_PSEUDONYM_KEY": "k1:" + "11" * 32}).fingerprint
+    assert a.fingerprint != b.fingerprint and "11" * 8 not in a.fingerprint
