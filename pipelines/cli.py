@@ -410,7 +410,7 @@ def cmd_status(args) -> int:
     for s in subs:
         reasons = ", ".join(f"{k}={v}" for k, v in s["reasons"].items())
         _say(
-            f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind']):<12} {s['status']:<9} {s['rows_read']:>7} "
+            f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} {s['rows_read']:>7} "
             f"{s['rows_accepted']:>8} {s['rows_quarantined']:>8}  {s['file_name']}"
             + (f"  [{reasons}]" if reasons else "")
         )
