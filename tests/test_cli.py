@@ -8,77 +8,41 @@ from pipelines.cli import main
 from tests.conftest import incident, write_csv
 
 
+def run_args(project, inbox=None) -> list[str]:
+    return [
+        "run",
+        "--inbox",
+        str(inbox or project.inbox),
+        "--registry",
+        str(project.registry),
+        "--workdir",
+        str(project.workdir),
+        "--publish",
+        str(project.publish),
+    ]
+
+
 def test_run_refuses_a_missing_inbox_with_one_line(project, capsys):
-    code = main(
-        [
-            "run",
-            "--inbox",
-            str(project.inbox / "nope"),
-            "--registry",
-            str(project.registry),
-            "--workdir",
-            str(project.workdir),
-            "--publish",
-            str(project.publish),
-        ]
-    )
+    code = main(run_args(project, inbox=project.inbox / "nope"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "does not exist" in err
 
 
 def test_run_refuses_an_invalid_registry(project, capsys):
     (project.registry / "parties.yaml").write_text("- code: lower\n  name: x\n  class: state\n")
-    code = main(
-        [
-            "run",
-            "--inbox",
-            str(project.inbox),
-            "--registry",
-            str(project.registry),
-            "--workdir",
-            str(project.workdir),
-            "--publish",
-            str(project.publish),
-        ]
-    )
+    code = main(run_args(project))
     err = capsys.readouterr().err
     assert code == 2 and "invalid registry" in err and "parties.yaml" in err
 
 
 def test_run_refuses_without_a_key(project, capsys, monkeypatch):
     monkeypatch.delenv("CBM_PSEUDONYM_KEY")
-    code = main(
-        [
-            "run",
-            "--inbox",
-            str(project.inbox),
-            "--registry",
-            str(project.registry),
-            "--workdir",
-            str(project.workdir),
-            "--publish",
-            str(project.publish),
-        ]
-    )
+    code = main(run_args(project))
     assert code == 2 and "no pseudonymisation key" in capsys.readouterr().err
 
 
 def test_as_of_without_offset_is_refused(project, capsys):
-    code = main(
-        [
-            "run",
-            "--inbox",
-            str(project.inbox),
-            "--registry",
-            str(project.registry),
-            "--workdir",
-            str(project.workdir),
-            "--publish",
-            str(project.publish),
-            "--as-of",
-            "2026-01-01T00:00:00",
-        ]
-    )
+    code = main([*run_args(project), "--as-of", "2026-01-01T00:00:00"])
     assert code == 2 and "needs a UTC offset" in capsys.readouterr().err
 
 
@@ -87,17 +51,7 @@ def test_run_status_and_verify_release(project, capsys):
         project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2", severity=0)]
     )
     (project.inbox / "ALPHA" / "incidents_empty.csv").write_bytes(b"")
-    args = [
-        "--inbox",
-        str(project.inbox),
-        "--registry",
-        str(project.registry),
-        "--workdir",
-        str(project.workdir),
-        "--publish",
-        str(project.publish),
-    ]
-    assert main(["run", *args]) == 0
+    assert main(run_args(project)) == 0
     out = capsys.readouterr().out
     assert "[3/3]" in out and "Rows quarantined" in out
     assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
