@@ -391,9 +391,7 @@ def cmd_status(args) -> int:
             "party": r[1],
             "kind": r[2],
             "file_name": r[3],
-            "status": "rejected"
-            if r[4] == "rejected"
-            else ("accepted" if r[4] == "accepted" else ("partial" if r[4] == "partial" else r[4])),
+            "status": r[4],
             "rows_read": r[5],
             "rows_accepted": r[6],
             "rows_quarantined": r[7],
