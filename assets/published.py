@@ -16,17 +16,25 @@ from warehouse.db import Warehouse, fetch_arrow, sql_file
 OWNER = "team:publication"
 
 
-def _changes(publish: Path, previous: str | None, new_root: Path) -> dict:
-    """What changed against the previous release: new periods and revised indicator values."""
+def _changes(
+    publish: Path,
+    previous: str | None,
+    new_root: Path,
+    inputs: list[str],
+    corrections_by_sha: dict[str, int],
+) -> dict:
+    """What changed against the previous release: new periods, revised indicator values, new
+    submissions, and how many of their reports revise an earlier version (corrections)."""
+    manifest = publish / "releases" / str(previous) / "manifest.json"
+    before = json.loads(manifest.read_text()) if previous and manifest.exists() else None
     new_glob = str(new_root / "indicators" / "**" / "*.parquet")
-    if not previous or not (publish / "releases" / previous / "manifest.json").exists():
-        return {"previous_release_id": None, "new_periods": _periods(new_glob), "revised_values": 0}
-    old_glob = str(publish / "releases" / previous / "indicators" / "**" / "*.parquet")
+    old_glob = str(manifest.parent / "indicators" / "**" / "*.parquet")
     con = duckdb.connect()
     try:
-        old_p, new_p = set(_periods(old_glob, con)), _periods(new_glob, con)
+        new_periods = _periods(con, new_glob)
+        old_periods = _periods(con, old_glob) if before else []
         revised = 0
-        if old_p and new_p:
+        if old_periods and new_periods:
             revised = con.execute(
                 f"""SELECT count(*) FROM read_parquet('{old_glob}', hive_partitioning=true) o
                 JOIN read_parquet('{new_glob}', hive_partitioning=true) n
@@ -36,50 +44,24 @@ def _changes(publish: Path, previous: str | None, new_root: Path) -> dict:
             ).fetchone()[0]
     finally:
         con.close()
+    new_inputs = set(inputs) - set(before["inputs"] if before else ())
     return {
-        "previous_release_id": previous,
-        "new_periods": sorted(set(new_p) - old_p),
+        "previous_release_id": previous if before else None,
+        "new_periods": sorted(set(new_periods) - set(old_periods)),
         "revised_values": int(revised),
+        "new_submissions": len(new_inputs),
+        "corrections": sum(corrections_by_sha.get(sha, 0) for sha in new_inputs),
     }
 
 
-def _corrections(
-    warehouse: Warehouse, publish: Path, previous: str | None, inputs: list[str]
-) -> dict:
-    """Submissions new since the previous release, and how many of their reports revise an
-    earlier version (corrections)."""
-    before: set[str] = set()
-    if previous and (publish / "releases" / previous / "manifest.json").exists():
-        before = set(
-            json.loads((publish / "releases" / previous / "manifest.json").read_text())["inputs"]
-        )
-    new = sorted(set(inputs) - before)
-    with warehouse.connect() as con:
-        corrections = con.execute(
-            "SELECT count(*) FROM (SELECT submission_sha, version FROM reports_incidents UNION ALL "
-            "SELECT submission_sha, version FROM reports_compliance UNION ALL "
-            "SELECT submission_sha, version FROM reports_attestations) "
-            "WHERE version > 1 AND submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-            [new],
-        ).fetchone()[0]
-    return {"new_submissions": len(new), "corrections": int(corrections)}
-
-
-def _periods(glob: str, con=None) -> list[str]:
-    own = con is None
-    con = con or duckdb.connect()
+def _periods(con, glob: str) -> list[str]:
     try:
-        return [
-            r[0]
-            for r in con.execute(
-                f"SELECT DISTINCT period FROM read_parquet('{glob}', hive_partitioning=true) ORDER BY 1"
-            ).fetchall()
-        ]
-    except duckdb.IOException:
+        rows = con.execute(
+            f"SELECT DISTINCT period FROM read_parquet('{glob}', hive_partitioning=true) ORDER BY 1"
+        ).fetchall()
+    except duckdb.IOException:  # no files: no periods
         return []
-    finally:
-        if own:
-            con.close()
+    return [r[0] for r in rows]
 
 
 @dg.asset(
@@ -123,6 +105,15 @@ def release(
                 "SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL"
             ).fetchall()
         )
+        # reports that supersede an earlier version, per submission (corrections)
+        corrections_by_sha = dict(
+            con.execute(
+                "SELECT submission_sha, count(*) FROM (SELECT submission_sha, version FROM reports_incidents "
+                "UNION ALL SELECT submission_sha, version FROM reports_compliance "
+                "UNION ALL SELECT submission_sha, version FROM reports_attestations) "
+                "WHERE version > 1 GROUP BY ALL"
+            ).fetchall()
+        )
 
     def build(root: Path) -> list[dict]:
         return [
@@ -149,8 +140,13 @@ def release(
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.
     if published.new or not rel.in_changelog(publish, release_id):
-        changes = _changes(publish, previous if previous != release_id else None, published.path)
-        changes |= _corrections(warehouse, publish, changes["previous_release_id"], inputs)
+        changes = _changes(
+            publish,
+            previous if previous != release_id else None,
+            published.path,
+            inputs,
+            corrections_by_sha,
+        )
         rel.append_changelog(
             publish,
             {
