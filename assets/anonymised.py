@@ -6,9 +6,6 @@ hashed once, then joined back). Typed columns are cast in DuckDB; the text of ev
 field is kept beside it (scrubbed) so a value that does not parse can be named in quarantine.
 """
 
-import functools
-import re
-
 import dagster as dg
 import polars as pl
 
@@ -16,13 +13,10 @@ from assets.staged import staged_path
 from pipelines.contract import FIELDS
 from pipelines.partitions import submissions_partitions
 from pipelines.protection import (
-    EMAIL_RE,
-    IPV4_RE,
-    IPV6_RE,
-    URL_RE,
     PseudonymKey,
     keyed_technical_keys,
     load_key,
+    redact_identifiers,
     scrub_expr,
 )
 from pipelines.settings import CbmSettings
@@ -30,22 +24,6 @@ from warehouse.db import Warehouse, markdown_preview, report_columns, table_sche
 
 OWNER = "team:ingestion"
 ISO_TS = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)"
-
-
-def _light_scrub(expr: pl.Expr, names: list[str]) -> pl.Expr:
-    """For short coded fields: e-mails, URLs, IPs and registered party names become
-    ``[redacted]`` in a single regex pass (digit runs and timestamps are left alone)."""
-    return expr.str.replace_all(
-        _coded_field_pattern(tuple(sorted(set(names)))), "[redacted]"
-    ).str.slice(0, 200)
-
-
-@functools.cache
-def _coded_field_pattern(names: tuple[str, ...]) -> str:
-    parts = [EMAIL_RE, URL_RE, IPV4_RE, IPV6_RE] + [
-        re.escape(n) for n in sorted(names, key=len, reverse=True) if n
-    ]
-    return "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in parts)
 
 
 def anonymise_frame(
@@ -59,7 +37,9 @@ def anonymise_frame(
         elif ftype == "keys":
             continue
         else:
-            exprs.append(_light_scrub(pl.col(field).str.strip_chars(), party_names).alias(field))
+            exprs.append(
+                redact_identifiers(pl.col(field).str.strip_chars(), party_names).alias(field)
+            )
     exprs.append(pl.col("row_error"))
     out = frame.select(exprs)
     if "technical_keys" in FIELDS[kind]:

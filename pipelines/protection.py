@@ -7,6 +7,7 @@ The key never lives in the repository. It is read from ``CBM_PSEUDONYM_KEY``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -89,8 +90,15 @@ def _key(version: str, hexkey: str, where: str) -> PseudonymKey:
     return PseudonymKey(version=version, secret=secret)
 
 
+def _names_pattern(party_names: list[str]) -> str | None:
+    """Registered party names as one case-insensitive alternation, longest first."""
+    names = sorted({n for n in party_names if n}, key=len, reverse=True)
+    return "|".join(re.escape(n) for n in names) or None
+
+
 def scrub_expr(expr: pl.Expr, party_names: list[str]) -> pl.Expr:
-    """Replace e-mails, URLs, IPs, phone numbers and registered party names with tags."""
+    """Free text: e-mails, URLs, IPs, phone numbers and registered party names become tags
+    ([email], [url], [ip], [phone], [party])."""
     out = (
         expr.str.replace_all(EMAIL_RE, "[email]")
         .str.replace_all(URL_RE, "[url]")
@@ -98,15 +106,25 @@ def scrub_expr(expr: pl.Expr, party_names: list[str]) -> pl.Expr:
         .str.replace_all(IPV6_RE, "[ip]")
         .str.replace_all(PHONE_RE, "[phone]")
     )
-    return scrub_party_names(out, party_names)
+    names = _names_pattern(party_names)
+    return out.str.replace_all("(?i)" + names, "[party]") if names else out
 
 
-def scrub_party_names(expr: pl.Expr, party_names: list[str]) -> pl.Expr:
-    """Replace registered party names (case-insensitive, longest first) with ``[party]``."""
-    names = sorted({n for n in party_names if n}, key=len, reverse=True)
-    if not names:
-        return expr
-    return expr.str.replace_all("(?i)" + "|".join(re.escape(n) for n in names), "[party]")
+def redact_identifiers(expr: pl.Expr, party_names: list[str]) -> pl.Expr:
+    """Short coded fields: e-mails, URLs, IPs and registered party names become
+    ``[redacted]`` in a single regex pass; digit runs and timestamps are left alone (no
+    phone rule), and values are cut to 200 characters."""
+    return expr.str.replace_all(_identifier_pattern(tuple(party_names)), "[redacted]").str.slice(
+        0, 200
+    )
+
+
+@functools.cache
+def _identifier_pattern(party_names: tuple[str, ...]) -> str:
+    parts = [EMAIL_RE, URL_RE, IPV4_RE, IPV6_RE]
+    if names := _names_pattern(list(party_names)):
+        parts.append(names)
+    return "(?i)" + "|".join(f"(?:{p.removeprefix('(?i)')})" for p in parts)
 
 
 def keyed_technical_keys(frame: pl.DataFrame, column: str, key: PseudonymKey) -> pl.Series:
