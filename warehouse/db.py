@@ -6,6 +6,7 @@ clear message) while another process holds the write lock.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ def _create_table(name: str, cols: dict[str, str]) -> str:
     return f"CREATE TABLE IF NOT EXISTS {name} (\n  {body}\n);"
 
 
+@functools.cache
 def schema_ddl() -> str:
     parts = [sql_file("schema")]
     for kind in KINDS:
@@ -79,10 +81,22 @@ class Warehouse(dg.ConfigurableResource):
         try:
             con.execute("SET TimeZone = 'UTC'")
             if not read_only:
-                con.execute(schema_ddl())
+                _ensure_schema(con, self.path)
             yield con
         finally:
             con.close()
+
+
+# Databases whose schema this process has created: (path, inode) so a file that is deleted
+# and made anew gets its schema again. Saves re-running the DDL on every connection.
+_SCHEMA_DONE: set[tuple[str, int]] = set()
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    key = (str(Path(path).resolve()), Path(path).stat().st_ino)
+    if key not in _SCHEMA_DONE:
+        con.execute(schema_ddl())
+        _SCHEMA_DONE.add(key)
 
 
 def _connect_waiting(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
