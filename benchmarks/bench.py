@@ -46,6 +46,7 @@ STAGE_OF = {
     "release": "published",
 }
 KINDS = ("incidents", "compliance", "attestations")
+SQL_ONLY = {"unexpected_rows_expectation", "expect_column_values_to_pass_sql_rule"}
 
 
 def log(msg: str) -> None:
@@ -111,6 +112,26 @@ def stage_seconds(dagster_home: Path, since: float = 0.0) -> dict[str, float]:
     return {k: round(stages.get(k, 0.0), 2) for k in dict.fromkeys(STAGE_OF.values())}
 
 
+def validation_seconds(dagster_home: Path) -> float:
+    """Seconds the validated_reports steps spent in the Great Expectations suites (plus the
+    quarantine inserts), from their ``validation_seconds`` metadata: one value per run (every
+    partition of a run carries the same metadata)."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    total = 0.0
+    for run in instance.get_runs():
+        for entry in instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ):
+            mat = entry.asset_materialization
+            if mat and mat.asset_key == dg.AssetKey("validated_reports"):
+                total += float(mat.metadata["validation_seconds"].value)
+                break
+    return total
+
+
 def predicate(expectation: dict, table: str) -> str | None:
     """The rule of one expectation as a SQL predicate that is true for a failing row."""
     kind, kw = expectation["type"], expectation["kwargs"]
@@ -131,6 +152,8 @@ def predicate(expectation: dict, table: str) -> str | None:
         return f"{col} IS NOT NULL AND ({' OR '.join(parts)})"
     if kind == "expect_column_value_lengths_to_be_between":
         return f"length({col}) > {kw['max_value']}"
+    if kind == "expect_column_values_to_pass_sql_rule":
+        return f"({kw['failing_when']})"
     if kind == "unexpected_rows_expectation":
         where = kw["unexpected_rows_query"].format(batch=table).split(" WHERE ", 1)[1]
         return where
@@ -164,11 +187,7 @@ def gx_pandas(con) -> tuple[float, float]:
     t = time.perf_counter()
     for kind in KINDS:
         batch_def = ds.add_dataframe_asset(kind).add_batch_definition_whole_dataframe("all")
-        expectations = [
-            e
-            for e in load_suite(kind)["expectations"]
-            if e["type"] != "unexpected_rows_expectation"
-        ]
+        expectations = [e for e in load_suite(kind)["expectations"] if e["type"] not in SQL_ONLY]
         suite = ctx.suites.add(
             gx.ExpectationSuite(name=f"pandas_{kind}", expectations=expectations)
         )
@@ -249,6 +268,7 @@ def main() -> None:
     end_to_end = run_cbm(inbox, src / "registry", workdir, publish, env)
     peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     stages = stage_seconds(base / "dagster_home")
+    validation = validation_seconds(base / "dagster_home")
 
     from warehouse.db import Warehouse
 
@@ -268,12 +288,13 @@ def main() -> None:
         "stages_s": stages,
         "peak_rss_bytes": peak_rss,
         "peak_rss_gib": round(peak_rss / 2**30, 2),
-        "validation_s": stages["validated"],
+        "validation_s": round(validation, 2),
         "raw_scan_s": round(raw, 3),
         "gx_pandas_s": round(pandas_s, 2),
         "pandas_convert_s": round(convert_s, 2),
-        "validation_vs_raw": round(stages["validated"] / raw, 2),
-        "gx_pandas_vs_ours": round(pandas_s / stages["validated"], 2),
+        "validation_vs_raw": round(validation / raw, 2),
+        "gx_pandas_vs_ours": round(pandas_s / validation, 2),
+        "validated_stage_vs_raw": round(stages["validated"] / raw, 2),
     }
     if args.incremental:
         log("incremental: one more submission of 10,000 reports")

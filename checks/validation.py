@@ -10,7 +10,6 @@ reported), a short ``rule`` name and the human ``reason``.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -22,9 +21,11 @@ import duckdb
 import great_expectations as gx
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from checks import gx_duckdb
+from checks import expectations, gx_duckdb
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
+SAMPLES = 5  # failing values kept per finding for the asset check metadata
+assert expectations.METRIC  # importing the module registers expect_column_values_to_pass_sql_rule
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
 
 
@@ -128,10 +129,15 @@ def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
     # BASIC + return_unexpected_index_query: GX hands back the SQL selecting the failing rows
-    # without fetching every unexpected value into Python.
+    # without fetching every unexpected value into Python. With index columns the samples
+    # come from that SQL (run_suite), so GX is asked for none: its sample query per column
+    # map expectation is a full scan whenever the expectation passes.
     result_format = {"result_format": "BASIC", "return_unexpected_index_query": True}
     if index_columns:
         result_format["unexpected_index_column_names"] = index_columns
+        result_format["partial_unexpected_count"] = 0
+    else:
+        result_format["partial_unexpected_count"] = SAMPLES
     return ctx.checkpoints.add_or_update(
         gx.Checkpoint(
             name=name, validation_definitions=[vd], actions=[], result_format=result_format
@@ -205,6 +211,14 @@ def run_suite(
                 raise SuiteError(
                     f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query"
                 )
+            if query and con is not None:
+                sample = [
+                    str(v)
+                    for (v,) in con.execute(
+                        f'SELECT q."{value_column}" FROM ({query.strip().rstrip(";")}) q '
+                        f"LIMIT {SAMPLES}"
+                    ).fetchall()
+                ]
         findings.append(
             Finding(
                 rule=meta.get("rule", cfg.type),
@@ -253,4 +267,3 @@ def _close_engines(datasources) -> None:
             # best effort: a failure to close is not a validation result
             with contextlib.suppress(Exception):
                 close(ds)
-    gc.collect()

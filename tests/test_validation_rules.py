@@ -194,5 +194,5 @@ def test_quarantine_names_the_expectation_type(ruled):
     assert by_rule == {
         "severity_range": "expect_column_values_to_be_between",
         "tlp_allowed_values": "expect_column_values_to_be_in_set",
-        "reported_before_occurred": "unexpected_rows_expectation",
+        "reported_before_occurred": "expect_column_values_to_pass_sql_rule",
     }

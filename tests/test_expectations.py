@@ -1,0 +1,76 @@
+"""expect_column_values_to_pass_sql_rule (checks/expectations.py), run by run_suite on DuckDB."""
+
+import duckdb
+import pytest
+
+import checks.validation as validation
+from checks import gx_duckdb
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path), config=gx_duckdb.connection_config())
+    con.execute(
+        """CREATE TABLE t AS SELECT 's' AS submission_sha, i AS row_number, 'r' || i AS report_id,
+        CASE WHEN i % 10 = 3 THEN NULL ELSE i END AS a, i % 4 AS b, NULL::VARCHAR AS empty
+        FROM range(40) r(i)"""
+    )
+    con.close()
+    return path
+
+
+def _run(tmp_path, table, monkeypatch, *rules, con=None):
+    expectations = [
+        {
+            "type": "expect_column_values_to_pass_sql_rule",
+            "kwargs": {"column": column, "failing_when": failing_when},
+            "meta": {"rule": f"r{i}", "severity": "critical", "reason": "test"},
+        }
+        for i, (column, failing_when) in enumerate(rules)
+    ]
+    monkeypatch.setattr(validation, "load_suite", lambda name: {"expectations": expectations})
+    return validation.run_suite(con, table, tmp_path / "gx", "rules", "t")
+
+
+def test_failing_rows_are_selected_by_the_query_gx_returns(tmp_path, table, monkeypatch):
+    result = _run(tmp_path, table, monkeypatch, ("b", "b = 1 AND a > 20"))
+    (finding,) = result.findings
+    expected = [i for i in range(21, 40) if i % 4 == 1 and i % 10 != 3]  # a is NULL at 33
+    assert finding.unexpected_count == len(expected) == 4
+    rows = (
+        duckdb.connect(str(table)).execute(f"SELECT row_number FROM ({finding.query})").fetchall()
+    )
+    assert sorted(r for (r,) in rows) == expected
+
+
+def test_a_rule_whose_column_is_null_everywhere_still_fails(tmp_path, table, monkeypatch):
+    """A plain column map expectation passes 'vacuously' when its column is all NULL."""
+    result = _run(tmp_path, table, monkeypatch, ("empty", "b = 0"))
+    (finding,) = result.findings
+    assert finding.unexpected_count == 10
+
+
+def test_a_null_predicate_counts_as_passing(tmp_path, table, monkeypatch):
+    result = _run(tmp_path, table, monkeypatch, ("a", "a > 100 OR a IS NULL AND NULL"))
+    assert result.findings == []
+
+
+def test_several_rules_report_separately_with_samples(tmp_path, table, monkeypatch):
+    con = duckdb.connect(str(table), config=gx_duckdb.connection_config())
+    try:
+        result = _run(
+            tmp_path,
+            table,
+            monkeypatch,
+            ("a", "a IS NULL"),
+            ("b", "b = 3"),
+            ("a", "a < 0"),
+            con=con,
+        )
+    finally:
+        con.close()
+    by_rule = {f.rule: f for f in result.findings}
+    assert sorted(by_rule) == ["r0", "r1"]
+    assert by_rule["r0"].unexpected_count == 4 and by_rule["r0"].samples == ["None"] * 4
+    assert by_rule["r1"].unexpected_count == 10 and by_rule["r1"].samples == ["3"] * 5
