@@ -176,7 +176,11 @@ def validated_reports(
             [shas],
             limit=15,
         )
-    docs = build_data_docs(settings.gx_dir) if any(results.values()) else None
+    docs = (
+        build_data_docs(settings.gx_dir, [r for r in results.values() if r])
+        if any(results.values())
+        else None
+    )
     checks = [
         dg.AssetCheckResult(
             check_name="submission_accounting",

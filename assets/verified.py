@@ -60,7 +60,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
             run_suite(con, settings.warehouse_path, settings.gx_dir, suite, table, index_columns=[])
             for table, suite in WAREHOUSE_SUITES.items()
         ]
-    docs = build_data_docs(settings.gx_dir)
+    docs = build_data_docs(settings.gx_dir, results)
     for result in results:
         yield dg.AssetCheckResult(
             asset_key="warehouse_tables",

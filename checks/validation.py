@@ -56,6 +56,7 @@ class SuiteResult:
     evaluated: int
     findings: list[Finding]
     docs_url: str | None
+    result_id: object = None  # GX ValidationResultIdentifier of this run (for Data Docs)
 
     @property
     def critical(self) -> list[Finding]:
@@ -91,6 +92,21 @@ def _fingerprint(spec: dict, table: str, warehouse_path: Path, index_columns: li
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _warehouse_datasource(ctx, warehouse_path: Path):
+    """The GX datasource on the warehouse file. Updating a datasource replaces its table
+    assets, so it is only (re)defined when missing or pointing at another file: otherwise each
+    suite's registration would drop the previous suite's asset and every run would rebuild
+    every checkpoint."""
+    url = f"duckdb:///{warehouse_path}"
+    try:
+        ds = ctx.data_sources.get("warehouse")
+        if str(ds.connection_string) == url:
+            return ds
+    except (KeyError, LookupError, ValueError):
+        pass
+    return ctx.data_sources.add_or_update_sql(name="warehouse", connection_string=url)
+
+
 def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
     """The GX checkpoint for a suite on a table: reused while nothing changed, else rebuilt.
 
@@ -106,9 +122,7 @@ def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
             return checkpoint
     except Exception:  # not there yet (or unreadable): build it
         pass
-    ds = ctx.data_sources.add_or_update_sql(
-        name="warehouse", connection_string=f"duckdb:///{warehouse_path}"
-    )
+    ds = _warehouse_datasource(ctx, warehouse_path)
     asset = (
         ds.get_asset(table)
         if table in {a.name for a in ds.assets}
@@ -145,10 +159,16 @@ def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
     )
 
 
-def build_data_docs(gx_dir: Path) -> str | None:
-    """Render GX Data Docs from the stored validation results; return the index URL."""
+def build_data_docs(gx_dir: Path, results: list[SuiteResult] | None = None) -> str | None:
+    """Render GX Data Docs and return the index URL: the pages of ``results`` (this run's
+    validations) and the index, or with ``results=None`` every stored validation result
+    (whose number grows with every run)."""
     ctx = _context(gx_dir)
-    ctx.build_data_docs()
+    if results is None:
+        ctx.build_data_docs()
+    else:
+        ids = [r.result_id for r in results if r is not None and r.result_id is not None]
+        ctx.build_data_docs(resource_identifiers=ids)
     urls = ctx.get_docs_sites_urls()
     return urls[0]["site_url"] if urls else None
 
@@ -176,7 +196,7 @@ def run_suite(
         result = checkpoint.run()
     finally:
         _close_engines([v.data.data_asset.datasource for v in checkpoint.validation_definitions])
-    (validation,) = result.run_results.values()
+    ((result_id, validation),) = result.run_results.items()
     findings: list[Finding] = []
     for r in validation.results:
         cfg = r.expectation_config
@@ -232,14 +252,17 @@ def run_suite(
                 samples=sample,
             )
         )
-    docs = build_data_docs(gx_dir) if build_docs else None
-    return SuiteResult(
+    out = SuiteResult(
         suite=suite_name,
         table=table,
         evaluated=len(validation.results),
         findings=findings,
-        docs_url=docs,
+        docs_url=None,
+        result_id=result_id,
     )
+    if build_docs:
+        out.docs_url = build_data_docs(gx_dir, [out])
+    return out
 
 
 def _raised(info) -> str | None:

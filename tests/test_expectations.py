@@ -1,4 +1,5 @@
-"""expect_column_values_to_pass_sql_rule (checks/expectations.py), run by run_suite on DuckDB."""
+"""expect_column_values_to_pass_sql_rule (checks/expectations.py) and the GX objects run_suite
+keeps between runs, on DuckDB."""
 
 import duckdb
 import pytest
@@ -74,3 +75,25 @@ def test_several_rules_report_separately_with_samples(tmp_path, table, monkeypat
     assert sorted(by_rule) == ["r0", "r1"]
     assert by_rule["r0"].unexpected_count == 4 and by_rule["r0"].samples == ["None"] * 4
     assert by_rule["r1"].unexpected_count == 10 and by_rule["r1"].samples == ["3"] * 5
+
+
+def test_checkpoints_of_several_tables_survive_each_other(tmp_path, table, monkeypatch):
+    """Registering one table's checkpoint must not drop another's (GX replaces a datasource's
+    assets when the datasource is updated), else every run rebuilds every checkpoint."""
+    con = duckdb.connect(str(table))
+    con.execute("CREATE TABLE t2 AS SELECT * FROM t")
+    con.close()
+    spec = {
+        "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "b"}}]
+    }
+    for name, t in (("s1", "t"), ("s2", "t2")):
+        validation._checkpoint(validation._context(tmp_path / "gx"), spec, name, t, table, [])
+    ctx = validation._context(tmp_path / "gx")
+    assert {a.name for a in ctx.data_sources.get("warehouse").assets} == {"t", "t2"}
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("the datasource was redefined although nothing changed")
+
+    monkeypatch.setattr(ctx.data_sources, "add_or_update_sql", rebuilt)
+    for name, t in (("s1", "t"), ("s2", "t2")):
+        assert validation._checkpoint(ctx, spec, name, t, table, []).name == f"{name}__{t}"

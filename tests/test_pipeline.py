@@ -105,6 +105,14 @@ def test_accounting_and_release_on_a_generated_inbox(tmp_path):
     manifest = json.loads((Path(base) / "manifest.json").read_text())
     assert len(manifest["inputs"]) == summary["submissions"]
     assert manifest["as_of"] and manifest["method_version"].startswith("m-")
+    # Data Docs: an index, and a page for every suite that ran (kinds and warehouse tables)
+    site = tmp_path / "work" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    index = (site / "index.html").read_text()
+    pages = {
+        p.relative_to(site / "validations").parts[0] for p in site.glob("validations/**/*.html")
+    }
+    assert {"incidents", "compliance", "attestations", "warehouse_reports_incidents"} <= pages
+    assert "warehouse_submissions" in index
 
 
 def test_same_inputs_give_the_same_release_bytes(tmp_path):
