@@ -12,21 +12,41 @@ import hashlib
 import numpy as np
 import polars as pl
 
+ORDER = ["category", "region", "occurred_at", "source", "report_id"]
+# The same order in SQL (polars sorts NULLs first), for callers that let DuckDB sort.
+ORDER_SQL = ", ".join(f"{c} NULLS FIRST" for c in ORDER)
 
-def assign_events(reports: pl.DataFrame, window_hours: dict[str, int]) -> pl.DataFrame:
+
+def assign_events(
+    reports: pl.DataFrame, window_hours: dict[str, int], presorted: bool = False
+) -> pl.DataFrame:
     """Add ``event_id`` and ``is_origin`` to reports (columns: category, region, occurred_at,
-    source, report_id). Stable: the same reports give the same ids."""
+    source, report_id). Stable: the same reports give the same ids.
+
+    ``presorted``: the rows are already in ``ORDER`` (e.g. ``ORDER BY {ORDER_SQL}`` in
+    DuckDB, which sorts a million rows in about a third of the time polars takes here).
+    """
     if reports.height == 0:
         return reports.with_columns(
             pl.lit(None, pl.String).alias("event_id"), pl.lit(False).alias("is_origin")
         )
-    ordered = reports.sort(["category", "region", "occurred_at", "source", "report_id"])
+    ordered = reports if presorted else reports.sort(ORDER)
     t = ordered["occurred_at"].dt.epoch("s").to_numpy()
     window = (
         ordered["category"].replace_strict(window_hours, default=48).to_numpy().astype(np.int64)
         * 3600
     )
-    group = ordered.select(pl.struct("category", "region").rank("dense")).to_series().to_numpy()
+    # groups are contiguous in this order: a new group starts where category or region changes
+    group = (
+        ordered.select(
+            (
+                pl.col("category").ne_missing(pl.col("category").shift())
+                | pl.col("region").ne_missing(pl.col("region").shift())
+            ).cum_sum()
+        )
+        .to_series()
+        .to_numpy()
+    )
     n = ordered.height
     # Reports of one group are contiguous; offset time by group so a search never crosses groups.
     span = int(t.max() - t.min()) + int(window.max()) + 1
@@ -44,7 +64,11 @@ def assign_events(reports: pl.DataFrame, window_hours: dict[str, int]) -> pl.Dat
     origin_rows = np.flatnonzero(is_origin)
     keys = (
         ordered[origin_rows.tolist()]
-        .select(pl.concat_str(["category", "region", "source", "report_id"], separator="\x1f"))
+        .select(
+            pl.concat_str(
+                ["category", "region", "source", "report_id"], separator="\x1f", ignore_nulls=True
+            )
+        )
         .to_series()
     )
     ids = pl.Series(

@@ -10,7 +10,7 @@ from datetime import datetime
 import dagster as dg
 import polars as pl
 
-from assets.clustering import assign_events
+from assets.clustering import ORDER_SQL, assign_events
 from checks.validation import build_data_docs, run_suite
 from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data
@@ -144,27 +144,37 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
     policy = settings.load_registry().policy
     with warehouse.connect() as con:
         as_of, _ = release_context(con)
-        reports = fetch_polars(
-            con,
-            f"""SELECT source, report_id, submission_sha, row_number, category, region, occurred_at,
-                       reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank,
-                       lat, lon, technical_keys
-                FROM current_incidents WHERE determination <> 'false_positive'""",
+        con.execute(
+            f"""CREATE OR REPLACE TEMP VIEW incident_rows AS
+            SELECT source, report_id, submission_sha, row_number, category, region, occurred_at,
+                   reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank,
+                   lat, lon, technical_keys
+            FROM current_incidents WHERE determination <> 'false_positive'"""
         )
-        members = assign_events(reports, policy.association_window_hours)
+        # Only the five columns the region pass needs travel to polars, sorted by DuckDB.
+        keys = fetch_polars(
+            con,
+            "SELECT source, report_id, category, region, occurred_at FROM incident_rows "
+            f"ORDER BY {ORDER_SQL}",
+        )
         windows = policy.association_window_hours
-        con.register("region_members", members.to_arrow())
+        events = assign_events(keys, windows, presorted=True)
+        con.register(
+            "region_events",
+            events.select("source", "report_id", "event_id", "is_origin").to_arrow(),
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW region_members AS SELECT r.*, e.event_id, e.is_origin "
+            "FROM incident_rows r JOIN region_events e USING (source, report_id)"
+        )
         con.register(
             "association_windows",
             pl.DataFrame({"category": list(windows), "hours": list(windows.values())}).to_arrow(),
         )
         con.execute(sql_file("event_association"), {"radius_km": policy.association_radius_km})
-        con.execute(
-            "CREATE OR REPLACE TABLE event_members AS SELECT * EXCLUDE (lat, lon, technical_keys) "
-            "FROM associated_members ORDER BY event_id, source, report_id"
-        )
-        con.unregister("region_members")
         con.unregister("association_windows")
+        con.unregister("region_events")
+        con.execute("DROP VIEW region_members; DROP VIEW incident_rows")
         con.execute(sql_file("event_evidence"))
         con.execute(
             sql_file("event_status"),
@@ -194,7 +204,7 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
             "dagster/row_count": n,
             "dagster/column_schema": schema,
             "by_status": dg.MetadataValue.json(by_status),
-            "member_reports": members.height,
+            "member_reports": events.height,
             "joined_by_key_or_distance": con_joined,
             "look_up_an_event": dg.MetadataValue.md(
                 "```sql\nSELECT * FROM event_evidence WHERE event_id = 'E-…' ORDER BY item DESC, at\n```"

@@ -74,3 +74,34 @@ def test_event_ids_are_stable_and_independent_of_input_order():
     a = assign_events(_reports(rows), w).sort("report_id")
     b = assign_events(_reports(rows).reverse(), w).sort("report_id")
     assert a["event_id"].to_list() == b["event_id"].to_list()
+
+
+def test_rows_sorted_by_duckdb_give_the_same_events_as_polars_sorting():
+    """The pipeline lets DuckDB sort (ORDER_SQL) and passes presorted=True: same events,
+    including NULL regions, ties in time and groups with one report."""
+    import duckdb
+
+    from assets.clustering import ORDER_SQL
+
+    w = {"border_incident": 24, "cyber_intrusion": 72}
+    rows = [
+        (s, c, r, h)
+        for s, c, r, h in [
+            ("B", "border_incident", "EST", 0),
+            ("A", "border_incident", "EST", 0),
+            ("A", "border_incident", None, 3),
+            ("C", "border_incident", None, 30),
+            ("A", "cyber_intrusion", "LVA", 70),
+            ("B", "cyber_intrusion", "LVA", 71),
+            ("C", "cyber_intrusion", "LVA", 145),
+            ("D", "cyber_intrusion", "EST", 1),
+        ]
+    ]
+    frame = _reports(rows)
+    sorted_in_duckdb = duckdb.sql(f"SELECT * FROM frame ORDER BY {ORDER_SQL}").pl()
+    a = assign_events(frame, w).sort("report_id")
+    b = assign_events(sorted_in_duckdb, w, presorted=True).sort("report_id")
+    assert a.select("report_id", "event_id", "is_origin").equals(
+        b.select("report_id", "event_id", "is_origin")
+    )
+    assert a["event_id"].n_unique() == 6

@@ -3,7 +3,8 @@
 -- keyed technical key with a member of that event, or lies within the policy radius of the
 -- origin's lat/lon. Anchored on the origin and computed from the region pass only, so there
 -- is no chaining. Input: region_members (from the region pass), association_windows.
-CREATE OR REPLACE TEMP TABLE associated_members AS
+-- Output: event_members, one row per report (without lat, lon and technical keys).
+CREATE OR REPLACE TABLE event_members AS
 WITH origins AS (
   SELECT m.event_id, m.category, m.occurred_at AS origin_at, m.lat AS o_lat, m.lon AS o_lon,
          m.occurred_at + to_hours(w.hours) AS window_end
@@ -12,22 +13,39 @@ WITH origins AS (
 own AS (SELECT m.source, m.report_id, m.category, m.occurred_at, m.lat, m.lon, o.origin_at AS own_origin
         FROM region_members m JOIN origins o USING (event_id)),
 member_keys AS (
-  SELECT event_id, source, report_id, unnest(string_split(technical_keys, ';')) AS tkey
+  SELECT event_id, source, report_id, category, occurred_at, epoch_ms(occurred_at) // 86400000 AS day,
+         unnest(string_split(technical_keys, ';')) AS tkey
   FROM region_members WHERE technical_keys IS NOT NULL AND technical_keys <> ''
 ),
-by_key AS (
-  SELECT r.source, r.report_id, o.event_id AS target, o.origin_at
+-- Key candidates the same way: each event's keys, once per day its window touches, joined
+-- on (key, day) with the keys of every report (a key shared by hundreds of reports would
+-- otherwise pair every one of them with every other).
+event_key_days AS (
+  SELECT k.*, unnest(range(epoch_ms(origin_at) // 86400000, epoch_ms(window_end) // 86400000 + 1)) AS day
+  FROM (SELECT DISTINCT mk.event_id, mk.tkey, o.category, o.origin_at, o.window_end
+        FROM member_keys mk JOIN origins o USING (event_id)) k
+),
+key_candidates AS (
+  SELECT rk.source, rk.report_id, ek.event_id AS target, ek.origin_at
   FROM member_keys rk
-  JOIN member_keys ek ON ek.tkey = rk.tkey AND ek.event_id <> rk.event_id
-  JOIN own r ON r.source = rk.source AND r.report_id = rk.report_id
-  JOIN origins o ON o.event_id = ek.event_id AND o.category = r.category
-  WHERE r.occurred_at >= o.origin_at AND r.occurred_at <= o.window_end AND o.origin_at < r.own_origin
+  JOIN event_key_days ek ON ek.tkey = rk.tkey AND ek.day = rk.day AND ek.category = rk.category
+  WHERE ek.event_id <> rk.event_id AND rk.occurred_at >= ek.origin_at AND rk.occurred_at <= ek.window_end
+),
+by_key AS (
+  SELECT c.* FROM key_candidates c JOIN own r USING (source, report_id) WHERE c.origin_at < r.own_origin
+),
+-- Distance candidates are found through day buckets (epoch days; an origin's window spans a
+-- few of them): an equality join on (category, day) instead of a range join of every
+-- located report with every origin of its category. The exact window test follows.
+origin_days AS (
+  SELECT o.*, unnest(range(epoch_ms(o.origin_at) // 86400000, epoch_ms(o.window_end) // 86400000 + 1)) AS day
+  FROM origins o WHERE o.o_lat IS NOT NULL
 ),
 by_distance AS (
   SELECT r.source, r.report_id, o.event_id AS target, o.origin_at
-  FROM own r JOIN origins o
-    ON o.category = r.category AND r.occurred_at >= o.origin_at AND r.occurred_at <= o.window_end
-  WHERE r.lat IS NOT NULL AND o.o_lat IS NOT NULL AND o.origin_at < r.own_origin
+  FROM (SELECT *, epoch_ms(occurred_at) // 86400000 AS day FROM own WHERE lat IS NOT NULL) r
+  JOIN origin_days o ON o.category = r.category AND o.day = r.day
+  WHERE r.occurred_at >= o.origin_at AND r.occurred_at <= o.window_end AND o.origin_at < r.own_origin
     AND 2 * 6371.0 * asin(sqrt(
           pow(sin(radians(r.lat - o.o_lat) / 2), 2)
           + cos(radians(r.lat)) * cos(radians(o.o_lat)) * pow(sin(radians(r.lon - o.o_lon) / 2), 2)
@@ -42,5 +60,7 @@ moved AS (
          CASE WHEN c.target IS NULL THEN 'region' ELSE 'key_or_distance' END AS joined_by
   FROM region_members m LEFT JOIN choice c USING (source, report_id)
 )
-SELECT * REPLACE (row_number() OVER (PARTITION BY event_id ORDER BY occurred_at, source, report_id) = 1 AS is_origin)
-FROM moved;
+SELECT * EXCLUDE (lat, lon, technical_keys)
+         REPLACE (row_number() OVER (PARTITION BY event_id ORDER BY occurred_at, source, report_id) = 1 AS is_origin)
+FROM moved
+ORDER BY event_id, source, report_id;
