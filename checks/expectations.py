@@ -14,9 +14,12 @@ So a rule that looks at one row (several columns, constants, registry tables) is
                 "failing_when": "(lat__raw IS NULL) <> (lon__raw IS NULL)"}}
 
 ``failing_when`` is a SQL predicate that is true for a failing row (NULL counts as passing,
-as in a ``WHERE`` clause); ``column`` is the value shown in quarantine and Data Docs. Rules
-that compare a row with other rows of the same batch (duplicates) stay
-``unexpected_rows_expectation``, which is the only way to reference ``{batch}``.
+as in a ``WHERE`` clause); ``column`` is the value shown in quarantine and Data Docs. A rule
+that compares a row with the other rows of the batch (duplicates) names the batch
+``{batch}``, as ``unexpected_rows_expectation`` does: it is replaced by a subquery selecting
+the batch GX validates, e.g.
+``source || '|' || report_id IN (SELECT source || '|' || report_id FROM {batch} GROUP BY ALL
+HAVING count(*) > 1)``. Braces are not doubled (no ``str.format`` here).
 
 Importing this module registers the expectation and its metric with GX.
 """
@@ -42,9 +45,20 @@ class ColumnValuesPassSqlRule(ColumnMapMetricProvider):
     filter_column_isnull = False  # the rule decides about NULLs, not the column
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, failing_when, **kwargs):
+    def _sqlalchemy(cls, column, failing_when, _table=None, _sqlalchemy_engine=None, **kwargs):
+        if "{batch}" in failing_when:
+            failing_when = failing_when.replace(
+                "{batch}", f"({_batch_sql(_table, _sqlalchemy_engine)})"
+            )
         # literal_column: the rule is SQL text, and ':' inside it is not a bind parameter
         return sa.literal_column(f"(NOT coalesce(({failing_when}), false))", type_=sa.Boolean)
+
+
+def _batch_sql(selectable, engine) -> str:
+    """The batch GX validates (a table, or a SELECT over one) as SQL text for ``{batch}``."""
+    if isinstance(selectable, sa.TableClause):
+        return f"SELECT * FROM {selectable.name}"
+    return str(selectable.compile(engine, compile_kwargs={"literal_binds": True}))
 
 
 class ExpectColumnValuesToPassSqlRule(ColumnMapExpectation):

@@ -97,3 +97,16 @@ def test_checkpoints_of_several_tables_survive_each_other(tmp_path, table, monke
     monkeypatch.setattr(ctx.data_sources, "add_or_update_sql", rebuilt)
     for name, t in (("s1", "t"), ("s2", "t2")):
         assert validation._checkpoint(ctx, spec, name, t, table, []).name == f"{name}__{t}"
+
+
+def test_a_rule_can_compare_a_row_with_the_rest_of_the_batch(tmp_path, table, monkeypatch):
+    """{batch} stands for the batch GX validates, as in unexpected_rows_expectation."""
+    result = _run(
+        tmp_path,
+        table,
+        monkeypatch,
+        ("b", "b IN (SELECT b FROM {batch} GROUP BY b HAVING count(*) = 10)"),
+        ("a", "a > (SELECT max(a) - 2 FROM {batch})"),
+    )
+    by_rule = {f.rule: f.unexpected_count for f in result.findings}
+    assert by_rule == {"r0": 40, "r1": 2}  # 10 rows per value of b; a > 37: 38 and 39
