@@ -153,7 +153,7 @@ def predicate(expectation: dict, table: str) -> str | None:
     if kind == "expect_column_value_lengths_to_be_between":
         return f"length({col}) > {kw['max_value']}"
     if kind == "expect_column_values_to_pass_sql_rule":
-        return f"({kw['failing_when']})"
+        return f"({kw['failing_when'].replace('{batch}', table)})"
     if kind == "unexpected_rows_expectation":
         where = kw["unexpected_rows_query"].format(batch=table).split(" WHERE ", 1)[1]
         return where
