@@ -14,7 +14,13 @@ from checks.validation import SuiteResult, build_data_docs, run_suite
 from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data, submissions_partitions
 from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
+from warehouse.db import (
+    Warehouse,
+    markdown_preview,
+    refresh_superseded,
+    report_columns,
+    table_schema,
+)
 
 OWNER = "team:verification"
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -140,6 +146,7 @@ def validated_reports(
             _record_findings(con, result)
             validated = time.perf_counter()
             _accept(con, kind)
+            refresh_superseded(con, kind, shas)
             accepted_at = time.perf_counter()
             seconds["validation"] += validated - started
             seconds["accept"] += accepted_at - validated

@@ -57,15 +57,49 @@ def schema_ddl() -> str:
         parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
         # accepted: rows that passed validation; all versions kept.
         parts.append(_create_table(f"reports_{kind}", report_columns(kind, with_raw=False)))
-        # current: the highest version of each report of each source.
+        # superseded: accepted rows that are not the current version of their report (kept
+        # up to date by refresh_superseded; created from reports_<kind> if missing, so an
+        # older warehouse gets it filled).
+        parts.append(
+            f"""CREATE TABLE IF NOT EXISTS superseded_{kind} AS
+            SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind)}) WHERE rn > 1;"""
+        )
+        # current: the highest version of each report of each source (ties: the first
+        # submission and row), without ranking the whole table on every read.
         parts.append(
             f"""CREATE OR REPLACE VIEW current_{kind} AS
-            SELECT * EXCLUDE (rn) FROM (
-              SELECT *, row_number() OVER (
-                PARTITION BY source, report_id ORDER BY version DESC, submission_sha, row_number
-              ) AS rn FROM reports_{kind}) WHERE rn = 1;"""
+            SELECT r.* FROM reports_{kind} r
+            ANTI JOIN superseded_{kind} s USING (submission_sha, row_number);"""
         )
     return "\n".join(parts)
+
+
+def _ranked(kind: str, where: str = "") -> str:
+    return f"""SELECT submission_sha, row_number, source, report_id, row_number() OVER (
+                PARTITION BY source, report_id ORDER BY version DESC, submission_sha, row_number
+              ) AS rn FROM reports_{kind} r {where}"""
+
+
+def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str]) -> None:
+    """Re-rank the versions of every report that rows of these submissions belong to (after
+    their rows were deleted from or added to ``reports_<kind>``); other reports keep theirs."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE touched_reports AS
+        SELECT DISTINCT source, report_id FROM anon_{kind}
+        WHERE submission_sha IN (SELECT unnest($shas::VARCHAR[]))""",
+        {"shas": shas},
+    )
+    con.execute(
+        f"""DELETE FROM superseded_{kind} s USING touched_reports t
+        WHERE s.source = t.source AND s.report_id = t.report_id"""
+    )
+    where = "SEMI JOIN touched_reports t ON r.source = t.source AND r.report_id = t.report_id"
+    con.execute(
+        f"""INSERT INTO superseded_{kind}
+        SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind, where)})
+        WHERE rn > 1"""
+    )
+    con.execute("DROP TABLE touched_reports")
 
 
 class Warehouse(dg.ConfigurableResource):
