@@ -59,8 +59,11 @@ moved AS (
   SELECT m.* REPLACE (coalesce(c.target, m.event_id) AS event_id),
          CASE WHEN c.target IS NULL THEN 'region' ELSE 'key_or_distance' END AS joined_by
   FROM region_members m LEFT JOIN choice c USING (source, report_id)
+),
+firsts AS (  -- each event's origin after the moves: its earliest member (an aggregate, no sort)
+  SELECT event_id, arg_min((source, report_id), (occurred_at, source, report_id)) AS first
+  FROM moved GROUP BY event_id
 )
-SELECT * EXCLUDE (lat, lon, technical_keys)
-         REPLACE (row_number() OVER (PARTITION BY event_id ORDER BY occurred_at, source, report_id) = 1 AS is_origin)
-FROM moved
+SELECT m.* EXCLUDE (lat, lon, technical_keys) REPLACE ((m.source, m.report_id) = f.first AS is_origin)
+FROM moved m JOIN firsts f USING (event_id)
 ORDER BY event_id, source, report_id;
