@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 
 from assets.clustering import ORDER_SQL, assign_events
-from checks.validation import build_data_docs, run_suite
+from checks.validation import build_data_docs, run_suites
 from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data
 from pipelines.settings import CbmSettings
@@ -56,10 +56,13 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
     """The warehouse-level suites, run together (one GX context, one Data Docs build)."""
     with warehouse.connect() as con:
         con.execute("CHECKPOINT")
-        results = [
-            run_suite(con, settings.warehouse_path, settings.gx_dir, suite, table, index_columns=[])
-            for table, suite in WAREHOUSE_SUITES.items()
-        ]
+        results = run_suites(
+            con,
+            settings.warehouse_path,
+            settings.gx_dir,
+            [(suite, table) for table, suite in WAREHOUSE_SUITES.items()],
+            index_columns=[],
+        )
     docs = build_data_docs(settings.gx_dir, results)
     for result in results:
         yield dg.AssetCheckResult(

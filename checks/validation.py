@@ -87,9 +87,8 @@ def _context(gx_dir: Path):
     return ctx
 
 
-def _fingerprint(spec: dict, table: str, warehouse_path: Path, index_columns: list[str]) -> str:
-    blob = json.dumps([spec, table, str(warehouse_path), index_columns], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _fingerprint(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _warehouse_datasource(ctx, warehouse_path: Path):
@@ -107,21 +106,39 @@ def _warehouse_datasource(ctx, warehouse_path: Path):
     return ctx.data_sources.add_or_update_sql(name="warehouse", connection_string=url)
 
 
-def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
-    """The GX checkpoint for a suite on a table: reused while nothing changed, else rebuilt.
+def _validation_definition(ctx, spec, suite_name, table, warehouse_path):
+    """The GX validation definition of a suite on a table, and whether it was (re)built:
+    reused while the suite's JSON, the table and the warehouse file are the same.
 
-    Registering datasource, asset, suite, validation definition and checkpoint writes several
-    files (and tests the connection); doing it only when the suite JSON changes keeps a
-    validation run to the validation itself.
+    Registering suite, datasource, asset and validation definition writes several files
+    (and tests the connection); doing it only when something changed keeps a validation run
+    to the validation itself.
     """
-    name = f"{suite_name}__{table}"
-    fingerprint = _fingerprint(spec, table, warehouse_path, index_columns)
+    fingerprint = _fingerprint(spec)
     try:
-        checkpoint = ctx.checkpoints.get(name)
-        if ctx.suites.get(suite_name).meta.get("cbm_fingerprint") == fingerprint:
-            return checkpoint
-    except Exception:  # not there yet (or unreadable): build it
-        pass
+        suite = ctx.suites.get(suite_name)
+        changed = suite.meta.get("cbm_fingerprint") != fingerprint
+    except Exception:  # not there yet (or unreadable)
+        changed = True
+    if changed:
+        suite = ctx.suites.add_or_update(
+            gx.ExpectationSuite(
+                name=suite_name,
+                expectations=spec["expectations"],
+                meta=spec.get("meta", {}) | {"cbm_fingerprint": fingerprint},
+            )
+        )
+    name = f"{suite_name}__{table}"
+    if not changed:
+        try:
+            vd = ctx.validation_definitions.get(name)
+            asset = vd.data.data_asset
+            if asset.table_name == table and str(asset.datasource.connection_string) == (
+                f"duckdb:///{warehouse_path}"
+            ):
+                return vd, False
+        except Exception:  # not there yet (or unreadable): build it
+            pass
     ds = _warehouse_datasource(ctx, warehouse_path)
     asset = (
         ds.get_asset(table)
@@ -132,19 +149,26 @@ def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
         batch = asset.get_batch_definition("all")
     except (KeyError, LookupError, ValueError):
         batch = asset.add_batch_definition_whole_table("all")
-    suite = ctx.suites.add_or_update(
-        gx.ExpectationSuite(
-            name=suite_name,
-            expectations=spec["expectations"],
-            meta=spec.get("meta", {}) | {"cbm_fingerprint": fingerprint},
-        )
-    )
     vd = ctx.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
+    return vd, True
+
+
+def _checkpoint(ctx, runs, warehouse_path, index_columns):
+    """One GX checkpoint validating every (suite, table) of ``runs``: one run, one engine,
+    one result store pass (about 0.1 s less per suite than a checkpoint each)."""
+    vds, rebuilt = [], False
+    for suite_name, table in runs:
+        vd, new = _validation_definition(
+            ctx, load_suite(suite_name), suite_name, table, warehouse_path
+        )
+        vds.append(vd)
+        rebuilt |= new
+    name = "+".join(vd.name for vd in vds)
     # BASIC + return_unexpected_index_query: GX hands back the SQL selecting the failing rows
     # without fetching every unexpected value into Python. With index columns the samples
-    # come from that SQL (run_suite), so GX is asked for none: its sample query per column
+    # come from that SQL (run_suites), so GX is asked for none: its sample query per column
     # map expectation is a full scan whenever the expectation passes.
     result_format = {"result_format": "BASIC", "return_unexpected_index_query": True}
     if index_columns:
@@ -152,9 +176,16 @@ def _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns):
         result_format["partial_unexpected_count"] = 0
     else:
         result_format["partial_unexpected_count"] = SAMPLES
+    if not rebuilt:
+        try:
+            checkpoint = ctx.checkpoints.get(name)
+            if checkpoint.result_format == result_format:
+                return checkpoint
+        except Exception:  # not there yet (or unreadable): build it
+            pass
     return ctx.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=name, validation_definitions=[vd], actions=[], result_format=result_format
+            name=name, validation_definitions=vds, actions=[], result_format=result_format
         )
     )
 
@@ -174,7 +205,7 @@ def build_data_docs(gx_dir: Path, results: list[SuiteResult] | None = None) -> s
 
 
 def run_suite(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     warehouse_path: Path,
     gx_dir: Path,
     suite_name: str,
@@ -182,21 +213,55 @@ def run_suite(
     index_columns: list[str] | None = None,
     build_docs: bool = False,
 ) -> SuiteResult:
-    """Validate ``table`` with ``suite_name``; return findings, each with the SQL that selects
-    its failing rows (``Finding.query``) as GX or the suite states it.
+    """Validate ``table`` with ``suite_name`` (see ``run_suites``)."""
+    (result,) = run_suites(
+        con, warehouse_path, gx_dir, [(suite_name, table)], index_columns, build_docs
+    )
+    return result
 
-    ``con`` is the caller's warehouse connection; it must have committed what GX is to see.
+
+def run_suites(
+    con: duckdb.DuckDBPyConnection | None,
+    warehouse_path: Path,
+    gx_dir: Path,
+    runs: list[tuple[str, str]],
+    index_columns: list[str] | None = None,
+    build_docs: bool = False,
+) -> list[SuiteResult]:
+    """Validate each ``(suite_name, table)`` of ``runs`` in one GX checkpoint run; return a
+    result per run, in order, whose findings carry the SQL that selects their failing rows
+    (``Finding.query``) as GX states it.
+
+    ``con`` is the caller's warehouse connection (for the failing-row samples); it must have
+    committed what GX is to see.
     """
     gx_duckdb.install()
-    spec = load_suite(suite_name)
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
     ctx = _context(gx_dir)
-    checkpoint = _checkpoint(ctx, spec, suite_name, table, warehouse_path, index_columns)
+    checkpoint = _checkpoint(ctx, runs, warehouse_path, index_columns)
     try:
         result = checkpoint.run()
     finally:
         _close_engines([v.data.data_asset.datasource for v in checkpoint.validation_definitions])
-    ((result_id, validation),) = result.run_results.items()
+    by_run = {
+        (
+            rid.expectation_suite_identifier.name,
+            v.meta["active_batch_definition"]["data_asset_name"],
+        ): (rid, v)
+        for rid, v in result.run_results.items()
+    }
+    out = [
+        _suite_result(con, suite_name, table, *by_run[suite_name, table], index_columns)
+        for suite_name, table in runs
+    ]
+    if build_docs:
+        url = build_data_docs(gx_dir, out)
+        for r in out:
+            r.docs_url = url
+    return out
+
+
+def _suite_result(con, suite_name, table, result_id, validation, index_columns) -> SuiteResult:
     findings: list[Finding] = []
     for r in validation.results:
         cfg = r.expectation_config
@@ -252,7 +317,7 @@ def run_suite(
                 samples=sample,
             )
         )
-    out = SuiteResult(
+    return SuiteResult(
         suite=suite_name,
         table=table,
         evaluated=len(validation.results),
@@ -260,9 +325,6 @@ def run_suite(
         docs_url=None,
         result_id=result_id,
     )
-    if build_docs:
-        out.docs_url = build_data_docs(gx_dir, [out])
-    return out
 
 
 def _raised(info) -> str | None:

@@ -78,7 +78,7 @@ def test_several_rules_report_separately_with_samples(tmp_path, table, monkeypat
 
 
 def test_checkpoints_of_several_tables_survive_each_other(tmp_path, table, monkeypatch):
-    """Registering one table's checkpoint must not drop another's (GX replaces a datasource's
+    """Registering one table's validation must not drop another's (GX replaces a datasource's
     assets when the datasource is updated), else every run rebuilds every checkpoint."""
     con = duckdb.connect(str(table))
     con.execute("CREATE TABLE t2 AS SELECT * FROM t")
@@ -87,26 +87,47 @@ def test_checkpoints_of_several_tables_survive_each_other(tmp_path, table, monke
         "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "b"}}]
     }
     for name, t in (("s1", "t"), ("s2", "t2")):
-        validation._checkpoint(validation._context(tmp_path / "gx"), spec, name, t, table, [])
+        vd, rebuilt = validation._validation_definition(
+            validation._context(tmp_path / "gx"), spec, name, t, table
+        )
+        assert rebuilt
     ctx = validation._context(tmp_path / "gx")
     assert {a.name for a in ctx.data_sources.get("warehouse").assets} == {"t", "t2"}
 
-    def rebuilt(*args, **kwargs):
+    def redefined(*args, **kwargs):
         raise AssertionError("the datasource was redefined although nothing changed")
 
-    monkeypatch.setattr(ctx.data_sources, "add_or_update_sql", rebuilt)
+    monkeypatch.setattr(ctx.data_sources, "add_or_update_sql", redefined)
     for name, t in (("s1", "t"), ("s2", "t2")):
-        assert validation._checkpoint(ctx, spec, name, t, table, []).name == f"{name}__{t}"
+        vd, rebuilt = validation._validation_definition(ctx, spec, name, t, table)
+        assert vd.name == f"{name}__{t}" and not rebuilt
 
 
-def test_a_rule_can_compare_a_row_with_the_rest_of_the_batch(tmp_path, table, monkeypatch):
-    """{batch} stands for the batch GX validates, as in unexpected_rows_expectation."""
-    result = _run(
-        tmp_path,
-        table,
-        monkeypatch,
-        ("b", "b IN (SELECT b FROM {batch} GROUP BY b HAVING count(*) = 10)"),
-        ("a", "a > (SELECT max(a) - 2 FROM {batch})"),
-    )
-    by_rule = {f.rule: f.unexpected_count for f in result.findings}
-    assert by_rule == {"r0": 40, "r1": 2}  # 10 rows per value of b; a > 37: 38 and 39
+def test_several_suites_in_one_checkpoint_report_separately(tmp_path, table, monkeypatch):
+    con = duckdb.connect(str(table))
+    con.execute("CREATE TABLE t2 AS SELECT * FROM t WHERE b = 0")
+    con.close()
+    suites = {
+        "on_a": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}}],
+        "on_b": [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "b", "max_value": 0},
+            }
+        ],
+    }
+    monkeypatch.setattr(validation, "load_suite", lambda name: {"expectations": suites[name]})
+    runs = [("on_a", "t"), ("on_b", "t"), ("on_b", "t2")]
+    for _ in range(2):  # the second time from the stored checkpoint
+        a, b, b2 = validation.run_suites(None, table, tmp_path / "gx", runs, [])
+        assert (a.suite, a.table, a.summary()) == (
+            "on_a",
+            "t",
+            {"expect_column_values_to_not_be_null:a": 4},
+        )
+        assert (b.suite, b.table, b.summary()) == (
+            "on_b",
+            "t",
+            {"expect_column_values_to_be_between:b": 30},
+        )
+        assert (b2.table, b2.findings) == ("t2", [])
