@@ -139,7 +139,8 @@ def release_context(con) -> tuple[datetime, str]:
         "category's window of the event origin and share its region, lie within the policy "
         "radius of the origin, or share a keyed technical key with a member (origin-anchored, "
         "no chaining). Status ladder reported / tentative / definitive / disputed / expired with "
-        "the reason and the sources (pseudonyms). Members in `event_members`; reports and "
+        "the reason and the sources (pseudonyms). Members in `event_members` (by source and "
+        "report_id: join `current_incidents` for the submission row); reports and "
         "attestations of any event in the view `event_evidence`."
     ),
 )
@@ -149,7 +150,7 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
         as_of, _ = release_context(con)
         con.execute(
             f"""CREATE OR REPLACE TEMP VIEW incident_rows AS
-            SELECT source, report_id, submission_sha, row_number, category, region, occurred_at,
+            SELECT source, report_id, category, region, occurred_at,
                    reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank,
                    lat, lon, technical_keys
             FROM current_incidents WHERE determination <> 'false_positive'"""
