@@ -92,18 +92,25 @@ def run_cbm(inbox: Path, registry: Path, workdir: Path, publish: Path, env: dict
     return elapsed
 
 
-def run_seconds(dagster_home: Path, since: float) -> float:
-    """Seconds inside Dagster runs started after ``since`` (no interpreter start, no imports)."""
+def _runs(dagster_home: Path, since: float = 0.0):
+    """(instance, run, stats) of each Dagster run of this workdir started at or after ``since``."""
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     import dagster as dg
 
     instance = dg.DagsterInstance.get()
-    total = 0.0
     for run in instance.get_runs():
         stats = instance.get_run_stats(run.run_id)
-        if stats.start_time and stats.start_time >= since and stats.end_time:
-            total += stats.end_time - stats.start_time
-    return total
+        if stats.start_time and stats.start_time >= since:
+            yield instance, run, stats
+
+
+def run_seconds(dagster_home: Path, since: float) -> float:
+    """Seconds inside Dagster runs started after ``since`` (no interpreter start, no imports)."""
+    return sum(
+        stats.end_time - stats.start_time
+        for _, _, stats in _runs(dagster_home, since)
+        if stats.end_time
+    )
 
 
 def gx_fixed(warehouse_path: Path) -> float:
@@ -135,15 +142,8 @@ def gx_fixed(warehouse_path: Path) -> float:
 
 
 def stage_seconds(dagster_home: Path, since: float = 0.0) -> dict[str, float]:
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    import dagster as dg
-
-    instance = dg.DagsterInstance.get()
     stages: dict[str, float] = {}
-    for run in instance.get_runs():
-        stats = instance.get_run_stats(run.run_id)
-        if not stats.start_time or stats.start_time < since:
-            continue
+    for instance, run, _ in _runs(dagster_home, since):
         for step in instance.get_run_step_stats(run.run_id):
             key = step.step_key
             stage = STAGE_OF.get(key) or (
@@ -158,12 +158,10 @@ def validation_seconds(dagster_home: Path) -> float:
     """Seconds the validated_reports steps spent in the Great Expectations suites (plus the
     quarantine inserts), from their ``validation_seconds`` metadata: one value per run (every
     partition of a run carries the same metadata)."""
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
     total = 0.0
-    for run in instance.get_runs():
+    for instance, run, _ in _runs(dagster_home):
         for entry in instance.all_logs(
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ):
