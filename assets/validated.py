@@ -23,6 +23,9 @@ from warehouse.db import (
 )
 
 OWNER = "team:verification"
+# One GX checkpoint per step. Reports first, then attestations: an attestation about a report
+# handed in in the same batch finds it among the accepted reports (rule dangling_subject).
+VALIDATION_STEPS = (("incidents", "compliance"), ("attestations",))
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -137,9 +140,7 @@ def validated_reports(
         kinds = [k for k in KINDS if batch_rows[k]]
         results: dict[str, SuiteResult | None] = dict.fromkeys(KINDS)
         seconds = {"validation": 0.0, "accept": 0.0}
-        # Reports first, then attestations: an attestation about a report handed in in the
-        # same batch finds it among the accepted reports (rule dangling_subject).
-        for step in (("incidents", "compliance"), ("attestations",)):
+        for step in VALIDATION_STEPS:
             runs = [(k, f"batch_{k}") for k in step if k in kinds]
             if not runs:
                 continue
