@@ -131,3 +131,30 @@ def test_several_suites_in_one_checkpoint_report_separately(tmp_path, table, mon
             {"expect_column_values_to_be_between:b": 30},
         )
         assert (b2.table, b2.findings) == ("t2", [])
+
+
+def test_gx_unexpected_rows_expectation_still_gives_the_failing_rows(tmp_path, table, monkeypatch):
+    """GX's own cross-row rule type stays usable in a suite: its query, with {batch}
+    substituted, is what selects the rows to quarantine."""
+    monkeypatch.setattr(
+        validation,
+        "load_suite",
+        lambda name: {
+            "expectations": [
+                {
+                    "type": "unexpected_rows_expectation",
+                    "kwargs": {
+                        "unexpected_rows_query": "SELECT submission_sha, row_number, report_id, "
+                        "b AS value FROM {batch} WHERE b = 2 AND a > 30"
+                    },
+                    "meta": {"rule": "late_twos", "severity": "critical", "reason": "test"},
+                }
+            ]
+        },
+    )
+    (finding,) = validation.run_suite(None, table, tmp_path / "gx", "rows", "t").findings
+    rows = (
+        duckdb.connect(str(table)).execute(f"SELECT row_number FROM ({finding.query})").fetchall()
+    )
+    expected = [i for i in range(31, 40) if i % 4 == 2 and i % 10 != 3]
+    assert finding.unexpected_count == len(expected) and sorted(r for (r,) in rows) == expected
