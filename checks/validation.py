@@ -1,8 +1,10 @@
-"""Run an expectation suite (JSON under checks/suites) on a DuckDB table with GX's SQL engine.
+"""Run expectation suites (JSON under checks/suites) on DuckDB tables with GX's SQL engine,
+several suites in one checkpoint (``run_suites``).
 
 The suite is the single source of truth for what is valid: the rows a failing expectation
-points at are selected with GX's own ``unexpected_index_query`` (column-map expectations) or
-with the suite's ``unexpected_rows_query`` (cross-field rules), never re-implemented here.
+points at are selected with GX's own ``unexpected_index_query`` (column map expectations,
+including our row rules, ``checks/expectations.py``) or with the query of an
+``unexpected_rows_expectation``, never re-implemented here.
 Each expectation's ``meta`` carries ``severity`` (critical = quarantine, warning = kept and
 reported), a short ``rule`` name and the human ``reason``.
 """
