@@ -53,7 +53,7 @@ def parse_as_of(text: str) -> datetime:
     ],
 )
 def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
-    """The warehouse-level suites, run together (one GX context, one Data Docs build)."""
+    """The warehouse-level suites, run together (one GX checkpoint, one Data Docs build for their results)."""
     with warehouse.connect() as con:
         con.execute("CHECKPOINT")
         results = run_suites(
