@@ -74,10 +74,12 @@ def schema_ddl() -> str:
     return "\n".join(parts)
 
 
-def _ranked(kind: str, where: str = "") -> str:
+def _ranked(kind: str, only: str = "") -> str:
+    """Every accepted row of ``reports_<kind>`` (or only those ``only`` joins to) with its
+    rank among the versions of its report: 1 is current."""
     return f"""SELECT submission_sha, row_number, source, report_id, row_number() OVER (
                 PARTITION BY source, report_id ORDER BY version DESC, submission_sha, row_number
-              ) AS rn FROM reports_{kind} r {where}"""
+              ) AS rn FROM reports_{kind} r {only}"""
 
 
 def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str]) -> None:
@@ -93,10 +95,10 @@ def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str
         f"""DELETE FROM superseded_{kind} s USING touched_reports t
         WHERE s.source = t.source AND s.report_id = t.report_id"""
     )
-    where = "SEMI JOIN touched_reports t ON r.source = t.source AND r.report_id = t.report_id"
+    only = "SEMI JOIN touched_reports t ON r.source = t.source AND r.report_id = t.report_id"
     con.execute(
         f"""INSERT INTO superseded_{kind}
-        SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind, where)})
+        SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind, only)})
         WHERE rn > 1"""
     )
     con.execute("DROP TABLE touched_reports")
