@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 
-from checks.validation import SuiteResult, build_data_docs, run_suites
+from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
 from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data, submissions_partitions
 from pipelines.settings import CbmSettings
@@ -39,9 +39,11 @@ def _batch_view(con, kind: str, shas: list[str]) -> int:
     return con.execute(f"SELECT count(*) FROM batch_{kind}").fetchone()[0]
 
 
-def _record_findings(con, result: SuiteResult) -> None:
+def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> None:
     """Every failing row of a suite into ``quarantine``, selected inside DuckDB by the query
-    GX (or the suite) gave for it: no row travels through Python."""
+    GX (or the suite) gave for it: no row travels through Python. Each finding's samples are
+    then its first quarantined values (not another pass over the batch: for a duplicate rule
+    that pass would group the whole batch again)."""
     for f in result.findings:
         if not f.query:
             continue
@@ -60,6 +62,20 @@ def _record_findings(con, result: SuiteResult) -> None:
                 "severity": f.severity,
             },
         )
+    samples = {
+        (rule, expectation, column): values
+        for rule, expectation, column, values in con.execute(
+            f"""SELECT q.rule, q.expectation, q.column_name,
+                   list(coalesce(q.value, 'None') ORDER BY q.submission_sha, q.row_number)[:{SAMPLES}]
+            FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha
+            WHERE q.stage = 'validated' AND s.kind = ? AND q.submission_sha IN (SELECT unnest(?::VARCHAR[]))
+            GROUP BY ALL""",
+            [kind, shas],
+        ).fetchall()
+    }
+    for f in result.findings:
+        if f.query:
+            f.samples = samples.get((f.rule, f.expectation, f.column), [])
 
 
 def _accept(con, kind: str) -> None:
@@ -147,10 +163,13 @@ def validated_reports(
             con.execute("CHECKPOINT")  # GX reads the file through its own connection
             started = time.perf_counter()
             for (kind, _), result in zip(
-                runs, run_suites(con, settings.warehouse_path, settings.gx_dir, runs), strict=True
+                # no connection: the samples come from quarantine (_record_findings)
+                runs,
+                run_suites(None, settings.warehouse_path, settings.gx_dir, runs),
+                strict=True,
             ):
                 results[kind] = result
-                _record_findings(con, result)
+                _record_findings(con, kind, shas, result)
             validated = time.perf_counter()
             for kind, _ in runs:
                 _accept(con, kind)

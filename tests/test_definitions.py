@@ -138,6 +138,11 @@ def test_materialize_ingestion_for_one_submission(tmp_path):
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks["submission_accounting"] is True
         assert checks["suite_incidents"] is False  # one critical finding: severity 9
+        (suite,) = [
+            e for e in result.get_asset_check_evaluations() if e.check_name == "suite_incidents"
+        ]
+        # samples are the quarantined values of each failing rule
+        assert suite.metadata["samples"].value == {"severity_range": ["9"]}
     with warehouse.connect() as con:
         assert con.execute(
             "SELECT status, rows_read, rows_accepted, rows_quarantined FROM submissions"
