@@ -118,17 +118,18 @@ def _validation_definition(ctx, spec, suite_name, table, warehouse_path):
     fingerprint = _fingerprint(spec)
     try:
         suite = ctx.suites.get(suite_name)
-        changed = suite.meta.get("cbm_fingerprint") != fingerprint
+        changed, exists = suite.meta.get("cbm_fingerprint") != fingerprint, True
     except Exception:  # not there yet (or unreadable)
-        changed = True
+        changed, exists = True, False
     if changed:
-        suite = ctx.suites.add_or_update(
-            gx.ExpectationSuite(
-                name=suite_name,
-                expectations=spec["expectations"],
-                meta=spec.get("meta", {}) | {"cbm_fingerprint": fingerprint},
-            )
+        new_suite = gx.ExpectationSuite(
+            name=suite_name,
+            expectations=spec["expectations"],
+            meta=spec.get("meta", {}) | {"cbm_fingerprint": fingerprint},
         )
+        # add_or_update matches every expectation against the stored ones (quadratic in the
+        # suite's length): only worth it to keep the ids of a suite that is already stored
+        suite = ctx.suites.add_or_update(new_suite) if exists else ctx.suites.add(new_suite)
     name = f"{suite_name}__{table}"
     if not changed:
         try:
@@ -150,10 +151,15 @@ def _validation_definition(ctx, spec, suite_name, table, warehouse_path):
         batch = asset.get_batch_definition("all")
     except (KeyError, LookupError, ValueError):
         batch = asset.add_batch_definition_whole_table("all")
-    vd = ctx.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=name, data=batch, suite=suite)
-    )
+    # The suite is stored above: add_or_update would store it again (GX cascades)
+    _delete_if_stored(ctx.validation_definitions, name)
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
     return vd, True
+
+
+def _delete_if_stored(factory, name: str) -> None:
+    with contextlib.suppress(Exception):  # not stored (or unreadable): nothing to delete
+        factory.delete(name)
 
 
 def _checkpoint(ctx, runs, warehouse_path, index_columns):
@@ -184,7 +190,9 @@ def _checkpoint(ctx, runs, warehouse_path, index_columns):
                 return checkpoint
         except Exception:  # not there yet (or unreadable): build it
             pass
-    return ctx.checkpoints.add_or_update(
+    # The validation definitions are stored: add_or_update would store each again, suite included
+    _delete_if_stored(ctx.checkpoints, name)
+    return ctx.checkpoints.add(
         gx.Checkpoint(
             name=name, validation_definitions=vds, actions=[], result_format=result_format
         )

@@ -103,6 +103,23 @@ def test_checkpoints_of_several_tables_survive_each_other(tmp_path, table, monke
         assert vd.name == f"{name}__{t}" and not rebuilt
 
 
+def test_an_edited_suite_is_what_the_next_run_checks(tmp_path, table, monkeypatch):
+    """Editing a suite's JSON re-registers it (and its validation definition and checkpoint)
+    on the next run; an unchanged suite is reused as stored."""
+    first = ("b", "b = 1")  # 10 rows
+    edited = ("b", "b >= 2")  # 20 rows
+    for rules, expected in (
+        ((first,), {"r0": 10}),
+        ((first,), {"r0": 10}),  # stored objects reused
+        ((edited,), {"r0": 20}),  # rule edited
+        ((edited, first), {"r0": 20, "r1": 10}),  # rule added
+        ((first,), {"r0": 10}),  # back to the first version
+    ):
+        result = _run(tmp_path, table, monkeypatch, *rules)
+        assert {f.rule: f.unexpected_count for f in result.findings} == expected
+        assert result.evaluated == len(rules)
+
+
 def test_several_suites_in_one_checkpoint_report_separately(tmp_path, table, monkeypatch):
     con = duckdb.connect(str(table))
     con.execute("CREATE TABLE t2 AS SELECT * FROM t WHERE b = 0")
