@@ -11,7 +11,7 @@ export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
 
-.PHONY: demo test ui lint fmt validate clean bench
+.PHONY: demo test ui lint fmt validate clean bench bench-floor
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -45,3 +45,8 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# where the validation floor lies, on a workdir kept by: make bench BENCH_ARGS="--keep DIR"
+bench-floor: $(STAMP)
+	$(if $(BENCH_DIR),,$(error set BENCH_DIR to a folder kept by make bench BENCH_ARGS="--keep DIR"))
+	$(BIN)/python benchmarks/floor.py $(BENCH_DIR)/work $(FLOOR_ARGS)

@@ -1,0 +1,57 @@
+"""The benchmark's baselines measure the same rules as the suites (benchmarks/bench.py,
+benchmarks/floor.py): a baseline that checked less would flatter or shame GX unfairly."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from checks.validation import INDEX_COLUMNS, load_suite, run_suites
+from pipelines.cli import run_pipeline
+from pipelines.generate import generate
+from warehouse.db import Warehouse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench  # noqa: E402
+import floor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def warehouse_file(tmp_path_factory):
+    """A generated inbox run through the pipeline: its anon_* tables hold failing rows."""
+    tmp = tmp_path_factory.mktemp("bench")
+    gen = generate(tmp / "demo", seed=5, reports=150)
+    run_pipeline(gen.inbox, gen.registry, tmp / "work", tmp / "publish")
+    return tmp / "work" / "warehouse.duckdb"
+
+
+@pytest.mark.parametrize("kind", bench.KINDS)
+def test_raw_scan_counts_what_the_suite_counts(warehouse_file, tmp_path, kind):
+    """Per expectation: the hand-written predicate and GX find the same number of rows."""
+    (result,) = run_suites(None, warehouse_file, tmp_path / "gx", [(kind, f"anon_{kind}")])
+    by_gx = {(f.rule, f.column): f.unexpected_count for f in result.findings}
+    assert by_gx, "the generated inbox should make some rules fail"
+    with Warehouse(path=str(warehouse_file)).connect() as con:
+        for e in load_suite(kind)["expectations"]:
+            predicate = bench.predicate(e, f"anon_{kind}")
+            assert predicate, f"{e['type']} has no SQL translation in bench.predicate"
+            (raw,) = con.execute(
+                f"SELECT count(*) FILTER (WHERE {predicate}) FROM anon_{kind}"
+            ).fetchone()
+            key = (e["meta"]["rule"], e["meta"].get("column", e["kwargs"].get("column")))
+            assert raw == by_gx.get(key, 0), key
+
+
+@pytest.mark.parametrize("kind", bench.KINDS)
+def test_one_expectation_floor_flags_the_rows_the_suite_flags(warehouse_file, tmp_path, kind):
+    """floor.collapsed: one rule failing exactly where any rule of the suite fails."""
+    (result,) = run_suites(None, warehouse_file, tmp_path / "gx", [(kind, f"anon_{kind}")])
+    cols = ", ".join(INDEX_COLUMNS)
+    (rule,) = floor.collapsed(load_suite(kind))["expectations"]
+    failing = rule["kwargs"]["failing_when"].replace("{batch}", f"anon_{kind}")
+    with Warehouse(path=str(warehouse_file)).connect() as con:
+        per_rule = set()
+        for f in result.findings:
+            per_rule |= set(con.execute(f"SELECT {cols} FROM ({f.query}) q").fetchall())
+        collapsed = set(con.execute(f"SELECT {cols} FROM anon_{kind} WHERE {failing}").fetchall())
+    assert collapsed == per_rule
