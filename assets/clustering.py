@@ -24,7 +24,9 @@ def assign_events(
     source, report_id). Stable: the same reports give the same ids.
 
     ``presorted``: the rows are already in ``ORDER`` (e.g. ``ORDER BY {ORDER_SQL}`` in
-    DuckDB, which sorts a million rows in about a third of the time polars takes here).
+    DuckDB, which sorts a million rows in about a third of the time polars takes here); the
+    result then keeps their order row for row, so its two columns can be appended to the
+    rows they came from.
     """
     if reports.height == 0:
         return reports.with_columns(
