@@ -18,8 +18,8 @@ as in a ``WHERE`` clause); ``column`` is the value shown in quarantine and Data 
 that compares a row with the other rows of the batch (duplicates) names the batch
 ``{batch}``, as ``unexpected_rows_expectation`` does: it is replaced by a subquery selecting
 the batch GX validates, e.g.
-``source || '|' || report_id IN (SELECT source || '|' || report_id FROM {batch} GROUP BY ALL
-HAVING count(*) > 1)``. Braces are not doubled (no ``str.format`` here).
+``(submission_sha, source, report_id) IN (SELECT submission_sha, source, report_id FROM
+{batch} GROUP BY ALL HAVING count(*) > 1)``. Braces are not doubled (no ``str.format`` here).
 
 Importing this module registers the expectation and its metric with GX.
 """
