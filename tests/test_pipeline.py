@@ -192,3 +192,41 @@ def test_no_canary_reaches_the_warehouse_or_a_published_file(project):
         for p in (project.workdir / "landing").rglob("*")
         if p.is_file()
     )
+
+
+def test_warehouse_checks_report_a_version_handed_in_twice(project):
+    """The warehouse suites: a failing rule is counted with samples of its rows, a passing
+    one reports nothing (tables validated by their submission rows or, for submissions,
+    without index columns)."""
+    import dagster as dg
+
+    from assets.verified import warehouse_table_checks
+    from pipelines.settings import CbmSettings
+    from warehouse.db import Warehouse
+
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2")])
+    write_csv(project.inbox / "ALPHA" / "incidents_b.csv", [incident("A-1")])
+    project.run()
+    settings = CbmSettings(
+        inbox=str(project.inbox),
+        registry=str(project.registry),
+        workdir=str(project.workdir),
+        publish=str(project.publish),
+    )
+    results = {
+        r.check_name: r
+        for r in warehouse_table_checks(
+            dg.build_op_context(),
+            settings=settings,
+            warehouse=Warehouse(path=str(settings.warehouse_path)),
+        )
+    }
+    assert set(results) == {
+        "suite_warehouse_submissions",
+        *(f"suite_warehouse_reports_{k}" for k in ("incidents", "compliance", "attestations")),
+    }
+    incidents = results["suite_warehouse_reports_incidents"]
+    assert incidents.metadata["unexpected_by_rule"].value == {"unique_version:report_id": 2}
+    assert incidents.metadata["samples"].value == {"unique_version": ["A-1", "A-1"]}
+    assert incidents.passed  # a warning, not critical
+    assert results["suite_warehouse_submissions"].metadata["unexpected_by_rule"].value == {}
