@@ -214,7 +214,9 @@ def validated_reports(
             limit=15,
         )
     docs = (
-        build_data_docs(settings.gx_dir, [r for r in results.values() if r])
+        build_data_docs(
+            settings.gx_dir, [r for r in results.values() if r], keep=settings.gx_keep_results
+        )
         if any(results.values())
         else None
     )

@@ -73,7 +73,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
             [r for r in runs if not r[1].startswith("reports_")],
             index_columns=[],
         )
-    docs = build_data_docs(settings.gx_dir, results)
+    docs = build_data_docs(settings.gx_dir, results, keep=settings.gx_keep_results)
     for result in results:
         yield dg.AssetCheckResult(
             asset_key="warehouse_tables",

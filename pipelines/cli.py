@@ -222,13 +222,18 @@ def _run_pipeline_locked(
     inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
 ) -> dict:
     """The run itself; the caller holds the workdir lock."""
+    from pipelines.settings import CbmSettings, gx_keep_results_from_env
+
+    try:  # before pipelines.definitions, which reads it for the code location too
+        keep_results = gx_keep_results_from_env()
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
     import dagster as dg
 
     from assets.landing import scan_inbox
     from assets.verified import parse_as_of
     from pipelines.definitions import build_definitions
     from pipelines.partitions import submissions_partitions
-    from pipelines.settings import CbmSettings
     from warehouse.db import Warehouse
 
     _check_inputs(inbox, registry_dir)
@@ -246,6 +251,7 @@ def _run_pipeline_locked(
         workdir=str(workdir.resolve()),
         publish=str(publish.resolve()),
         as_of=as_of,
+        gx_keep_results=keep_results,
     )
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()

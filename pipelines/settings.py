@@ -20,6 +20,9 @@ class CbmSettings(dg.ConfigurableResource):
     workdir: str
     publish: str
     as_of: str | None = None
+    # stored GX validation results kept per suite and table (older ones and their Data Docs
+    # pages are removed: the Data Docs index slows down with every one it lists)
+    gx_keep_results: int = 30
 
     @property
     def landing_dir(self) -> Path:
@@ -50,4 +53,13 @@ def settings_from_env() -> CbmSettings:
         workdir=os.environ.get("CBM_WORKDIR", str(base / "work")),
         publish=os.environ.get("CBM_PUBLISH", str(base / "publish")),
         as_of=os.environ.get("CBM_AS_OF") or None,
+        gx_keep_results=gx_keep_results_from_env(),
     )
+
+
+def gx_keep_results_from_env() -> int:
+    """``CBM_GX_KEEP_RESULTS`` (default 30): GX validation results kept per suite and table."""
+    text = os.environ.get("CBM_GX_KEEP_RESULTS", "30")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"CBM_GX_KEEP_RESULTS must be a whole number >= 1, not {text!r}")
+    return int(text)

@@ -96,3 +96,10 @@ def test_bad_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_run_refuses_a_bad_gx_keep_results(project, capsys, monkeypatch):
+    monkeypatch.setenv("CBM_GX_KEEP_RESULTS", "0")
+    code = main(run_args(project))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "CBM_GX_KEEP_RESULTS" in err and len(err.splitlines()) == 1

@@ -175,3 +175,32 @@ def test_gx_unexpected_rows_expectation_still_gives_the_failing_rows(tmp_path, t
     )
     expected = [i for i in range(31, 40) if i % 4 == 2 and i % 10 != 3]
     assert finding.unexpected_count == len(expected) and sorted(r for (r,) in rows) == expected
+
+
+def test_only_the_newest_validation_results_stay_stored(tmp_path, table, monkeypatch):
+    """Stored results (and their Data Docs pages) beyond ``keep`` per suite and table go; the
+    index then lists only those kept."""
+    suites = {"s": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}}]}
+    monkeypatch.setattr(validation, "load_suite", lambda name: {"expectations": suites[name]})
+    gx_dir = tmp_path / "gx"
+    con = duckdb.connect(str(table))
+    con.execute("CREATE TABLE t2 AS SELECT * FROM t")
+    con.close()
+    run_ids = []
+    for _ in range(4):
+        results = validation.run_suites(None, table, gx_dir, [("s", "t"), ("s", "t2")], [])
+        run_ids.append(results[0].result_id.to_tuple()[2])
+        validation.build_data_docs(gx_dir, results, keep=2)
+    ctx = validation._context(gx_dir)
+    kept = sorted(k.to_tuple() for k in ctx.validation_results_store.list_keys())
+    assert [(k[0], k[2], k[3]) for k in kept] == sorted(
+        ("s", run, batch) for run in run_ids[-2:] for batch in ("warehouse-t", "warehouse-t2")
+    )
+    site = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+    pages = sorted(p.parent.name for p in site.glob("validations/s/*/*/*.html"))
+    assert pages == sorted(run_ids[-2:] * 2)
+    index = (site / "index.html").read_text()
+    assert run_ids[-1] in index and run_ids[0] not in index
+    assert validation.prune_validation_results(ctx, gx_dir, 2) == 0
+    with pytest.raises(ValueError, match="keep >= 1"):
+        validation.prune_validation_results(ctx, gx_dir, 0)
