@@ -19,9 +19,15 @@ import floor  # noqa: E402
 @pytest.fixture(scope="module")
 def warehouse_file(tmp_path_factory):
     """A generated inbox run through the pipeline: its anon_* tables hold failing rows."""
+    from tests.conftest import TEST_KEY
+
     tmp = tmp_path_factory.mktemp("bench")
     gen = generate(tmp / "demo", seed=5, reports=150)
-    run_pipeline(gen.inbox, gen.registry, tmp / "work", tmp / "publish")
+    with pytest.MonkeyPatch.context() as env:  # module scope: before the per-test environment
+        env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+        env.delenv("CBM_KEY_FILE", raising=False)
+        env.setenv("DAGSTER_HOME", str(tmp / "dagster_home"))
+        run_pipeline(gen.inbox, gen.registry, tmp / "work", tmp / "publish")
     return tmp / "work" / "warehouse.duckdb"
 
 
