@@ -17,7 +17,9 @@ alleged AS (  -- the most named alleged party; a tie names none
   FROM (SELECT * FROM alleged_counts QUALIFY rank() OVER (PARTITION BY event_id ORDER BY n DESC) = 1)
   GROUP BY event_id
 ),
-member_sources AS (SELECT DISTINCT event_id, source FROM m),
+-- one row per event and source (a source's class and bloc come with it): the source-level
+-- aggregates below read these instead of making DuckDB de-duplicate a million members per aggregate
+member_sources AS (SELECT DISTINCT event_id, source, party_class, bloc FROM m),
 att_rows AS (
   SELECT m.event_id, a.source, a.stance, ms.source IS NOT NULL AS by_member
   FROM m JOIN current_attestations a
@@ -32,19 +34,23 @@ att AS (
   FROM att_rows GROUP BY event_id
 ),
 agg AS (
-  SELECT m.event_id,
-         count(DISTINCT m.source) AS n_sources,
-         count(DISTINCT m.party_class) AS n_classes,
-         count(*) AS n_reports,
-         max(m.severity) AS severity,
-         max(m.reported_at) AS last_reported_at,
-         max(m.tlp_rank) AS tlp_rank,
-         list_sort(list(DISTINCT m.source)) AS sources,
-         -- non-aligned: bloc null, or differing from the origin reporter's and the alleged party's
-         bool_or(m.bloc IS NULL OR (m.bloc IS DISTINCT FROM o.origin_bloc AND m.bloc IS DISTINCT FROM ap.bloc)) AS has_non_aligned
-  FROM m JOIN origin o USING (event_id) JOIN alleged al USING (event_id)
-  LEFT JOIN party_directory ap ON ap.code = al.alleged_party
-  GROUP BY m.event_id
+  SELECT s.event_id, s.n_sources, s.n_classes, r.n_reports, r.severity, r.last_reported_at,
+         r.tlp_rank, s.sources, s.has_non_aligned
+  FROM (
+    SELECT ms.event_id,
+           count(ms.source) AS n_sources,
+           count(DISTINCT ms.party_class) AS n_classes,
+           list_sort(list(ms.source)) AS sources,
+           -- non-aligned: bloc null, or differing from the origin reporter's and the alleged party's
+           bool_or(ms.bloc IS NULL OR (ms.bloc IS DISTINCT FROM o.origin_bloc AND ms.bloc IS DISTINCT FROM ap.bloc)) AS has_non_aligned
+    FROM member_sources ms JOIN origin o USING (event_id) JOIN alleged al USING (event_id)
+    LEFT JOIN party_directory ap ON ap.code = al.alleged_party
+    GROUP BY ms.event_id
+  ) s JOIN (
+    SELECT event_id, count(*) AS n_reports, max(severity) AS severity,
+           max(reported_at) AS last_reported_at, max(tlp_rank) AS tlp_rank
+    FROM m GROUP BY event_id
+  ) r USING (event_id)
 )
 SELECT
   o.event_id, o.category, o.region, o.origin_at,
