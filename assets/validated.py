@@ -162,12 +162,9 @@ def validated_reports(
                 continue
             con.execute("CHECKPOINT")  # GX reads the file through its own connection
             started = time.perf_counter()
-            for (kind, _), result in zip(
-                # no connection: the samples come from quarantine (_record_findings)
-                runs,
-                run_suites(None, settings.warehouse_path, settings.gx_dir, runs),
-                strict=True,
-            ):
+            # no connection for samples: they come from quarantine (_record_findings)
+            found = run_suites(None, settings.warehouse_path, settings.gx_dir, runs)
+            for (kind, _), result in zip(runs, found, strict=True):
                 results[kind] = result
                 _record_findings(con, kind, shas, result)
             validated = time.perf_counter()

@@ -19,10 +19,15 @@ from warehouse.db import Warehouse, fetch_arrow, markdown_preview, sql_file, tab
 
 OWNER = "team:verification"
 TLP_RANK_SQL = "CASE tlp WHEN 'CLEAR' THEN 0 WHEN 'GREEN' THEN 1 WHEN 'AMBER' THEN 2 WHEN 'AMBER+STRICT' THEN 3 ELSE 4 END"
-WAREHOUSE_SUITES = {
-    "submissions": "warehouse_submissions",
-    **{f"reports_{k}": f"warehouse_reports_{k}" for k in KINDS},
-}
+# One GX checkpoint per group: (suite by table, the columns that name a failing row). The
+# report tables name it by its submission row, so GX needs no sample scan of a rule that
+# passes (on a million reports a full pass; a whole GROUP BY for a duplicate rule);
+# submissions has no such columns.
+WAREHOUSE_CHECKPOINTS = (
+    ({"submissions": "warehouse_submissions"}, []),
+    ({f"reports_{k}": f"warehouse_reports_{k}" for k in KINDS}, INDEX_COLUMNS),
+)
+WAREHOUSE_SUITES = {t: s for suites, _ in WAREHOUSE_CHECKPOINTS for t, s in suites.items()}
 
 AS_OF_SQL = """
 SELECT greatest(
@@ -53,26 +58,21 @@ def parse_as_of(text: str) -> datetime:
     ],
 )
 def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
-    """The warehouse-level suites: the report tables in one GX checkpoint, naming failing rows
-    by their submission row (GX then needs no sample scan of a rule that passes: on a million
-    reports that scan is a full pass, a whole GROUP BY for a duplicate rule), the submissions
-    table in another; one Data Docs build for their results."""
-    runs = [(suite, table) for table, suite in WAREHOUSE_SUITES.items()]
+    """The warehouse-level suites, in the checkpoints of ``WAREHOUSE_CHECKPOINTS``; one Data
+    Docs build for their results."""
     with warehouse.connect() as con:
         con.execute("CHECKPOINT")
-        results = run_suites(
-            con,
-            settings.warehouse_path,
-            settings.gx_dir,
-            [r for r in runs if r[1].startswith("reports_")],
-            index_columns=INDEX_COLUMNS,
-        ) + run_suites(
-            con,
-            settings.warehouse_path,
-            settings.gx_dir,
-            [r for r in runs if not r[1].startswith("reports_")],
-            index_columns=[],
-        )
+        results = [
+            result
+            for suites, index_columns in WAREHOUSE_CHECKPOINTS
+            for result in run_suites(
+                con,
+                settings.warehouse_path,
+                settings.gx_dir,
+                [(suite, table) for table, suite in suites.items()],
+                index_columns=index_columns,
+            )
+        ]
     docs = build_data_docs(settings.gx_dir, results, keep=settings.gx_keep_results)
     for result in results:
         yield dg.AssetCheckResult(

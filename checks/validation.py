@@ -240,7 +240,8 @@ def prune_validation_results(ctx, gx_dir: Path, keep: int) -> int:
         keys.sort(key=lambda k: k.run_id.run_time or datetime.min.replace(tzinfo=UTC))
         for key in keys[:-keep]:
             store.remove_key(key)
-            page = site.joinpath(*key.to_tuple()[:-1], f"{key.to_tuple()[-1]}.html")
+            *folders, batch = key.to_tuple()
+            page = site.joinpath(*folders, f"{batch}.html")
             page.unlink(missing_ok=True)
             for folder in (page.parent, page.parent.parent):  # the run's folders, once empty
                 with contextlib.suppress(OSError):
