@@ -10,15 +10,15 @@ import dagster as dg
 import polars as pl
 
 from assets.staged import staged_path
-from pipelines.contract import FIELDS
-from pipelines.partitions import submissions_partitions
-from pipelines.protection import (
+from cbm.contract import FIELDS
+from cbm.protection import (
     PseudonymKey,
     keyed_technical_keys,
     load_key,
     redact_identifiers,
     scrub_expr,
 )
+from pipelines.partitions import submissions_partitions
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
 

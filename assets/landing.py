@@ -19,11 +19,11 @@ import dagster as dg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pipelines.contract import format_of, kind_of
+from cbm.contract import format_of, kind_of
+from cbm.protection import load_key
+from cbm.registry import Registry
+from cbm.release import sha256_file
 from pipelines.partitions import submissions_partitions
-from pipelines.protection import load_key
-from pipelines.registry import Registry
-from pipelines.release import sha256_file
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, markdown_preview, table_schema
 

@@ -7,9 +7,9 @@ import dagster as dg
 import duckdb
 
 from assets.verified import release_context
-from pipelines import release as rel
-from pipelines.protection import load_key
-from pipelines.registry import RULES_VERSION
+from cbm import release as rel
+from cbm.protection import load_key
+from cbm.registry import RULES_VERSION
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, fetch_arrow, sql_file
 

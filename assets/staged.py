@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from assets.landing import landing_paths
-from pipelines.contract import FIELDS
+from cbm.contract import FIELDS
 from pipelines.partitions import submissions_partitions
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse

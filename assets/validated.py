@@ -10,8 +10,8 @@ import time
 
 import dagster as dg
 
+from cbm.contract import KINDS
 from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
-from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data, submissions_partitions
 from pipelines.settings import CbmSettings
 from warehouse.db import (

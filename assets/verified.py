@@ -10,9 +10,9 @@ from datetime import datetime
 import dagster as dg
 import polars as pl
 
-from assets.clustering import ORDER, ORDER_SQL, assign_events
+from cbm.clustering import ORDER, ORDER_SQL, assign_events
+from cbm.contract import KINDS
 from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
-from pipelines.contract import KINDS
 from pipelines.partitions import refresh_on_new_data
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, fetch_arrow, markdown_preview, sql_file, table_schema

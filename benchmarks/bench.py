@@ -54,7 +54,7 @@ def log(msg: str) -> None:
 
 
 def cached_inbox(reports: int, parties: int, seed: int) -> Path:
-    from pipelines.generate import generate
+    from cbm.generate import generate
 
     cache = ROOT / "benchmarks" / ".cache" / f"inbox-{reports}-{parties}-{seed}"
     if not (cache / ".complete").exists():
@@ -261,7 +261,7 @@ def machine() -> dict:
 
 def incremental_file(inbox: Path, reports: int, seed: int) -> Path:
     """One extra submission of ``reports`` incidents from one party, in a new file."""
-    from pipelines.generate import generate
+    from cbm.generate import generate
 
     tmp = Path(tempfile.mkdtemp(prefix="cbm-incr-"))
     generate(tmp, seed=seed + 1000, reports=reports)

@@ -44,8 +44,8 @@ def _prepare_dagster_home(workdir: Path) -> Path:
 
 
 def _check_inputs(inbox: Path, registry_dir: Path):
-    from pipelines.protection import KeyError_, load_key
-    from pipelines.registry import RegistryError, load_registry
+    from cbm.protection import KeyError_, load_key
+    from cbm.registry import RegistryError, load_registry
 
     if not inbox.is_dir():
         raise CannotRun(f"inbox {inbox} does not exist or is not a directory")
@@ -308,7 +308,7 @@ def _run_pipeline_locked(
 
 
 def summarize(settings) -> dict:
-    from pipelines import release as rel
+    from cbm import release as rel
     from warehouse.db import Warehouse
 
     with Warehouse(path=str(settings.warehouse_path)).connect() as con:
@@ -356,7 +356,7 @@ def _print_summary(s: dict) -> None:
 
 
 def cmd_generate(args) -> int:
-    from pipelines.generate import generate
+    from cbm.generate import generate
 
     out = generate(args.out, seed=args.seed, reports=args.reports)
     _say(
@@ -422,7 +422,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_verify_release(args) -> int:
-    from pipelines.release import verify_release
+    from cbm.release import verify_release
 
     path = Path(args.path)
     if (path / "LATEST").exists() and not (path / "manifest.json").exists():
@@ -437,7 +437,7 @@ def cmd_verify_release(args) -> int:
 
 
 def cmd_keygen_pseudonym(args) -> int:
-    from pipelines.protection import new_key_file
+    from cbm.protection import new_key_file
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -450,7 +450,7 @@ def cmd_keygen_pseudonym(args) -> int:
 
 
 def cmd_keygen(args) -> int:
-    from pipelines.signing import new_party_key
+    from cbm.signatures import new_party_key
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -462,7 +462,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_sign(args) -> int:
-    from pipelines.signing import SigningError, sign_file
+    from cbm.signatures import SigningError, sign_file
 
     for name in args.files:
         try:
@@ -474,8 +474,8 @@ def cmd_sign(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from pipelines.generate import generate
-    from pipelines.protection import new_key_file
+    from cbm.generate import generate
+    from cbm.protection import new_key_file
 
     base = Path(args.dir)
     if not os.environ.get("CBM_KEY_FILE") and not os.environ.get("CBM_PSEUDONYM_KEY"):

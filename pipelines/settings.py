@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.registry import Registry, load_registry
+from cbm.registry import Registry, load_registry
 
 DEMO_DIR = Path(".cbm/demo")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.generate import COMMITMENTS, POLICY, sample_parties
+from cbm.generate import COMMITMENTS, POLICY, sample_parties
 
 TEST_KEY = "t1:" + "5a" * 32
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cbm.generate import generate
 from checks.validation import INDEX_COLUMNS, load_suite, run_suites
 from pipelines.cli import run_pipeline
-from pipelines.generate import generate
 from warehouse.db import Warehouse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

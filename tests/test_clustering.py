@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from assets.clustering import assign_events
+from cbm.clustering import assign_events
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -81,7 +81,7 @@ def test_rows_sorted_by_duckdb_give_the_same_events_as_polars_sorting():
     including NULL regions, ties in time and groups with one report."""
     import duckdb
 
-    from assets.clustering import ORDER_SQL
+    from cbm.clustering import ORDER_SQL
 
     w = {"border_incident": 24, "cyber_intrusion": 72}
     rows = [

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.generate import generate
+from cbm.generate import generate
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "consumer-guide.md"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.generate import generate
-from pipelines.release import verify_release
+from cbm.generate import generate
+from cbm.release import verify_release
 from tests.conftest import attestation, compliance, incident, write_csv, write_jsonl
 
 

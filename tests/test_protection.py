@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from pipelines.protection import (
+from cbm.protection import (
     KeyError_,
     keyed_technical_keys,
     load_key,

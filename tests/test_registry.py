@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from pipelines.registry import RegistryError, load_registry
+from cbm.registry import RegistryError, load_registry
 from tests.conftest import write_registry
 
 

@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from pipelines import release as rel
+from cbm import release as rel
 
 
 def _table():

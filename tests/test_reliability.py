@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.generate import generate
-from pipelines.release import verify_release
+from cbm.generate import generate
+from cbm.release import verify_release
 
 VOLATILE = {"submissions": "* EXCLUDE (received_at, landing_path)"}
 TABLES = [

@@ -16,8 +16,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from cbm.contract import FIELDS, KINDS, SQL_TYPES, typed_fields
 from checks.gx_duckdb import connection_config
-from pipelines.contract import FIELDS, KINDS, SQL_TYPES, typed_fields
 
 PROVENANCE = {"submission_sha": "VARCHAR", "row_number": "BIGINT", "source": "VARCHAR"}
 # Anonymised rows also carry why a row could not be read, and (attestations) the subject's
