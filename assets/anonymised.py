@@ -11,51 +11,13 @@ import polars as pl
 
 from assets.staged import staged_path
 from cbm.contract import FIELDS
-from cbm.protection import (
-    PseudonymKey,
-    keyed_technical_keys,
-    load_key,
-    redact_identifiers,
-    scrub_expr,
-)
+from cbm.protection import anonymise_frame, load_key
 from pipelines.partitions import submissions_partitions
 from pipelines.settings import CbmSettings
 from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
 
 OWNER = "team:ingestion"
 ISO_TS = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)"
-
-
-def anonymise_frame(
-    frame: pl.DataFrame, kind: str, source: str, key: PseudonymKey, party_names: list[str]
-) -> pl.DataFrame:
-    """Staged text rows -> rows safe for the warehouse (still text for typed fields)."""
-    exprs: list[pl.Expr] = [pl.lit(source).alias("source"), pl.col("row_number")]
-    for field, ftype in FIELDS[kind].items():
-        if ftype == "text":
-            exprs.append(scrub_expr(pl.col(field), party_names).alias(field))
-        elif ftype == "keys":
-            continue
-        else:
-            exprs.append(
-                redact_identifiers(pl.col(field).str.strip_chars(), party_names).alias(field)
-            )
-    exprs.append(pl.col("row_error"))
-    out = frame.select(exprs)
-    if "technical_keys" in FIELDS[kind]:
-        out = out.with_columns(keyed_technical_keys(frame, "technical_keys", key))
-    if kind == "attestations":
-        codes = out["subject_party"].drop_nulls().unique().to_list()
-        mapping = pl.DataFrame(
-            {"subject_party": codes, "_ps": [key.pseudonym(c) for c in codes]},
-            schema={"subject_party": pl.String, "_ps": pl.String},
-        )
-        out = (
-            out.join(mapping, on="subject_party", how="left", maintain_order="left")
-            .rename({"subject_party": "subject_party__code"})
-            .rename({"_ps": "subject_party"})
-        )
-    return out
 
 
 def _cast_sql(field: str, ftype: str) -> str:

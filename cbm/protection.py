@@ -19,6 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
+from cbm.contract import FIELDS
+
 EMAIL_RE = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
 URL_RE = r"(?i)\b(?:https?|ftp)://[^\s\"'<>]+|\bwww\.[^\s\"'<>]+"
 IPV4_RE = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
@@ -154,3 +156,35 @@ def keyed_technical_keys(frame: pl.DataFrame, column: str, key: PseudonymKey) ->
         .sort("_i")["_h"]
         .alias(column)
     )
+
+
+def anonymise_frame(
+    frame: pl.DataFrame, kind: str, source: str, key: PseudonymKey, party_names: list[str]
+) -> pl.DataFrame:
+    """Staged text rows -> rows safe for the warehouse (still text for typed fields)."""
+    exprs: list[pl.Expr] = [pl.lit(source).alias("source"), pl.col("row_number")]
+    for field, ftype in FIELDS[kind].items():
+        if ftype == "text":
+            exprs.append(scrub_expr(pl.col(field), party_names).alias(field))
+        elif ftype == "keys":
+            continue
+        else:
+            exprs.append(
+                redact_identifiers(pl.col(field).str.strip_chars(), party_names).alias(field)
+            )
+    exprs.append(pl.col("row_error"))
+    out = frame.select(exprs)
+    if "technical_keys" in FIELDS[kind]:
+        out = out.with_columns(keyed_technical_keys(frame, "technical_keys", key))
+    if kind == "attestations":
+        codes = out["subject_party"].drop_nulls().unique().to_list()
+        mapping = pl.DataFrame(
+            {"subject_party": codes, "_ps": [key.pseudonym(c) for c in codes]},
+            schema={"subject_party": pl.String, "_ps": pl.String},
+        )
+        out = (
+            out.join(mapping, on="subject_party", how="left", maintain_order="left")
+            .rename({"subject_party": "subject_party__code"})
+            .rename({"_ps": "subject_party"})
+        )
+    return out

@@ -17,16 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cbm.files import fsync_dir, sha256_file, write_atomic
+
 SCHEMA_VERSION = 1
 PRODUCTS = ("indicators", "compliance", "events")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def release_id_for(inputs: list[str], method_version: str, as_of: str, key_version: str) -> str:
@@ -86,15 +80,15 @@ def publish_atomically(
         "schema_version": SCHEMA_VERSION,
         "files": files,
     }
-    _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _fsync_dir(tmp)
+    write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    fsync_dir(tmp)
     os.rename(tmp, final)
-    _fsync_dir(releases)
+    fsync_dir(releases)
     return PublishedRelease(release_id, final, True, files)
 
 
 def set_latest(publish: Path, release_id: str) -> None:
-    _write_text(publish / "LATEST", release_id + "\n")
+    write_atomic(publish / "LATEST", release_id + "\n")
 
 
 def latest(publish: Path) -> str | None:
@@ -122,26 +116,9 @@ def append_changelog(publish: Path, entry: dict) -> None:
         if line.strip()
     ):
         return
-    _write_text(
+    write_atomic(
         path, "".join(line + "\n" for line in existing) + json.dumps(entry, sort_keys=True) + "\n"
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_release(path: str | Path) -> tuple[bool, list[str]]:

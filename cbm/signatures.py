@@ -2,7 +2,7 @@
 
 A key file is JSON ``{"party", "private_key", "public_key"}`` (base64 raw keys), written
 with mode 0600. The ``.sig`` beside a submission holds the base64 signature of its bytes.
-Verification lives in ``assets/landing.py`` (``verify_signature``).
+``verify_signature`` checks one.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import base64
 import json
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 class SigningError(RuntimeError):
@@ -55,3 +56,18 @@ def sign_file(key_file: Path, path: Path) -> Path:
     sig = path.with_name(path.name + ".sig")
     sig.write_text(base64.b64encode(key.sign(path.read_bytes())).decode() + "\n")
     return sig
+
+
+def verify_signature(public_key_b64: str, data: bytes, sig_bytes: bytes) -> bool:
+    """Ed25519 over the file bytes; the .sig holds the signature in base64 (or raw 64 bytes)."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
+        sig = (
+            sig_bytes
+            if len(sig_bytes) == 64
+            else base64.b64decode(sig_bytes.strip(), validate=True)
+        )
+        key.verify(sig, data)
+        return True
+    except (InvalidSignature, ValueError):
+        return False

@@ -230,8 +230,8 @@ def _run_pipeline_locked(
         raise CannotRun(str(exc)) from exc
     import dagster as dg
 
-    from assets.landing import scan_inbox
     from assets.verified import parse_as_of
+    from cbm.intake import scan_inbox
     from pipelines.definitions import build_definitions
     from pipelines.partitions import submissions_partitions
     from warehouse.db import Warehouse

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.landing import inbox_files, scan_inbox
+from cbm.intake import inbox_files, scan_inbox
 from pipelines.jobs import ingest_submissions
 from pipelines.partitions import submissions_partitions
 from pipelines.settings import CbmSettings

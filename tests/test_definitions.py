@@ -112,9 +112,10 @@ def test_inbox_sensor_lands_files_and_requests_one_run_per_new_submission(tmp_pa
 
 def test_materialize_ingestion_for_one_submission(tmp_path):
     from assets.anonymised import anonymised_reports
-    from assets.landing import landed_submissions, scan_inbox
+    from assets.landing import landed_submissions
     from assets.staged import staged_reports
     from assets.validated import validated_reports
+    from cbm.intake import scan_inbox
     from tests.conftest import write_registry
     from warehouse.db import Warehouse
 

@@ -5,7 +5,7 @@ import io
 import polars as pl
 import pytest
 
-from assets.staged import UnreadableSubmission, stage_rows
+from cbm.readers import UnreadableSubmission, stage_rows
 
 CSV = b"report_id,version,severity,extra_col\nA-1,1,3,x\nA-2,2,high,y\n"
 

@@ -1,0 +1,153 @@
+"""Readers: a submission's bytes parsed with Polars into the contract's columns, as text.
+
+Readers have explicit schemas: every contract field is read as text (no per-file type
+guessing); types are checked later, row by row, by the expectation suites. A file that
+cannot be read at all raises ``UnreadableSubmission`` with the reason; a JSON line that is
+not an object becomes a row with ``row_error`` set, which the suites quarantine.
+"""
+
+import csv
+import io
+import json
+
+import polars as pl
+
+from cbm.contract import FIELDS
+
+
+class UnreadableSubmission(ValueError):
+    """The file cannot be read as its extension says; the message says why."""
+
+
+def _decode(data: bytes) -> tuple[str, list[str]]:
+    notes = []
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        notes.append("UTF-8 byte-order mark removed")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise UnreadableSubmission(f"contains a NUL byte at offset {nul}; not a text file")
+    try:
+        return data.decode("utf-8"), notes
+    except UnicodeDecodeError as exc:
+        raise UnreadableSubmission(
+            f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (re-export as UTF-8)"
+        ) from exc
+
+
+def _to_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every column as text; nested values become a marker that fails the type rules."""
+    out = []
+    for name, dtype in frame.schema.items():
+        c = pl.col(name)
+        if dtype == pl.String:
+            out.append(c)
+        elif isinstance(dtype, pl.Datetime):
+            fmt = "%Y-%m-%dT%H:%M:%S%.f%:z" if dtype.time_zone else "%Y-%m-%dT%H:%M:%S%.f"
+            out.append(c.dt.strftime(fmt).alias(name))
+        elif dtype.is_nested() or dtype == pl.Object:
+            out.append(
+                pl.when(c.is_null()).then(None).otherwise(pl.lit("<nested value>")).alias(name)
+            )
+        else:
+            out.append(c.cast(pl.String).alias(name))
+    return frame.select(out)
+
+
+def read_csv(data: bytes) -> tuple[pl.DataFrame, list[str]]:
+    text, notes = _decode(data)
+    header = next(csv.reader(io.StringIO(text)), [])
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise UnreadableSubmission(f"duplicate column names in the header: {', '.join(dupes)}")
+    try:
+        frame = pl.read_csv(
+            io.StringIO(text), infer_schema=False, empty_string_is_null=True, raise_if_empty=False
+        )
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise UnreadableSubmission(f"not a readable CSV file: {str(exc).splitlines()[0]}") from exc
+    return frame.with_columns(pl.lit(None, pl.String).alias("row_error")), notes
+
+
+def read_jsonl(data: bytes) -> tuple[pl.DataFrame, list[str]]:
+    text, notes = _decode(data)
+    try:  # fast path: a well-formed file
+        frame = pl.read_ndjson(io.StringIO(text), infer_schema_length=None)
+        if frame.height == 0 and text.strip():
+            raise ValueError("no rows")
+        return _to_text(frame).with_columns(pl.lit(None, pl.String).alias("row_error")), notes
+    except Exception:  # slow path: find the bad lines, keep the good ones
+        pass
+    records, errors = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            err = None if isinstance(obj, dict) else f"line {number} is JSON but not an object"
+        except (json.JSONDecodeError, RecursionError) as exc:
+            obj, err = None, f"line {number} is not valid JSON ({exc.__class__.__name__})"
+        if err:
+            records.append({})
+        else:
+            records.append({k: _scalar_text(v) for k, v in obj.items()})
+        errors.append(err)
+    if not records:
+        raise UnreadableSubmission("no JSON lines in the file")
+    columns = sorted({k for r in records for k in r})
+    frame = pl.DataFrame(
+        {c: [r.get(c) for r in records] for c in columns} | {"row_error": errors},
+        schema={c: pl.String for c in [*columns, "row_error"]},
+    )
+    return frame, notes
+
+
+def _scalar_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        return "<nested value>"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def read_parquet(data: bytes) -> tuple[pl.DataFrame, list[str]]:
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise UnreadableSubmission(
+            f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}"
+        ) from exc
+    return _to_text(frame).with_columns(pl.lit(None, pl.String).alias("row_error")), []
+
+
+READERS = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}
+
+
+def stage_rows(data: bytes, fmt: str, kind: str) -> tuple[pl.DataFrame, list[str]]:
+    """Parse one submission into the kind's contract columns (text), ``row_number``, ``row_error``."""
+    frame, notes = READERS[fmt](data)
+    fields = list(FIELDS[kind])
+    present = [c for c in frame.columns if c in FIELDS[kind]]
+    all_rows_read = frame["row_error"].null_count() == frame.height
+    if not present and frame.height and all_rows_read:  # rows read, but no contract column
+        raise UnreadableSubmission(
+            f"none of the {kind} columns found (got {', '.join(frame.columns[:5])}); "
+            "check the delimiter (comma) and the header row"
+        )
+    extra = sorted(c for c in frame.columns if c not in FIELDS[kind] and c != "row_error")
+    missing = [c for c in fields if c not in frame.columns]
+    if extra:
+        notes.append(f"columns not in the contract were ignored: {', '.join(extra)}")
+    if missing:
+        notes.append(f"columns missing from the file (read as empty): {', '.join(missing)}")
+    frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
+    return (
+        frame.select(
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row_number"),
+            *[pl.col(c).cast(pl.String) for c in fields],
+            pl.col("row_error"),
+        ),
+        notes,
+    )
