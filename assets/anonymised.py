@@ -9,12 +9,14 @@ field is kept beside it (scrubbed) so a value that does not parse can be named i
 import dagster as dg
 import polars as pl
 
+from assets.metadata import markdown_preview, table_schema
+from assets.partitions import submissions_partitions
+from assets.resources import CbmSettings
 from assets.staged import staged_path
 from cbm.contract import FIELDS
 from cbm.protection import anonymise_frame, load_key
-from pipelines.partitions import submissions_partitions
-from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse, markdown_preview, report_columns, table_schema
+from warehouse.db import report_columns
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:ingestion"
 ISO_TS = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)"
@@ -74,7 +76,7 @@ def _insert(con, kind: str, frames: list[pl.DataFrame]) -> None:
     ),
 )
 def anonymised_reports(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     registry = settings.load_registry()
     key = load_key()

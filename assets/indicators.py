@@ -11,10 +11,11 @@ from importlib import resources
 import dagster as dg
 import yaml
 
+from assets.metadata import markdown_preview, table_schema
+from assets.partitions import monthly_partitions, refresh_on_new_data
+from assets.resources import CbmSettings
 from assets.verified import release_context
-from pipelines.partitions import monthly_partitions, refresh_on_new_data
-from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse, markdown_preview, table_schema
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
 
@@ -84,7 +85,7 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
     ),
 )
 def subject_indicators(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     policy = settings.load_registry().policy
     periods = list(context.partition_keys)

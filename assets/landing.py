@@ -10,13 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.metadata import markdown_preview, table_schema
+from assets.partitions import submissions_partitions
+from assets.resources import CbmSettings
 from cbm.contract import format_of, kind_of
 from cbm.intake import file_level_rejection, landing_paths, read_landing_meta
 from cbm.protection import load_key
 from cbm.registry import Registry
-from pipelines.partitions import submissions_partitions
-from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse, markdown_preview, table_schema
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:ingestion"
 
@@ -36,7 +37,7 @@ OWNER = "team:ingestion"
     ),
 )
 def landed_submissions(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     registry = settings.load_registry()
     key = load_key()

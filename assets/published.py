@@ -6,12 +6,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from assets.resources import CbmSettings
 from assets.verified import release_context
 from cbm import release as rel
 from cbm.protection import load_key
 from cbm.registry import RULES_VERSION
-from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse, fetch_arrow, sql_file
+from warehouse.db import fetch_arrow, sql_file
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:publication"
 
@@ -78,7 +79,7 @@ def _periods(con, glob: str) -> list[str]:
     ),
 )
 def release(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     registry = settings.load_registry()
     key = load_key()

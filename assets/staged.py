@@ -9,11 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import submissions_partitions
+from assets.resources import CbmSettings
 from cbm.intake import landing_paths
 from cbm.readers import UnreadableSubmission, stage_rows
-from pipelines.partitions import submissions_partitions
-from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:ingestion"
 
@@ -37,7 +37,7 @@ def staged_path(settings: CbmSettings, sha: str) -> Path:
     ),
 )
 def staged_reports(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     settings.staged_dir.mkdir(parents=True, exist_ok=True)
     total_rows, unreadable = 0, 0

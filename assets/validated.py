@@ -10,17 +10,13 @@ import time
 
 import dagster as dg
 
+from assets.metadata import markdown_preview, table_schema
+from assets.partitions import refresh_on_new_data, submissions_partitions
+from assets.resources import CbmSettings
 from cbm.contract import KINDS
 from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
-from pipelines.partitions import refresh_on_new_data, submissions_partitions
-from pipelines.settings import CbmSettings
-from warehouse.db import (
-    Warehouse,
-    markdown_preview,
-    refresh_superseded,
-    report_columns,
-    table_schema,
-)
+from warehouse.db import refresh_superseded, report_columns
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
 # One GX checkpoint per step. Reports first, then attestations: an attestation about a report
@@ -137,7 +133,7 @@ WHERE s.sha256 = k.sha AND s.status IN ('staged', 'accepted', 'partial')
     ),
 )
 def validated_reports(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ):
     shas = list(context.partition_keys)
     batch_rows: dict[str, int] = {}
@@ -272,7 +268,7 @@ def validated_reports(
         "Warnings (kept rows) are listed too, with severity 'warning'."
     ),
 )
-def quarantined_rows(warehouse: Warehouse) -> dg.MaterializeResult:
+def quarantined_rows(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         n, files, critical = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), count(*) FILTER (WHERE severity = 'critical') FROM quarantine"

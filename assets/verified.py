@@ -10,12 +10,14 @@ from datetime import datetime
 import dagster as dg
 import polars as pl
 
+from assets.metadata import markdown_preview, table_schema
+from assets.partitions import refresh_on_new_data
+from assets.resources import CbmSettings
 from cbm.clustering import ORDER, ORDER_SQL, assign_events
 from cbm.contract import KINDS
 from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
-from pipelines.partitions import refresh_on_new_data
-from pipelines.settings import CbmSettings
-from warehouse.db import Warehouse, fetch_arrow, markdown_preview, sql_file, table_schema
+from warehouse.db import fetch_arrow, sql_file
+from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
 TLP_RANK_SQL = "CASE tlp WHEN 'CLEAR' THEN 0 WHEN 'GREEN' THEN 1 WHEN 'AMBER' THEN 2 WHEN 'AMBER+STRICT' THEN 3 ELSE 4 END"
@@ -57,7 +59,7 @@ def parse_as_of(text: str) -> datetime:
         for table, suite in WAREHOUSE_SUITES.items()
     ],
 )
-def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
+def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
     """The warehouse-level suites, in the checkpoints of ``WAREHOUSE_CHECKPOINTS``; one Data
     Docs build for their results."""
     with warehouse.connect() as con:
@@ -102,7 +104,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: Warehouse):
         "it: a critical failure stops verification and publication."
     ),
 )
-def warehouse_tables(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+def warehouse_tables(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     registry = settings.load_registry()
     with warehouse.connect() as con:
         if settings.as_of:
@@ -154,7 +156,7 @@ def release_context(con) -> tuple[datetime, str]:
         "attestations of any event in the view `event_evidence`."
     ),
 )
-def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     policy = settings.load_registry().policy
     with warehouse.connect() as con:
         as_of, _ = release_context(con)
@@ -238,7 +240,9 @@ def incident_clusters(settings: CbmSettings, warehouse: Warehouse) -> dg.Materia
         "missed, disputed, with the reason and tentative/definitive status."
     ),
 )
-def compliance_verdicts(settings: CbmSettings, warehouse: Warehouse) -> dg.MaterializeResult:
+def compliance_verdicts(
+    settings: CbmSettings, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         as_of, _ = release_context(con)
         # Occurrences start at the first month any party reported on (not at valid_from, which

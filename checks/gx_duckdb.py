@@ -13,8 +13,6 @@ stand-in with ``value == "duckdb"``.
 
 from __future__ import annotations
 
-import duckdb_engine
-import sqlalchemy
 from great_expectations.execution_engine import sqlalchemy_execution_engine as _see
 
 
@@ -42,18 +40,6 @@ def install() -> None:
 
 def is_installed() -> bool:
     return "duckdb" in _see._PERSISTED_CONNECTION_DIALECTS
-
-
-def connection_config() -> dict[str, str]:
-    """DuckDB config identical to what duckdb_engine opens with.
-
-    DuckDB refuses a second connection to the same file in one process with a different
-    configuration; duckdb_engine sets ``custom_user_agent``. Our own connections use the same
-    value so the warehouse and GX can share the database instance.
-    """
-    return {
-        "custom_user_agent": f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"
-    }
 
 
 install()

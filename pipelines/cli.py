@@ -149,7 +149,7 @@ def _execute(
 
 def _indicator_months(settings, instance) -> tuple[str, str] | None:
     """The month partitions that have verdicts or events, up to the as-of month."""
-    from pipelines.partitions import monthly_partitions
+    from assets.partitions import monthly_partitions
     from warehouse.db import Warehouse
 
     with Warehouse(path=str(settings.warehouse_path)).connect() as con:
@@ -222,7 +222,7 @@ def _run_pipeline_locked(
     inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
 ) -> dict:
     """The run itself; the caller holds the workdir lock."""
-    from pipelines.settings import CbmSettings, gx_keep_results_from_env
+    from assets.resources import CbmSettings, gx_keep_results_from_env
 
     try:  # before pipelines.definitions, which reads it for the code location too
         keep_results = gx_keep_results_from_env()
@@ -230,10 +230,10 @@ def _run_pipeline_locked(
         raise CannotRun(str(exc)) from exc
     import dagster as dg
 
+    from assets.partitions import submissions_partitions
     from assets.verified import parse_as_of
     from cbm.intake import scan_inbox
     from pipelines.definitions import build_definitions
-    from pipelines.partitions import submissions_partitions
     from warehouse.db import Warehouse
 
     _check_inputs(inbox, registry_dir)

@@ -12,6 +12,7 @@ from assets.anonymised import anonymised_reports
 from assets.indicators import subject_indicators
 from assets.landing import landed_submissions
 from assets.published import manifest_integrity, release
+from assets.resources import CbmSettings, settings_from_env
 from assets.staged import staged_reports
 from assets.validated import quarantined_rows, validated_reports
 from assets.verified import (
@@ -22,8 +23,7 @@ from assets.verified import (
 )
 from pipelines.jobs import compute_indicators, ingest_submissions, publish_release, verify_reports
 from pipelines.sensors import inbox_sensor
-from pipelines.settings import CbmSettings, settings_from_env
-from warehouse.db import Warehouse
+from warehouse.resource import WarehouseResource
 
 ASSETS = [
     landed_submissions,
@@ -60,7 +60,7 @@ def build_definitions(settings: CbmSettings) -> dg.Definitions:
         schedules=[monthly_release_schedule],
         resources={
             "settings": settings,
-            "warehouse": Warehouse(path=str(settings.warehouse_path)),
+            "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
         },
         executor=dg.in_process_executor,  # one process writes the DuckDB file (DESIGN.md)
     )

@@ -4,7 +4,7 @@ ingest_submissions (per file hash) > verify_reports > compute_indicators (per mo
 
 import dagster as dg
 
-from pipelines.partitions import monthly_partitions, submissions_partitions
+from assets.partitions import monthly_partitions, submissions_partitions
 
 ingest_submissions = dg.define_asset_job(
     name="ingest_submissions",

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import submissions_partitions
+from assets.resources import CbmSettings
 from cbm.intake import inbox_files, scan_inbox
 from pipelines.jobs import ingest_submissions
-from pipelines.partitions import submissions_partitions
-from pipelines.settings import CbmSettings
 
 
 def inbox_fingerprint(inbox: Path) -> str:

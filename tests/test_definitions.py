@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from assets.resources import CbmSettings
 from pipelines.definitions import build_definitions, defs
-from pipelines.settings import CbmSettings
 from tests.conftest import incident, write_csv
 
 EXPECTED_GRAPH = {  # asset -> (group, upstream assets)

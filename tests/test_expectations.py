@@ -5,13 +5,13 @@ import duckdb
 import pytest
 
 import checks.validation as validation
-from checks import gx_duckdb
+from warehouse.db import connection_config
 
 
 @pytest.fixture
 def table(tmp_path):
     path = tmp_path / "w.duckdb"
-    con = duckdb.connect(str(path), config=gx_duckdb.connection_config())
+    con = duckdb.connect(str(path), config=connection_config())
     con.execute(
         """CREATE TABLE t AS SELECT 's' AS submission_sha, i AS row_number, 'r' || i AS report_id,
         CASE WHEN i % 10 = 3 THEN NULL ELSE i END AS a, i % 4 AS b, NULL::VARCHAR AS empty
@@ -58,7 +58,7 @@ def test_a_null_predicate_counts_as_passing(tmp_path, table, monkeypatch):
 
 
 def test_several_rules_report_separately_with_samples(tmp_path, table, monkeypatch):
-    con = duckdb.connect(str(table), config=gx_duckdb.connection_config())
+    con = duckdb.connect(str(table), config=connection_config())
     try:
         result = _run(
             tmp_path,

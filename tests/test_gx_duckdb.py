@@ -5,6 +5,7 @@ import great_expectations as gx
 from great_expectations.execution_engine import sqlalchemy_execution_engine as see
 
 from checks import gx_duckdb
+from warehouse.db import connection_config
 
 
 def _validate(db_path):
@@ -33,7 +34,7 @@ def _validate(db_path):
 
 def _table(tmp_path):
     path = tmp_path / "t.duckdb"
-    con = duckdb.connect(str(path), config=gx_duckdb.connection_config())
+    con = duckdb.connect(str(path), config=connection_config())
     con.execute("CREATE TABLE t AS SELECT i AS id, i % 7 AS v FROM range(100) r(i)")
     con.close()
     return path
@@ -62,9 +63,19 @@ def test_with_the_fix_gx_returns_the_failing_rows_query(tmp_path):
     assert result.result["unexpected_count"] == sum(1 for i in range(100) if i % 7 in (0, 6))
     query = result.result["unexpected_index_query"]
     rows = (
-        duckdb.connect(str(tmp_path / "t.duckdb"), config=gx_duckdb.connection_config())
+        duckdb.connect(str(tmp_path / "t.duckdb"), config=connection_config())
         .execute(query)
         .fetchall()
     )
     assert rows and all(r[-1] == 0 or r[-1] == 6 for r in rows)
     assert len(rows) == result.result["unexpected_count"]
+
+
+def test_our_connections_open_with_duckdb_engines_config():
+    """The warehouse and GX share one database instance in a process only while our config
+    equals duckdb_engine's (read from package metadata so quick commands skip SQLAlchemy)."""
+    import duckdb_engine
+    import sqlalchemy
+
+    expected = f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"
+    assert connection_config() == {"custom_user_agent": expected}

@@ -200,8 +200,8 @@ def test_warehouse_checks_report_a_version_handed_in_twice(project):
     without index columns)."""
     import dagster as dg
 
+    from assets.resources import CbmSettings
     from assets.verified import warehouse_table_checks
-    from pipelines.settings import CbmSettings
     from warehouse.db import Warehouse
 
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2")])

@@ -55,7 +55,7 @@ def run_args(base: Path, inbox: Path, registry: Path, name: str) -> list[str]:
 def state(base: Path, name: str) -> dict:
     import duckdb
 
-    from checks.gx_duckdb import connection_config
+    from warehouse.db import connection_config
 
     con = duckdb.connect(
         str(base / f"work-{name}" / "warehouse.duckdb"), read_only=True, config=connection_config()

@@ -10,14 +10,13 @@ import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
+from dataclasses import dataclass
+from importlib import metadata, resources
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 
 from cbm.contract import FIELDS, KINDS, SQL_TYPES, typed_fields
-from checks.gx_duckdb import connection_config
 
 PROVENANCE = {"submission_sha": "VARCHAR", "row_number": "BIGINT", "source": "VARCHAR"}
 # Anonymised rows also carry why a row could not be read, and (attestations) the subject's
@@ -104,7 +103,20 @@ def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str
     con.execute("DROP TABLE touched_reports")
 
 
-class Warehouse(dg.ConfigurableResource):
+def connection_config() -> dict[str, str]:
+    """DuckDB config identical to what duckdb_engine (Great Expectations' way in) opens with.
+
+    DuckDB refuses a second connection to the same file in one process with a different
+    configuration; duckdb_engine sets ``custom_user_agent``. Our own connections use the same
+    value so the warehouse and GX can share the database instance. The versions come from the
+    package metadata: importing duckdb_engine would import SQLAlchemy for quick commands too.
+    """
+    engine, sqla = metadata.version("duckdb_engine"), metadata.version("sqlalchemy")
+    return {"custom_user_agent": f"duckdb_engine/{engine}(sqlalchemy/{sqla})"}
+
+
+@dataclass(frozen=True)
+class Warehouse:
     """The DuckDB file of one workdir."""
 
     path: str
@@ -151,31 +163,6 @@ def _connect_waiting(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPy
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-
-def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
-    """Dagster column schema of a warehouse table, for asset metadata."""
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = ? ORDER BY ordinal_position",
-        [table],
-    ).fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t) for n, t in rows])
-
-
-def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str, params=None, limit: int = 10) -> str:
-    """A small Markdown table of a query's first rows, for the Dagster UI."""
-    rel = con.execute(f"SELECT * FROM ({sql}) LIMIT {limit}", params or [])
-    cols = [d[0] for d in rel.description]
-    rows = rel.fetchall()
-    if not rows:
-        return "_no rows_"
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    body = "".join(
-        "| " + " | ".join("" if v is None else str(v).replace("|", "\\|")[:60] for v in r) + " |\n"
-        for r in rows
-    )
-    return head + body
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
