@@ -14,7 +14,7 @@ import yaml
 from assets.metadata import markdown_preview, table_schema
 from assets.partitions import monthly_partitions, refresh_on_new_data
 from assets.resources import CbmSettings
-from assets.verified import release_context
+from assets.verified import read_release_context
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
@@ -84,13 +84,13 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
         "of a month range recomputes exactly those periods."
     ),
 )
-def subject_indicators(
+def indicator_values(
     context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     policy = settings.load_registry().policy
     periods = list(context.partition_keys)
     with warehouse.connect() as con:
-        as_of, _ = release_context(con)
+        as_of, _ = read_release_context(con)
         n = build_indicator_values(con, as_of, policy, periods)
         by_indicator = dict(
             con.execute(

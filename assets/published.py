@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 
 from assets.resources import CbmSettings
-from assets.verified import release_context
+from assets.verified import read_release_context
 from cbm import release as rel
 from cbm.protection import load_key
 from cbm.registry import RULES_VERSION
@@ -66,7 +66,7 @@ def _periods(con, glob: str) -> list[str]:
 
 
 @dg.asset(
-    deps=["subject_indicators", "incident_clusters", "compliance_verdicts"],
+    deps=["indicator_values", "incident_clusters", "compliance_verdicts"],
     group_name="published",
     kinds={"parquet"},
     owners=[OWNER],
@@ -85,7 +85,7 @@ def release(
     key = load_key()
     publish = Path(settings.publish)
     with warehouse.connect() as con:
-        as_of, method_version = release_context(con)
+        as_of, method_version = read_release_context(con)
         inputs = [
             r[0] for r in con.execute("SELECT sha256 FROM submissions ORDER BY sha256").fetchall()
         ]

@@ -268,7 +268,7 @@ def validated_reports(
         "Warnings (kept rows) are listed too, with severity 'warning'."
     ),
 )
-def quarantined_rows(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         n, files, critical = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), count(*) FILTER (WHERE severity = 'critical') FROM quarantine"

@@ -51,7 +51,7 @@ def parse_as_of(text: str) -> datetime:
     specs=[
         dg.AssetCheckSpec(
             f"suite_{suite}",
-            asset="warehouse_tables",
+            asset="release_context",
             blocking=True,
             description=f"Great Expectations suite checks/suites/{suite}.json on warehouse table "
             f"{table}; a critical failure blocks verification and publication.",
@@ -78,7 +78,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
     docs = build_data_docs(settings.gx_dir, results, keep=settings.gx_keep_results)
     for result in results:
         yield dg.AssetCheckResult(
-            asset_key="warehouse_tables",
+            asset_key="release_context",
             check_name=f"suite_{result.suite}",
             passed=not result.critical,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -104,7 +104,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
         "it: a critical failure stops verification and publication."
     ),
 )
-def warehouse_tables(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def release_context(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     registry = settings.load_registry()
     with warehouse.connect() as con:
         if settings.as_of:
@@ -130,7 +130,7 @@ def warehouse_tables(settings: CbmSettings, warehouse: WarehouseResource) -> dg.
     )
 
 
-def release_context(con) -> tuple[datetime, str]:
+def read_release_context(con) -> tuple[datetime, str]:
     row = con.execute("SELECT as_of, method_version FROM release_context").fetchone()
     if row is None or row[0] is None:
         raise RuntimeError(
@@ -140,7 +140,7 @@ def release_context(con) -> tuple[datetime, str]:
 
 
 @dg.asset(
-    deps=["warehouse_tables"],
+    deps=["release_context"],
     group_name="verified",
     kinds={"duckdb", "polars"},
     owners=[OWNER],
@@ -159,7 +159,7 @@ def release_context(con) -> tuple[datetime, str]:
 def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     policy = settings.load_registry().policy
     with warehouse.connect() as con:
-        as_of, _ = release_context(con)
+        as_of, _ = read_release_context(con)
         con.execute(
             f"""CREATE OR REPLACE TEMP VIEW incident_rows AS
             SELECT source, report_id, category, region, occurred_at,
@@ -184,13 +184,13 @@ def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg
             "association_windows",
             pl.DataFrame({"category": list(windows), "hours": list(windows.values())}).to_arrow(),
         )
-        con.execute(sql_file("event_association"), {"radius_km": policy.association_radius_km})
+        con.execute(sql_file("event_members"), {"radius_km": policy.association_radius_km})
         con.unregister("association_windows")
         con.unregister("region_members")
         con.execute("DROP VIEW incident_rows")
         con.execute(sql_file("event_evidence"))
         con.execute(
-            sql_file("event_status"),
+            sql_file("incident_clusters"),
             {
                 "as_of": as_of,
                 "review_days": policy.review_window_days,
@@ -228,7 +228,7 @@ def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg
 
 
 @dg.asset(
-    deps=["warehouse_tables"],
+    deps=["release_context"],
     group_name="verified",
     kinds={"duckdb"},
     owners=[OWNER],
@@ -244,7 +244,7 @@ def compliance_verdicts(
     settings: CbmSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     with warehouse.connect() as con:
-        as_of, _ = release_context(con)
+        as_of, _ = read_release_context(con)
         # Occurrences start at the first month any party reported on (not at valid_from, which
         # may lie years before the deployment began).
         first = con.execute(

@@ -38,11 +38,11 @@ STAGE_OF = {
     "staged_reports": "staged",
     "anonymised_reports": "anonymised",
     "validated_reports": "validated",
-    "quarantined_rows": "verified",
-    "warehouse_tables": "verified",
+    "quarantine": "verified",
+    "release_context": "verified",
     "incident_clusters": "verified",
     "compliance_verdicts": "verified",
-    "subject_indicators": "indicators",
+    "indicator_values": "indicators",
     "release": "published",
 }
 KINDS = ("incidents", "compliance", "attestations")

@@ -9,17 +9,17 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.anonymised import anonymised_reports
-from assets.indicators import subject_indicators
+from assets.indicators import indicator_values
 from assets.landing import landed_submissions
 from assets.published import manifest_integrity, release
 from assets.resources import CbmSettings, settings_from_env
 from assets.staged import staged_reports
-from assets.validated import quarantined_rows, validated_reports
+from assets.validated import quarantine, validated_reports
 from assets.verified import (
     compliance_verdicts,
     incident_clusters,
+    release_context,
     warehouse_table_checks,
-    warehouse_tables,
 )
 from pipelines.jobs import compute_indicators, ingest_submissions, publish_release, verify_reports
 from pipelines.sensors import inbox_sensor
@@ -30,11 +30,11 @@ ASSETS = [
     staged_reports,
     anonymised_reports,
     validated_reports,
-    quarantined_rows,
-    warehouse_tables,
+    quarantine,
+    release_context,
     incident_clusters,
     compliance_verdicts,
-    subject_indicators,
+    indicator_values,
     release,
 ]
 CHECKS = [warehouse_table_checks, manifest_integrity]

@@ -18,14 +18,14 @@ ingest_submissions = dg.define_asset_job(
 verify_reports = dg.define_asset_job(
     name="verify_reports",
     selection=dg.AssetSelection.assets(
-        "quarantined_rows", "warehouse_tables", "incident_clusters", "compliance_verdicts"
+        "quarantine", "release_context", "incident_clusters", "compliance_verdicts"
     ),
     description="Fix the as-of time, run the warehouse suites, cluster incidents, compute verdicts.",
 )
 
 compute_indicators = dg.define_asset_job(
     name="compute_indicators",
-    selection=dg.AssetSelection.assets("subject_indicators"),
+    selection=dg.AssetSelection.assets("indicator_values"),
     partitions_def=monthly_partitions,
     description="Indicator values for one month or a range of months (backfill from the UI).",
 )

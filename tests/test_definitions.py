@@ -11,12 +11,12 @@ EXPECTED_GRAPH = {  # asset -> (group, upstream assets)
     "staged_reports": ("staged", {"landed_submissions"}),
     "anonymised_reports": ("anonymised", {"staged_reports"}),
     "validated_reports": ("validated", {"anonymised_reports"}),
-    "warehouse_tables": ("validated", {"validated_reports"}),
-    "quarantined_rows": ("validated", {"validated_reports"}),
-    "incident_clusters": ("verified", {"warehouse_tables"}),
-    "compliance_verdicts": ("verified", {"warehouse_tables"}),
-    "subject_indicators": ("indicators", {"incident_clusters", "compliance_verdicts"}),
-    "release": ("published", {"subject_indicators", "incident_clusters", "compliance_verdicts"}),
+    "release_context": ("validated", {"validated_reports"}),
+    "quarantine": ("validated", {"validated_reports"}),
+    "incident_clusters": ("verified", {"release_context"}),
+    "compliance_verdicts": ("verified", {"release_context"}),
+    "indicator_values": ("indicators", {"incident_clusters", "compliance_verdicts"}),
+    "release": ("published", {"indicator_values", "incident_clusters", "compliance_verdicts"}),
 }
 
 
@@ -153,11 +153,11 @@ def test_materialize_ingestion_for_one_submission(tmp_path):
 def test_verification_and_indicators_refresh_declaratively():
     graph = defs.resolve_asset_graph()
     for name in (
-        "warehouse_tables",
+        "release_context",
         "incident_clusters",
         "compliance_verdicts",
-        "quarantined_rows",
-        "subject_indicators",
+        "quarantine",
+        "indicator_values",
     ):
         condition = graph.get(dg.AssetKey(name)).automation_condition
         assert (
@@ -165,5 +165,5 @@ def test_verification_and_indicators_refresh_declaratively():
             and condition.get_label() == "refresh when new validated data lands"
         ), name
     assert isinstance(
-        graph.get(dg.AssetKey("subject_indicators")).partitions_def, dg.MonthlyPartitionsDefinition
+        graph.get(dg.AssetKey("indicator_values")).partitions_def, dg.MonthlyPartitionsDefinition
     )
