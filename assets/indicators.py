@@ -13,8 +13,8 @@ import yaml
 
 from assets.metadata import markdown_preview, table_schema
 from assets.partitions import monthly_partitions, refresh_on_new_data
-from assets.resources import CbmSettings
-from assets.verified import read_release_context
+from assets.resources import RegistryResource
+from warehouse.db import read_release_context
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
@@ -69,7 +69,7 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
 
 
 @dg.asset(
-    deps=["incident_clusters", "compliance_verdicts"],
+    deps=["incident_clusters", "event_members", "compliance_verdicts", "release_context"],
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     automation_condition=refresh_on_new_data,
@@ -85,9 +85,9 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
     ),
 )
 def indicator_values(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    policy = settings.load_registry().policy
+    policy = registry.registry.policy
     periods = list(context.partition_keys)
     with warehouse.connect() as con:
         as_of, _ = read_release_context(con)

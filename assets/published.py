@@ -6,12 +6,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from assets.resources import CbmSettings
-from assets.verified import read_release_context
+from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm import release as rel
-from cbm.protection import load_key
 from cbm.registry import RULES_VERSION
-from warehouse.db import fetch_arrow, sql_file
+from warehouse.db import fetch_arrow, read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:publication"
@@ -66,23 +64,33 @@ def _periods(con, glob: str) -> list[str]:
 
 
 @dg.asset(
-    deps=["indicator_values", "incident_clusters", "compliance_verdicts"],
+    deps=[
+        "indicator_values",
+        "incident_clusters",
+        "compliance_verdicts",
+        "release_context",
+        "submissions",
+        "party_directory",
+    ],
     group_name="published",
     kinds={"parquet"},
     owners=[OWNER],
     pool="warehouse",
     description=(
-        "A release under <publish>/releases/<release_id>: indicators (after small-cell and "
+        "A release in the publish folder, `releases/RELEASE_ID/`: indicators (after small-cell and "
         "secondary suppression), compliance and events (CLEAR/GREEN-derived only) as zstd "
         "Parquet partitioned by period, manifest.json written last, then LATEST and a "
         "CHANGELOG.jsonl line. Same inputs + same method = same release id and bytes."
     ),
 )
 def release(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    settings: CbmSettings,
+    registry: RegistryResource,
+    pseudonym_key: PseudonymKeyResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    registry = settings.load_registry()
-    key = load_key()
+    registry, key = registry.registry, pseudonym_key.key
     publish = Path(settings.publish)
     with warehouse.connect() as con:
         as_of, method_version = read_release_context(con)
@@ -109,10 +117,7 @@ def release(
         # reports that supersede an earlier version, per submission (corrections)
         corrections_by_sha = dict(
             con.execute(
-                "SELECT submission_sha, count(*) FROM (SELECT submission_sha, version FROM reports_incidents "
-                "UNION ALL SELECT submission_sha, version FROM reports_compliance "
-                "UNION ALL SELECT submission_sha, version FROM reports_attestations) "
-                "WHERE version > 1 GROUP BY ALL"
+                "SELECT sha256, corrections FROM submissions WHERE corrections > 0"
             ).fetchall()
         )
 

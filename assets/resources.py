@@ -1,4 +1,9 @@
-"""Where a deployment keeps things: one resource read by every asset."""
+"""Dagster resources: the deployment's folders, its registry and the pseudonymisation key.
+
+Each reaches the assets as a resource and is read once per run (``setup_for_execution``):
+no asset reads the environment or a registry file itself. ``pipelines/definitions.py``
+wires them (from ``CBM_*`` variables for ``dagster dev``, from flags for ``cbm run``).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,24 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
 
-DEMO_DIR = Path(".cbm/demo")
+DEFAULT_GX_KEEP_RESULTS = 30
 
 
 class CbmSettings(dg.ConfigurableResource):
-    """Inbox, registry, workdir and publish folders, and the release's optional as-of time."""
+    """Inbox, workdir and publish folders, and the release's optional as-of time."""
 
     inbox: str
-    registry: str
     workdir: str
     publish: str
     as_of: str | None = None
     # stored GX validation results kept per suite and table (older ones and their Data Docs
     # pages are removed: the Data Docs index slows down with every one it lists)
-    gx_keep_results: int = 30
+    gx_keep_results: int = DEFAULT_GX_KEEP_RESULTS
 
     @property
     def landing_dir(self) -> Path:
@@ -40,26 +46,44 @@ class CbmSettings(dg.ConfigurableResource):
     def gx_dir(self) -> Path:
         return Path(self.workdir) / "gx"
 
-    def load_registry(self) -> Registry:
-        return load_registry(self.registry)
+
+class RegistryResource(dg.ConfigurableResource):
+    """parties.yaml, commitments.yaml and policy.yaml of one deployment, loaded and checked
+    once per run."""
+
+    directory: str
+    _registry: Registry | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._registry = load_registry(self.directory)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:  # used outside a run (a test calling an asset directly)
+            self._registry = load_registry(self.directory)
+        return self._registry
 
 
-def settings_from_env() -> CbmSettings:
-    """Settings from CBM_* variables; defaults point at the project-local demo folders."""
-    base = DEMO_DIR.resolve()
-    return CbmSettings(
-        inbox=os.environ.get("CBM_INBOX", str(base / "inbox")),
-        registry=os.environ.get("CBM_REGISTRY", str(base / "registry")),
-        workdir=os.environ.get("CBM_WORKDIR", str(base / "work")),
-        publish=os.environ.get("CBM_PUBLISH", str(base / "publish")),
-        as_of=os.environ.get("CBM_AS_OF") or None,
-        gx_keep_results=gx_keep_results_from_env(),
-    )
+class PseudonymKeyResource(dg.ConfigurableResource):
+    """The pseudonymisation key, read once per run from ``CBM_KEY_FILE`` (a key file kept
+    outside the repository) or ``CBM_PSEUDONYM_KEY``. The key itself is never part of the
+    resource's configuration, so the Dagster UI never shows it."""
+
+    _key: PseudonymKey | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._key = load_key()
+
+    @property
+    def key(self) -> PseudonymKey:
+        if self._key is None:
+            self._key = load_key()
+        return self._key
 
 
 def gx_keep_results_from_env() -> int:
     """``CBM_GX_KEEP_RESULTS`` (default 30): GX validation results kept per suite and table."""
-    text = os.environ.get("CBM_GX_KEEP_RESULTS", "30")
+    text = os.environ.get("CBM_GX_KEEP_RESULTS", str(DEFAULT_GX_KEEP_RESULTS))
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"CBM_GX_KEEP_RESULTS must be a whole number >= 1, not {text!r}")
     return int(text)

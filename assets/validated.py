@@ -1,8 +1,9 @@
 """Validated: every anonymised row checked by its Great Expectations suite, on DuckDB.
 
-Rows failing a critical expectation go to ``quarantine`` with the rule, column, value and
-reason; the rest are appended to ``reports_<kind>`` (all versions kept; ``current_<kind>``
-views pick the highest version). Submission accounting is updated and checked.
+Rows failing an expectation go to ``validation_findings`` with the rule, column, value and
+reason; rows with no critical finding are appended to ``reports_<kind>`` (all versions
+kept; ``current_<kind>`` views pick the highest version). The last ingestion step: each
+submission it finishes is marked ingested in the landing area (``cbm.intake``).
 """
 
 import re
@@ -10,10 +11,11 @@ import time
 
 import dagster as dg
 
-from assets.metadata import markdown_preview, table_schema
-from assets.partitions import refresh_on_new_data, submissions_partitions
+from assets.metadata import table_schema
+from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.contract import KINDS
+from cbm.intake import mark_ingested
 from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
 from warehouse.db import refresh_superseded, report_columns
 from warehouse.resource import WarehouseResource
@@ -44,8 +46,8 @@ def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> No
         if not f.query:
             continue
         con.execute(
-            f"""INSERT INTO quarantine BY NAME
-            SELECT q.submission_sha, q.row_number, q.report_id, 'validated' AS stage,
+            f"""INSERT INTO validation_findings BY NAME
+            SELECT q.submission_sha, q.row_number, q.report_id,
                    $rule AS rule, $expectation AS expectation, $column AS column_name,
                    left(CAST(q."{f.value_column}" AS VARCHAR), 200) AS value,
                    $reason AS reason, $severity AS severity
@@ -63,8 +65,8 @@ def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> No
         for rule, expectation, column, values in con.execute(
             f"""SELECT q.rule, q.expectation, q.column_name,
                    list(coalesce(q.value, 'None') ORDER BY q.submission_sha, q.row_number)[:{SAMPLES}]
-            FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha
-            WHERE q.stage = 'validated' AND s.kind = ? AND q.submission_sha IN (SELECT unnest(?::VARCHAR[]))
+            FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha
+            WHERE s.kind = ? AND q.submission_sha IN (SELECT unnest(?::VARCHAR[]))
             GROUP BY ALL""",
             [kind, shas],
         ).fetchall()
@@ -78,59 +80,60 @@ def _accept(con, kind: str) -> None:
     cols = ", ".join(f'"{c}"' for c in report_columns(kind, with_raw=False))
     con.execute(
         f"""INSERT INTO reports_{kind} SELECT {cols} FROM batch_{kind} b
-        WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.submission_sha = b.submission_sha
-          AND q.row_number = b.row_number AND q.severity = 'critical' AND q.stage = 'validated')
+        WHERE NOT EXISTS (SELECT 1 FROM validation_findings q WHERE q.submission_sha = b.submission_sha
+          AND q.row_number = b.row_number AND q.severity = 'critical')
         ORDER BY submission_sha, row_number"""
     )
 
 
-ACCOUNTING_SQL = """
-UPDATE submissions s SET
-  rows_accepted = coalesce(a.n, 0),
-  rows_quarantined = coalesce(q.n, 0),
-  status = CASE WHEN coalesce(a.n, 0) = s.rows_read THEN 'accepted'
-                WHEN coalesce(a.n, 0) = 0 THEN 'rejected' ELSE 'partial' END
-FROM (SELECT unnest($shas::VARCHAR[]) AS sha) k
-LEFT JOIN (
-  SELECT submission_sha, count(*) AS n FROM (
-    SELECT submission_sha FROM reports_incidents UNION ALL
-    SELECT submission_sha FROM reports_compliance UNION ALL
-    SELECT submission_sha FROM reports_attestations) GROUP BY ALL) a ON a.submission_sha = k.sha
-LEFT JOIN (
-  SELECT submission_sha, count(DISTINCT row_number) AS n FROM quarantine
-  WHERE severity = 'critical' AND row_number IS NOT NULL GROUP BY ALL) q ON q.submission_sha = k.sha
-WHERE s.sha256 = k.sha AND s.status IN ('staged', 'accepted', 'partial')
-"""
+REPORT_TABLE_TEXT = (
+    "Accepted {kind} reports: rows of validated submissions with no critical finding, every "
+    "version kept (a higher version supersedes a lower one of the same report_id and source). "
+    "View `current_{kind}` holds the current version of each report (index table "
+    "`superseded_{kind}`)."
+)
 
 
-@dg.asset(
-    partitions_def=submissions_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["anonymised_reports"],
-    group_name="validated",
-    kinds={"great_expectations", "duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    check_specs=[
-        dg.AssetCheckSpec(
-            "submission_accounting",
-            asset="validated_reports",
-            description="rows_read = rows_accepted + rows_quarantined for every submission",
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "validation_findings",
+            deps=[f"anon_{k}" for k in KINDS] + ["party_directory", "registry_commitments"],
+            partitions_def=submissions_partitions,
+            group_name="validated",
+            kinds={"great_expectations", "duckdb"},
+            owners=[OWNER],
+            description=(
+                "Every row that failed an expectation of its Great Expectations suite "
+                "(`checks/suites/KIND.json`, run on DuckDB): submission, row, report_id, rule, "
+                "GX expectation, column, the (scrubbed) value, the reason and the severity "
+                "(critical: the row is quarantined; warning: kept and reported)."
+            ),
         ),
         *[
-            dg.AssetCheckSpec(
-                f"suite_{k}",
-                asset="validated_reports",
-                description=f"Great Expectations suite checks/suites/{k}.json on this batch",
+            dg.AssetSpec(
+                f"reports_{kind}",
+                deps=["validation_findings"],
+                partitions_def=submissions_partitions,
+                group_name="validated",
+                kinds={"duckdb"},
+                owners=[OWNER],
+                description=REPORT_TABLE_TEXT.format(kind=kind),
             )
-            for k in KINDS
+            for kind in KINDS
         ],
     ],
-    description=(
-        "Rows that passed their Great Expectations suite (checks/suites/<kind>.json, run on "
-        "DuckDB), appended to reports_incidents / reports_compliance / reports_attestations. "
-        "Rows failing a critical expectation are in `quarantine` with rule, column and value."
-    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            f"suite_{k}",
+            asset=f"reports_{k}",
+            description=f"Great Expectations suite checks/suites/{k}.json on this batch: rows "
+            "failing a critical rule are quarantined by design (a warning, not a failure).",
+        )
+        for k in KINDS
+    ],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse",
 )
 def validated_reports(
     context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
@@ -139,7 +142,7 @@ def validated_reports(
     batch_rows: dict[str, int] = {}
     with warehouse.connect() as con:
         con.execute(
-            "DELETE FROM quarantine WHERE stage = 'validated' AND submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+            "DELETE FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
             [shas],
         )
         for kind in KINDS:
@@ -158,7 +161,7 @@ def validated_reports(
                 continue
             con.execute("CHECKPOINT")  # GX reads the file through its own connection
             started = time.perf_counter()
-            # no connection for samples: they come from quarantine (_record_findings)
+            # no connection for samples: they come from the findings (_record_findings)
             found = run_suites(None, settings.warehouse_path, settings.gx_dir, runs)
             for (kind, _), result in zip(runs, found, strict=True):
                 results[kind] = result
@@ -179,33 +182,37 @@ def validated_reports(
             f"{sum(batch_rows.values()):,} rows validated in {seconds['validation']:.1f}s "
             f"(Great Expectations and quarantine); accepted rows stored in {seconds['accept']:.1f}s"
         )
-        con.execute(ACCOUNTING_SQL, {"shas": shas})
-        broken = con.execute(
-            "SELECT file_name, rows_read, rows_accepted, rows_quarantined FROM submissions "
-            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND rows_read <> rows_accepted + rows_quarantined",
-            [shas],
-        ).fetchall()
-        accepted = con.execute(
-            "SELECT coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions "
-            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        ).fetchone()
         per_submission: dict[str, dict[str, int]] = {k: {} for k in KINDS}
         for kind, party, name, n in con.execute(
-            "SELECT s.kind, s.party_code, s.file_name, count(DISTINCT q.row_number) FROM quarantine q "
-            "JOIN submissions s ON s.sha256 = q.submission_sha WHERE q.stage = 'validated' "
-            "AND q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL ORDER BY ALL",
+            "SELECT s.kind, s.party_code, s.file_name, count(DISTINCT q.row_number) "
+            "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
+            "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY ALL ORDER BY ALL",
             [shas],
         ).fetchall():
             per_submission[kind][f"{party}/{name}"] = n
-        schema = table_schema(con, "reports_incidents")
-        preview = markdown_preview(
-            con,
-            "SELECT left(submission_sha, 12) AS submission, row_number, report_id, rule, column_name, value, reason "
-            "FROM quarantine WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
+        findings = con.execute(
+            "SELECT count(*), count(DISTINCT (submission_sha, row_number)) FILTER (WHERE severity = 'critical') "
+            "FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
             [shas],
-            limit=15,
-        )
+        ).fetchone()
+        accepted = {
+            kind: con.execute(
+                f"SELECT count(*) FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+                [shas],
+            ).fetchone()[0]
+            for kind in KINDS
+        }
+        schemas = {
+            t: table_schema(con, t)
+            for t in ["validation_findings", *(f"reports_{k}" for k in KINDS)]
+        }
+        for kind in KINDS:  # the batch views were for GX's connection only
+            con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
+        intake_keys = con.execute(
+            "SELECT sha256, intake_key FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
+            [shas],
+        ).fetchall()
     docs = (
         build_data_docs(
             settings.gx_dir, [r for r in results.values() if r], keep=settings.gx_keep_results
@@ -213,87 +220,42 @@ def validated_reports(
         if any(results.values())
         else None
     )
-    checks = [
-        dg.AssetCheckResult(
-            check_name="submission_accounting",
-            passed=not broken,
+    # the ingestion of these submissions is complete: no plan asks for them again
+    for sha, intake_key in intake_keys:
+        mark_ingested(settings.landing_dir, sha, intake_key)
+    yield dg.MaterializeResult(
+        asset_key="validation_findings",
+        metadata={
+            "dagster/row_count": int(findings[0]),
+            "rows_quarantined": int(findings[1]),
+            # the Great Expectations suites plus the quarantine inserts (not the accepted-row copy)
+            "validation_seconds": round(seconds["validation"], 3),
+            "accept_seconds": round(seconds["accept"], 3),
+            "dagster/column_schema": schemas["validation_findings"],
+            **({"data_docs": dg.MetadataValue.url(docs)} if docs else {}),
+        },
+    )
+    for kind in KINDS:
+        yield dg.MaterializeResult(
+            asset_key=f"reports_{kind}",
             metadata={
-                "submissions": len(shas),
-                "violations": dg.MetadataValue.json([list(b) for b in broken]),
+                "dagster/row_count": accepted[kind],
+                "rows_in_batch": batch_rows[kind],
+                "dagster/column_schema": schemas[f"reports_{kind}"],
             },
         )
-    ]
-    for kind in KINDS:
         r = results.get(kind)
-        checks.append(
-            dg.AssetCheckResult(
-                check_name=f"suite_{kind}",
-                passed=r is None or not r.critical,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "rows_in_batch": batch_rows.get(kind, 0),
-                    "unexpected_by_rule": dg.MetadataValue.json({} if r is None else r.summary()),
-                    "rows_quarantined_by_submission": dg.MetadataValue.json(per_submission[kind]),
-                    "samples": dg.MetadataValue.json(
-                        {} if r is None else {f.rule: f.sample() for f in r.findings}
-                    ),
-                },
-            )
+        yield dg.AssetCheckResult(
+            asset_key=f"reports_{kind}",
+            check_name=f"suite_{kind}",
+            passed=r is None or not r.critical,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "rows_in_batch": batch_rows.get(kind, 0),
+                "unexpected_by_rule": dg.MetadataValue.json({} if r is None else r.summary()),
+                "rows_quarantined_by_submission": dg.MetadataValue.json(per_submission[kind]),
+                "samples": dg.MetadataValue.json(
+                    {} if r is None else {f.rule: f.sample() for f in r.findings}
+                ),
+            },
         )
-    metadata = {
-        "dagster/row_count": int(accepted[0]),
-        "rows_quarantined": int(accepted[1]),
-        # the Great Expectations suites plus the quarantine inserts (not the accepted-row copy)
-        "validation_seconds": round(seconds["validation"], 3),
-        "accept_seconds": round(seconds["accept"], 3),
-        "dagster/column_schema": schema,
-        "quarantine_preview": dg.MetadataValue.md(preview),
-    }
-    if docs:
-        metadata["data_docs"] = dg.MetadataValue.url(docs)
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
-
-
-@dg.asset(
-    deps=["validated_reports"],
-    group_name="validated",
-    kinds={"duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
-    description=(
-        "Everything that did not pass, from the `quarantine` table: whole files rejected at "
-        "landing or parsing (row_number NULL) and rows failing a critical expectation, with "
-        "the rule, the GX expectation, the column, the (scrubbed) value and the reason. "
-        "Warnings (kept rows) are listed too, with severity 'warning'."
-    ),
-)
-def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    with warehouse.connect() as con:
-        n, files, critical = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), count(*) FILTER (WHERE severity = 'critical') FROM quarantine"
-        ).fetchone()
-        by_rule = markdown_preview(
-            con,
-            "SELECT stage, rule, severity, count(*) AS n, count(DISTINCT submission_sha) AS submissions, "
-            "any_value(reason) AS reason FROM quarantine GROUP BY ALL ORDER BY n DESC, rule",
-            limit=40,
-        )
-        sample = markdown_preview(
-            con,
-            "SELECT s.party_code, s.file_name, q.row_number, q.report_id, q.rule, q.column_name, q.value, q.reason "
-            "FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha "
-            "WHERE q.severity = 'critical' ORDER BY s.party_code, s.file_name, q.row_number NULLS FIRST, q.rule",
-            limit=25,
-        )
-        schema = table_schema(con, "quarantine")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": n,
-            "dagster/column_schema": schema,
-            "files_rejected_whole": files,
-            "critical_findings": critical,
-            "by_rule": dg.MetadataValue.md(by_rule),
-            "sample": dg.MetadataValue.md(sample),
-        }
-    )

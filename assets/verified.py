@@ -1,26 +1,24 @@
 """Verified: the warehouse gate, incident clusters with their status ladder, compliance verdicts.
 
 The release's "now" is its as-of time (contract §4): ``--as-of`` when given, otherwise the
-latest timestamp among accepted inputs. It is stored in ``release_context`` so every later
-asset of the run measures review windows and expiry from the same instant.
+latest timestamp among accepted inputs. ``release_context`` fixes it so every later asset of
+the run measures review windows and expiry from the same instant.
 """
-
-from datetime import datetime
 
 import dagster as dg
 import polars as pl
 
 from assets.metadata import markdown_preview, table_schema
 from assets.partitions import refresh_on_new_data
-from assets.resources import CbmSettings
+from assets.resources import CbmSettings, RegistryResource
 from cbm.clustering import ORDER, ORDER_SQL, assign_events
 from cbm.contract import KINDS
+from cbm.release import parse_as_of
 from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
-from warehouse.db import fetch_arrow, sql_file
+from warehouse.db import fetch_arrow, read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
-TLP_RANK_SQL = "CASE tlp WHEN 'CLEAR' THEN 0 WHEN 'GREEN' THEN 1 WHEN 'AMBER' THEN 2 WHEN 'AMBER+STRICT' THEN 3 ELSE 4 END"
 # One GX checkpoint per group: (suite by table, the columns that name a failing row). The
 # report tables name it by its submission row, so GX needs no sample scan of a rule that
 # passes (on a million reports a full pass; a whole GROUP BY for a duplicate rule);
@@ -30,21 +28,6 @@ WAREHOUSE_CHECKPOINTS = (
     ({f"reports_{k}": f"warehouse_reports_{k}" for k in KINDS}, INDEX_COLUMNS),
 )
 WAREHOUSE_SUITES = {t: s for suites, _ in WAREHOUSE_CHECKPOINTS for t, s in suites.items()}
-
-AS_OF_SQL = """
-SELECT greatest(
-  (SELECT max(reported_at) FROM current_incidents),
-  (SELECT max(greatest(responded_at, activity_start, notified_at, requested_at)) FROM current_compliance),
-  (SELECT max(observed_at) FROM current_attestations))
-"""
-
-
-def parse_as_of(text: str) -> datetime:
-    """``--as-of`` must carry an offset, like every timestamp of the contract."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"--as-of {text!r} needs a UTC offset, e.g. 2026-10-31T00:00:00+00:00")
-    return value
 
 
 @dg.multi_asset_check(
@@ -92,78 +75,99 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
 
 
 @dg.asset(
-    deps=["validated_reports"],
+    deps=["submissions", *(f"reports_{k}" for k in KINDS)],
     group_name="validated",
     kinds={"duckdb"},
     owners=[OWNER],
     pool="warehouse",
     automation_condition=refresh_on_new_data,
     description=(
-        "The accepted warehouse as a whole (submissions, reports_*), fixed at an as-of time in "
-        "`release_context`. Warehouse-level Great Expectations suites run as blocking checks on "
-        "it: a critical failure stops verification and publication."
+        "The as-of time and method version of the next release (table `release_context`): "
+        "`--as-of` when given, otherwise the latest timestamp among the accepted current "
+        "reports. The warehouse-level Great Expectations suites run as blocking checks on the "
+        "accepted warehouse here: a critical failure stops verification and publication."
     ),
 )
-def release_context(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    registry = settings.load_registry()
+def release_context(
+    settings: CbmSettings, registry: RegistryResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    method_version = registry.registry.method_version
+    as_of = parse_as_of(settings.as_of) if settings.as_of else None
     with warehouse.connect() as con:
-        if settings.as_of:
-            as_of = parse_as_of(settings.as_of)
-        else:
-            as_of = con.execute(AS_OF_SQL).fetchone()[0]
-        con.execute(
-            "CREATE OR REPLACE TABLE release_context AS SELECT CAST(? AS TIMESTAMPTZ) AS as_of, ? AS method_version",
-            [as_of, registry.method_version],
-        )
+        con.execute(sql_file("release_context"), {"as_of": as_of, "method_version": method_version})
+        (as_of,) = con.execute("SELECT as_of FROM release_context").fetchone()
         counts = {k: con.execute(f"SELECT count(*) FROM current_{k}").fetchone()[0] for k in KINDS}
-        subs = con.execute(
-            "SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": sum(counts.values()),
+            "dagster/row_count": 1,
             "as_of": str(as_of),
-            "method_version": registry.method_version,
+            "method_version": method_version,
             **{f"current_{k}": v for k, v in counts.items()},
-            "submissions_by_status": dg.MetadataValue.json(dict(subs)),
         }
     )
 
 
-def read_release_context(con) -> tuple[datetime, str]:
-    row = con.execute("SELECT as_of, method_version FROM release_context").fetchone()
-    if row is None or row[0] is None:
-        raise RuntimeError(
-            "no as-of time: the warehouse has no accepted reports and no --as-of was given"
-        )
-    return row[0], row[1]
-
-
-@dg.asset(
-    deps=["release_context"],
-    group_name="verified",
-    kinds={"duckdb", "polars"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
-    description=(
+CLUSTER_TABLES = {
+    "event_members": (
+        "One row per current incident report (false positives aside) with its event: "
+        "event_id, whether it is the event's origin, and how it joined (region, or technical "
+        "key or distance to the origin). By source and report_id: join `current_incidents` "
+        "for the submission row."
+    ),
+    "incident_clusters": (
         "Incident clusters (events): reports of one category joined when they fall within the "
         "category's window of the event origin and share its region, lie within the policy "
         "radius of the origin, or share a keyed technical key with a member (origin-anchored, "
         "no chaining). Status ladder reported / tentative / definitive / disputed / expired with "
-        "the reason and the sources (pseudonyms). Members in `event_members` (by source and "
-        "report_id: join `current_incidents` for the submission row); reports and "
-        "attestations of any event in the view `event_evidence`."
+        "the reason and the sources (pseudonyms)."
     ),
+    "event_evidence": (
+        "View: the member reports of every event and every attestation on them, what a "
+        "verifier inspects for one event (`WHERE event_id = 'E-...'`)."
+    ),
+}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "event_members",
+            deps=["release_context", "reports_incidents"],
+            description=CLUSTER_TABLES["event_members"],
+            group_name="verified",
+            kinds={"duckdb", "polars"},
+            owners=[OWNER],
+            automation_condition=refresh_on_new_data,
+        ),
+        dg.AssetSpec(
+            "incident_clusters",
+            deps=["event_members", "release_context", "party_directory", "reports_attestations"],
+            description=CLUSTER_TABLES["incident_clusters"],
+            group_name="verified",
+            kinds={"duckdb"},
+            owners=[OWNER],
+            automation_condition=refresh_on_new_data,
+        ),
+        dg.AssetSpec(
+            "event_evidence",
+            deps=["event_members", "reports_attestations"],
+            description=CLUSTER_TABLES["event_evidence"],
+            group_name="verified",
+            kinds={"duckdb"},
+            owners=[OWNER],
+            automation_condition=refresh_on_new_data,
+        ),
+    ],
+    pool="warehouse",
 )
-def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    policy = settings.load_registry().policy
+def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource):
+    policy = registry.registry.policy
     with warehouse.connect() as con:
         as_of, _ = read_release_context(con)
         con.execute(
-            f"""CREATE OR REPLACE TEMP VIEW incident_rows AS
+            """CREATE OR REPLACE TEMP VIEW incident_rows AS
             SELECT source, report_id, category, region, occurred_at,
-                   reported_at, severity, alleged_party, tlp, {TLP_RANK_SQL} AS tlp_rank,
+                   reported_at, severity, alleged_party, tlp, tlp_rank(tlp) AS tlp_rank,
                    lat, lon, technical_keys
             FROM current_incidents WHERE determination <> 'false_positive'"""
         )
@@ -202,33 +206,54 @@ def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg
                 "SELECT status, count(*) FROM incident_clusters GROUP BY ALL ORDER BY ALL"
             ).fetchall()
         )
-        n = sum(by_status.values())
-        con_joined = con.execute(
-            "SELECT count(*) FROM event_members WHERE joined_by <> 'region'"
-        ).fetchone()[0]
-        schema = table_schema(con, "incident_clusters")
+        joined = dict(
+            con.execute("SELECT joined_by, count(*) FROM event_members GROUP BY ALL").fetchall()
+        )
+        evidence = con.execute("SELECT count(*) FROM event_evidence").fetchone()[0]
+        schemas = {t: table_schema(con, t) for t in CLUSTER_TABLES}
         preview = markdown_preview(
             con,
             "SELECT event_id, category, region, week, n_sources, status, status_reason FROM incident_clusters "
             "ORDER BY n_sources DESC, event_id",
         )
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key="event_members",
         metadata={
-            "dagster/row_count": n,
-            "dagster/column_schema": schema,
+            "dagster/row_count": events.height,
+            "dagster/column_schema": schemas["event_members"],
+            "joined_by": dg.MetadataValue.json(joined),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="incident_clusters",
+        metadata={
+            "dagster/row_count": sum(by_status.values()),
+            "dagster/column_schema": schemas["incident_clusters"],
             "by_status": dg.MetadataValue.json(by_status),
-            "member_reports": events.height,
-            "joined_by_key_or_distance": con_joined,
             "look_up_an_event": dg.MetadataValue.md(
                 "```sql\nSELECT * FROM event_evidence WHERE event_id = 'E-…' ORDER BY item DESC, at\n```"
             ),
             "preview": dg.MetadataValue.md(preview),
-        }
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="event_evidence",
+        metadata={
+            "dagster/row_count": evidence,
+            "dagster/column_schema": schemas["event_evidence"],
+        },
     )
 
 
 @dg.asset(
-    deps=["release_context"],
+    deps=[
+        "release_context",
+        "reports_compliance",
+        "reports_attestations",
+        "registry_commitments",
+        "registry_obligations",
+        "party_directory",
+    ],
     group_name="verified",
     kinds={"duckdb"},
     owners=[OWNER],
@@ -240,9 +265,7 @@ def incident_clusters(settings: CbmSettings, warehouse: WarehouseResource) -> dg
         "missed, disputed, with the reason and tentative/definitive status."
     ),
 )
-def compliance_verdicts(
-    settings: CbmSettings, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+def compliance_verdicts(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         as_of, _ = read_release_context(con)
         # Occurrences start at the first month any party reported on (not at valid_from, which

@@ -65,7 +65,60 @@ SQL_TYPES = {
     "ts": "TIMESTAMPTZ",
 }
 
+# FIRST TLP 2.0, least restrictive first: a level's rank is its position here. Derived data
+# takes the most restrictive (highest) rank of its inputs.
+TLP_LEVELS = ("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED")
 TLP_PUBLISHABLE = ("CLEAR", "GREEN")
+MAX_PUBLISHABLE_TLP_RANK = max(TLP_LEVELS.index(t) for t in TLP_PUBLISHABLE)
+
+INCIDENT_CATEGORIES = (
+    "cyber_intrusion",
+    "unusual_military_activity",
+    "airspace_violation",
+    "maritime_incident",
+    "border_incident",
+    "espionage_exposure",
+    "other",
+)
+
+# The closed value sets of contract §3, by field: the suites' in-set rules must say the same
+# (tests/test_expectations.py checks them against this).
+ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "incidents": {
+        "tlp": TLP_LEVELS,
+        "category": INCIDENT_CATEGORIES,
+        "time_precision": ("minute", "hour", "day", "month"),
+        "sector": (
+            "energy",
+            "water",
+            "health",
+            "finance",
+            "telecom",
+            "transport",
+            "government",
+            "defence",
+            "other",
+        ),
+        "determination": ("suspected", "confirmed", "false_positive"),
+    },
+    "compliance": {
+        "tlp": TLP_LEVELS,
+        "claim": ("honoured", "not_honoured", "partially_honoured", "nil_report"),
+    },
+    "attestations": {
+        "tlp": TLP_LEVELS,
+        "subject_kind": ("incidents", "compliance"),
+        "stance": ("corroborates", "contradicts", "cannot_assess"),
+        "method": (
+            "direct_observation",
+            "technical_sensor",
+            "on_site_inspection",
+            "document_review",
+            "open_source",
+            "counterpart_receipt",
+        ),
+    },
+}
 
 
 def typed_fields(kind: str) -> list[str]:

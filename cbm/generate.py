@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from cbm.registry import INCIDENT_CATEGORIES
+from cbm.contract import INCIDENT_CATEGORIES
 
 STATES = [  # code, name, bloc, public label
     ("ALPHA", "Republic of Alphaland", "north", "Alphaland"),

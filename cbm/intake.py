@@ -21,16 +21,41 @@ from cbm.signatures import verify_signature
 
 @dataclass(frozen=True)
 class LandedFile:
+    """One file of the inbox, as landed: its submission (``sha256``) and where it lay."""
+
     sha256: str
     party_dir: str
     file_name: str
-    new: bool
-    signature_added: bool = False  # a .sig arrived after its file was landed
+    new: bool  # landed by this scan
+    intake_key: str  # the submission and its signature: what an ingestion looked at
+
+
+@dataclass(frozen=True)
+class IntakePlan:
+    """What to do with the inbox: every file seen (in inbox order) and the submissions to
+    ingest now, in the order they were first seen."""
+
+    files: list[LandedFile]
+    to_ingest: list[str]
+
+    @property
+    def submissions(self) -> list[str]:
+        """Every distinct submission in the inbox, in the order first seen."""
+        return list(dict.fromkeys(f.sha256 for f in self.files))
+
+    def intake_key(self, sha: str) -> str:
+        return next(f.intake_key for f in self.files if f.sha256 == sha)
 
 
 def landing_paths(landing_dir: Path, sha: str) -> tuple[Path, Path, Path]:
+    """The landed bytes, their sidecar (``.json``) and their detached signature (``.sig``)."""
     base = landing_dir / sha[:2] / sha
     return base, base.with_suffix(".json"), base.with_suffix(".sig")
+
+
+def staged_path(staged_dir: Path, sha: str) -> Path:
+    """Where a submission's parsed rows are kept (the sensitive tier, like landing)."""
+    return staged_dir / f"{sha}.parquet"
 
 
 def inbox_files(inbox: Path) -> list[tuple[Path, str, str]]:
@@ -52,11 +77,33 @@ def inbox_files(inbox: Path) -> list[tuple[Path, str, str]]:
     return found
 
 
+def inbox_fingerprint(inbox: Path) -> str:
+    """Changes whenever a file or a signature is added, replaced or removed (names, sizes,
+    modification times): the cheap test of whether the inbox needs another plan."""
+    h = hashlib.sha256()
+    for path, _, _ in inbox_files(inbox):
+        for entry in (path, path.with_name(path.name + ".sig")):
+            st = entry.lstat() if entry.is_symlink() or entry.exists() else None
+            stamp = f"{st.st_size}\x1f{st.st_mtime_ns}" if st else "-"
+            h.update(f"{entry}\x1f{stamp}\n".encode())
+    return h.hexdigest()
+
+
+def current_intake_key(landing_dir: Path, sha: str) -> str:
+    """The submission plus its landed signature: a signature that arrives or changes later
+    makes a new key, so the file is looked at again."""
+    sig = landing_paths(landing_dir, sha)[2]
+    signed = sha256_file(sig) if sig.exists() else "unsigned"
+    return hashlib.sha256(f"{sha}\x1f{signed}".encode()).hexdigest()
+
+
 def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
     A symlink or other non-regular file (FIFO, device) is landed as a marker with its name,
-    never followed or read, and is rejected at the landing stage.
+    never followed or read, and is rejected at the landing stage. A ``.sig`` that arrives
+    after its file, or replaces the landed one, is kept beside the landed bytes (which never
+    change).
     """
     landed: list[LandedFile] = []
     for path, party, name in inbox_files(inbox):
@@ -76,7 +123,6 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
         sig_path = path.with_name(path.name + ".sig")
         has_sig_file = source is not None and sig_path.is_file() and not sig_path.is_symlink()
         new = not meta.exists()
-        signature_added = False
         if new:
             blob.parent.mkdir(parents=True, exist_ok=True)
             if source is None:
@@ -99,14 +145,36 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
             write_atomic(meta, json.dumps(info, sort_keys=True).encode())
             if log:
                 log(f"landed {party}/{name} as {sha[:12]}")
-        elif has_sig_file and not sig.exists():
-            # the signature arrived after its file: keep it, and give the file another look
+        elif has_sig_file and (not sig.exists() or sha256_file(sig) != sha256_file(sig_path)):
             copy_atomic(sig_path, sig)
             info = json.loads(meta.read_text()) | {"has_signature": True}
             write_atomic(meta, json.dumps(info, sort_keys=True).encode())
-            signature_added = True
-        landed.append(LandedFile(sha, party, name, new, signature_added))
+            if log:
+                log(f"signature for {party}/{name} ({sha[:12]}) arrived: another look")
+        landed.append(LandedFile(sha, party, name, new, current_intake_key(landing_dir, sha)))
     return landed
+
+
+def plan_intake(inbox: Path, landing_dir: Path, log=None) -> IntakePlan:
+    """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
+    (files and late signatures), then ingest every submission whose intake key has not been
+    ingested yet (new files, files whose signature arrived or changed, and files whose
+    ingestion never finished)."""
+    files = scan_inbox(inbox, landing_dir, log)
+    to_ingest = [
+        sha
+        for sha, key in {f.sha256: f.intake_key for f in files}.items()
+        if read_landing_meta(landing_dir, sha).get("ingested_key") != key
+    ]
+    return IntakePlan(files, to_ingest)
+
+
+def mark_ingested(landing_dir: Path, sha: str, intake_key: str) -> None:
+    """Record in the submission's sidecar that its ingestion with this key finished, so no
+    plan asks for it again until its signature changes."""
+    meta = landing_paths(landing_dir, sha)[1]
+    info = json.loads(meta.read_text()) | {"ingested_key": intake_key}
+    write_atomic(meta, json.dumps(info, sort_keys=True).encode())
 
 
 def read_landing_meta(landing_dir: Path, sha: str) -> dict:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import yaml
+
+from cbm.contract import INCIDENT_CATEGORIES
 
 PARTY_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 PARTY_CLASSES = (
@@ -34,15 +36,6 @@ COMMITMENT_TYPES = (
 )
 SCHEDULE_RE = re.compile(
     r"^(monthly|quarterly|on_event|annual:(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))$"
-)
-INCIDENT_CATEGORIES = (
-    "cyber_intrusion",
-    "unusual_military_activity",
-    "airspace_violation",
-    "maritime_incident",
-    "border_incident",
-    "espionage_exposure",
-    "other",
 )
 
 # Bump when a verification or indicator rule in code changes: it is part of method_version.
@@ -106,14 +99,6 @@ class Registry:
         """Hash of the code rules version and the agreed policy: names the method of a release."""
         blob = json.dumps({"rules": RULES_VERSION, "policy": self.policy.raw}, sort_keys=True)
         return "m-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def describe(self) -> dict:
-        return {
-            "parties": len(self.parties),
-            "commitments": len(self.commitments),
-            "policy_version": self.policy.policy_version,
-            "method_version": self.method_version,
-        }
 
 
 def _load_yaml(path: Path):
@@ -259,9 +244,3 @@ def load_registry(directory: str | Path) -> Registry:
         commitments=load_commitments(d / "commitments.yaml", parties),
         policy=load_policy(d / "policy.yaml"),
     )
-
-
-def policy_as_dict(policy: Policy) -> dict:
-    d = asdict(policy)
-    d.pop("raw")
-    return d

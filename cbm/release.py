@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +22,14 @@ from cbm.files import fsync_dir, sha256_file, write_atomic
 
 SCHEMA_VERSION = 1
 PRODUCTS = ("indicators", "compliance", "events")
+
+
+def parse_as_of(text: str) -> datetime:
+    """``--as-of``: ISO 8601 with an offset, like every timestamp of the contract."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"--as-of {text!r} needs a UTC offset, e.g. 2026-10-31T00:00:00+00:00")
+    return value
 
 
 def release_id_for(inputs: list[str], method_version: str, as_of: str, key_version: str) -> str:

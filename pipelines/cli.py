@@ -152,7 +152,7 @@ def _indicator_months(settings, instance) -> tuple[str, str] | None:
     from assets.partitions import monthly_partitions
     from warehouse.db import Warehouse
 
-    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
         first, last = con.execute(
             "SELECT min(period), max(period) FROM (SELECT period FROM incident_clusters "
             "UNION ALL SELECT period FROM compliance_verdicts) "
@@ -222,17 +222,17 @@ def _run_pipeline_locked(
     inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
 ) -> dict:
     """The run itself; the caller holds the workdir lock."""
-    from assets.resources import CbmSettings, gx_keep_results_from_env
+    from assets.resources import CbmSettings, RegistryResource, gx_keep_results_from_env
 
-    try:  # before pipelines.definitions, which reads it for the code location too
+    try:
         keep_results = gx_keep_results_from_env()
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
     import dagster as dg
 
     from assets.partitions import submissions_partitions
-    from assets.verified import parse_as_of
-    from cbm.intake import scan_inbox
+    from cbm.intake import plan_intake
+    from cbm.release import parse_as_of
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
@@ -247,13 +247,12 @@ def _run_pipeline_locked(
     _prepare_dagster_home(workdir)
     settings = CbmSettings(
         inbox=str(inbox.resolve()),
-        registry=str(registry_dir.resolve()),
         workdir=str(workdir.resolve()),
         publish=str(publish.resolve()),
         as_of=as_of,
         gx_keep_results=keep_results,
     )
-    defs = build_definitions(settings)
+    defs = build_definitions(settings, RegistryResource(directory=str(registry_dir.resolve())))
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     t0 = time.monotonic()
@@ -261,24 +260,16 @@ def _run_pipeline_locked(
     if stale := _release_dead_runs(instance):
         _say(f"      marked {stale} run(s) of a killed cbm run as failed")
     _say(f"[1/3] landing {inbox}")
-    landed = scan_inbox(inbox, settings.landing_dir)
-    shas = sorted({f.sha256 for f in landed}, key=[f.sha256 for f in landed].index)
+    plan = plan_intake(inbox, settings.landing_dir)
+    shas = plan.submissions
     _say(
-        f"      {len(landed)} files, {sum(f.new for f in landed)} new, {len(shas)} distinct submissions"
+        f"      {len(plan.files)} files, {sum(f.new for f in plan.files)} new, {len(shas)} distinct submissions"
     )
-    known = instance.get_dynamic_partitions(submissions_partitions.name)
-    fresh = [s for s in shas if s not in set(known)]
+    known = set(instance.get_dynamic_partitions(submissions_partitions.name))
+    fresh = [s for s in shas if s not in known]
     if fresh:
         instance.add_dynamic_partitions(submissions_partitions.name, fresh)
-    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
-        done = {
-            r[0]
-            for r in con.execute(
-                "SELECT sha256 FROM submissions WHERE status IN ('accepted', 'partial', 'rejected')"
-            ).fetchall()
-        }
-    # a signature that arrived after its file was rejected gives the file another look
-    todo = (set(shas) - done) | {f.sha256 for f in landed if f.signature_added}
+    todo = set(plan.to_ingest)
     ordered = instance.get_dynamic_partitions(submissions_partitions.name)
     _say(f"[2/3] ingesting {len(todo)} submissions: landing > staged > anonymised > validated")
     for start, end, count in _contiguous_ranges(ordered, todo):
@@ -286,7 +277,7 @@ def _run_pipeline_locked(
         _say(f"      {count} submissions ingested (run {result.run_id[:8]})")
     if todo:
         _print_materializations(result)
-    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
         accepted = con.execute(
             "SELECT coalesce(sum(rows_accepted), 0) FROM submissions"
         ).fetchone()[0]
@@ -311,7 +302,7 @@ def summarize(settings) -> dict:
     from cbm import release as rel
     from warehouse.db import Warehouse
 
-    with Warehouse(path=str(settings.warehouse_path)).connect() as con:
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
         row = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
             "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
@@ -375,22 +366,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from warehouse.db import Warehouse
+    from warehouse.db import Warehouse, sql_file
 
     path = Path(args.workdir) / "warehouse.duckdb"
     if not path.exists():
         raise CannotRun(
             f"no warehouse in {args.workdir} (has 'cbm run' been run with this --workdir?)"
         )
-    with Warehouse(path=str(path)).connect(read_only=True) as con:
-        rows = con.execute(
-            """SELECT s.sha256, s.party_code, s.kind, s.file_name, s.status, s.rows_read, s.rows_accepted,
-                      s.rows_quarantined,
-                      coalesce((SELECT map_from_entries(list({'k': rule, 'v': n} ORDER BY rule))
-                                FROM (SELECT rule, count(*) AS n FROM quarantine q
-                                      WHERE q.submission_sha = s.sha256 AND q.severity = 'critical' GROUP BY rule)), MAP {}) AS reasons
-               FROM submissions s ORDER BY s.party_code, s.file_name"""
-        ).fetchall()
+    with Warehouse(str(path)).connect(read_only=True) as con:
+        rows = con.execute(sql_file("submission_status")).fetchall()
     subs = [
         {
             "sha256": r[0],

@@ -1,7 +1,9 @@
 """The code location: every asset, check, job, sensor and schedule of cbm-verify.
 
-``dagster dev -w workspace.yaml`` loads ``defs``; ``cbm run`` builds the same Definitions
-with explicit folders (``build_definitions``) and executes them in-process.
+``dagster dev -w workspace.yaml`` loads ``defs``, whose resources take their folders from the
+``CBM_*`` variables when a run or a sensor starts (``make ui`` sets them to the demo's);
+nothing is read at import. ``cbm run`` builds the same Definitions with explicit folders
+(``build_definitions``) and executes them in-process.
 """
 
 from __future__ import annotations
@@ -12,27 +14,31 @@ from assets.anonymised import anonymised_reports
 from assets.indicators import indicator_values
 from assets.landing import landed_submissions
 from assets.published import manifest_integrity, release
-from assets.resources import CbmSettings, settings_from_env
-from assets.staged import staged_reports
-from assets.validated import quarantine, validated_reports
+from assets.registry import registry_tables
+from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from assets.staged import staged_submissions
+from assets.submissions import quarantine, submissions
+from assets.validated import validated_reports
 from assets.verified import (
     compliance_verdicts,
-    incident_clusters,
+    incident_clustering,
     release_context,
     warehouse_table_checks,
 )
-from pipelines.jobs import compute_indicators, ingest_submissions, publish_release, verify_reports
+from pipelines.jobs import JOBS, publish_release
 from pipelines.sensors import inbox_sensor
 from warehouse.resource import WarehouseResource
 
 ASSETS = [
+    registry_tables,
     landed_submissions,
-    staged_reports,
+    staged_submissions,
     anonymised_reports,
     validated_reports,
+    submissions,
     quarantine,
     release_context,
-    incident_clusters,
+    incident_clustering,
     compliance_verdicts,
     indicator_values,
     release,
@@ -51,19 +57,29 @@ monthly_release_schedule = dg.ScheduleDefinition(
 )
 
 
-def build_definitions(settings: CbmSettings) -> dg.Definitions:
+def build_definitions(settings: CbmSettings, registry: RegistryResource) -> dg.Definitions:
+    """The Definitions for one deployment: its folders and its registry."""
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[ingest_submissions, verify_reports, compute_indicators, publish_release],
+        jobs=JOBS,
         sensors=[inbox_sensor],
         schedules=[monthly_release_schedule],
         resources={
             "settings": settings,
-            "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+            "registry": registry,
+            "pseudonym_key": PseudonymKeyResource(),
+            "warehouse": WarehouseResource(workdir=settings.workdir),
         },
         executor=dg.in_process_executor,  # one process writes the DuckDB file (DESIGN.md)
     )
 
 
-defs = build_definitions(settings_from_env())
+defs = build_definitions(
+    CbmSettings(
+        inbox=dg.EnvVar("CBM_INBOX"),
+        workdir=dg.EnvVar("CBM_WORKDIR"),
+        publish=dg.EnvVar("CBM_PUBLISH"),
+    ),
+    RegistryResource(directory=dg.EnvVar("CBM_REGISTRY")),
+)

@@ -1,24 +1,42 @@
-"""Jobs. Assets of different partitioning run in separate jobs; `cbm run` chains them:
-ingest_submissions (per file hash) > verify_reports > compute_indicators (per month) > publish_release.
-"""
+"""Jobs. `cbm run` chains them: ingest_submissions (per file hash) > verify_reports >
+compute_indicators (per month) > publish_release. The registry tables are refreshed by the
+first two, so a run always checks and verifies against the registry it was given."""
 
 import dagster as dg
 
-from assets.partitions import monthly_partitions, submissions_partitions
+REGISTRY = ["party_directory", "registry_commitments", "registry_obligations"]
 
 ingest_submissions = dg.define_asset_job(
     name="ingest_submissions",
     selection=dg.AssetSelection.assets(
-        "landed_submissions", "staged_reports", "anonymised_reports", "validated_reports"
+        *REGISTRY,
+        "landed_submissions",
+        "staged_submissions",
+        "anon_incidents",
+        "anon_compliance",
+        "anon_attestations",
+        "validation_findings",
+        "reports_incidents",
+        "reports_compliance",
+        "reports_attestations",
+        "submissions",
+        "quarantine",
     ),
-    partitions_def=submissions_partitions,
-    description="Land, parse, anonymise and validate one or more submissions (dynamic partitions).",
+    description=(
+        "Land, parse, anonymise and validate one or more submissions (dynamic partitions, one "
+        "per file hash), then refresh the submissions and quarantine views."
+    ),
 )
 
 verify_reports = dg.define_asset_job(
     name="verify_reports",
     selection=dg.AssetSelection.assets(
-        "quarantine", "release_context", "incident_clusters", "compliance_verdicts"
+        *REGISTRY,
+        "release_context",
+        "event_members",
+        "incident_clusters",
+        "event_evidence",
+        "compliance_verdicts",
     ),
     description="Fix the as-of time, run the warehouse suites, cluster incidents, compute verdicts.",
 )
@@ -26,7 +44,6 @@ verify_reports = dg.define_asset_job(
 compute_indicators = dg.define_asset_job(
     name="compute_indicators",
     selection=dg.AssetSelection.assets("indicator_values"),
-    partitions_def=monthly_partitions,
     description="Indicator values for one month or a range of months (backfill from the UI).",
 )
 
@@ -35,3 +52,5 @@ publish_release = dg.define_asset_job(
     selection=dg.AssetSelection.assets("release"),
     description="Cut a release from the current indicators, verdicts and events (on demand).",
 )
+
+JOBS = [ingest_submissions, verify_reports, compute_indicators, publish_release]

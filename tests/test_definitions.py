@@ -1,169 +1,308 @@
-"""The code location: loads, has the expected graph, and every asset documents itself."""
+"""The code location: its graph (snapshot), the inbox sensor on the one ingestion plan, and
+one asset materialized on a temporary DuckDB."""
 
 import dagster as dg
+import pytest
+import yaml
 
-from assets.resources import CbmSettings
+from assets.resources import CbmSettings, RegistryResource
+from cbm.signatures import new_party_key, sign_file
 from pipelines.definitions import build_definitions, defs
-from tests.conftest import incident, write_csv
+from tests.conftest import incident, write_csv, write_registry
+from warehouse.db import Warehouse
 
-EXPECTED_GRAPH = {  # asset -> (group, upstream assets)
-    "landed_submissions": ("landing", set()),
-    "staged_reports": ("staged", {"landed_submissions"}),
-    "anonymised_reports": ("anonymised", {"staged_reports"}),
-    "validated_reports": ("validated", {"anonymised_reports"}),
-    "release_context": ("validated", {"validated_reports"}),
-    "quarantine": ("validated", {"validated_reports"}),
-    "incident_clusters": ("verified", {"release_context"}),
-    "compliance_verdicts": ("verified", {"release_context"}),
-    "indicator_values": ("indicators", {"incident_clusters", "compliance_verdicts"}),
-    "release": ("published", {"indicator_values", "incident_clusters", "compliance_verdicts"}),
+REGISTRY = ["party_directory", "registry_commitments", "registry_obligations"]
+REPORTS = ["reports_attestations", "reports_compliance", "reports_incidents"]
+# asset -> (group, upstream assets, partitioned, refreshed by declarative automation).
+# A change here is a change of the graph verifiers see in the UI: review it as such.
+EXPECTED_GRAPH = {
+    "party_directory": ("registry", [], False, False),
+    "registry_commitments": ("registry", [], False, False),
+    "registry_obligations": ("registry", [], False, False),
+    "landed_submissions": ("landing", [], True, False),
+    "staged_submissions": ("staged", ["landed_submissions"], True, False),
+    "anon_attestations": ("anonymised", ["staged_submissions"], True, False),
+    "anon_compliance": ("anonymised", ["staged_submissions"], True, False),
+    "anon_incidents": ("anonymised", ["staged_submissions"], True, False),
+    "validation_findings": (
+        "validated",
+        ["anon_attestations", "anon_compliance", "anon_incidents"]
+        + ["party_directory", "registry_commitments"],
+        True,
+        False,
+    ),
+    "reports_attestations": ("validated", ["validation_findings"], True, False),
+    "reports_compliance": ("validated", ["validation_findings"], True, False),
+    "reports_incidents": ("validated", ["validation_findings"], True, False),
+    "submissions": (
+        "validated",
+        ["landed_submissions", *REPORTS, "staged_submissions", "validation_findings"],
+        False,
+        True,
+    ),
+    "quarantine": (
+        "validated",
+        ["landed_submissions", "staged_submissions", "validation_findings"],
+        False,
+        True,
+    ),
+    "release_context": ("validated", [*REPORTS, "submissions"], False, True),
+    "event_members": ("verified", ["release_context", "reports_incidents"], False, True),
+    "incident_clusters": (
+        "verified",
+        ["event_members", "party_directory", "release_context", "reports_attestations"],
+        False,
+        True,
+    ),
+    "event_evidence": ("verified", ["event_members", "reports_attestations"], False, True),
+    "compliance_verdicts": (
+        "verified",
+        [*REGISTRY, "release_context", "reports_attestations", "reports_compliance"],
+        False,
+        True,
+    ),
+    "indicator_values": (
+        "indicators",
+        ["compliance_verdicts", "event_members", "incident_clusters", "release_context"],
+        True,
+        True,
+    ),
+    "release": (
+        "published",
+        [
+            "compliance_verdicts",
+            "incident_clusters",
+            "indicator_values",
+            "party_directory",
+            "release_context",
+            "submissions",
+        ],
+        False,
+        False,
+    ),
 }
 
 
 def test_code_location_loads_with_the_expected_graph():
     graph = defs.resolve_asset_graph()
-    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == set(EXPECTED_GRAPH)
-    for name, (group, upstream) in EXPECTED_GRAPH.items():
-        node = graph.get(dg.AssetKey(name))
-        assert node.group_name == group, name
-        assert {p.to_user_string() for p in node.parent_keys} == upstream, name
-    groups = {g for g, _ in EXPECTED_GRAPH.values()}
-    assert groups == {
-        "landing",
-        "staged",
-        "anonymised",
-        "validated",
-        "verified",
-        "indicators",
-        "published",
-    }
+    actual = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        actual[key.to_user_string()] = (
+            node.group_name,
+            sorted(p.to_user_string() for p in node.parent_keys),
+            node.partitions_def is not None,
+            node.automation_condition is not None,
+        )
+    assert actual == {k: (g, sorted(u), p, a) for k, (g, u, p, a) in EXPECTED_GRAPH.items()}
 
 
 def test_every_asset_has_description_kinds_and_owner():
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
         assert spec.description and len(spec.description) > 40, name
+        assert "<" not in spec.description, name  # the UI renders descriptions as Markdown
         assert spec.kinds, name
         assert spec.owners, name
 
 
-def test_jobs_sensor_and_schedule_are_defined():
+def test_jobs_sensor_schedule_and_checks_are_defined():
     assert defs.resolve_job_def("ingest_submissions").partitions_def.name == "submissions"
     assert defs.resolve_job_def("publish_release")
     assert defs.resolve_job_def("verify_reports")
-    assert (
-        defs.resolve_job_def("compute_indicators").partitions_def.get_partition_keys()[0]
-        == "2015-01"
-    )
+    assert defs.resolve_job_def("compute_indicators").partitions_def.get_partition_keys()
     assert defs.resolve_sensor_def("inbox_sensor")
     assert defs.resolve_schedule_def("monthly_release").cron_schedule == "0 6 1 * *"
-    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    checks = {
+        (k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys
+    }
     assert {
-        "submission_accounting",
-        "suite_incidents",
-        "suite_warehouse_submissions",
-        "manifest_integrity",
+        ("submissions", "submission_accounting"),
+        ("reports_incidents", "suite_incidents"),
+        ("release_context", "suite_warehouse_submissions"),
+        ("release", "manifest_integrity"),
     } <= checks
 
 
-def _settings(tmp_path):
-    return CbmSettings(
-        inbox=str(tmp_path / "inbox"),
-        registry=str(tmp_path / "registry"),
-        workdir=str(tmp_path / "work"),
-        publish=str(tmp_path / "publish"),
-    )
+def test_every_warehouse_table_and_view_belongs_to_an_asset(project):
+    """After a whole run, every table or view in the warehouse is an asset of the graph, or
+    an index that one asset keeps beside its table (named in that asset's description)."""
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    project.run()
+    keys = set(EXPECTED_GRAPH)
+    descriptions = {s.key.to_user_string(): s.description for s in defs.resolve_all_asset_specs()}
+    with Warehouse(str(project.workdir / "warehouse.duckdb")).connect(read_only=True) as con:
+        names = [
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        ]
+    assert "release_context" in names and "event_evidence" in names
+    orphans = [
+        n for n in names if n not in keys and not any(f"`{n}`" in d for d in descriptions.values())
+    ]
+    assert orphans == [], orphans
 
 
-def test_inbox_sensor_lands_files_and_requests_one_run_per_new_submission(tmp_path):
-    from tests.conftest import write_registry
+# ---------------------------------------------------------------- the inbox sensor
 
-    write_registry(tmp_path / "registry")
-    write_csv(tmp_path / "inbox" / "ALPHA" / "incidents_a.csv", [incident("A-1")])
-    write_csv(tmp_path / "inbox" / "BRAVO" / "incidents_b.csv", [incident("B-1")])
-    write_csv(tmp_path / "inbox" / "BRAVO" / "incidents_b_copy.csv", [incident("B-1")])
-    settings = _settings(tmp_path)
-    local = build_definitions(settings)
-    sensor = local.resolve_sensor_def("inbox_sensor")
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(
-            instance=instance, resources={"settings": settings}, definitions=local
-        )
-        result = sensor(ctx)
-        assert len(result.run_requests) == 2  # the copy has the same bytes: one submission
-        assert {r.run_key for r in result.run_requests} == {
-            r.partition_key for r in result.run_requests
-        }
-        assert len(list((tmp_path / "work" / "landing").rglob("*.json"))) == 2
-        instance.add_dynamic_partitions(
-            "submissions", [r.partition_key for r in result.run_requests]
-        )
-        again = sensor(
-            dg.build_sensor_context(
+
+@pytest.fixture
+def deployment(tmp_path):
+    """A deployment's folders and its Definitions, as the code location builds them."""
+
+    class Deployment:
+        def __init__(self):
+            self.inbox = tmp_path / "inbox"
+            self.registry = write_registry(tmp_path / "registry")
+            # an instance attribute: a resource on a class body would act as a descriptor
+            self.settings = CbmSettings(
+                inbox=str(tmp_path / "inbox"),
+                workdir=str(tmp_path / "work"),
+                publish=str(tmp_path / "publish"),
+            )
+
+        @property
+        def definitions(self):
+            return build_definitions(self.settings, RegistryResource(directory=str(self.registry)))
+
+        def tick(self, instance, cursor=None):
+            local = self.definitions
+            context = dg.build_sensor_context(
                 instance=instance,
-                resources={"settings": settings},
-                cursor=result.cursor,
+                resources={"settings": self.settings},
+                cursor=cursor,
                 definitions=local,
             )
+            result = local.resolve_sensor_def("inbox_sensor")(context)
+            if isinstance(result, dg.SensorResult):  # as the daemon does with the result
+                for request in result.dynamic_partitions_requests:
+                    instance.add_dynamic_partitions(
+                        request.partitions_def_name, request.partition_keys
+                    )
+            return result
+
+        def execute(self, instance, result):
+            job = self.definitions.resolve_job_def("ingest_submissions")
+            for request in result.run_requests:
+                assert job.execute_in_process(
+                    instance=instance, partition_key=request.partition_key
+                ).success
+
+        def status(self):
+            with Warehouse(str(tmp_path / "work" / "warehouse.duckdb")).connect() as con:
+                return dict(con.execute("SELECT file_name, status FROM submissions").fetchall())
+
+    (tmp_path / "inbox").mkdir()
+    return Deployment()
+
+
+def test_sensor_requests_a_run_per_new_submission_and_none_for_the_same_bytes(deployment):
+    write_csv(deployment.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    write_csv(deployment.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    with dg.instance_for_test() as instance:
+        first = deployment.tick(instance)
+        assert len(first.run_requests) == 2
+        assert {r.partition_key for r in first.run_requests} == set(
+            instance.get_dynamic_partitions("submissions")
         )
-        assert isinstance(again, dg.SkipReason) and "no change" in again.skip_message
+        deployment.execute(instance, first)
+        assert set(deployment.status().values()) == {"accepted"}
+        unchanged = deployment.tick(instance, first.cursor)
+        assert isinstance(unchanged, dg.SkipReason) and "no change" in unchanged.skip_message
+        # the same bytes under another name: the inbox changed, but there is nothing to ingest
+        write_csv(deployment.inbox / "BRAVO" / "incidents_b_copy.csv", [incident("B-1")])
+        again = deployment.tick(instance, first.cursor)
+        assert isinstance(again, dg.SensorResult) and again.run_requests == []
+        assert again.cursor != first.cursor
 
 
-def test_materialize_ingestion_for_one_submission(tmp_path):
-    from assets.anonymised import anonymised_reports
+def test_a_late_signature_gets_the_file_another_look_through_the_sensor_alone(deployment, tmp_path):
+    key_file = tmp_path / "alpha.key"
+    public = new_party_key("ALPHA", key_file)
+    parties = yaml.safe_load((deployment.registry / "parties.yaml").read_text())
+    next(p for p in parties if p["code"] == "ALPHA")["public_key"] = public
+    write_registry(deployment.registry, parties)
+    report = write_csv(deployment.inbox / "ALPHA" / "incidents_s.csv", [incident("S-1")])
+    with dg.instance_for_test() as instance:
+        first = deployment.tick(instance)
+        deployment.execute(instance, first)
+        assert deployment.status() == {"incidents_s.csv": "rejected"}  # signature_missing
+        sign_file(key_file, report)
+        second = deployment.tick(instance, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == [
+            r.partition_key for r in first.run_requests
+        ]
+        assert second.run_requests[0].run_key != first.run_requests[0].run_key
+        deployment.execute(instance, second)
+        assert deployment.status() == {"incidents_s.csv": "accepted"}
+        # looked at once: the next change of the inbox asks for nothing more
+        write_csv(deployment.inbox / "ALPHA" / "notes.txt", [{"a": 1}])
+        third = deployment.tick(instance, second.cursor)
+        assert len(third.run_requests) == 1  # the new file only
+        assert third.run_requests[0].partition_key != first.run_requests[0].partition_key
+
+
+def test_a_removed_file_is_noticed_and_its_submission_kept(deployment, tmp_path):
+    kept = write_csv(deployment.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    with dg.instance_for_test() as instance:
+        first = deployment.tick(instance)
+        deployment.execute(instance, first)
+        kept.unlink()
+        after = deployment.tick(instance, first.cursor)
+        assert isinstance(after, dg.SensorResult) and after.run_requests == []
+        assert after.cursor != first.cursor
+        assert deployment.status() == {"incidents_a.csv": "accepted"}
+        assert len(list((tmp_path / "work" / "landing").rglob("*.json"))) == 1
+
+
+def test_cbm_run_ingests_what_the_sensor_would(project):
+    """`cbm run` follows the same plan: a second run with nothing new ingests nothing."""
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    project.run()
+    from cbm.intake import plan_intake
+
+    assert plan_intake(project.inbox, project.workdir / "landing").to_ingest == []
+
+
+# ---------------------------------------------------------------- one asset at a time
+
+
+def test_materialize_landing_alone_on_a_temporary_duckdb(deployment):
     from assets.landing import landed_submissions
-    from assets.staged import staged_reports
-    from assets.validated import validated_reports
-    from cbm.intake import scan_inbox
-    from tests.conftest import write_registry
-    from warehouse.db import Warehouse
+    from assets.resources import PseudonymKeyResource
+    from cbm.intake import plan_intake
+    from warehouse.resource import WarehouseResource
 
-    write_registry(tmp_path / "registry")
-    write_csv(
-        tmp_path / "inbox" / "ALPHA" / "incidents_a.csv",
-        [incident("A-1"), incident("A-2", severity=9)],
-    )
-    settings = _settings(tmp_path)
-    (sha,) = [f.sha256 for f in scan_inbox(tmp_path / "inbox", settings.landing_dir)]
-    warehouse = Warehouse(path=str(settings.warehouse_path))
+    write_csv(deployment.inbox / "ZULU" / "incidents_z.csv", [incident("Z-1")])
+    (sha,) = plan_intake(deployment.inbox, deployment.settings.landing_dir).to_ingest
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("submissions", [sha])
         result = dg.materialize(
-            [landed_submissions, staged_reports, anonymised_reports, validated_reports],
+            [landed_submissions],
             partition_key=sha,
             instance=instance,
-            resources={"settings": settings, "warehouse": warehouse},
+            resources={
+                "settings": deployment.settings,
+                "registry": RegistryResource(directory=str(deployment.registry)),
+                "pseudonym_key": PseudonymKeyResource(),
+                "warehouse": WarehouseResource(workdir=deployment.settings.workdir),
+            },
         )
         assert result.success
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks["submission_accounting"] is True
-        assert checks["suite_incidents"] is False  # one critical finding: severity 9
-        (suite,) = [
-            e for e in result.get_asset_check_evaluations() if e.check_name == "suite_incidents"
+        (mat,) = result.asset_materializations_for_node("landed_submissions")
+        assert mat.metadata["rejected_whole"].value == 1
+    assert deployment.status() == {"incidents_z.csv": "rejected"}
+    with Warehouse(str(deployment.settings.warehouse_path)).connect() as con:
+        assert con.execute("SELECT rule FROM landed_submissions").fetchall() == [
+            ("unregistered_party",)
         ]
-        # samples are the quarantined values of each failing rule
-        assert suite.metadata["samples"].value == {"severity_range": ["9"]}
-    with warehouse.connect() as con:
-        assert con.execute(
-            "SELECT status, rows_read, rows_accepted, rows_quarantined FROM submissions"
-        ).fetchall() == [("partial", 2, 1, 1)]
 
 
 def test_verification_and_indicators_refresh_declaratively():
     graph = defs.resolve_asset_graph()
-    for name in (
-        "release_context",
-        "incident_clusters",
-        "compliance_verdicts",
-        "quarantine",
-        "indicator_values",
-    ):
+    for name, (*_, automated) in EXPECTED_GRAPH.items():
         condition = graph.get(dg.AssetKey(name)).automation_condition
-        assert (
-            condition is not None
-            and condition.get_label() == "refresh when new validated data lands"
-        ), name
+        if automated:
+            assert condition.get_label() == "refresh when new validated data lands", name
     assert isinstance(
         graph.get(dg.AssetKey("indicator_values")).partitions_def, dg.MonthlyPartitionsDefinition
     )

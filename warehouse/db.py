@@ -11,12 +11,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata, resources
 from pathlib import Path
 
 import duckdb
 
-from cbm.contract import FIELDS, KINDS, SQL_TYPES, typed_fields
+from cbm.contract import (
+    FIELDS,
+    KINDS,
+    MAX_PUBLISHABLE_TLP_RANK,
+    SQL_TYPES,
+    TLP_LEVELS,
+    typed_fields,
+)
 
 PROVENANCE = {"submission_sha": "VARCHAR", "row_number": "BIGINT", "source": "VARCHAR"}
 # Anonymised rows also carry why a row could not be read, and (attestations) the subject's
@@ -43,14 +51,54 @@ def report_columns(kind: str, with_raw: bool) -> dict[str, str]:
     return cols
 
 
+ISO_TS = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)"
+
+
+def _cast_sql(field: str, ftype: str) -> str:
+    c = f'trim("{field}")'
+    if ftype == "int":
+        return f"CASE WHEN regexp_full_match({c}, '[+-]?[0-9]{{1,18}}') THEN TRY_CAST({c} AS BIGINT) END"
+    if ftype == "float":
+        return f"CASE WHEN isfinite(TRY_CAST({c} AS DOUBLE)) THEN TRY_CAST({c} AS DOUBLE) END"
+    if ftype == "ts":
+        return f"CASE WHEN regexp_full_match({c}, '{ISO_TS}') THEN TRY_CAST({c} AS TIMESTAMPTZ) END"
+    return f'"{field}"'
+
+
+def anon_insert_sql(kind: str) -> str:
+    """INSERT from the registered frame ``anon_frame`` (with its submission in ``_sha``) into
+    ``anon_<kind>``, casting typed fields."""
+    select = []
+    for col in report_columns(kind, with_raw=True):
+        if col.endswith("__raw"):
+            select.append(f'"{col[:-5]}" AS "{col}"')
+        elif col in FIELDS[kind]:
+            select.append(f'{_cast_sql(col, FIELDS[kind][col])} AS "{col}"')
+        elif col == "submission_sha":
+            select.append("_sha AS submission_sha")
+        else:
+            select.append(f'"{col}"')
+    return f"INSERT INTO anon_{kind} SELECT {', '.join(select)} FROM anon_frame"
+
+
 def _create_table(name: str, cols: dict[str, str]) -> str:
     body = ",\n  ".join(f'"{c}" {t}' for c, t in cols.items())
     return f"CREATE TABLE IF NOT EXISTS {name} (\n  {body}\n);"
 
 
+def tlp_macros() -> str:
+    """``tlp_rank(tlp)`` (0 = CLEAR ... an unknown level ranks as RED) and
+    ``tlp_publishable(rank)``, from the contract's TLP levels: the one place SQL learns them."""
+    cases = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(TLP_LEVELS))
+    return (
+        f"CREATE OR REPLACE MACRO tlp_rank(t) AS CASE t {cases} ELSE {len(TLP_LEVELS) - 1} END;\n"
+        f"CREATE OR REPLACE MACRO tlp_publishable(r) AS r <= {MAX_PUBLISHABLE_TLP_RANK};"
+    )
+
+
 @functools.cache
 def schema_ddl() -> str:
-    parts = [sql_file("schema")]
+    parts = [tlp_macros(), sql_file("schema")]
     for kind in KINDS:
         # anonymised: every staged row, typed where it parses, raw text kept for the checks.
         parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
@@ -70,7 +118,18 @@ def schema_ddl() -> str:
             SELECT r.* FROM reports_{kind} r
             ANTI JOIN superseded_{kind} s USING (submission_sha, row_number);"""
         )
+    # every accepted row of every kind, by submission: the one union of the report tables
+    union = " UNION ALL ".join(
+        f"SELECT '{k}' AS kind, submission_sha, row_number, report_id, version FROM reports_{k}"
+        for k in KINDS
+    )
+    parts.append(f"CREATE OR REPLACE VIEW accepted_reports AS {union};")
+    parts += [sql_file(view) for view in VIEWS]
     return "\n".join(parts)
+
+
+# Views over the stored tables, created with the schema (one SQL file each, named after it).
+VIEWS = ("submissions", "quarantine")
 
 
 def _ranked(kind: str, only: str = "") -> str:
@@ -163,6 +222,16 @@ def _connect_waiting(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPy
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def read_release_context(con: duckdb.DuckDBPyConnection) -> tuple[datetime, str]:
+    """The as-of time and method version fixed by the release_context asset for this run."""
+    row = con.execute("SELECT as_of, method_version FROM release_context").fetchone()
+    if row is None or row[0] is None:
+        raise RuntimeError(
+            "no as-of time: the warehouse has no accepted reports and no --as-of was given"
+        )
+    return row[0], row[1]
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):

@@ -1,7 +1,8 @@
-"""The warehouse as a Dagster resource: the same DuckDB file, handed to assets and checks."""
+"""The warehouse as a Dagster resource: the DuckDB file of a workdir, for assets and checks."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -10,12 +11,16 @@ from warehouse.db import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file of one workdir (``Warehouse``), for assets and asset checks."""
+    """``<workdir>/warehouse.duckdb`` (``Warehouse``); one writer at a time."""
 
-    path: str
+    workdir: str
     lock_wait_seconds: float = 120.0
+
+    @property
+    def path(self) -> Path:
+        return Path(self.workdir) / "warehouse.duckdb"
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with Warehouse(self.path, self.lock_wait_seconds).connect(read_only) as con:
+        with Warehouse(str(self.path), self.lock_wait_seconds).connect(read_only) as con:
             yield con

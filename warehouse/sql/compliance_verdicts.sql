@@ -22,7 +22,7 @@ self_reports AS (  -- a party's own claims; others' reports about it do not make
   SELECT r.*, c.type, c.lead_time_days, c.response_sla_hours, c.schedule,
          date_diff('second', r.notified_at, r.activity_start) / 86400.0 AS lead_days,
          date_diff('second', r.requested_at, r.responded_at) / 3600.0 AS latency_hours,
-         CASE r.tlp WHEN 'CLEAR' THEN 0 WHEN 'GREEN' THEN 1 WHEN 'AMBER' THEN 2 WHEN 'AMBER+STRICT' THEN 3 ELSE 4 END AS tlp_rank
+         tlp_rank(r.tlp) AS tlp_rank
   FROM current_compliance r
   JOIN registry_commitments c USING (commitment_id)
   JOIN party_directory pd ON pd.code = r.subject_party AND pd.pseudonym = r.source

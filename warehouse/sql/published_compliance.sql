@@ -4,5 +4,5 @@ SELECT $release_id AS release_id, v.period,
        v.commitment_id, v.verdict, v.status,
        $method_version AS method_version
 FROM compliance_verdicts v JOIN party_directory p ON p.code = v.subject
-WHERE v.tlp_rank <= 1
+WHERE tlp_publishable(v.tlp_rank)
 ORDER BY v.period, subject, v.commitment_id

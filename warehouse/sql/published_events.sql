@@ -7,5 +7,5 @@ SELECT $release_id AS release_id, c.period, c.event_id, c.category, c.region, c.
             ELSE coalesce(p.public_label, p.pseudonym, 'unknown') END AS alleged,
        $method_version AS method_version
 FROM incident_clusters c LEFT JOIN party_directory p ON p.code = c.alleged_party
-WHERE c.tlp_rank <= 1
+WHERE tlp_publishable(c.tlp_rank)
 ORDER BY c.period, c.event_id

@@ -1,5 +1,8 @@
--- Warehouse tables that are not derived from the report contract (see warehouse/db.py for those).
-CREATE TABLE IF NOT EXISTS submissions (
+-- Stored warehouse tables that are not derived from the report contract (warehouse/db.py makes
+-- those, and the views after them: submissions.sql, quarantine.sql). Each is written by one asset.
+-- Landing (asset landed_submissions): one row per submission (file hash) of the batches
+-- landed so far; rule and reason are set when the file is rejected whole at this stage.
+CREATE TABLE IF NOT EXISTS landed_submissions (
     sha256          VARCHAR PRIMARY KEY,   -- identity of a submission: the hash of its bytes
     party_code      VARCHAR,               -- inbox directory (a code, never a real name)
     source          VARCHAR,               -- keyed-hash pseudonym of the submitter
@@ -10,26 +13,32 @@ CREATE TABLE IF NOT EXISTS submissions (
     size_bytes      BIGINT,
     received_at     TIMESTAMPTZ,           -- when the file was landed (reports cannot postdate it)
     landing_path    VARCHAR,
-    signature       VARCHAR,               -- none | valid | (rejections are quarantined)
-    status          VARCHAR,               -- landed | accepted | partial | rejected
-    rows_read       BIGINT,
-    rows_accepted   BIGINT,
-    rows_quarantined BIGINT,
-    notes           VARCHAR                -- JSON list of submission-level remarks (extra columns ...)
+    signature       VARCHAR,               -- none | valid (a bad one rejects the file)
+    intake_key      VARCHAR,               -- the file and its signature as this landing saw them
+    rule            VARCHAR,               -- file-level rejection (NULL: landed)
+    reason          VARCHAR
 );
 
--- Everything that did not pass, with the rule that failed. row_number NULL = whole submission.
-CREATE TABLE IF NOT EXISTS quarantine (
+-- Staging (asset staged_submissions): what parsing each landed file gave.
+CREATE TABLE IF NOT EXISTS staged_submissions (
+    sha256          VARCHAR PRIMARY KEY,
+    rows_read       BIGINT NOT NULL,
+    notes           VARCHAR NOT NULL,      -- JSON list of submission-level remarks (extra columns ...)
+    rule            VARCHAR,               -- unreadable_file when the file could not be parsed
+    reason          VARCHAR
+);
+
+-- Validation (asset validation_findings): every row that failed an expectation.
+CREATE TABLE IF NOT EXISTS validation_findings (
     submission_sha  VARCHAR NOT NULL,
-    row_number      BIGINT,
+    row_number      BIGINT NOT NULL,
     report_id       VARCHAR,
-    stage           VARCHAR NOT NULL,      -- landing | staged | validated
-    rule            VARCHAR NOT NULL,      -- e.g. unregistered_party, severity_range
-    expectation     VARCHAR,               -- the GX expectation type that failed (NULL before validation)
+    rule            VARCHAR NOT NULL,      -- e.g. severity_range
+    expectation     VARCHAR NOT NULL,      -- the GX expectation type that failed
     column_name     VARCHAR,
     value           VARCHAR,               -- offending value, scrubbed like all warehouse text
     reason          VARCHAR NOT NULL,
-    severity        VARCHAR NOT NULL       -- critical (row or file rejected) | warning (kept)
+    severity        VARCHAR NOT NULL       -- critical (row quarantined) | warning (kept)
 );
 
 CREATE TABLE IF NOT EXISTS party_directory (

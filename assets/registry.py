@@ -1,0 +1,77 @@
+"""The registry in the warehouse: parties (pseudonym, class, bloc, public label; real names
+never enter), commitments and who owes them, for the suites and the verification SQL."""
+
+import dagster as dg
+
+from assets.metadata import table_schema
+from assets.resources import PseudonymKeyResource, RegistryResource
+from warehouse.resource import WarehouseResource
+
+OWNER = "team:verification"
+
+REGISTRY_TABLES = {
+    "party_directory": "Registered parties by code: keyed pseudonym, stakeholder class, bloc "
+    "and public label (parties.yaml). Real names never enter the warehouse.",
+    "registry_commitments": "Commitments (commitments.yaml): type, schedule, lead time, "
+    "response window, grace days and validity.",
+    "registry_obligations": "Who owes each commitment: one row per commitment and obligated "
+    "party code (all_states expanded).",
+}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            table,
+            description=text,
+            group_name="registry",
+            kinds={"duckdb", "yaml"},
+            owners=[OWNER],
+        )
+        for table, text in REGISTRY_TABLES.items()
+    ],
+    pool="warehouse",
+)
+def registry_tables(
+    registry: RegistryResource, pseudonym_key: PseudonymKeyResource, warehouse: WarehouseResource
+):
+    """Replace the registry tables with the registry of this run."""
+    reg, key = registry.registry, pseudonym_key.key
+    commitments = sorted(reg.commitments.values(), key=lambda c: c.commitment_id)
+    rows = {
+        "party_directory": [
+            (p.code, key.pseudonym(p.code), p.party_class, p.bloc, p.public_label)
+            for p in sorted(reg.parties.values(), key=lambda p: p.code)
+        ],
+        "registry_commitments": [
+            (
+                c.commitment_id,
+                c.type,
+                c.schedule,
+                c.lead_time_days,
+                c.response_sla_hours,
+                c.grace_days,
+                c.valid_from,
+                c.valid_to,
+            )
+            for c in commitments
+        ],
+        "registry_obligations": [
+            (c.commitment_id, code)
+            for c in commitments
+            for code in c.obligated_parties(reg.parties)
+        ],
+    }
+    with warehouse.connect() as con:
+        for table, values in rows.items():
+            con.execute(f"DELETE FROM {table}")
+            if values:
+                marks = ",".join("?" * len(values[0]))
+                con.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+            yield dg.MaterializeResult(
+                asset_key=table,
+                metadata={
+                    "dagster/row_count": len(values),
+                    "dagster/column_schema": table_schema(con, table),
+                },
+            )

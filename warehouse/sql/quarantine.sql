@@ -1,0 +1,15 @@
+-- Everything that did not pass (asset quarantine), with the rule that failed:
+-- row_number NULL = the whole submission (rejected at landing or parsing).
+CREATE OR REPLACE VIEW quarantine AS
+SELECT sha256 AS submission_sha, CAST(NULL AS BIGINT) AS row_number, CAST(NULL AS VARCHAR) AS report_id,
+       'landing' AS stage, rule, CAST(NULL AS VARCHAR) AS expectation,
+       CAST(NULL AS VARCHAR) AS column_name, CAST(NULL AS VARCHAR) AS value, reason,
+       'critical' AS severity
+FROM landed_submissions WHERE rule IS NOT NULL
+UNION ALL
+SELECT sha256, NULL, NULL, 'staged', rule, NULL, NULL, NULL, reason, 'critical'
+FROM staged_submissions WHERE rule IS NOT NULL
+UNION ALL
+SELECT submission_sha, row_number, report_id, 'validated', rule, expectation, column_name, value,
+       reason, severity
+FROM validation_findings;

@@ -1,0 +1,28 @@
+-- Every submission seen (asset submissions; what `cbm status` lists): landing, parsing and
+-- validation put together. Accounting: rows_read = rows_accepted + rows_quarantined.
+CREATE OR REPLACE VIEW submissions AS
+WITH accepted AS (
+  SELECT submission_sha, count(*) AS n, count(*) FILTER (WHERE version > 1) AS corrections
+  FROM accepted_reports GROUP BY ALL
+),
+quarantined AS (
+  SELECT submission_sha, count(DISTINCT row_number) AS n
+  FROM validation_findings WHERE severity = 'critical' GROUP BY ALL
+)
+SELECT l.sha256, l.party_code, l.source, l.key_version, l.kind, l.format, l.file_name,
+       l.size_bytes, l.received_at, l.landing_path, l.signature, l.intake_key,
+       CASE WHEN l.rule IS NOT NULL OR s.rule IS NOT NULL THEN 'rejected'
+            WHEN s.sha256 IS NULL THEN 'landed'
+            WHEN s.rows_read > 0 AND a.n IS NULL AND q.n IS NULL THEN 'staged'
+            WHEN coalesce(a.n, 0) = s.rows_read THEN 'accepted'
+            WHEN coalesce(a.n, 0) = 0 THEN 'rejected'
+            ELSE 'partial' END AS status,
+       coalesce(s.rows_read, 0) AS rows_read,
+       coalesce(a.n, 0) AS rows_accepted,
+       coalesce(q.n, 0) AS rows_quarantined,
+       coalesce(s.notes, '[]') AS notes,
+       coalesce(a.corrections, 0) AS corrections   -- accepted rows that revise an earlier version
+FROM landed_submissions l
+LEFT JOIN staged_submissions s USING (sha256)
+LEFT JOIN accepted a ON a.submission_sha = l.sha256
+LEFT JOIN quarantined q ON q.submission_sha = l.sha256;
