@@ -7,7 +7,6 @@ wires them (from ``CBM_*`` variables for ``dagster dev``, from flags for ``cbm r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -79,11 +78,3 @@ class PseudonymKeyResource(dg.ConfigurableResource):
         if self._key is None:
             self._key = load_key()
         return self._key
-
-
-def gx_keep_results_from_env() -> int:
-    """``CBM_GX_KEEP_RESULTS`` (default 30): GX validation results kept per suite and table."""
-    text = os.environ.get("CBM_GX_KEEP_RESULTS", str(DEFAULT_GX_KEEP_RESULTS))
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"CBM_GX_KEEP_RESULTS must be a whole number >= 1, not {text!r}")
-    return int(text)

@@ -24,6 +24,7 @@ import duckdb
 import great_expectations as gx
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from cbm.contract import FIELDS, typed_fields
 from checks import expectations, gx_duckdb  # noqa: F401  (expectations: registers ours with GX)
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
@@ -70,16 +71,52 @@ class SuiteResult:
         }
 
 
-def load_suite(name: str) -> dict:
+# What a typed field's text must be, for the type rules generated from the contract.
+TYPE_REASONS = {
+    "int": "must be a whole number",
+    "float": "must be a number",
+    "ts": "must be an ISO-8601 timestamp with a UTC offset",
+}
+
+
+def _suite_file(name: str) -> dict:
     return json.loads(resources.files("checks").joinpath("suites", f"{name}.json").read_text())
 
 
-def suite_names() -> list[str]:
-    return sorted(
-        p.name[:-5]
-        for p in resources.files("checks").joinpath("suites").iterdir()
-        if p.name.endswith(".json")
-    )
+def type_rules(kind: str) -> list[dict]:
+    """One rule per typed field of the kind (``cbm.contract``): text that did not cast to its
+    type is quarantined with the text as handed in."""
+    rules = []
+    for name in typed_fields(kind):
+        reason = f"{name} {TYPE_REASONS[FIELDS[kind][name]]}"
+        rules.append(
+            {
+                "type": "expect_column_values_to_pass_sql_rule",
+                "kwargs": {
+                    "column": f"{name}__raw",
+                    "failing_when": f'"{name}__raw" IS NOT NULL AND "{name}" IS NULL',
+                    "description": reason,
+                },
+                "meta": {
+                    "severity": "critical",
+                    "rule": f"{name}_type_{FIELDS[kind][name]}",
+                    "column": name,
+                    "reason": reason,
+                },
+            }
+        )
+    return rules
+
+
+def load_suite(name: str) -> dict:
+    """A suite as GX runs it: the suites its ``meta.include`` names (``common.json``: the
+    fields every kind shares), the type rules of a report kind, then its own expectations."""
+    spec = _suite_file(name)
+    included = [
+        e for inc in spec["meta"].get("include", []) for e in _suite_file(inc)["expectations"]
+    ]
+    typed = type_rules(name) if name in FIELDS else []
+    return spec | {"expectations": included + typed + spec["expectations"]}
 
 
 def _context(gx_dir: Path):
@@ -257,12 +294,9 @@ def run_suite(
     suite_name: str,
     table: str,
     index_columns: list[str] | None = None,
-    build_docs: bool = False,
 ) -> SuiteResult:
     """Validate ``table`` with ``suite_name`` (see ``run_suites``)."""
-    (result,) = run_suites(
-        con, warehouse_path, gx_dir, [(suite_name, table)], index_columns, build_docs
-    )
+    (result,) = run_suites(con, warehouse_path, gx_dir, [(suite_name, table)], index_columns)
     return result
 
 
@@ -272,7 +306,6 @@ def run_suites(
     gx_dir: Path,
     runs: list[tuple[str, str]],
     index_columns: list[str] | None = None,
-    build_docs: bool = False,
 ) -> list[SuiteResult]:
     """Validate each ``(suite_name, table)`` of ``runs`` in one GX checkpoint run; return a
     result per run, in order, whose findings carry the SQL that selects their failing rows
@@ -300,10 +333,6 @@ def run_suites(
         _suite_result(con, suite_name, table, *by_run[suite_name, table], index_columns)
         for suite_name, table in runs
     ]
-    if build_docs:
-        url = build_data_docs(gx_dir, out)
-        for r in out:
-            r.docs_url = url
     return out
 
 

@@ -43,6 +43,14 @@ def _prepare_dagster_home(workdir: Path) -> Path:
     return home
 
 
+def gx_keep_results_from_env() -> int:
+    """``CBM_GX_KEEP_RESULTS`` (default 30): GX validation results kept per suite and table."""
+    text = os.environ.get("CBM_GX_KEEP_RESULTS", "30")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"CBM_GX_KEEP_RESULTS must be a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def _check_inputs(inbox: Path, registry_dir: Path):
     from cbm.protection import KeyError_, load_key
     from cbm.registry import RegistryError, load_registry
@@ -222,7 +230,7 @@ def _run_pipeline_locked(
     inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
 ) -> dict:
     """The run itself; the caller holds the workdir lock."""
-    from assets.resources import CbmSettings, RegistryResource, gx_keep_results_from_env
+    from assets.resources import CbmSettings, RegistryResource
 
     try:
         keep_results = gx_keep_results_from_env()

@@ -237,9 +237,3 @@ def read_release_context(con: duckdb.DuckDBPyConnection) -> tuple[datetime, str]
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
     """A query's result as a pyarrow Table (DuckDB 2 API)."""
     return con.execute(sql, params or []).to_arrow_table()
-
-
-def fetch_polars(con: duckdb.DuckDBPyConnection, sql: str, params=None):
-    import polars as pl
-
-    return pl.from_arrow(fetch_arrow(con, sql, params))

@@ -1,0 +1,74 @@
+"""The direction of imports (DESIGN.md, Layout): wiring -> assets -> domain, checks, warehouse.
+
+The domain package ``cbm`` imports nothing of ours above it and no Dagster; asset modules
+never import each other (only the shared Dagster vocabulary beside them); quick commands
+import neither Dagster nor Great Expectations.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ("cbm", "assets", "checks", "warehouse", "pipelines")
+ALLOWED = {  # package -> our packages it may import
+    "cbm": {"cbm"},
+    "warehouse": {"cbm", "warehouse"},
+    "checks": {"cbm", "checks", "warehouse"},
+    "assets": {"cbm", "checks", "warehouse", "assets"},
+    "pipelines": set(OURS),
+}
+ASSET_VOCABULARY = {"assets", "assets.resources", "assets.partitions", "assets.metadata"}
+NO_DAGSTER = {"cbm", "warehouse.db", "checks.validation", "checks.gx_duckdb"}
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def modules():
+    for package in OURS:
+        for path in sorted((ROOT / package).glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            yield package, name, imports_of(path)
+
+
+def test_imports_run_one_way():
+    wrong = []
+    for package, name, imported in modules():
+        for target in imported:
+            top = target.split(".")[0]
+            if top in OURS and top not in ALLOWED[package]:
+                wrong.append(f"{name} imports {target}")
+            if package == "assets" and name not in ASSET_VOCABULARY and top == "assets":
+                module = ".".join(target.split(".")[:2])
+                if module not in ASSET_VOCABULARY and module in {n for _, n, _ in modules()}:
+                    wrong.append(f"{name} imports another stage: {target}")
+            if (name in NO_DAGSTER or package == "cbm") and top == "dagster":
+                wrong.append(f"{name} imports dagster")
+    assert wrong == []
+
+
+def test_the_check_finds_a_wrong_direction(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from pipelines.cli import main\nimport dagster as dg\n")
+    assert {"pipelines.cli", "dagster"} <= imports_of(bad)
+
+
+def test_quick_commands_load_neither_dagster_nor_great_expectations():
+    code = (
+        "import sys; import pipelines.cli, warehouse.db, cbm.release, cbm.intake; "
+        "print(sorted(m for m in ('dagster', 'great_expectations', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert out.strip() == "[]"
