@@ -10,7 +10,7 @@ named in quarantine.
 import dagster as dg
 import polars as pl
 
-from assets.metadata import markdown_preview, table_schema
+from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.contract import KINDS
@@ -41,6 +41,7 @@ def _insert(con, kind: str, frames: list[pl.DataFrame]) -> None:
             deps=["staged_submissions"],
             partitions_def=submissions_partitions,
             group_name="anonymised",
+            metadata=declared_schema(f"anon_{kind}"),
             kinds={"polars", "duckdb"},
             owners=[OWNER],
             description=(
@@ -93,7 +94,6 @@ def anonymised_reports(
         for kind in KINDS:
             metadata = {
                 "dagster/row_count": counts[kind],
-                "dagster/column_schema": table_schema(con, f"anon_{kind}"),
                 "key_version": key.version,
             }
             if kind == "incidents":

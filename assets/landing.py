@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.metadata import markdown_preview, table_schema
+from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.contract import format_of, kind_of
@@ -29,6 +29,7 @@ OWNER = "team:ingestion"
     partitions_def=submissions_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="landing",
+    metadata=declared_schema("landed_submissions"),
     kinds={"duckdb", "file"},
     owners=[OWNER],
     pool="warehouse",
@@ -91,11 +92,9 @@ def landed_submissions(
             [context.partition_keys],
             limit=20,
         )
-        schema = table_schema(con, "landed_submissions")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(rows),
-            "dagster/column_schema": schema,
             "rejected_whole": sum(1 for r in rows if r[-2]),
             "preview": dg.MetadataValue.md(preview),
         }

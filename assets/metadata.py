@@ -1,7 +1,11 @@
 """Asset metadata the Dagster UI shows: column schemas and small Markdown previews."""
 
+import functools
+
 import dagster as dg
 import duckdb
+
+from warehouse.db import schema_ddl
 
 
 def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
@@ -27,3 +31,26 @@ def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str, params=None, limi
         for r in rows
     )
     return head + body
+
+
+@functools.cache
+def _declared_schemas() -> dict[str, dg.TableSchema]:
+    """The column schema of every stored table and view the warehouse DDL declares, read from
+    an in-memory DuckDB built with that DDL (no file is touched)."""
+    con = duckdb.connect()
+    try:
+        con.execute(schema_ddl())
+        return {
+            table: table_schema(con, table)
+            for (table,) in con.execute(
+                "SELECT DISTINCT table_name FROM information_schema.columns"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+
+
+def declared_schema(table: str) -> dict:
+    """Definition metadata for an asset that is a declared warehouse table: its column schema,
+    shown by the UI once, not repeated in every materialization of every partition."""
+    return {"dagster/column_schema": _declared_schemas()[table], "dagster/table_name": table}

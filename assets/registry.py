@@ -3,7 +3,7 @@ never enter), commitments and who owes them, for the suites and the verification
 
 import dagster as dg
 
-from assets.metadata import table_schema
+from assets.metadata import declared_schema
 from assets.resources import PseudonymKeyResource, RegistryResource
 from warehouse.resource import WarehouseResource
 
@@ -24,6 +24,7 @@ REGISTRY_TABLES = {
         dg.AssetSpec(
             table,
             description=text,
+            metadata=declared_schema(table),
             group_name="registry",
             kinds={"duckdb", "yaml"},
             owners=[OWNER],
@@ -72,6 +73,5 @@ def registry_tables(
                 asset_key=table,
                 metadata={
                     "dagster/row_count": len(values),
-                    "dagster/column_schema": table_schema(con, table),
                 },
             )

@@ -9,7 +9,7 @@ import json
 
 import dagster as dg
 
-from assets.metadata import table_schema
+from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.intake import landing_paths, staged_path
@@ -24,6 +24,7 @@ OWNER = "team:ingestion"
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["landed_submissions"],
     group_name="staged",
+    metadata=declared_schema("staged_submissions"),
     kinds={"polars", "parquet", "duckdb"},
     owners=[OWNER],
     pool="warehouse",
@@ -68,12 +69,10 @@ def staged_submissions(
         )
         if rows:
             con.executemany("INSERT INTO staged_submissions VALUES (?,?,?,?,?)", rows)
-        schema = table_schema(con, "staged_submissions")
     unreadable = sum(1 for r in rows if r[3])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(r[1] for r in rows),
-            "dagster/column_schema": schema,
             "submissions_parsed": len(rows) - unreadable,
             "submissions_unreadable": unreadable,
         }

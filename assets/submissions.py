@@ -7,7 +7,7 @@ no stage updates another's rows; their SQL is ``warehouse/sql/submissions.sql`` 
 
 import dagster as dg
 
-from assets.metadata import markdown_preview, table_schema
+from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import refresh_on_new_data
 from cbm.contract import KINDS
 from warehouse.resource import WarehouseResource
@@ -24,6 +24,7 @@ INTAKE_TABLES = [
 @dg.asset(
     deps=INTAKE_TABLES,
     group_name="validated",
+    metadata=declared_schema("submissions"),
     kinds={"duckdb"},
     owners=[OWNER],
     pool="warehouse",
@@ -65,11 +66,9 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "ORDER BY status <> 'rejected', party_code, file_name",
             limit=25,
         )
-        schema = table_schema(con, "submissions")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(by_status.values()),
-            "dagster/column_schema": schema,
             "by_status": dg.MetadataValue.json(by_status),
             "rows_read": int(totals[0]),
             "rows_accepted": int(totals[1]),
@@ -92,6 +91,7 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
 @dg.asset(
     deps=["landed_submissions", "staged_submissions", "validation_findings"],
     group_name="validated",
+    metadata=declared_schema("quarantine"),
     kinds={"duckdb"},
     owners=[OWNER],
     pool="warehouse",
@@ -122,11 +122,9 @@ def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "WHERE q.severity = 'critical' ORDER BY s.party_code, s.file_name, q.row_number NULLS FIRST, q.rule",
             limit=25,
         )
-        schema = table_schema(con, "quarantine")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
-            "dagster/column_schema": schema,
             "files_rejected_whole": files,
             "critical_findings": critical,
             "by_rule": dg.MetadataValue.md(by_rule),

@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from assets.metadata import table_schema
+from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.contract import KINDS
@@ -98,6 +98,7 @@ REPORT_TABLE_TEXT = (
     specs=[
         dg.AssetSpec(
             "validation_findings",
+            metadata=declared_schema("validation_findings"),
             deps=[f"anon_{k}" for k in KINDS] + ["party_directory", "registry_commitments"],
             partitions_def=submissions_partitions,
             group_name="validated",
@@ -113,6 +114,7 @@ REPORT_TABLE_TEXT = (
         *[
             dg.AssetSpec(
                 f"reports_{kind}",
+                metadata=declared_schema(f"reports_{kind}"),
                 deps=["validation_findings"],
                 partitions_def=submissions_partitions,
                 group_name="validated",
@@ -203,10 +205,6 @@ def validated_reports(
             ).fetchone()[0]
             for kind in KINDS
         }
-        schemas = {
-            t: table_schema(con, t)
-            for t in ["validation_findings", *(f"reports_{k}" for k in KINDS)]
-        }
         for kind in KINDS:  # the batch views were for GX's connection only
             con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
         intake_keys = con.execute(
@@ -231,7 +229,6 @@ def validated_reports(
             # the Great Expectations suites plus the quarantine inserts (not the accepted-row copy)
             "validation_seconds": round(seconds["validation"], 3),
             "accept_seconds": round(seconds["accept"], 3),
-            "dagster/column_schema": schemas["validation_findings"],
             **({"data_docs": dg.MetadataValue.url(docs)} if docs else {}),
         },
     )
@@ -241,7 +238,6 @@ def validated_reports(
             metadata={
                 "dagster/row_count": accepted[kind],
                 "rows_in_batch": batch_rows[kind],
-                "dagster/column_schema": schemas[f"reports_{kind}"],
             },
         )
         r = results.get(kind)

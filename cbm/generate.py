@@ -360,10 +360,16 @@ def sample_parties() -> list[dict]:
 
 
 def generate(
-    out: str | Path, seed: int = 7, reports: int = 2000, parties: int | None = None
+    out: str | Path,
+    seed: int = 7,
+    reports: int = 2000,
+    parties: int | None = None,
+    halves: bool = True,
 ) -> GeneratedInbox:
     """Write ``out/inbox`` and ``out/registry``. ``reports`` counts incident reports;
-    ``parties`` (optional) adds independent observers until that many parties report."""
+    ``parties`` (optional) adds independent observers until that many parties report;
+    ``halves`` hands in each party's reports of a kind as two files (False: one file, about
+    half as many submissions, for tests that need a whole inbox but not its file count)."""
     out = Path(out)
     inbox, registry = out / "inbox", out / "registry"
     registry.mkdir(parents=True, exist_ok=True)
@@ -417,7 +423,7 @@ def generate(
         for party, row in rows:
             by_party.setdefault(party, []).append(row)
         for i, (party, prows) in enumerate(sorted(by_party.items())):
-            half = len(prows) // 2 or len(prows)
+            half = (len(prows) // 2 or len(prows)) if halves else len(prows)
             for j, chunk in enumerate((prows[:half], prows[half:])):
                 if not chunk:
                     continue

@@ -22,7 +22,7 @@ def warehouse_file(tmp_path_factory):
     from tests.conftest import TEST_KEY
 
     tmp = tmp_path_factory.mktemp("bench")
-    gen = generate(tmp / "demo", seed=5, reports=150)
+    gen = generate(tmp / "demo", seed=5, reports=150, halves=False)
     with pytest.MonkeyPatch.context() as env:  # module scope: before the per-test environment
         env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
         env.delenv("CBM_KEY_FILE", raising=False)

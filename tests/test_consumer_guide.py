@@ -28,7 +28,7 @@ def publish_dir(tmp_path_factory):
     os.environ["CBM_PSEUDONYM_KEY"] = TEST_KEY
     base = tmp_path_factory.mktemp("consumer")
     os.environ["DAGSTER_HOME"] = str(base / "dh")
-    gen = generate(base / "demo", seed=11, reports=150)
+    gen = generate(base / "demo", seed=11, reports=150, halves=False)
     from pipelines.cli import run_pipeline
 
     run_pipeline(gen.inbox, gen.registry, base / "work", base / "publish")

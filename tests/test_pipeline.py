@@ -118,7 +118,7 @@ def test_accounting_and_release_on_a_generated_inbox(tmp_path):
 def test_same_inputs_give_the_same_release_bytes(tmp_path):
     from pipelines.cli import run_pipeline
 
-    gen = generate(tmp_path / "demo", seed=5, reports=80)
+    gen = generate(tmp_path / "demo", seed=5, reports=80, halves=False)
     a = run_pipeline(gen.inbox, gen.registry, tmp_path / "w1", tmp_path / "p1")
     os.environ["DAGSTER_HOME"] = str(tmp_path / "dh2")  # a second, fresh instance too
     b = run_pipeline(gen.inbox, gen.registry, tmp_path / "w2", tmp_path / "p2")

@@ -85,7 +85,7 @@ def setup(tmp_path_factory):
     from tests.conftest import TEST_KEY
 
     base = tmp_path_factory.mktemp("reliability")
-    gen = generate(base / "gen", seed=13, reports=60)
+    gen = generate(base / "gen", seed=13, reports=60, halves=False)
     env = dict(os.environ, CBM_PSEUDONYM_KEY=TEST_KEY)
     env.pop("DAGSTER_HOME", None)  # each workdir keeps its own instance
     proc = cbm(*run_args(base, gen.inbox, gen.registry, "reference"), env=env)
