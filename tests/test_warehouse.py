@@ -58,3 +58,33 @@ def test_an_older_warehouse_gets_its_superseded_rows_on_first_connection(tmp_pat
     db._SCHEMA_DONE.clear()
     with Warehouse(path=str(path)).connect() as con:
         assert _current(con) == [("a" * 64, 2)]
+
+
+def test_a_warehouse_of_the_old_layout_is_migrated_and_rebuilt_from_landing(project):
+    """Before one writer per table, submissions and quarantine were tables: the next run
+    drops them and ingests every landed submission again, with the same result."""
+    from tests.conftest import incident, write_csv
+    from warehouse.db import Warehouse, schema_ddl
+
+    write_csv(
+        project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2", severity=9)]
+    )
+    project.run()
+    before = project.query("SELECT file_name, status, rows_read, rows_accepted FROM submissions")
+    path = project.workdir / "warehouse.duckdb"
+    with Warehouse(str(path)).connect() as con:  # back to the old layout
+        con.execute("DROP VIEW submissions")
+        con.execute("DROP VIEW quarantine")
+        con.execute("CREATE TABLE submissions (sha256 VARCHAR, status VARCHAR)")
+        con.execute("CREATE TABLE quarantine (submission_sha VARCHAR)")
+    for meta in (project.workdir / "landing").rglob("*.json"):  # sidecars of that time
+        meta.write_text(meta.read_text().replace('"ingested_key"', '"old_key"'))
+    import warehouse.db as db
+
+    db._SCHEMA_DONE.clear()
+    assert "CREATE OR REPLACE VIEW submissions" in schema_ddl()
+    project.run()
+    assert (
+        project.query("SELECT file_name, status, rows_read, rows_accepted FROM submissions")
+        == before
+    )

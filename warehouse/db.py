@@ -202,8 +202,25 @@ _SCHEMA_DONE: set[tuple[str, int]] = set()
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: str) -> None:
     key = (str(Path(path).resolve()), Path(path).stat().st_ino)
     if key not in _SCHEMA_DONE:
+        migrate_single_writer_tables(con)
         con.execute(schema_ddl())
         _SCHEMA_DONE.add(key)
+
+
+def migrate_single_writer_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    """Warehouses made before each stage had its own table kept ``submissions`` and
+    ``quarantine`` as tables that three stages updated; they are views now. The old tables
+    are dropped: their landing sidecars carry no ``ingested_key`` yet, so the next run
+    ingests every landed submission again and rebuilds every stage's table from the bytes
+    kept in landing (nothing handed in is lost). Returns whether it migrated."""
+    old = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'submissions' "
+        "AND table_type = 'BASE TABLE'"
+    ).fetchone()[0]
+    if old:
+        con.execute("DROP TABLE submissions")
+        con.execute("DROP TABLE IF EXISTS quarantine")
+    return bool(old)
 
 
 def _connect_waiting(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
