@@ -33,14 +33,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-STAGE_OF = {
+STAGE_OF = {  # Dagster step (an asset or a multi-asset) -> stage
+    "registry_tables": "landing",
     "landed_submissions": "landing",
-    "staged_reports": "staged",
+    "staged_submissions": "staged",
     "anonymised_reports": "anonymised",
     "validated_reports": "validated",
-    "quarantine": "verified",
+    "submissions": "validated",
+    "quarantine": "validated",
     "release_context": "verified",
-    "incident_clusters": "verified",
+    "warehouse_table_checks": "verified",
+    "incident_clustering": "verified",
     "compliance_verdicts": "verified",
     "indicator_values": "indicators",
     "release": "published",
@@ -148,9 +151,7 @@ def stage_seconds(dagster_home: Path, since: float = 0.0) -> dict[str, float]:
     for instance, run, _ in _runs(dagster_home, since):
         for step in instance.get_run_step_stats(run.run_id):
             key = step.step_key
-            stage = STAGE_OF.get(key) or (
-                "verified" if key.startswith("warehouse_tables_suite") else None
-            )
+            stage = STAGE_OF.get(key)
             if stage and step.end_time:
                 stages[stage] = stages.get(stage, 0.0) + (step.end_time - step.start_time)
     return {k: round(stages.get(k, 0.0), 2) for k in dict.fromkeys(STAGE_OF.values())}
@@ -168,7 +169,7 @@ def validation_seconds(dagster_home: Path) -> float:
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ):
             mat = entry.asset_materialization
-            if mat and mat.asset_key == dg.AssetKey("validated_reports"):
+            if mat and mat.asset_key == dg.AssetKey("validation_findings"):
                 total += float(mat.metadata["validation_seconds"].value)
                 break
     return total

@@ -83,12 +83,16 @@ def load_key(env: dict[str, str] | None = None) -> PseudonymKey:
 
 
 def _key(version: str, hexkey: str, where: str) -> PseudonymKey:
+    form = (
+        "expected <version>:<hex>, at least 32 hex digits (e.g. k1:<64 hex digits>); "
+        "'cbm keygen-pseudonym --out FILE' writes a key file for CBM_KEY_FILE"
+    )
     try:
         secret = bytes.fromhex(hexkey.strip())
     except ValueError as exc:
-        raise KeyError_(f"{where}: key is not hex") from exc
+        raise KeyError_(f"{where}: the key is not hexadecimal; {form}") from exc
     if len(secret) < 16:
-        raise KeyError_(f"{where}: key must be at least 16 bytes")
+        raise KeyError_(f"{where}: the key is too short ({len(secret)} bytes); {form}")
     return PseudonymKey(version=version, secret=secret)
 
 

@@ -116,6 +116,20 @@ def _req(entry: dict, key: str, where: str):
     return entry[key]
 
 
+def _number(value, where: str, key: str, kind=int, minimum: float | None = None):
+    """A whole number (or, with ``kind=float``, any number) from YAML, or a RegistryError that
+    names the file, the field and the value. YAML booleans are not numbers."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and kind is int and isinstance(value, float):
+        ok = value.is_integer()
+    if not ok:
+        what = "a whole number" if kind is int else "a number"
+        raise RegistryError(f"{where}: '{key}' must be {what}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise RegistryError(f"{where}: '{key}' must be >= {minimum:g}, got {value!r}")
+    return kind(value)
+
+
 def _as_date(value, where: str, key: str) -> date | None:
     if value is None:
         return None
@@ -196,13 +210,18 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
             type=ctype,
             obligated=obligated,
             schedule=schedule,
-            lead_time_days=entry.get("lead_time_days"),
-            response_sla_hours=entry.get("response_sla_hours"),
-            grace_days=int(entry.get("grace_days") or 0),
+            lead_time_days=_optional_number(entry, "lead_time_days", where),
+            response_sla_hours=_optional_number(entry, "response_sla_hours", where),
+            grace_days=_number(entry.get("grace_days") or 0, where, "grace_days", minimum=0),
             valid_from=valid_from,
             valid_to=_as_date(entry.get("valid_to"), where, "valid_to"),
         )
     return out
+
+
+def _optional_number(entry: dict, key: str, where: str) -> int | None:
+    value = entry.get(key)
+    return None if value is None else _number(value, where, key, minimum=0)
 
 
 def load_policy(path: Path) -> Policy:
@@ -211,24 +230,35 @@ def load_policy(path: Path) -> Policy:
         raise RegistryError(f"{path}: expected a mapping")
     where = str(path)
     windows = _req(data, "association_window_hours", where)
+    if not isinstance(windows, dict):
+        raise RegistryError(f"{where}: association_window_hours must map each category to hours")
     missing = [c for c in INCIDENT_CATEGORIES if c not in windows]
     if missing:
         raise RegistryError(f"{where}: association_window_hours lacks categories {missing}")
-    thresholds = tuple(int(x) for x in _req(data, "escalation_thresholds", where))
+    raw_thresholds = _req(data, "escalation_thresholds", where)
+    if not isinstance(raw_thresholds, list):
+        raise RegistryError(
+            f"{where}: 'escalation_thresholds' must be a list of 5 ascending numbers, got {raw_thresholds!r}"
+        )
+    thresholds = tuple(_number(x, where, "escalation_thresholds") for x in raw_thresholds)
     if len(thresholds) != 5 or list(thresholds) != sorted(thresholds):
         raise RegistryError(f"{where}: escalation_thresholds must be 5 ascending numbers")
-    k = int(_req(data, "small_cell_k", where))
-    if k < 1:
-        raise RegistryError(f"{where}: small_cell_k must be >= 1")
+
+    def number(key: str, kind=int, minimum: float | None = 0):
+        return _number(_req(data, key, where), where, key, kind, minimum)
+
     return Policy(
-        policy_version=int(_req(data, "policy_version", where)),
-        association_window_hours={c: int(windows[c]) for c in INCIDENT_CATEGORIES},
-        association_radius_km=float(_req(data, "association_radius_km", where)),
-        review_window_days=int(_req(data, "review_window_days", where)),
-        expiry_days=int(_req(data, "expiry_days", where)),
-        small_cell_k=k,
+        policy_version=number("policy_version", minimum=1),
+        association_window_hours={
+            c: _number(windows[c], where, f"association_window_hours.{c}", minimum=0)
+            for c in INCIDENT_CATEGORIES
+        },
+        association_radius_km=number("association_radius_km", float),
+        review_window_days=number("review_window_days"),
+        expiry_days=number("expiry_days"),
+        small_cell_k=number("small_cell_k", minimum=1),
         escalation_thresholds=thresholds,
-        tentative_max_escalation=int(_req(data, "tentative_max_escalation", where)),
+        tentative_max_escalation=number("tentative_max_escalation"),
         raw=json.loads(json.dumps(data, default=str)),
     )
 

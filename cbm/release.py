@@ -26,7 +26,12 @@ PRODUCTS = ("indicators", "compliance", "events")
 
 def parse_as_of(text: str) -> datetime:
     """``--as-of``: ISO 8601 with an offset, like every timestamp of the contract."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--as-of {text!r} is not an ISO 8601 timestamp; write e.g. 2026-10-31T00:00:00+00:00"
+        ) from None
     if value.tzinfo is None:
         raise ValueError(f"--as-of {text!r} needs a UTC offset, e.g. 2026-10-31T00:00:00+00:00")
     return value

@@ -51,12 +51,27 @@ def gx_keep_results_from_env() -> int:
     return int(text)
 
 
+def _check_folder(flag: str, path: Path, must_exist: bool) -> None:
+    """A folder given on the command line: it exists (or can be made), and is a folder."""
+    if path.exists() and not path.is_dir():
+        raise CannotRun(f"{flag} {path} is a file, not a folder")
+    if must_exist and not path.exists():
+        raise CannotRun(f"{flag} {path} does not exist")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CannotRun(f"{flag} {path}: {parent} is a file, not a folder")
+            if not must_exist and not os.access(parent, os.W_OK | os.X_OK):
+                raise CannotRun(f"{flag} {path}: cannot create it in {parent} (permission denied)")
+            break
+
+
 def _check_inputs(inbox: Path, registry_dir: Path):
     from cbm.protection import KeyError_, load_key
     from cbm.registry import RegistryError, load_registry
 
-    if not inbox.is_dir():
-        raise CannotRun(f"inbox {inbox} does not exist or is not a directory")
+    _check_folder("--inbox", inbox, must_exist=True)
+    _check_folder("--registry", registry_dir, must_exist=True)
     try:
         registry = load_registry(registry_dir)
     except RegistryError as exc:
@@ -190,9 +205,27 @@ def run_pipeline(
     One run per workdir at a time: a second ``cbm run`` waits for the first (saying so),
     and gives up with a clear message after ``wait_seconds``.
     """
+    # every operator mistake is found here, before Dagster or GX is loaded
+    _check_inputs(inbox, registry_dir)
+    _check_folder("--workdir", workdir, must_exist=False)
+    _check_folder("--publish", publish, must_exist=False)
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        _check_folder("DAGSTER_HOME", Path(home), must_exist=False)
+    if as_of:
+        from cbm.release import parse_as_of
+
+        try:
+            parse_as_of(as_of)
+        except ValueError as exc:
+            raise CannotRun(str(exc)) from exc
+    try:
+        keep_results = gx_keep_results_from_env()
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
     workdir.mkdir(parents=True, exist_ok=True)
     with _workdir_lock(workdir, wait_seconds):
-        return _run_pipeline_locked(inbox, registry_dir, workdir, publish, as_of)
+        return _run_pipeline_locked(inbox, registry_dir, workdir, publish, as_of, keep_results)
 
 
 @contextmanager
@@ -227,30 +260,22 @@ def _workdir_lock(workdir: Path, wait_seconds: float):
 
 
 def _run_pipeline_locked(
-    inbox: Path, registry_dir: Path, workdir: Path, publish: Path, as_of: str | None = None
+    inbox: Path,
+    registry_dir: Path,
+    workdir: Path,
+    publish: Path,
+    as_of: str | None,
+    keep_results: int,
 ) -> dict:
-    """The run itself; the caller holds the workdir lock."""
-    from assets.resources import CbmSettings, RegistryResource
-
-    try:
-        keep_results = gx_keep_results_from_env()
-    except ValueError as exc:
-        raise CannotRun(str(exc)) from exc
+    """The run itself; the caller checked the inputs and holds the workdir lock."""
     import dagster as dg
 
     from assets.partitions import submissions_partitions
+    from assets.resources import CbmSettings, RegistryResource
     from cbm.intake import plan_intake
-    from cbm.release import parse_as_of
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
-    _check_inputs(inbox, registry_dir)
-    if as_of:
-        try:
-            parse_as_of(as_of)
-        except ValueError as exc:
-            raise CannotRun(str(exc)) from exc
-    workdir.mkdir(parents=True, exist_ok=True)
     publish.mkdir(parents=True, exist_ok=True)
     _prepare_dagster_home(workdir)
     settings = CbmSettings(
@@ -357,6 +382,7 @@ def _print_summary(s: dict) -> None:
 def cmd_generate(args) -> int:
     from cbm.generate import generate
 
+    _check_folder("--out", Path(args.out), must_exist=False)
     out = generate(args.out, seed=args.seed, reports=args.reports)
     _say(
         f"wrote {out.files} files ({out.reports:,} report rows) to {out.inbox} and registries to {out.registry}"
@@ -376,6 +402,7 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from warehouse.db import Warehouse, sql_file
 
+    _check_folder("--workdir", Path(args.workdir), must_exist=True)
     path = Path(args.workdir) / "warehouse.duckdb"
     if not path.exists():
         raise CannotRun(
@@ -417,6 +444,8 @@ def cmd_verify_release(args) -> int:
     from cbm.release import verify_release
 
     path = Path(args.path)
+    if not path.is_dir():
+        raise CannotRun(f"{path} does not exist or is not a folder (a release or a publish folder)")
     if (path / "LATEST").exists() and not (path / "manifest.json").exists():
         path = path / "releases" / (path / "LATEST").read_text().strip()
     ok, problems = verify_release(path)
@@ -432,6 +461,7 @@ def cmd_keygen_pseudonym(args) -> int:
     from cbm.protection import new_key_file
 
     out = Path(args.out)
+    _check_folder("--out", out.parent, must_exist=False)
     if out.exists() and not args.force:
         raise CannotRun(f"{out} exists; pass --force to replace it (pseudonyms will change)")
     new_key_file(out, args.key_version)
@@ -445,6 +475,7 @@ def cmd_keygen(args) -> int:
     from cbm.signatures import new_party_key
 
     out = Path(args.out)
+    _check_folder("--out", out.parent, must_exist=False)
     if out.exists() and not args.force:
         raise CannotRun(f"{out} exists; pass --force to replace it")
     public = new_party_key(args.party, out)
@@ -498,66 +529,162 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+EPILOG = """environment:
+  CBM_KEY_FILE          the pseudonymisation key file (cbm keygen-pseudonym), kept outside
+                        the repository; or CBM_PSEUDONYM_KEY=<version>:<hex> (32+ hex digits)
+  DAGSTER_HOME          Dagster's instance (default: <workdir>/dagster_home)
+  CBM_GX_KEEP_RESULTS   validation results kept per suite and table in Data Docs (default 30)
+  CBM_DEBUG=1           print the traceback of an unexpected error
+
+exit codes:
+  0  success (quarantined rows are not a failure)
+  1  the run started but a step failed, or a release does not verify
+  2  it could not start: a wrong path, flag, registry value or key (one line says which)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the mistake, where, and what to type instead."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """Name the first option no command knows, with the nearest known one."""
+    import difflib
+
+    known = {opt for action in parser._actions for opt in action.option_strings}
+    for sub in _subparsers(parser).values():
+        known |= {opt for action in sub._actions for opt in action.option_strings}
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            near = difflib.get_close_matches(flag, sorted(known), n=1)
+            return f"unknown option {flag}" + (f" (did you mean {near[0]}?)" if near else "")
+    return None
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _whole_number(minimum: int):
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return int(text)
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cbm", description="cbm-verify: verification pipeline for confidence-building measures"
+    p = _Parser(
+        prog="cbm",
+        description="cbm-verify: verification pipeline for confidence-building measures",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="write a synthetic inbox and registries")
-    g.add_argument("--out", required=True)
-    g.add_argument("--seed", type=int, default=7)
+    p.add_argument("--version", action="version", version=f"cbm-verify {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, text: str, func) -> argparse.ArgumentParser:
+        parser = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(func=func)
+        return parser
+
+    g = command("generate", "write a synthetic inbox and registries", cmd_generate)
+    g.add_argument("--out", required=True, help="folder to write inbox/ and registry/ into")
+    g.add_argument(
+        "--seed", type=int, default=7, help="random seed (default 7): same seed, same files"
+    )
     g.add_argument(
         "--reports",
-        type=int,
+        type=_whole_number(1),
         default=2000,
-        help="incident reports (compliance and attestations follow)",
+        help="how many incident reports (default 2000); compliance reports, attestations, "
+        "revisions and a few bad rows and files come on top",
     )
-    g.set_defaults(func=cmd_generate)
-    r = sub.add_parser("run", help="one full run: land, ingest, verify, publish")
-    for name in ("inbox", "registry", "workdir", "publish"):
-        r.add_argument(f"--{name}", required=True)
+    r = command("run", "one full run: land, ingest, verify, publish", cmd_run)
+    r.add_argument("--inbox", required=True, help="the inbox: <inbox>/<PARTY>/<kind>_*.<ext>")
+    r.add_argument(
+        "--registry", required=True, help="folder with parties.yaml, commitments.yaml, policy.yaml"
+    )
+    r.add_argument(
+        "--workdir", required=True, help="landing area, warehouse and Dagster instance (created)"
+    )
+    r.add_argument("--publish", required=True, help="where releases are published (created)")
     r.add_argument(
         "--as-of",
-        help="the release's 'now' (ISO-8601 with offset); default: latest accepted timestamp",
+        help="the release's 'now', ISO 8601 with an offset (e.g. 2026-10-31T00:00:00+00:00); "
+        "default: the latest timestamp among accepted reports",
     )
-    r.set_defaults(func=cmd_run)
-    s = sub.add_parser("status", help="every submission seen, and why rows were quarantined")
-    s.add_argument("--workdir", required=True)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_status)
-    v = sub.add_parser(
-        "verify-release", help="check a release (or a publish dir's LATEST) against its manifest"
+    s = command("status", "every submission seen, and why rows were quarantined", cmd_status)
+    s.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
+    s.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    v = command(
+        "verify-release",
+        "check a release (or a publish folder's LATEST) against its manifest",
+        cmd_verify_release,
     )
-    v.add_argument("path")
-    v.set_defaults(func=cmd_verify_release)
-    k = sub.add_parser("keygen-pseudonym", help="write a new pseudonymisation key file")
-    k.add_argument("--out", required=True)
-    k.add_argument("--key-version", default="k1")
-    k.add_argument("--force", action="store_true")
-    k.set_defaults(func=cmd_keygen_pseudonym)
-    kg = sub.add_parser(
-        "keygen", help="a party's Ed25519 signing key (private file + public key to register)"
+    v.add_argument("path", help="a release folder, or a publish folder (its LATEST release)")
+    k = command("keygen-pseudonym", "write a new pseudonymisation key file", cmd_keygen_pseudonym)
+    k.add_argument("--out", required=True, help="the key file to write (mode 0600)")
+    k.add_argument("--key-version", default="k1", help="recorded in every release (default k1)")
+    k.add_argument("--force", action="store_true", help="replace an existing key file")
+    kg = command(
+        "keygen",
+        "a party's Ed25519 signing key (private file + public key to register)",
+        cmd_keygen,
     )
-    kg.add_argument("--party", required=True)
-    kg.add_argument("--out", required=True)
-    kg.add_argument("--force", action="store_true")
-    kg.set_defaults(func=cmd_keygen)
-    sg = sub.add_parser("sign", help="write FILE.sig (detached Ed25519 signature) for each file")
+    kg.add_argument("--party", required=True, help="the party code, as in parties.yaml")
+    kg.add_argument("--out", required=True, help="the private key file to write (mode 0600)")
+    kg.add_argument("--force", action="store_true", help="replace an existing key file")
+    sg = command("sign", "write FILE.sig (detached Ed25519 signature) for each file", cmd_sign)
     sg.add_argument("--key", required=True, help="the key file written by 'cbm keygen'")
-    sg.add_argument("files", nargs="+")
-    sg.set_defaults(func=cmd_sign)
-    d = sub.add_parser("demo", help="generate a sample inbox and run the whole pipeline on it")
-    d.add_argument("--dir", default=".cbm/demo")
-    d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--reports", type=int, default=2000)
-    d.set_defaults(func=cmd_demo)
+    sg.add_argument("files", nargs="+", help="the files to sign")
+    d = command("demo", "generate a sample inbox and run the whole pipeline on it", cmd_demo)
+    d.add_argument("--dir", default=".cbm/demo", help="the demo's folder (default .cbm/demo)")
+    d.add_argument("--seed", type=int, default=7, help="random seed of the sample (default 7)")
+    d.add_argument(
+        "--reports", type=_whole_number(1), default=2000, help="incident reports (default 2000)"
+    )
     return p
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("cbm-verify")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `cbm status | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        unknown = _unknown_options(parser, argv)
+        print(f"cbm: {unknown}" if unknown else str(exc), file=sys.stderr)
+        return EXIT_USAGE
     try:
         return args.func(args)
     except CannotRun as exc:
@@ -565,6 +692,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except RuntimeError as exc:
         print(f"cbm {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # an unexpected error still ends in one line (traceback on demand)
+        if os.environ.get("CBM_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(
+            f"cbm {args.command}: failed: {exc.__class__.__name__}: {first} "
+            "(set CBM_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -24,8 +24,10 @@ def test_pseudonyms_are_keyed_and_stable():
 def test_missing_or_weak_key_is_refused():
     with pytest.raises(KeyError_, match="no pseudonymisation key"):
         load_key({})
-    with pytest.raises(KeyError_, match="at least 16 bytes"):
+    with pytest.raises(KeyError_, match="too short .* at least 32 hex digits"):
         load_key({"CBM_PSEUDONYM_KEY": "k1:abcd"})
+    with pytest.raises(KeyError_, match="not hexadecimal; expected <version>:<hex>"):
+        load_key({"CBM_PSEUDONYM_KEY": "abc"})
 
 
 def test_scrub_removes_identifiers_but_keeps_dates():
