@@ -399,6 +399,21 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+STATUS_FIELDS = (
+    "sha256",
+    "party",
+    "kind",
+    "file_name",
+    "status",
+    "rows_read",
+    "rows_accepted",
+    "rows_quarantined",
+    "reasons",
+    "messages",
+    "warnings",
+)
+
+
 def cmd_status(args) -> int:
     from warehouse.db import Warehouse, sql_file
 
@@ -408,35 +423,72 @@ def cmd_status(args) -> int:
         raise CannotRun(
             f"no warehouse in {args.workdir} (has 'cbm run' been run with this --workdir?)"
         )
+    if (args.party or args.rule) and not args.quarantine:
+        raise CannotRun("--party and --rule narrow --quarantine; add --quarantine")
     with Warehouse(str(path)).connect(read_only=True) as con:
+        if args.quarantine:
+            cursor = con.execute(
+                sql_file("quarantine_listing"), {"party": args.party, "rule": args.rule}
+            )
+            names = [d[0] for d in cursor.description]
+            return _print_quarantine(
+                [dict(zip(names, r, strict=True)) for r in cursor.fetchall()], args
+            )
         rows = con.execute(sql_file("submission_status")).fetchall()
     subs = [
-        {
-            "sha256": r[0],
-            "party": r[1],
-            "kind": r[2],
-            "file_name": r[3],
-            "status": r[4],
-            "rows_read": r[5],
-            "rows_accepted": r[6],
-            "rows_quarantined": r[7],
-            "reasons": dict(r[8]) if r[8] else {},
-        }
+        {k: (dict(v) if isinstance(v, dict) else v) for k, v in zip(STATUS_FIELDS, r, strict=True)}
         for r in rows
     ]
+    totals = _status_totals(subs)
     if args.json:
-        print(json.dumps({"submissions": subs}, indent=2, sort_keys=False))
+        print(json.dumps({"submissions": subs, "totals": totals}, indent=2, sort_keys=False))
         return EXIT_OK
     _say(
-        f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} {'quarant.':>8}  file / reasons"
+        f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} "
+        f"{'quarant.':>8}  file"
     )
     for s in subs:
-        reasons = ", ".join(f"{k}={v}" for k, v in s["reasons"].items())
         _say(
-            f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} {s['rows_read']:>7} "
-            f"{s['rows_accepted']:>8} {s['rows_quarantined']:>8}  {s['file_name']}"
-            + (f"  [{reasons}]" if reasons else "")
+            f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} "
+            f"{s['rows_read']:>7,} {s['rows_accepted']:>8,} {s['rows_quarantined']:>8,}  {s['file_name']}"
         )
+        for rule, n in s["reasons"].items():
+            _say(f"{'':13}{rule} ({n:,}): {s['messages'][rule]}")
+        for warning in s["warnings"]:
+            _say(f"{'':13}warning: {warning}")
+    statuses = ", ".join(f"{n:,} {k}" for k, n in totals["by_status"].items())
+    _say(
+        f"\nTotal: {totals['submissions']:,} submissions ({statuses}); {totals['rows_read']:,} rows "
+        f"read = {totals['rows_accepted']:,} accepted + {totals['rows_quarantined']:,} quarantined"
+    )
+    _say("Quarantined rows, in full: cbm status --workdir DIR --quarantine [--party P] [--rule R]")
+    return EXIT_OK
+
+
+def _status_totals(subs: list[dict]) -> dict:
+    by_status: dict[str, int] = {}
+    for s in subs:
+        by_status[s["status"]] = by_status.get(s["status"], 0) + 1
+    return {
+        "submissions": len(subs),
+        "by_status": dict(sorted(by_status.items())),
+        **{k: sum(s[k] for s in subs) for k in ("rows_read", "rows_accepted", "rows_quarantined")},
+    }
+
+
+def _print_quarantine(rows: list[dict], args) -> int:
+    if args.json:
+        print(json.dumps({"quarantine": rows}, indent=2, sort_keys=False))
+        return EXIT_OK
+    for r in rows:
+        where = "whole file" if r["row_number"] is None else f"row {r['row_number']}"
+        column = f" {r['column_name']}={r['value']!r}" if r["column_name"] else ""
+        _say(
+            f"{r['submission']} {r['party']}/{r['file_name']} {where} [{r['rule']}]{column}: "
+            f"{r['reason']}"
+        )
+    narrowed = " ".join(f"--{k} {v}" for k, v in (("party", args.party), ("rule", args.rule)) if v)
+    _say(f"{len(rows):,} quarantined rows and files{' (' + narrowed + ')' if narrowed else ''}")
     return EXIT_OK
 
 
@@ -635,6 +687,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("status", "every submission seen, and why rows were quarantined", cmd_status)
     s.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    s.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="list every quarantined row and file instead: submission, party, file, row, rule, "
+        "column, value and the full reason",
+    )
+    s.add_argument("--party", help="with --quarantine: only this party's submissions")
+    s.add_argument("--rule", help="with --quarantine: only this rule (e.g. severity_range)")
     v = command(
         "verify-release",
         "check a release (or a publish folder's LATEST) against its manifest",

@@ -69,6 +69,8 @@ def test_run_status_and_verify_release(project, capsys):
                     "rows_accepted",
                     "rows_quarantined",
                     "reasons",
+                    "messages",
+                    "warnings",
                 ]
             )
         )
@@ -76,9 +78,38 @@ def test_run_status_and_verify_release(project, capsys):
     by_name = {s["file_name"]: s for s in subs}
     assert by_name["incidents_a.csv"]["status"] == "partial"
     assert by_name["incidents_a.csv"]["reasons"] == {"severity_range": 1}
+    assert by_name["incidents_a.csv"]["messages"] == {"severity_range": "severity must be 1-5"}
     assert by_name["incidents_empty.csv"]["status"] == "rejected" and by_name[
         "incidents_empty.csv"
     ]["reasons"] == {"empty_file": 1}
+    # the text form: the reason beside each rule, and totals that add up
+    assert main(["status", "--workdir", str(project.workdir)]) == 0
+    text = capsys.readouterr().out
+    assert "severity_range (1): severity must be 1-5" in text
+    assert "2 submissions (1 partial, 1 rejected); 2 rows read = 1 accepted + 1 quarantined" in text
+    # the quarantine in full, narrowed by party and rule
+    assert (
+        main(
+            [
+                "status",
+                "--workdir",
+                str(project.workdir),
+                "--quarantine",
+                "--rule",
+                "severity_range",
+            ]
+        )
+        == 0
+    )
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].endswith(
+        "ALPHA/incidents_a.csv row 2 [severity_range] severity='0': severity must be 1-5"
+    )
+    assert listing[-1] == "1 quarantined rows and files (--rule severity_range)"
+    assert (
+        main(["status", "--workdir", str(project.workdir), "--quarantine", "--party", "BRAVO"]) == 0
+    )
+    assert capsys.readouterr().out.strip() == "0 quarantined rows and files (--party BRAVO)"
     assert main(["verify-release", str(project.publish)]) == 0
     latest = (project.publish / "LATEST").read_text().strip()
     next((project.publish / "releases" / latest).rglob("*.parquet")).write_bytes(b"tampered")
