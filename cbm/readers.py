@@ -125,17 +125,56 @@ def read_parquet(data: bytes) -> tuple[pl.DataFrame, list[str]]:
 READERS = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}
 
 
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
+
+
+def _header_key(name: str) -> str:
+    """Header names match the contract case-insensitively after trimming spaces (contract §1)."""
+    return name.strip().lower()
+
+
+def _no_contract_columns(frame: pl.DataFrame, kind: str) -> str:
+    """Why a file with rows has none of the kind's columns: the likely cause, in words."""
+    names = [c for c in frame.columns if c != "row_error"]
+    shown = ", ".join(repr(c[:40]) for c in names[:5])
+    if len(names) == 1:
+        for delimiter, word in OTHER_DELIMITERS.items():
+            if delimiter in names[0]:
+                return (
+                    f"the header is one column ({shown}) holding {word}s: this looks like a "
+                    f"{word}-separated file; the contract's CSV is comma-separated (re-export it "
+                    "with commas)"
+                )
+    expected = ", ".join(list(FIELDS[kind])[:4])
+    return (
+        f"none of the {kind} columns found in the header (got {shown}); the first line must "
+        f"name the contract's columns ({expected}, ...), comma-separated"
+    )
+
+
 def stage_rows(data: bytes, fmt: str, kind: str) -> tuple[pl.DataFrame, list[str]]:
-    """Parse one submission into the kind's contract columns (text), ``row_number``, ``row_error``."""
+    """Parse one submission into the kind's contract columns (text), ``row_number``, ``row_error``.
+
+    Header names match case-insensitively after trimming spaces; a column the contract does
+    not know is ignored and named in the returned remarks (the submission's warnings)."""
     frame, notes = READERS[fmt](data)
     fields = list(FIELDS[kind])
+    names = [c for c in frame.columns if c != "row_error"]
+    keys = [_header_key(c) for c in names]
+    clashes = sorted({k for k in keys if keys.count(k) > 1 and k in FIELDS[kind]})
+    if clashes:
+        raise UnreadableSubmission(
+            f"columns named twice once case and spaces are ignored: {', '.join(clashes)}"
+        )
+    renamed = {
+        c: _header_key(c) for c in names if _header_key(c) in FIELDS[kind] and c != _header_key(c)
+    }
+    if renamed:
+        frame = frame.rename(renamed)
     present = [c for c in frame.columns if c in FIELDS[kind]]
     all_rows_read = frame["row_error"].null_count() == frame.height
     if not present and frame.height and all_rows_read:  # rows read, but no contract column
-        raise UnreadableSubmission(
-            f"none of the {kind} columns found (got {', '.join(frame.columns[:5])}); "
-            "check the delimiter (comma) and the header row"
-        )
+        raise UnreadableSubmission(_no_contract_columns(frame, kind))
     extra = sorted(c for c in frame.columns if c not in FIELDS[kind] and c != "row_error")
     missing = [c for c in fields if c not in frame.columns]
     if extra:

@@ -30,7 +30,18 @@ def test_utf8_bom_is_accepted_and_noted():
         ("report_id,summary\nX,Caf\xe9\n".encode("latin-1"), "csv", "not UTF-8: byte 0xe9"),
         (b"report_id,summary\nX,a\x00b\n", "csv", "NUL byte at offset"),
         (b"report_id,report_id\nX,Y\n", "csv", "duplicate column names"),
-        (b"report_id;version\nX;1\n", "csv", "check the delimiter"),
+        (
+            b"report_id;version\nX;1\n",
+            "csv",
+            "semicolon-separated file; the contract's CSV is comma",
+        ),
+        (b"report_id\tversion\nX\t1\n", "csv", "tab-separated"),
+        (b"A-1,3,GREEN\nA-2,4,GREEN\n", "csv", "first line must name the contract's columns"),
+        (
+            b"Report_ID,report_id\nX,Y\n",
+            "csv",
+            "named twice once case and spaces are ignored: report_id",
+        ),
         (b"PAR1 not parquet", "parquet", "not a readable Parquet file"),
         (b"\n\n", "jsonl", "no JSON lines"),
     ],
@@ -59,3 +70,10 @@ def test_parquet_typed_columns_become_text():
     pl.DataFrame({"report_id": ["A"], "severity": [3], "lat": [55.5]}).write_parquet(buf)
     frame, _ = stage_rows(buf.getvalue(), "parquet", "incidents")
     assert frame["severity"].to_list() == ["3"] and frame["lat"].to_list() == ["55.5"]
+
+
+def test_header_names_match_ignoring_case_and_spaces_and_extras_are_named():
+    data = b" Report_ID ,VERSION,Severity,Colour\nA-1,1,3,blue\n"
+    frame, notes = stage_rows(data, "csv", "incidents")
+    assert frame.select("report_id", "version", "severity").row(0) == ("A-1", "1", "3")
+    assert "columns not in the contract were ignored: Colour" in notes
