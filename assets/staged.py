@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
-from assets.resources import CbmSettings
+from assets.resources import CbmSettings, RegistryResource
 from cbm.intake import landing_paths, staged_path
 from cbm.readers import UnreadableSubmission, stage_rows
 from warehouse.resource import WarehouseResource
@@ -36,9 +36,13 @@ OWNER = "team:ingestion"
     ),
 )
 def staged_submissions(
-    context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    settings: CbmSettings,
+    registry: RegistryResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     settings.staged_dir.mkdir(parents=True, exist_ok=True)
+    limits = registry.registry.policy.limits
     rows = []
     with warehouse.connect() as con:
         todo = con.execute(
@@ -49,16 +53,22 @@ def staged_submissions(
     for sha, kind, fmt, party, name in todo:
         data = landing_paths(settings.landing_dir, sha)[0].read_bytes()
         try:
-            frame, notes = stage_rows(data, fmt, kind)
-        except Exception as exc:  # a hostile file must not stop the run: reject it, say why
-            detail = (
-                str(exc)
-                if isinstance(exc, UnreadableSubmission)
-                else f"reader failed ({exc.__class__.__name__}: {str(exc)[:200]})"
-            )
+            frame, notes = stage_rows(data, fmt, kind, limits)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a hostile file fails alone, said why
+            # (BaseException: a Rust panic inside a reader arrives as pyo3's PanicException)
+            if isinstance(exc, UnreadableSubmission):
+                rule, detail = exc.rule, str(exc)
+            else:
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                rule, detail = (
+                    "unreadable_file",
+                    f"reader failed ({exc.__class__.__name__}: {first})",
+                )
             reason = f"{party}/{name}: {detail}"
             context.log.warning(reason)
-            rows.append((sha, 0, "[]", "unreadable_file", reason))
+            rows.append((sha, 0, "[]", rule, reason))
             continue
         frame.write_parquet(staged_path(settings.staged_dir, sha), compression="zstd")
         rows.append((sha, frame.height, json.dumps(notes), None, None))

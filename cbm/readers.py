@@ -11,12 +11,41 @@ import io
 import json
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cbm.contract import FIELDS
+from cbm.registry import Limits
+
+DEFAULT_LIMITS = Limits()
 
 
 class UnreadableSubmission(ValueError):
     """The file cannot be read as its extension says; the message says why."""
+
+    rule = "unreadable_file"
+
+
+class OverLimit(UnreadableSubmission):
+    """The file is over a per-submission limit of the policy; the message names it."""
+
+    rule = "over_limit"
+
+
+def _over(what: str, value: int, limit: str, maximum: int) -> OverLimit:
+    return OverLimit(
+        f"{what} {value:,}, over the limit of {maximum:,} (policy.yaml limits.{limit})"
+    )
+
+
+def check_text_limits(data: bytes, limits: Limits) -> None:
+    """CSV and JSON Lines: the bytes are the decoded size; lines bound the rows. Checked
+    before parsing."""
+    if len(data) > limits.max_decoded_bytes:
+        raise _over("decoded size", len(data), "max_decoded_bytes", limits.max_decoded_bytes)
+    lines = data.count(b"\n")
+    if lines > limits.max_rows + 1:
+        raise _over("lines", lines, "max_rows", limits.max_rows)
 
 
 def _decode(data: bytes) -> tuple[str, list[str]]:
@@ -112,13 +141,39 @@ def _scalar_text(value) -> str | None:
     return str(value)
 
 
-def read_parquet(data: bytes) -> tuple[pl.DataFrame, list[str]]:
+def read_parquet(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataFrame, list[str]]:
+    """Rows and decoded size are read from the footer first; the batches are then counted as
+    they are decoded, so a footer that understates them cannot take more memory than the
+    limit either."""
     try:
-        frame = pl.read_parquet(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        meta = parquet.metadata
+        if meta.num_rows > limits.max_rows:
+            raise _over("rows", meta.num_rows, "max_rows", limits.max_rows)
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if declared > limits.max_decoded_bytes:
+            raise _over("decoded size", declared, "max_decoded_bytes", limits.max_decoded_bytes)
+        batches, decoded = [], 0
+        for batch in parquet.iter_batches(batch_size=65_536):
+            decoded += batch.nbytes
+            if decoded > limits.max_decoded_bytes:
+                raise _over(
+                    "decoded size (at least)",
+                    decoded,
+                    "max_decoded_bytes",
+                    limits.max_decoded_bytes,
+                )
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
+        frame = pl.from_arrow(table, rechunk=False)
+    except UnreadableSubmission:
+        raise
     except Exception as exc:
         raise UnreadableSubmission(
             f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}"
         ) from exc
+    if isinstance(frame, pl.Series):
+        frame = frame.to_frame()
     return _to_text(frame).with_columns(pl.lit(None, pl.String).alias("row_error")), []
 
 
@@ -152,12 +207,22 @@ def _no_contract_columns(frame: pl.DataFrame, kind: str) -> str:
     )
 
 
-def stage_rows(data: bytes, fmt: str, kind: str) -> tuple[pl.DataFrame, list[str]]:
+def stage_rows(
+    data: bytes, fmt: str, kind: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[pl.DataFrame, list[str]]:
     """Parse one submission into the kind's contract columns (text), ``row_number``, ``row_error``.
 
     Header names match case-insensitively after trimming spaces; a column the contract does
-    not know is ignored and named in the returned remarks (the submission's warnings)."""
-    frame, notes = READERS[fmt](data)
+    not know is ignored and named in the returned remarks (the submission's warnings). A file
+    over one of the ``limits`` raises ``OverLimit``, before it is decoded in full where the
+    format allows."""
+    if fmt == "parquet":
+        frame, notes = read_parquet(data, limits)
+    else:
+        check_text_limits(data, limits)
+        frame, notes = READERS[fmt](data)
+    if frame.height > limits.max_rows:
+        raise _over("rows", frame.height, "max_rows", limits.max_rows)
     fields = list(FIELDS[kind])
     names = [c for c in frame.columns if c != "row_error"]
     keys = [_header_key(c) for c in names]
@@ -182,6 +247,13 @@ def stage_rows(data: bytes, fmt: str, kind: str) -> tuple[pl.DataFrame, list[str
     if missing:
         notes.append(f"columns missing from the file (read as empty): {', '.join(missing)}")
     frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
+    longest = (
+        frame.select(pl.max_horizontal(pl.col(c).str.len_chars().max() for c in present)).item()
+        if present and frame.height
+        else 0
+    )
+    if longest and longest > limits.max_field_chars:
+        raise _over("a field of", longest, "max_field_chars", limits.max_field_chars)
     return (
         frame.select(
             pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row_number"),

@@ -76,6 +76,17 @@ class Commitment:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-submission limits (policy.yaml ``limits:``): a file over one is rejected whole,
+    with a reason naming the limit, and kept. Checked before a file is decoded in full where
+    the format allows (Parquet metadata; lines of CSV and JSON Lines)."""
+
+    max_rows: int = 5_000_000
+    max_decoded_bytes: int = 1_000_000_000
+    max_field_chars: int = 100_000
+
+
+@dataclass(frozen=True)
 class Policy:
     policy_version: int
     association_window_hours: dict[str, int]
@@ -85,6 +96,7 @@ class Policy:
     small_cell_k: int
     escalation_thresholds: tuple[int, ...]
     tentative_max_escalation: int
+    limits: Limits = field(default_factory=Limits)
     raw: dict = field(default_factory=dict, compare=False)
 
 
@@ -259,8 +271,21 @@ def load_policy(path: Path) -> Policy:
         small_cell_k=number("small_cell_k", minimum=1),
         escalation_thresholds=thresholds,
         tentative_max_escalation=number("tentative_max_escalation"),
+        limits=_limits(data.get("limits"), where),
         raw=json.loads(json.dumps(data, default=str)),
     )
+
+
+def _limits(data, where: str) -> Limits:
+    if data is None:
+        return Limits()
+    if not isinstance(data, dict):
+        raise RegistryError(f"{where}: 'limits' must be a mapping of limit -> number")
+    known = set(Limits.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RegistryError(f"{where}: unknown limits {unknown}; known: {', '.join(sorted(known))}")
+    return Limits(**{k: _number(v, where, f"limits.{k}", minimum=1) for k, v in data.items()})
 
 
 def load_registry(directory: str | Path) -> Registry:

@@ -1,0 +1,98 @@
+"""Per-submission limits (policy.yaml ``limits:``) and isolation: one party's hostile file is
+rejected alone, with a reason naming the limit, and every other submission goes through."""
+
+import io
+
+import polars as pl
+import pytest
+import yaml
+
+from cbm.readers import OverLimit, stage_rows
+from cbm.registry import Limits, RegistryError, load_policy
+from tests.conftest import incident, write_csv
+
+SMALL = Limits(max_rows=1_000, max_decoded_bytes=200_000, max_field_chars=500)
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf, compression="zstd")
+    return buf.getvalue()
+
+
+def test_a_parquet_row_bomb_is_refused_from_its_footer_before_decoding():
+    bomb = parquet_bytes(pl.DataFrame({"report_id": ["x"] * 2_000_000}))
+    assert len(bomb) < 50_000  # a small file that decodes to two million rows
+    with pytest.raises(OverLimit, match=r"rows 2,000,000, over the limit of 1,000 .*max_rows"):
+        stage_rows(bomb, "parquet", "incidents", SMALL)
+
+
+def test_a_parquet_size_bomb_is_refused():
+    wide = parquet_bytes(pl.DataFrame({"summary": ["a" * 400] * 900}))
+    with pytest.raises(OverLimit, match="max_decoded_bytes"):
+        stage_rows(wide, "parquet", "incidents", SMALL)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "limit"),
+    [
+        (b"report_id\n" + b"x\n" * 5_000, "csv", "max_rows"),
+        (b'{"report_id": "x"}\n' * 20_000, "jsonl", "max_decoded_bytes"),
+        (b"report_id,summary\nx," + b"a" * 600 + b"\n", "csv", "max_field_chars"),
+    ],
+)
+def test_text_formats_are_held_to_the_same_limits(data, fmt, limit):
+    with pytest.raises(OverLimit, match=limit):
+        stage_rows(data, fmt, "incidents", SMALL)
+
+
+def test_limits_come_from_the_policy_and_are_checked(tmp_path):
+    from cbm.generate import POLICY
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(POLICY | {"limits": {"max_rows": 10}}))
+    assert load_policy(path).limits == Limits(max_rows=10)
+    path.write_text(yaml.safe_dump(POLICY | {"limits": {"max_rowz": 10}}))
+    with pytest.raises(RegistryError, match="unknown limits \\['max_rowz'\\]"):
+        load_policy(path)
+    path.write_text(yaml.safe_dump(POLICY))
+    assert load_policy(path).limits == Limits()  # documented defaults
+
+
+def test_one_bad_file_fails_alone_beside_good_ones_from_another_party(project, monkeypatch):
+    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
+    policy["limits"] = {"max_rows": 1_000}
+    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    (project.inbox / "ALPHA").mkdir()
+    (project.inbox / "ALPHA" / "incidents_bomb.parquet").write_bytes(
+        parquet_bytes(pl.DataFrame({"report_id": ["x"] * 200_000}))
+    )
+    write_csv(project.inbox / "ALPHA" / "incidents_panic.csv", [incident("P-1")])
+    write_csv(project.inbox / "BRAVO" / "incidents_b1.csv", [incident("B-1")])
+    write_csv(project.inbox / "BRAVO" / "incidents_b2.csv", [incident("B-2"), incident("B-3")])
+
+    import assets.staged
+
+    real = assets.staged.stage_rows
+
+    def panicking(data, fmt, kind, limits):  # a reader that dies the way a Rust panic does
+        if b"P-1" in data:
+            raise BaseException("polars panicked: capacity overflow")  # noqa: TRY002
+        return real(data, fmt, kind, limits)
+
+    monkeypatch.setattr(assets.staged, "stage_rows", panicking)
+    summary = project.run()
+    rows = {
+        name: (status, read, accepted, quarantined, rule)
+        for name, status, read, accepted, quarantined, rule in project.query(
+            "SELECT s.file_name, s.status, s.rows_read, s.rows_accepted, s.rows_quarantined, q.rule "
+            "FROM submissions s LEFT JOIN quarantine q ON q.submission_sha = s.sha256"
+        )
+    }
+    assert rows["incidents_bomb.parquet"] == ("rejected", 0, 0, 0, "over_limit")
+    assert rows["incidents_panic.csv"] == ("rejected", 0, 0, 0, "unreadable_file")
+    assert rows["incidents_b1.csv"][:4] == ("accepted", 1, 1, 0)
+    assert rows["incidents_b2.csv"][:4] == ("accepted", 2, 2, 0)
+    reason = project.query("SELECT reason FROM quarantine WHERE rule = 'unreadable_file'")[0][0]
+    assert "reader failed (BaseException: polars panicked" in reason
+    assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_quarantined"] == 3
