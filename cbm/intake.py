@@ -97,7 +97,7 @@ def current_intake_key(landing_dir: Path, sha: str) -> str:
     return hashlib.sha256(f"{sha}\x1f{signed}".encode()).hexdigest()
 
 
-def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
+def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
     A symlink or other non-regular file (FIFO, device) is landed as a marker with its name,
@@ -106,7 +106,10 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
     change).
     """
     landed: list[LandedFile] = []
-    for path, party, name in inbox_files(inbox):
+    files = inbox_files(inbox)
+    for number, (path, party, name) in enumerate(files, 1):
+        if progress:
+            progress(number, len(files))
         if path.is_symlink() or not path.is_file():
             what = (
                 f"symlink:{os.readlink(path)}"
@@ -155,12 +158,12 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None) -> list[LandedFile]:
     return landed
 
 
-def plan_intake(inbox: Path, landing_dir: Path, log=None) -> IntakePlan:
+def plan_intake(inbox: Path, landing_dir: Path, log=None, progress=None) -> IntakePlan:
     """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
     (files and late signatures), then ingest every submission whose intake key has not been
     ingested yet (new files, files whose signature arrived or changed, and files whose
     ingestion never finished)."""
-    files = scan_inbox(inbox, landing_dir, log)
+    files = scan_inbox(inbox, landing_dir, log, progress)
     to_ingest = [
         sha
         for sha, key in {f.sha256: f.intake_key for f in files}.items()

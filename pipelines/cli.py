@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -268,11 +269,41 @@ def _run_pipeline_locked(
     keep_results: int,
 ) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
+    from cbm.intake import plan_intake
+
+    t0 = time.monotonic()
+    landing_dir = workdir / "landing"
+    _say(f"[1/3] landing {inbox}")
+    progress = Progress()
+    plan = plan_intake(
+        inbox,
+        landing_dir,
+        progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
+    )
+    progress.clear()
+    shas = plan.submissions
+    _say(
+        f"      {_count(len(plan.files), 'file')}, {sum(f.new for f in plan.files):,} new, "
+        f"{_count(len(shas), 'submission')}"
+    )
+    state = _run_state(plan, registry_dir, as_of)
+    if not plan.to_ingest and _last_run_state(workdir) == state:
+        summary = summarize(workdir, publish)
+        if summary["latest_release"] and Path(summary["release_path"], "manifest.json").exists():
+            _say(f"nothing new: release {summary['latest_release']} is current")
+            summary["seconds"] = round(time.monotonic() - t0, 1)
+            return summary
+    summary = _run_jobs(plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0)
+    _write_last_run_state(workdir, state)
+    return summary
+
+
+def _run_jobs(plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0) -> dict:
+    """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
 
     from assets.partitions import submissions_partitions
     from assets.resources import CbmSettings, RegistryResource
-    from cbm.intake import plan_intake
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
@@ -288,35 +319,39 @@ def _run_pipeline_locked(
     defs = build_definitions(settings, RegistryResource(directory=str(registry_dir.resolve())))
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    t0 = time.monotonic()
-
     if stale := _release_dead_runs(instance):
         _say(f"      marked {stale} run(s) of a killed cbm run as failed")
-    _say(f"[1/3] landing {inbox}")
-    plan = plan_intake(inbox, settings.landing_dir)
-    shas = plan.submissions
-    _say(
-        f"      {len(plan.files)} files, {sum(f.new for f in plan.files)} new, {len(shas)} distinct submissions"
-    )
     known = set(instance.get_dynamic_partitions(submissions_partitions.name))
-    fresh = [s for s in shas if s not in known]
+    fresh = [s for s in plan.submissions if s not in known]
     if fresh:
         instance.add_dynamic_partitions(submissions_partitions.name, fresh)
     todo = set(plan.to_ingest)
     ordered = instance.get_dynamic_partitions(submissions_partitions.name)
-    _say(f"[2/3] ingesting {len(todo)} submissions: landing > staged > anonymised > validated")
+    _say(
+        f"[2/3] ingesting {_count(len(todo), 'submission')}: "
+        "landing > staged > anonymised > validated"
+    )
+    started = time.monotonic()
     for start, end, count in _contiguous_ranges(ordered, todo):
         result = _execute(defs, instance, "ingest_submissions", quiet, (start, end), show=False)
-        _say(f"      {count} submissions ingested (run {result.run_id[:8]})")
-    if todo:
-        _print_materializations(result)
+        _say(f"      {_count(count, 'submission')} ingested (run {result.run_id[:8]})")
     with Warehouse(str(settings.warehouse_path)).connect() as con:
-        accepted = con.execute(
-            "SELECT coalesce(sum(rows_accepted), 0) FROM submissions"
-        ).fetchone()[0]
-    if not accepted and not as_of:
+        read, accepted, quarantined, total_accepted = con.execute(
+            "SELECT coalesce(sum(rows_read) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
+            "coalesce(sum(rows_accepted) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
+            "coalesce(sum(rows_quarantined) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
+            "coalesce(sum(rows_accepted), 0) FROM submissions",
+            {"todo": sorted(todo)},
+        ).fetchone()
+    if todo:
+        seconds = time.monotonic() - started
+        _say(
+            f"      {read:,} rows read = {accepted:,} accepted + {quarantined:,} quarantined "
+            f"({read / max(seconds, 0.001):,.0f} rows/s)"
+        )
+    if not total_accepted and not as_of:
         _say("[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)")
-        summary = summarize(settings)
+        summary = summarize(workdir, publish)
         summary["seconds"] = round(time.monotonic() - t0, 1)
         return summary
     _say("[3/3] verifying, computing indicators, publishing")
@@ -326,28 +361,90 @@ def _run_pipeline_locked(
         _execute(defs, instance, "compute_indicators", quiet, months)
         _say(f"      indicators for {months[0]} .. {months[1]}")
     _execute(defs, instance, "publish_release", quiet)
-    summary = summarize(settings)
+    summary = summarize(workdir, publish)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     return summary
 
 
-def summarize(settings) -> dict:
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+class Progress:
+    """One self-replacing line on a terminal; nothing in a pipe (the final lines say it all)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.last = 0.0
+
+    def update(self, text: str) -> None:
+        now = time.monotonic()
+        if self.live and now - self.last > 0.1:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+            self.last = now
+
+    def clear(self) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _run_state(plan, registry_dir: Path, as_of: str | None) -> dict:
+    """What a release depends on, cheaply: the submissions (with their signatures), the
+    method, the as-of flag, the key, and the code itself. Equal to the last successful run's
+    state with nothing to ingest = nothing new to publish."""
+    from cbm.protection import load_key
+    from cbm.registry import load_registry
+
+    code = hashlib.sha256()
+    for package in ("cbm", "assets", "checks", "warehouse", "pipelines"):
+        base = Path(__file__).resolve().parent.parent / package
+        for path in sorted(base.rglob("*")):
+            if path.suffix in (".py", ".sql", ".json", ".yaml"):
+                st = path.stat()
+                code.update(f"{path.relative_to(base)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return {
+        "intake_keys": sorted({f.intake_key for f in plan.files}),
+        "method_version": load_registry(registry_dir).method_version,
+        "as_of": as_of,
+        "key": load_key().fingerprint,
+        "code": code.hexdigest(),
+    }
+
+
+def _last_run_state(workdir: Path) -> dict | None:
+    path = workdir / "last_run.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_last_run_state(workdir: Path, state: dict) -> None:
+    from cbm.files import write_atomic
+
+    write_atomic(workdir / "last_run.json", json.dumps(state, sort_keys=True))
+
+
+def summarize(workdir: Path, publish: Path) -> dict:
     from cbm import release as rel
     from warehouse.db import Warehouse
 
-    with Warehouse(str(settings.warehouse_path)).connect() as con:
+    warehouse = workdir / "warehouse.duckdb"
+    with Warehouse(str(warehouse)).connect() as con:
         row = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
             "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
         ).fetchone()
-    publish = Path(settings.publish)
     latest = rel.latest(publish)
     releases = (
         sorted(p.name for p in (publish / "releases").glob("r-*"))
         if (publish / "releases").exists()
         else []
     )
-    docs = Path(settings.gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    docs = workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return {
         "submissions": row[0],
         "submissions_rejected": row[1],
@@ -357,7 +454,7 @@ def summarize(settings) -> dict:
         "releases": len(releases),
         "latest_release": latest,
         "release_path": str(publish / "releases" / latest) if latest else None,
-        "warehouse": str(settings.warehouse_path),
+        "warehouse": str(warehouse),
         "data_docs": str(docs) if docs.exists() else None,
     }
 

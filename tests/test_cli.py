@@ -134,3 +134,39 @@ def test_run_refuses_a_bad_gx_keep_results(project, capsys, monkeypatch):
     code = main(run_args(project))
     err = capsys.readouterr().err.strip()
     assert code == 2 and "CBM_GX_KEEP_RESULTS" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_with_nothing_new_says_so_without_loading_dagster(project, capsys):
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    assert main(run_args(project)) == 0
+    first = capsys.readouterr().out
+    assert "1 submission ingested" in first and "1 rows read = 1 accepted + 0 quarantined" in first
+    assert main(run_args(project)) == 0
+    again = capsys.readouterr().out
+    latest = (project.publish / "LATEST").read_text().strip()
+    assert f"nothing new: release {latest} is current" in again and "[2/3]" not in again
+    # a change of method (the policy) is something new, though no file is
+    policy = project.registry / "policy.yaml"
+    policy.write_text(
+        policy.read_text().replace("review_window_days: 14", "review_window_days: 15")
+    )
+    assert main(run_args(project)) == 0
+    assert "[3/3] verifying" in capsys.readouterr().out
+
+
+def test_progress_replaces_one_line_on_a_terminal_and_is_silent_in_a_pipe():
+    import io
+
+    from pipelines.cli import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    pipe, tty = io.StringIO(), Terminal()
+    for stream in (pipe, tty):
+        progress = Progress(stream)
+        progress.update("landing 1/2 files")
+        progress.clear()
+    assert pipe.getvalue() == ""
+    assert tty.getvalue() == "\r\x1b[Klanding 1/2 files\r\x1b[K"

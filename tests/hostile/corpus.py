@@ -96,7 +96,7 @@ CASES: list[tuple[str, str, object, str]] = [
         "file:unreadable_file",
     ),
     ("ALPHA", "incidents_nul.csv", csv(row("N-1", summary="a\x00b")), "file:unreadable_file"),
-    ("ALPHA", "incidents_bigfield.csv", big_field, "rows:summary_length"),
+    ("ALPHA", "incidents_bigfield.csv", big_field, "file:over_limit"),  # limits.max_field_chars
     ("ALPHA", "incidents_deep.jsonl", deep_json, "rows:unreadable_row"),
     (
         "ALPHA",
