@@ -62,12 +62,14 @@ def landed_submissions(
         rows.append(
             (
                 sha,
+                meta.get("file_sha256", sha),
                 party,
                 key.pseudonym(party) if party in parties else None,
                 key.version,
                 kind_of(name),
                 format_of(name),
                 meta["file_name"],
+                meta.get("paths", [meta["file_name"]]),
                 meta["size_bytes"],
                 meta["received_at"],
                 str(landing_paths(settings.landing_dir, sha)[0]),
@@ -84,7 +86,9 @@ def landed_submissions(
             "DELETE FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
             [context.partition_keys],
         )
-        con.executemany("INSERT INTO landed_submissions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        con.executemany(
+            "INSERT INTO landed_submissions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
         preview = markdown_preview(
             con,
             "SELECT left(sha256, 12) AS sha, party_code, kind, file_name, rule FROM landed_submissions "

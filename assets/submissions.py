@@ -40,7 +40,8 @@ INTAKE_TABLES = [
         "Every submission seen (view over the intake tables; what `cbm status` lists): party, "
         "kind, file name, status (landed, staged, accepted, partial, rejected), rows read, "
         "accepted and quarantined, and the corrections among the accepted rows. Beside it the "
-        "view `accepted_reports`: every accepted row of every kind, by submission."
+        "views `accepted_reports` (every accepted row of every kind, by submission) and "
+        "`submission_copies` (submissions whose bytes another party handed in first)."
     ),
 )
 def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:

@@ -90,7 +90,8 @@ REPORT_TABLE_TEXT = (
     "Accepted {kind} reports: rows of validated submissions with no critical finding, every "
     "version kept (a higher version supersedes a lower one of the same report_id and source). "
     "View `current_{kind}` holds the current version of each report (index table "
-    "`superseded_{kind}`)."
+    "`superseded_{kind}`); rows in `version_conflicts` (one version, several contents from "
+    "one source) are set aside and quarantined."
 )
 
 

@@ -90,11 +90,19 @@ def inbox_fingerprint(inbox: Path) -> str:
 
 
 def current_intake_key(landing_dir: Path, sha: str) -> str:
-    """The submission plus its landed signature: a signature that arrives or changes later
-    makes a new key, so the file is looked at again."""
-    sig = landing_paths(landing_dir, sha)[2]
+    """The submission, its landed signature and the paths it was handed in under: a
+    signature that arrives or changes later, or a repeat under a new name, makes a new key,
+    so the file is looked at again (a repeat, to be listed)."""
+    _, meta, sig = landing_paths(landing_dir, sha)
     signed = sha256_file(sig) if sig.exists() else "unsigned"
-    return hashlib.sha256(f"{sha}\x1f{signed}".encode()).hexdigest()
+    paths = json.loads(meta.read_text()).get("paths", [])
+    return hashlib.sha256(f"{sha}\x1f{signed}\x1f{json.dumps(paths)}".encode()).hexdigest()
+
+
+def submission_key(party: str, file_sha256: str) -> str:
+    """A submission is a party plus the SHA-256 of its bytes (contract §1): the same bytes
+    from two parties are two submissions; from one party, under two names, one."""
+    return hashlib.sha256(f"{party}\x00{file_sha256}".encode()).hexdigest()
 
 
 def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[LandedFile]:
@@ -103,7 +111,8 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[
     A symlink or other non-regular file (FIFO, device) is landed as a marker with its name,
     never followed or read, and is rejected at the landing stage. A ``.sig`` that arrives
     after its file, or replaces the landed one, is kept beside the landed bytes (which never
-    change).
+    change). Every path a submission was handed in under is kept in its sidecar (``paths``,
+    in the order seen): a repeat is listed, never counted twice.
     """
     landed: list[LandedFile] = []
     files = inbox_files(inbox)
@@ -116,12 +125,13 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[
                 if path.is_symlink()
                 else f"special:{path.lstat().st_mode}"
             )
-            sha = hashlib.sha256(
+            content = hashlib.sha256(
                 b"cbm-not-a-file\x00" + f"{party}/{name}\x00{what}".encode()
             ).hexdigest()
             source = None
         else:
-            sha, source = sha256_file(path), path
+            content, source = sha256_file(path), path
+        sha = submission_key(party, content)
         blob, meta, sig = landing_paths(landing_dir, sha)
         sig_path = path.with_name(path.name + ".sig")
         has_sig_file = source is not None and sig_path.is_file() and not sig_path.is_symlink()
@@ -132,14 +142,16 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[
                 write_atomic(blob, b"")
             else:
                 copy_atomic(source, blob)
-                if sha256_file(blob) != sha:
+                if sha256_file(blob) != content:
                     raise OSError(f"landing copy of {path} does not match its hash; disk problem?")
             if has_sig_file:
                 copy_atomic(sig_path, sig)
             info = {
                 "sha256": sha,
+                "file_sha256": content,
                 "party_dir": party,
                 "file_name": name,
+                "paths": [name],
                 "size_bytes": 0 if source is None else blob.stat().st_size,
                 "symlink": source is None,
                 "has_signature": sig.exists(),
@@ -148,12 +160,20 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[
             write_atomic(meta, json.dumps(info, sort_keys=True).encode())
             if log:
                 log(f"landed {party}/{name} as {sha[:12]}")
-        elif has_sig_file and (not sig.exists() or sha256_file(sig) != sha256_file(sig_path)):
-            copy_atomic(sig_path, sig)
-            info = json.loads(meta.read_text()) | {"has_signature": True}
-            write_atomic(meta, json.dumps(info, sort_keys=True).encode())
-            if log:
-                log(f"signature for {party}/{name} ({sha[:12]}) arrived: another look")
+        else:
+            info = json.loads(meta.read_text())
+            changed = {}
+            if name not in info.get("paths", [info["file_name"]]):
+                changed["paths"] = [*info.get("paths", [info["file_name"]]), name]
+                if log:
+                    log(f"{party}/{name}: the same bytes as {party}/{info['file_name']} (a repeat)")
+            if has_sig_file and (not sig.exists() or sha256_file(sig) != sha256_file(sig_path)):
+                copy_atomic(sig_path, sig)
+                changed["has_signature"] = True
+                if log:
+                    log(f"signature for {party}/{name} ({sha[:12]}) arrived: another look")
+            if changed:
+                write_atomic(meta, json.dumps(info | changed, sort_keys=True).encode())
         landed.append(LandedFile(sha, party, name, new, current_intake_key(landing_dir, sha)))
     return landed
 

@@ -508,6 +508,10 @@ STATUS_FIELDS = (
     "reasons",
     "messages",
     "warnings",
+    "duplicate_of",
+    "superseded_by",
+    "copy_of",
+    "submission",
 )
 
 
@@ -549,26 +553,43 @@ def cmd_status(args) -> int:
             f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} "
             f"{s['rows_read']:>7,} {s['rows_accepted']:>8,} {s['rows_quarantined']:>8,}  {s['file_name']}"
         )
+        if s["duplicate_of"]:
+            _say(f"{'':13}a repeat of {s['duplicate_of']} (the same bytes): counted once")
+        if s["superseded_by"]:
+            fixed = next((t for t in subs if t["submission"] == s["superseded_by"]), None)
+            name = f"{fixed['party']}/{fixed['file_name']}" if fixed else s["superseded_by"][:12]
+            _say(f"{'':13}superseded by {name}, handed in again and {fixed and fixed['status']}")
+        if s["copy_of"]:
+            _say(f"{'':13}a copy of {s['copy_of']} (another party's bytes): rows quarantined")
         for rule, n in s["reasons"].items():
             _say(f"{'':13}{rule} ({n:,}): {s['messages'][rule]}")
         for warning in s["warnings"]:
             _say(f"{'':13}warning: {warning}")
     statuses = ", ".join(f"{n:,} {k}" for k, n in totals["by_status"].items())
+    if totals["rejected_superseded"]:
+        statuses += f", {totals['rejected_superseded']:,} of the rejected since handed in fixed"
+    repeats = f" and {_count(totals['repeats'], 'repeat')}" if totals["repeats"] else ""
     _say(
-        f"\nTotal: {totals['submissions']:,} submissions ({statuses}); {totals['rows_read']:,} rows "
-        f"read = {totals['rows_accepted']:,} accepted + {totals['rows_quarantined']:,} quarantined"
+        f"\nTotal: {_count(totals['submissions'], 'submission')}{repeats} ({statuses}); "
+        f"{totals['rows_read']:,} rows read = {totals['rows_accepted']:,} accepted + "
+        f"{totals['rows_quarantined']:,} quarantined"
     )
     _say("Quarantined rows, in full: cbm status --workdir DIR --quarantine [--party P] [--rule R]")
     return EXIT_OK
 
 
 def _status_totals(subs: list[dict]) -> dict:
+    """Counts over submissions (a repeat is a path, not a submission); a rejection that a
+    fixed re-send superseded is counted apart."""
+    firsts = [s for s in subs if not s["duplicate_of"]]
     by_status: dict[str, int] = {}
-    for s in subs:
+    for s in firsts:
         by_status[s["status"]] = by_status.get(s["status"], 0) + 1
     return {
-        "submissions": len(subs),
+        "submissions": len(firsts),
         "by_status": dict(sorted(by_status.items())),
+        "rejected_superseded": sum(1 for s in firsts if s["superseded_by"]),
+        "repeats": len(subs) - len(firsts),
         **{k: sum(s[k] for s in subs) for k in ("rows_read", "rows_accepted", "rows_quarantined")},
     }
 

@@ -71,6 +71,10 @@ def test_run_status_and_verify_release(project, capsys):
                     "reasons",
                     "messages",
                     "warnings",
+                    "duplicate_of",
+                    "superseded_by",
+                    "copy_of",
+                    "submission",
                 ]
             )
         )

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from assets.resources import CbmSettings, RegistryResource
-from cbm.intake import plan_intake
+from cbm.files import sha256_file
+from cbm.intake import plan_intake, submission_key
 from cbm.signatures import new_party_key, sign_file
 from pipelines.definitions import build_definitions, defs
 from tests.conftest import incident, write_csv, write_registry
@@ -198,7 +199,7 @@ def deployment(tmp_path):
     return Deployment()
 
 
-def test_sensor_requests_a_run_per_new_submission_and_none_for_the_same_bytes(deployment):
+def test_sensor_requests_a_run_per_new_submission_and_counts_the_same_bytes_once(deployment):
     write_csv(deployment.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     write_csv(deployment.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
     with dg.instance_for_test() as instance:
@@ -211,11 +212,18 @@ def test_sensor_requests_a_run_per_new_submission_and_none_for_the_same_bytes(de
         assert set(deployment.status().values()) == {"accepted"}
         unchanged = deployment.tick(instance, first.cursor)
         assert isinstance(unchanged, dg.SkipReason) and "no change" in unchanged.skip_message
-        # the same bytes under another name: the inbox changed, but there is nothing to ingest
+        # the same bytes under another name: the same submission, looked at again only to
+        # list the new path; nothing is counted twice
         write_csv(deployment.inbox / "BRAVO" / "incidents_b_copy.csv", [incident("B-1")])
         again = deployment.tick(instance, first.cursor)
-        assert isinstance(again, dg.SensorResult) and again.run_requests == []
         assert again.cursor != first.cursor
+        bravo = submission_key("BRAVO", sha256_file(deployment.inbox / "BRAVO" / "incidents_b.csv"))
+        assert [r.partition_key for r in again.run_requests] == [bravo]
+        deployment.execute(instance, again)
+        with Warehouse(str(deployment.settings.warehouse_path)).connect() as con:
+            assert con.execute(
+                "SELECT count(*), sum(rows_accepted), max(len(paths)) FROM submissions"
+            ).fetchone() == (2, 2, 2)
 
 
 def test_a_late_signature_gets_the_file_another_look_through_the_sensor_alone(deployment, tmp_path):

@@ -116,38 +116,71 @@ def schema_ddl() -> str:
         parts.append(
             f"""CREATE OR REPLACE VIEW current_{kind} AS
             SELECT r.* FROM reports_{kind} r
-            ANTI JOIN superseded_{kind} s USING (submission_sha, row_number);"""
+            ANTI JOIN superseded_{kind} s USING (submission_sha, row_number)
+            ANTI JOIN (SELECT * FROM version_conflicts WHERE kind = '{kind}') c
+              USING (submission_sha, row_number);"""
         )
-    # every accepted row of every kind, by submission: the one union of the report tables
+    # every accepted row of every kind, by submission (version conflicts are quarantined, not
+    # accepted): the one union of the report tables
     union = " UNION ALL ".join(
         f"SELECT '{k}' AS kind, submission_sha, row_number, report_id, version FROM reports_{k}"
         for k in KINDS
     )
-    parts.append(f"CREATE OR REPLACE VIEW accepted_reports AS {union};")
+    parts.append(
+        f"""CREATE OR REPLACE VIEW accepted_reports AS SELECT * FROM ({union}) a
+        ANTI JOIN version_conflicts c USING (kind, submission_sha, row_number);"""
+    )
     parts += [sql_file(view) for view in VIEWS]
     return "\n".join(parts)
 
 
 # Views over the stored tables, created with the schema (one SQL file each, named after it).
-VIEWS = ("submissions", "quarantine")
+VIEWS = ("submission_copies", "submissions", "quarantine")
+
+
+def content_hash_sql(kind: str) -> str:
+    """SQL for the hash of a report's contract fields: two copies of one version with
+    different content differ here (whatever file or row they came in)."""
+    fields = ", ".join(f'CAST("{f}" AS VARCHAR)' for f in FIELDS[kind])
+    return f"md5(concat_ws(chr(31), {fields}))"
 
 
 def _ranked(kind: str, only: str = "") -> str:
-    """Every accepted row of ``reports_<kind>`` (or only those ``only`` joins to) with its
-    rank among the versions of its report: 1 is current."""
+    """Every accepted row of ``reports_<kind>`` (or only those ``only`` joins to) that is not
+    in a version conflict, with its rank among the versions of its report: 1 is current."""
     return f"""SELECT submission_sha, row_number, source, report_id, row_number() OVER (
                 PARTITION BY source, report_id ORDER BY version DESC, submission_sha, row_number
-              ) AS rn FROM reports_{kind} r {only}"""
+              ) AS rn FROM reports_{kind} r {only}
+              WHERE NOT EXISTS (SELECT 1 FROM version_conflicts c WHERE c.kind = '{kind}'
+                AND c.submission_sha = r.submission_sha AND c.row_number = r.row_number)"""
 
 
 def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str]) -> None:
     """Re-rank the versions of every report that rows of these submissions belong to (after
-    their rows were deleted from or added to ``reports_<kind>``); other reports keep theirs."""
+    their rows were deleted from or added to ``reports_<kind>``); other reports keep theirs.
+
+    First the version conflicts of those reports: the same report_id and version from one
+    source with different content. Every such copy is set aside (quarantined), whatever
+    order it arrived in, and the highest version without a conflict is current."""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE touched_reports AS
         SELECT DISTINCT source, report_id FROM anon_{kind}
         WHERE submission_sha IN (SELECT unnest($shas::VARCHAR[]))""",
         {"shas": shas},
+    )
+    con.execute(
+        f"""DELETE FROM version_conflicts c USING touched_reports t
+        WHERE c.kind = '{kind}' AND c.source = t.source AND c.report_id = t.report_id"""
+    )
+    con.execute(
+        f"""INSERT INTO version_conflicts
+        SELECT '{kind}', submission_sha, row_number, source, report_id, version, copies FROM (
+          SELECT r.submission_sha, r.row_number, r.source, r.report_id, r.version,
+                 count(DISTINCT {content_hash_sql(kind)}) OVER (
+                   PARTITION BY r.source, r.report_id, r.version) AS copies
+          FROM reports_{kind} r SEMI JOIN touched_reports t
+            ON r.source = t.source AND r.report_id = t.report_id
+        ) WHERE copies > 1"""
     )
     con.execute(
         f"""DELETE FROM superseded_{kind} s USING touched_reports t

@@ -1,5 +1,6 @@
 -- Everything that did not pass (asset quarantine), with the rule that failed:
--- row_number NULL = the whole submission (rejected at landing or parsing).
+-- row_number NULL = the whole submission (rejected at landing or parsing); version_conflict =
+-- an accepted row set aside because its source handed in the same version with other content.
 CREATE OR REPLACE VIEW quarantine AS
 SELECT sha256 AS submission_sha, CAST(NULL AS BIGINT) AS row_number, CAST(NULL AS VARCHAR) AS report_id,
        'landing' AS stage, rule, CAST(NULL AS VARCHAR) AS expectation,
@@ -12,4 +13,12 @@ FROM staged_submissions WHERE rule IS NOT NULL
 UNION ALL
 SELECT submission_sha, row_number, report_id, 'validated', rule, expectation, column_name, value,
        reason, severity
-FROM validation_findings;
+FROM validation_findings
+UNION ALL
+SELECT submission_sha, row_number, report_id, 'validated', 'version_conflict', NULL, 'version',
+       CAST(version AS VARCHAR),
+       format('{} version {} was handed in by this source with {} different contents; every copy '
+              'is quarantined and the previous version stays current until a higher version '
+              'arrives', report_id, version, copies),
+       'critical'
+FROM version_conflicts;

@@ -3,13 +3,15 @@
 -- Landing (asset landed_submissions): one row per submission (file hash) of the batches
 -- landed so far; rule and reason are set when the file is rejected whole at this stage.
 CREATE TABLE IF NOT EXISTS landed_submissions (
-    sha256          VARCHAR PRIMARY KEY,   -- identity of a submission: the hash of its bytes
+    sha256          VARCHAR PRIMARY KEY,   -- identity of a submission: SHA-256 of its party and its bytes' SHA-256
+    file_sha256     VARCHAR,               -- SHA-256 of its bytes (what sha256sum prints)
     party_code      VARCHAR,               -- inbox directory (a code, never a real name)
     source          VARCHAR,               -- keyed-hash pseudonym of the submitter
     key_version     VARCHAR,
     kind            VARCHAR,
     format          VARCHAR,
-    file_name       VARCHAR,
+    file_name       VARCHAR,               -- the first path it was handed in under
+    paths           VARCHAR[],             -- every path it was handed in under, in the order seen
     size_bytes      BIGINT,
     received_at     TIMESTAMPTZ,           -- when the file was landed (reports cannot postdate it)
     landing_path    VARCHAR,
@@ -26,6 +28,19 @@ CREATE TABLE IF NOT EXISTS staged_submissions (
     notes           VARCHAR NOT NULL,      -- JSON list of submission-level remarks (extra columns ...)
     rule            VARCHAR,               -- unreadable_file when the file could not be parsed
     reason          VARCHAR
+);
+
+-- Accepted rows that are not current (asset reports_<kind>, kept by refresh_superseded):
+-- the same report_id and version from one source with different content. Every such copy is
+-- quarantined (view quarantine) and the previous version stays current.
+CREATE TABLE IF NOT EXISTS version_conflicts (
+    kind            VARCHAR NOT NULL,
+    submission_sha  VARCHAR NOT NULL,
+    row_number      BIGINT NOT NULL,
+    source          VARCHAR NOT NULL,
+    report_id       VARCHAR NOT NULL,
+    version         BIGINT NOT NULL,
+    copies          BIGINT NOT NULL        -- how many different contents that version has
 );
 
 -- Validation (asset validation_findings): every row that failed an expectation.

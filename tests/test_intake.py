@@ -1,0 +1,114 @@
+"""The intake rules of contract §1, through whole runs on small inboxes: identity is a party
+plus its bytes, every path is listed, copies and version conflicts are quarantined whatever
+order they came in, and a fixed re-send supersedes the rejection it fixes."""
+
+import json
+
+from pipelines.cli import main
+from tests.conftest import incident, write_csv
+
+
+def status(project, capsys) -> list[dict]:
+    capsys.readouterr()
+    assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["submissions"]
+
+
+def test_a_repeat_by_the_same_party_is_listed_and_counted_once(project, capsys):
+    rows = [incident("A-1"), incident("A-2")]
+    write_csv(project.inbox / "ALPHA" / "incidents_first.csv", rows)
+    project.run()
+    write_csv(project.inbox / "ALPHA" / "incidents_again.csv", rows)
+    project.run()
+    listed = {s["file_name"]: s for s in status(project, capsys)}
+    assert set(listed) == {"incidents_first.csv", "incidents_again.csv"}
+    assert listed["incidents_again.csv"]["duplicate_of"] == "ALPHA/incidents_first.csv"
+    assert listed["incidents_again.csv"]["rows_read"] == 0
+    assert listed["incidents_first.csv"]["rows_accepted"] == 2
+    assert project.query("SELECT count(*) FROM submissions") == [(1,)]
+    capsys.readouterr()
+    main(["status", "--workdir", str(project.workdir)])
+    assert "1 submission and 1 repeat (1 accepted); 2 rows read" in capsys.readouterr().out
+
+
+def test_the_same_bytes_from_two_parties_are_two_submissions_the_later_a_copy(project, capsys):
+    rows = [incident("S-1"), incident("S-2")]
+    write_csv(project.inbox / "BRAVO" / "incidents_b.csv", rows)
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", rows)  # same run: BRAVO sorts later
+    project.run()
+    listed = {s["party"]: s for s in status(project, capsys)}
+    assert listed["ALPHA"]["status"] == "accepted" and listed["ALPHA"]["copy_of"] is None
+    assert listed["BRAVO"]["copy_of"] == "ALPHA/incidents_a.csv"
+    assert (listed["BRAVO"]["status"], listed["BRAVO"]["rows_quarantined"]) == ("rejected", 2)
+    assert listed["BRAVO"]["reasons"] == {"copy_of_other_party": 2}
+    assert listed["ALPHA"]["sha256"] == listed["BRAVO"]["sha256"]  # the bytes' hash
+    assert listed["ALPHA"]["submission"] != listed["BRAVO"]["submission"]
+    # a copy is never corroboration: the event has one source
+    assert project.query("SELECT max(n_sources) FROM incident_clusters") == [(1,)]
+
+
+def test_a_version_handed_in_twice_with_other_content_is_quarantined_every_time(project, capsys):
+    write_csv(project.inbox / "ALPHA" / "incidents_v1.csv", [incident("A-1", severity=2)])
+    project.run()
+    write_csv(
+        project.inbox / "ALPHA" / "incidents_v2a.csv", [incident("A-1", version=2, severity=4)]
+    )
+    write_csv(
+        project.inbox / "ALPHA" / "incidents_v2b.csv", [incident("A-1", version=2, severity=5)]
+    )
+    project.run()
+    assert project.query("SELECT version, severity FROM current_incidents") == [(1, 2)]
+    conflicts = project.query(
+        "SELECT s.file_name, q.rule FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha "
+        "ORDER BY 1"
+    )
+    assert conflicts == [
+        ("incidents_v2a.csv", "version_conflict"),
+        ("incidents_v2b.csv", "version_conflict"),
+    ]
+    listed = {s["file_name"]: s for s in status(project, capsys)}
+    assert (
+        listed["incidents_v2a.csv"]["rows_read"]
+        == listed["incidents_v2a.csv"]["rows_quarantined"]
+        == 1
+    )
+    assert (
+        "previous version stays current"
+        in listed["incidents_v2b.csv"]["messages"]["version_conflict"]
+    )
+    # the same content again is no conflict; a higher version ends it
+    write_csv(
+        project.inbox / "ALPHA" / "incidents_v3.csv", [incident("A-1", version=3, severity=3)]
+    )
+    project.run()
+    assert project.query("SELECT version, severity FROM current_incidents") == [(3, 3)]
+
+
+def test_a_fixed_re_send_supersedes_the_rejection(project, capsys):
+    bad = project.inbox / "ALPHA" / "incidents_x.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("report_id;version\nA-1;1\n")
+    project.run()
+    write_csv(bad, [incident("A-1")])  # the party fixes the file, same name
+    project.run()
+    listed = status(project, capsys)
+    old = next(s for s in listed if s["status"] == "rejected")
+    new = next(s for s in listed if s["status"] == "accepted")
+    assert old["superseded_by"] == new["submission"]
+    assert "semicolon-separated" in old["messages"]["unreadable_file"]
+    capsys.readouterr()
+    main(["status", "--workdir", str(project.workdir)])
+    out = capsys.readouterr().out
+    assert "superseded by ALPHA/incidents_x.csv, handed in again and accepted" in out
+    assert "1 of the rejected since handed in fixed" in out
+
+
+def test_unknown_columns_and_header_case_are_warnings_not_rejections(project, capsys):
+    path = project.inbox / "ALPHA" / "incidents_upper.csv"
+    write_csv(path, [incident("A-1")])
+    text = path.read_text().splitlines()
+    path.write_text("\n".join([text[0].upper() + ",COLOUR", text[1] + ",blue"]) + "\n")
+    project.run()
+    (listed,) = status(project, capsys)
+    assert listed["status"] == "accepted"
+    assert listed["warnings"] == ["columns not in the contract were ignored: COLOUR"]
