@@ -11,7 +11,7 @@ export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
 
-.PHONY: demo test ui lint fmt validate clean bench bench-floor
+.PHONY: demo test ui lint fmt validate clean bench bench-floor fuzz
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -26,6 +26,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the fuzzing campaign: FUZZ_EXAMPLES generated inputs per target (make test runs 40 each)
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run.py --examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
 ui: $(STAMP)
 	@test -d $(CBM_INBOX) || { echo "run 'make demo' first: $(CBM_INBOX) does not exist"; exit 1; }

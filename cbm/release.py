@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cbm.files import fsync_dir, sha256_file, write_atomic
@@ -56,7 +57,7 @@ def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
     entries = []
     periods = sorted(set(table.column("period").to_pylist())) if table.num_rows else []
     for period in periods:
-        mask = pa.compute.equal(table.column("period"), period)
+        mask = pc.equal(table.column("period"), period)
         part = table.filter(mask).drop_columns(["period"])
         rel = Path(product) / f"period={period}" / "part-0.parquet"
         path = root / rel
@@ -136,33 +137,57 @@ def append_changelog(publish: Path, entry: dict) -> None:
 
 
 def verify_release(path: str | Path) -> tuple[bool, list[str]]:
-    """Check every file of a release against its manifest: (ok, problems)."""
+    """Check every file of a release against its manifest: (ok, problems). Whatever the
+    release holds (a truncated manifest, an entry without a hash, a file that is not Parquet),
+    each problem is a line; nothing raises."""
     root = Path(path)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         return False, [f"{root}: no manifest.json (not a release, or an incomplete one)"]
     try:
-        manifest = json.loads(manifest_path.read_text())
-        listed = {f["path"]: f for f in manifest["files"]}
+        manifest = json.loads(manifest_path.read_bytes())
+        entries = manifest["files"]
+        if not isinstance(entries, list):
+            raise TypeError("'files' is not a list")
     except (ValueError, KeyError, TypeError) as exc:
-        return False, [f"{manifest_path}: unreadable manifest ({exc})"]
-    problems = []
+        return False, [f"{manifest_path}: unreadable manifest ({exc.__class__.__name__}: {exc})"]
+    problems: list[str] = []
+    listed: dict[str, dict] = {}
+    for number, entry in enumerate(entries, 1):
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if (
+            not isinstance(rel, str)
+            or not rel
+            or ".." in Path(rel).parts
+            or Path(rel).is_absolute()
+        ):
+            problems.append(f"manifest entry {number}: no usable path")
+            continue
+        listed[rel] = entry
     for rel, entry in sorted(listed.items()):
-        file = root / rel
-        if not file.is_file():
-            problems.append(f"missing: {rel}")
-            continue
-        digest = sha256_file(file)
-        if digest != entry["sha256"]:
-            problems.append(
-                f"checksum mismatch: {rel} (manifest {entry['sha256'][:12]}, file {digest[:12]})"
-            )
-            continue
-        rows = pq.ParquetFile(file).metadata.num_rows
-        if rows != entry["rows"]:
-            problems.append(f"row count mismatch: {rel} (manifest {entry['rows']}, file {rows})")
+        problems += _check_file(root, rel, entry)
     actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {
         "manifest.json"
     }
     problems += [f"extra file not in manifest: {rel}" for rel in sorted(actual - set(listed))]
     return not problems, problems
+
+
+def _check_file(root: Path, rel: str, entry: dict) -> list[str]:
+    file = root / rel
+    if not file.is_file():
+        return [f"missing: {rel}"]
+    expected = entry.get("sha256")
+    if not isinstance(expected, str):
+        return [f"manifest entry for {rel} has no sha256"]
+    digest = sha256_file(file)
+    if digest != expected:
+        return [f"checksum mismatch: {rel} (manifest {expected[:12]}, file {digest[:12]})"]
+    if rel.endswith(".parquet"):
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - any damage is a finding, not a crash
+            return [f"not a readable Parquet file: {rel} ({exc.__class__.__name__})"]
+        if rows != entry.get("rows"):
+            return [f"row count mismatch: {rel} (manifest {entry.get('rows')}, file {rows})"]
+    return []

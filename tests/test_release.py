@@ -66,3 +66,34 @@ def test_same_release_is_not_rewritten(tmp_path):
     _publish(tmp_path)
     again = _publish(tmp_path)
     assert not again.new
+
+
+def test_verify_release_names_damage_the_fuzzer_found_without_raising(tmp_path):
+    """Found by `make fuzz`: a manifest rewritten to match a file that is not Parquet, and an
+    entry without its hash, crashed verify_release; each is now one problem line."""
+    import hashlib
+    import json as _json
+
+    import pyarrow as pa
+
+    from cbm import release as rel
+
+    table = pa.table({"period": ["2026-01"], "v": [1.0]})
+    path = rel.publish_atomically(
+        tmp_path, "r-x", lambda root: rel.write_product(root, "indicators", table), {}
+    ).path
+    part = next(path.rglob("*.parquet"))
+    part.write_bytes(b"not parquet")
+    manifest = _json.loads((path / "manifest.json").read_text())
+    manifest["files"][0]["sha256"] = hashlib.sha256(b"not parquet").hexdigest()
+    (path / "manifest.json").write_text(_json.dumps(manifest))
+    ok, problems = rel.verify_release(path)
+    assert not ok and problems == [
+        "not a readable Parquet file: indicators/period=2026-01/part-0.parquet (ArrowInvalid)"
+    ]
+    del manifest["files"][0]["sha256"]
+    (path / "manifest.json").write_text(_json.dumps(manifest))
+    assert rel.verify_release(path) == (
+        False,
+        ["manifest entry for indicators/period=2026-01/part-0.parquet has no sha256"],
+    )
