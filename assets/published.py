@@ -6,7 +6,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from assets.resources import (
+    CbmSettings,
+    PseudonymKeyResource,
+    RegistryResource,
+    SigningKeyResource,
+)
 from cbm import release as rel
 from cbm.registry import RULES_VERSION
 from warehouse.db import fetch_arrow, read_release_context, sql_file
@@ -88,9 +93,20 @@ def release(
     settings: CbmSettings,
     registry: RegistryResource,
     pseudonym_key: PseudonymKeyResource,
+    signing_key: SigningKeyResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     registry, key = registry.registry, pseudonym_key.key
+    signer = signing_key.key
+    if signer is not None:
+        publisher = next(
+            (p for p in registry.parties.values() if p.party_class == "secretariat"), None
+        )
+        if publisher is None or signer.public_key != publisher.public_key:
+            raise dg.Failure(
+                f"the signing key {signer.path} is not the registered publisher's: parties.yaml "
+                "must give the secretariat this key's public_key"
+            )
     publish = Path(settings.publish)
     with warehouse.connect() as con:
         as_of, method_version = read_release_context(con)
@@ -142,6 +158,7 @@ def release(
             "pseudonym_key_fingerprint": key.fingerprint,
             "inputs": inputs,
         },
+        sign=signer.sign if signer else None,
     )
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.
@@ -167,14 +184,17 @@ def release(
         p: sum(f["rows"] for f in published.files if f["path"].startswith(p + "/"))
         for p in rel.PRODUCTS
     }
+    signed = (published.path / rel.SIGNATURE).is_file()
     context.log.info(
-        f"release {release_id} at {published.path} ({'new' if published.new else 'unchanged'})"
+        f"release {release_id} at {published.path} ({'new' if published.new else 'unchanged'}, "
+        f"{'signed' if signed else 'unsigned: give cbm run --signing-key to sign it'})"
     )
     return dg.MaterializeResult(
         metadata={
             "release_id": release_id,
             "path": dg.MetadataValue.path(str(published.path)),
             "new_release": published.new,
+            "signed": signed,
             "as_of": as_of_text,
             "dagster/row_count": sum(rows.values()),
             **{f"rows_{p}": n for p, n in rows.items()},

@@ -7,6 +7,7 @@ wires them (from ``CBM_*`` variables for ``dagster dev``, from flags for ``cbm r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from pydantic import PrivateAttr
 
 from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
+from cbm.signatures import SigningKey
 
 DEFAULT_GX_KEEP_RESULTS = 30
 
@@ -77,4 +79,28 @@ class PseudonymKeyResource(dg.ConfigurableResource):
     def key(self) -> PseudonymKey:
         if self._key is None:
             self._key = load_key()
+        return self._key
+
+
+class SigningKeyResource(dg.ConfigurableResource):
+    """The publisher's Ed25519 key (``cbm keygen --party <secretariat code>``), kept outside the
+    repository: ``key_file``, or ``CBM_SIGNING_KEY_FILE`` read once per run. Without one, a
+    release is published unsigned (and says so)."""
+
+    key_file: str | None = None
+    _key: SigningKey | None = PrivateAttr(default=None)
+    _loaded: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._load()
+
+    def _load(self) -> None:
+        path = self.key_file or os.environ.get("CBM_SIGNING_KEY_FILE")
+        self._key = SigningKey(Path(path)) if path else None
+        self._loaded = True
+
+    @property
+    def key(self) -> SigningKey | None:
+        if not self._loaded:
+            self._load()
         return self._key

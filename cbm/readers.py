@@ -85,7 +85,10 @@ def _to_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 def read_csv(data: bytes) -> tuple[pl.DataFrame, list[str]]:
     text, notes = _decode(data)
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as exc:  # e.g. a lone carriage return inside the header line
+        raise UnreadableSubmission(f"not a readable CSV file: the header line: {exc}") from exc
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise UnreadableSubmission(f"duplicate column names in the header: {', '.join(dupes)}")

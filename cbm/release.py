@@ -75,17 +75,26 @@ class PublishedRelease:
     files: list[dict]
 
 
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.sig"  # the publisher's Ed25519 signature over the manifest bytes
+COSIGN_DIR = "cosign"  # cosign/<PARTY>.sig: a party's signature over the same bytes
+
+
 def publish_atomically(
-    publish: Path, release_id: str, build, manifest_base: dict
+    publish: Path, release_id: str, build, manifest_base: dict, sign=None
 ) -> PublishedRelease:
-    """Build a release with ``build(tmp_root) -> file entries``; write the manifest last; rename."""
+    """Build a release with ``build(tmp_root) -> file entries``; write the manifest last, its
+    signature with it (``sign(manifest bytes) -> signature file bytes``, when given); rename
+    the whole folder into place in one step."""
     releases = publish / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     for stale in releases.glob(".tmp-*"):  # left by a killed run; never visible as a release
         shutil.rmtree(stale, ignore_errors=True)
     final = releases / release_id
-    if (final / "manifest.json").exists():
-        manifest = json.loads((final / "manifest.json").read_text())
+    if (final / MANIFEST).exists():
+        manifest = json.loads((final / MANIFEST).read_text())
+        if sign is not None and not (final / SIGNATURE).exists():  # published unsigned before
+            write_atomic(final / SIGNATURE, sign((final / MANIFEST).read_bytes()))
         return PublishedRelease(release_id, final, False, manifest["files"])
     tmp = releases / f".tmp-{release_id}-{os.getpid()}"
     tmp.mkdir()
@@ -95,7 +104,10 @@ def publish_atomically(
         "schema_version": SCHEMA_VERSION,
         "files": files,
     }
-    write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    write_atomic(tmp / MANIFEST, manifest_bytes)
+    if sign is not None:
+        write_atomic(tmp / SIGNATURE, sign(manifest_bytes))
     fsync_dir(tmp)
     os.rename(tmp, final)
     fsync_dir(releases)
@@ -166,11 +178,68 @@ def verify_release(path: str | Path) -> tuple[bool, list[str]]:
         listed[rel] = entry
     for rel, entry in sorted(listed.items()):
         problems += _check_file(root, rel, entry)
-    actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {
-        "manifest.json"
+    actual = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    signatures = {MANIFEST, SIGNATURE} | {
+        rel for rel in actual if rel.startswith(f"{COSIGN_DIR}/") and rel.endswith(".sig")
     }
-    problems += [f"extra file not in manifest: {rel}" for rel in sorted(actual - set(listed))]
+    problems += [
+        f"extra file not in manifest: {rel}" for rel in sorted(actual - set(listed) - signatures)
+    ]
     return not problems, problems
+
+
+def check_signatures(
+    path: str | Path, parties: dict, require_cosigners: int = 0
+) -> tuple[list[str], list[str]]:
+    """Authenticity and co-signatures of a release, offline, with the registry's public keys:
+    (problems, notes). The publisher is the party of class ``secretariat``; its signature over
+    the manifest bytes must verify. A co-signature counts when it verifies with the key of a
+    registered party other than the publisher; ``require_cosigners`` of them are needed."""
+    from cbm.signatures import verify_signature
+
+    root = Path(path)
+    manifest = (root / MANIFEST).read_bytes()
+    problems, notes = [], []
+    publishers = [p for p in parties.values() if p.party_class == "secretariat"]
+    if len(publishers) != 1 or not publishers[0].public_key:
+        return [
+            "parties.yaml names no single secretariat with a public_key: authenticity cannot "
+            "be checked"
+        ], notes
+    publisher = publishers[0]
+    signature = root / SIGNATURE
+    if not signature.is_file():
+        problems.append(f"{SIGNATURE} is missing: the release is not signed by its publisher")
+    elif not verify_signature(publisher.public_key, manifest, signature.read_bytes()):
+        problems.append(
+            f"{SIGNATURE} does not verify with the publisher's key ({publisher.code}): the "
+            "manifest was changed after signing, or another key signed it"
+        )
+    else:
+        notes.append(f"signed by the publisher, {publisher.code}")
+    valid = []
+    for sig in sorted((root / COSIGN_DIR).glob("*.sig")) if (root / COSIGN_DIR).is_dir() else []:
+        code = sig.name[: -len(".sig")]
+        party = parties.get(code)
+        if party is None or code == publisher.code or not party.public_key:
+            why = (
+                "the publisher's own"
+                if code == publisher.code
+                else "not a registered party with a public_key"
+            )
+            problems.append(f"{COSIGN_DIR}/{sig.name}: {why}; it does not count")
+        elif not verify_signature(party.public_key, manifest, sig.read_bytes()):
+            problems.append(f"{COSIGN_DIR}/{sig.name} does not verify with {code}'s key")
+        else:
+            valid.append(code)
+    if valid:
+        notes.append(f"co-signed by {', '.join(valid)}")
+    if len(valid) < require_cosigners:
+        problems.append(
+            f"{len(valid)} valid co-signature(s), {require_cosigners} required"
+            + (f" (by {', '.join(valid)})" if valid else "")
+        )
+    return problems, notes
 
 
 def _check_file(root: Path, rel: str, entry: dict) -> list[str]:

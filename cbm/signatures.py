@@ -44,17 +44,42 @@ def new_party_key(party: str, out: Path) -> str:
     return base64.b64encode(public).decode()
 
 
+class SigningKey:
+    """A party's private key, read from the key file ``cbm keygen`` wrote."""
+
+    def __init__(self, key_file: Path):
+        try:
+            data = json.loads(Path(key_file).read_text())
+            self.party = str(data["party"])
+            self._key = Ed25519PrivateKey.from_private_bytes(
+                base64.b64decode(data["private_key"], validate=True)
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SigningError(
+                f"{key_file}: not a signing key file (one written by 'cbm keygen'): "
+                f"{exc.__class__.__name__}"
+            ) from exc
+        self.path = Path(key_file)
+
+    @property
+    def public_key(self) -> str:
+        raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return base64.b64encode(raw).decode()
+
+    def sign(self, data: bytes) -> bytes:
+        """The detached signature file's bytes: base64 Ed25519 (deterministic) and a newline."""
+        return base64.b64encode(self._key.sign(data)) + b"\n"
+
+
 def sign_file(key_file: Path, path: Path) -> Path:
     """Write ``<path>.sig``; return its path."""
-    try:
-        data = json.loads(key_file.read_text())
-        key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(data["private_key"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise SigningError(f"{key_file}: not a signing key file ({exc})") from exc
+    key = SigningKey(key_file)
     if not path.is_file():
         raise SigningError(f"{path}: no such file")
     sig = path.with_name(path.name + ".sig")
-    sig.write_text(base64.b64encode(key.sign(path.read_bytes())).decode() + "\n")
+    sig.write_bytes(key.sign(path.read_bytes()))
     return sig
 
 
@@ -69,5 +94,5 @@ def verify_signature(public_key_b64: str, data: bytes, sig_bytes: bytes) -> bool
         )
         key.verify(sig, data)
         return True
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):
         return False

@@ -200,8 +200,12 @@ def run_pipeline(
     publish: Path,
     as_of: str | None = None,
     wait_seconds: float = 600,
+    signing_key: str | None = None,
 ) -> dict:
     """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError.
+
+    ``signing_key`` (or ``CBM_SIGNING_KEY_FILE``): the publisher's key file; the release is
+    signed with it, and is published unsigned (saying so) without one.
 
     One run per workdir at a time: a second ``cbm run`` waits for the first (saying so),
     and gives up with a clear message after ``wait_seconds``.
@@ -224,9 +228,37 @@ def run_pipeline(
         keep_results = gx_keep_results_from_env()
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
+    signer = _check_signing_key(signing_key or os.environ.get("CBM_SIGNING_KEY_FILE"), registry_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     with _workdir_lock(workdir, wait_seconds):
-        return _run_pipeline_locked(inbox, registry_dir, workdir, publish, as_of, keep_results)
+        return _run_pipeline_locked(
+            inbox, registry_dir, workdir, publish, as_of, keep_results, signer
+        )
+
+
+def _check_signing_key(key_file: str | None, registry_dir: Path):
+    """The publisher's key, checked against the registry before anything runs."""
+    if not key_file:
+        return None
+    from cbm.registry import load_parties
+    from cbm.signatures import SigningError, SigningKey
+
+    try:
+        key = SigningKey(Path(key_file))
+    except SigningError as exc:
+        raise CannotRun(f"--signing-key {exc}") from exc
+    parties = load_parties(registry_dir / "parties.yaml")
+    publisher = next((p for p in parties.values() if p.party_class == "secretariat"), None)
+    if publisher is None:
+        raise CannotRun(
+            f"{registry_dir / 'parties.yaml'}: no party of class secretariat to sign as"
+        )
+    if key.public_key != publisher.public_key:
+        raise CannotRun(
+            f"--signing-key {key_file} is {key.party}'s key, not the one parties.yaml registers "
+            f"for the publisher {publisher.code} (set its public_key: {key.public_key})"
+        )
+    return key
 
 
 @contextmanager
@@ -267,6 +299,7 @@ def _run_pipeline_locked(
     publish: Path,
     as_of: str | None,
     keep_results: int,
+    signer=None,
 ) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
     from cbm.intake import plan_intake
@@ -286,24 +319,28 @@ def _run_pipeline_locked(
         f"      {_count(len(plan.files), 'file')}, {sum(f.new for f in plan.files):,} new, "
         f"{_count(len(shas), 'submission')}"
     )
-    state = _run_state(plan, registry_dir, as_of)
+    state = _run_state(plan, registry_dir, as_of) | {"signer": signer and signer.public_key}
     if not plan.to_ingest and _last_run_state(workdir) == state:
         summary = summarize(workdir, publish)
         if summary["latest_release"] and Path(summary["release_path"], "manifest.json").exists():
             _say(f"nothing new: release {summary['latest_release']} is current")
             summary["seconds"] = round(time.monotonic() - t0, 1)
             return summary
-    summary = _run_jobs(plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0)
+    summary = _run_jobs(
+        plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0, signer
+    )
     _write_last_run_state(workdir, state)
     return summary
 
 
-def _run_jobs(plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0) -> dict:
+def _run_jobs(
+    plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0, signer=None
+) -> dict:
     """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
 
     from assets.partitions import submissions_partitions
-    from assets.resources import CbmSettings, RegistryResource
+    from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
@@ -316,7 +353,11 @@ def _run_jobs(plan, inbox, registry_dir, workdir, publish, as_of, keep_results, 
         as_of=as_of,
         gx_keep_results=keep_results,
     )
-    defs = build_definitions(settings, RegistryResource(directory=str(registry_dir.resolve())))
+    defs = build_definitions(
+        settings,
+        RegistryResource(directory=str(registry_dir.resolve())),
+        SigningKeyResource(key_file=str(signer.path.resolve()) if signer else ""),
+    )
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     if stale := _release_dead_runs(instance):
@@ -456,6 +497,7 @@ def summarize(workdir: Path, publish: Path) -> dict:
         "release_path": str(publish / "releases" / latest) if latest else None,
         "warehouse": str(warehouse),
         "data_docs": str(docs) if docs.exists() else None,
+        "signed": bool(latest) and (publish / "releases" / latest / rel.SIGNATURE).is_file(),
     }
 
 
@@ -468,6 +510,12 @@ def _print_summary(s: dict) -> None:
     _say(f"Releases          {s['releases']:>9,}  (latest {s['latest_release']})")
     _say("")
     _say(f"Published release: {s['release_path'] or 'none yet'}")
+    if s["release_path"]:
+        _say(
+            "Signed:            yes (manifest.json.sig)"
+            if s["signed"]
+            else "Signed:            no: give --signing-key FILE (or CBM_SIGNING_KEY_FILE) to sign"
+        )
     _say(f"Warehouse:         {s['warehouse']}")
     if s.get("data_docs"):
         _say(f"Data Docs:         {s['data_docs']}")
@@ -489,7 +537,12 @@ def cmd_generate(args) -> int:
 
 def cmd_run(args) -> int:
     summary = run_pipeline(
-        Path(args.inbox), Path(args.registry), Path(args.workdir), Path(args.publish), args.as_of
+        Path(args.inbox),
+        Path(args.registry),
+        Path(args.workdir),
+        Path(args.publish),
+        args.as_of,
+        signing_key=args.signing_key,
     )
     _print_summary(summary)
     _say(f"\ndone in {summary['seconds']}s")
@@ -611,20 +664,65 @@ def _print_quarantine(rows: list[dict], args) -> int:
 
 
 def cmd_verify_release(args) -> int:
-    from cbm.release import verify_release
+    from cbm.registry import RegistryError, load_parties
+    from cbm.release import check_signatures, verify_release
 
     path = Path(args.path)
     if not path.is_dir():
         raise CannotRun(f"{path} does not exist or is not a folder (a release or a publish folder)")
+    parties = None
+    if args.keys:
+        try:
+            parties = load_parties(Path(args.keys))
+        except RegistryError as exc:
+            raise CannotRun(f"--keys {exc}") from exc
+    elif args.require_cosigners:
+        raise CannotRun("--require-cosigners needs --keys parties.yaml (the parties' public keys)")
     if (path / "LATEST").exists() and not (path / "manifest.json").exists():
         path = path / "releases" / (path / "LATEST").read_text().strip()
     ok, problems = verify_release(path)
-    if ok:
-        _say(f"OK: {path} matches its manifest")
-        return EXIT_OK
+    notes: list[str] = []
+    if parties is not None and (path / "manifest.json").is_file():
+        more, notes = check_signatures(path, parties, args.require_cosigners)
+        problems += more
     for p in problems:
         _say(f"FAIL: {p}")
-    return EXIT_FAILED
+    if problems:
+        return EXIT_FAILED
+    checked = "integrity" + (", authenticity" if parties is not None else "")
+    if args.require_cosigners:
+        checked += f", {args.require_cosigners} co-signature(s)"
+    _say(f"OK: {path} ({checked}){': ' + '; '.join(notes) if notes else ''}")
+    if parties is None:
+        _say("NOTE: authenticity not checked (give --keys parties.yaml to check the signatures)")
+    return EXIT_OK
+
+
+def cmd_cosign(args) -> int:
+    from cbm.release import COSIGN_DIR, verify_release
+    from cbm.signatures import SigningError, SigningKey
+
+    path = Path(args.path)
+    if not (path / "manifest.json").is_file():
+        raise CannotRun(f"{path} is not a release folder (no manifest.json)")
+    try:
+        key = SigningKey(Path(args.key))
+    except SigningError as exc:
+        raise CannotRun(f"--key {exc}") from exc
+    if key.party != args.party:
+        raise CannotRun(f"--key {args.key} is {key.party}'s key, not {args.party}'s")
+    ok, problems = verify_release(path)
+    if not ok:
+        for p in problems:
+            _say(f"FAIL: {p}")
+        raise RuntimeError(f"{path} does not match its manifest: not co-signed")
+    from cbm.files import write_atomic
+
+    (path / COSIGN_DIR).mkdir(exist_ok=True)
+    out = path / COSIGN_DIR / f"{args.party}.sig"
+    write_atomic(out, key.sign((path / "manifest.json").read_bytes()))
+    _say(f"co-signed {path.name} as {args.party}: {out}")
+    return EXIT_OK
 
 
 def cmd_keygen_pseudonym(args) -> int:
@@ -682,12 +780,17 @@ def cmd_demo(args) -> int:
     os.environ.setdefault("DAGSTER_HOME", str((base / "dagster_home").resolve()))
     out = generate(base, seed=args.seed, reports=args.reports)
     _say(f"generated {out.files} sample files ({out.reports:,} report rows) in {out.inbox}")
-    summary = run_pipeline(out.inbox, out.registry, base / "work", base / "publish", None)
+    signing_key = _demo_publisher_key(base, out.registry)
+    summary = run_pipeline(
+        out.inbox, out.registry, base / "work", base / "publish", None, signing_key=str(signing_key)
+    )
     _print_summary(summary)
     _say("")
     _say("Next:")
     _say(f"  cbm status --workdir {base / 'work'}            every submission, accepted or why not")
-    _say(f"  cbm verify-release {summary['release_path']}")
+    _say(
+        f"  cbm verify-release {summary['release_path']} --keys {out.registry / 'parties.yaml'}"
+    )
     query = "print(duckdb.sql(f'SELECT * FROM read_parquet({sys.argv[1]!r}, hive_partitioning=true) LIMIT 5'))"
     _say(
         f"  .venv/bin/python -c \"import duckdb, sys; {query}\" '{summary['release_path']}/indicators/*/*.parquet'"
@@ -755,6 +858,26 @@ def _whole_number(minimum: int):
     return parse
 
 
+def _demo_publisher_key(base: Path, registry: Path) -> Path:
+    """The demo's secretariat signs its releases: a local key (made once, beside the demo's
+    pseudonymisation key) whose public key the demo's parties.yaml registers."""
+    import yaml
+
+    from cbm.signatures import SigningKey, new_party_key
+
+    key_file = base / "secrets" / "secretariat.key"
+    if not key_file.exists():
+        new_party_key("SECRETARIAT", key_file)
+        _say(f"generated the demo publisher's signing key at {key_file}")
+    parties_file = registry / "parties.yaml"
+    parties = yaml.safe_load(parties_file.read_text())
+    for party in parties:
+        if party["class"] == "secretariat":
+            party["public_key"] = SigningKey(key_file).public_key
+    parties_file.write_text(yaml.safe_dump(parties, sort_keys=False))
+    return key_file
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="cbm",
@@ -802,6 +925,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the release's 'now', ISO 8601 with an offset (e.g. 2026-10-31T00:00:00+00:00); "
         "default: the latest timestamp among accepted reports",
     )
+    r.add_argument(
+        "--signing-key",
+        help="the publisher's key file ('cbm keygen --party <secretariat code>'), kept outside "
+        "the repository; default CBM_SIGNING_KEY_FILE; without one the release is unsigned",
+    )
     s = command("status", "every submission seen, and why rows were quarantined", cmd_status)
     s.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -819,6 +947,24 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_verify_release,
     )
     v.add_argument("path", help="a release folder, or a publish folder (its LATEST release)")
+    v.add_argument(
+        "--keys",
+        help="parties.yaml: check the publisher's signature (the secretariat's public_key) and "
+        "the co-signatures too; without it only integrity is checked",
+    )
+    v.add_argument(
+        "--require-cosigners",
+        type=_whole_number(0),
+        default=0,
+        help="valid co-signatures by distinct registered parties other than the publisher "
+        "that the release must carry (default 0)",
+    )
+    cs = command(
+        "cosign", "sign a release this party re-derived: writes cosign/<PARTY>.sig", cmd_cosign
+    )
+    cs.add_argument("--key", required=True, help="the party's key file ('cbm keygen')")
+    cs.add_argument("--party", required=True, help="the party code the key belongs to")
+    cs.add_argument("path", help="the release folder")
     k = command("keygen-pseudonym", "write a new pseudonymisation key file", cmd_keygen_pseudonym)
     k.add_argument("--out", required=True, help="the key file to write (mode 0600)")
     k.add_argument("--key-version", default="k1", help="recorded in every release (default k1)")

@@ -15,7 +15,12 @@ from assets.indicators import indicator_values
 from assets.landing import landed_submissions
 from assets.published import manifest_integrity, release
 from assets.registry import registry_tables
-from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from assets.resources import (
+    CbmSettings,
+    PseudonymKeyResource,
+    RegistryResource,
+    SigningKeyResource,
+)
 from assets.staged import staged_submissions
 from assets.submissions import quarantine, submissions
 from assets.validated import validated_reports
@@ -57,8 +62,12 @@ monthly_release_schedule = dg.ScheduleDefinition(
 )
 
 
-def build_definitions(settings: CbmSettings, registry: RegistryResource) -> dg.Definitions:
-    """The Definitions for one deployment: its folders and its registry."""
+def build_definitions(
+    settings: CbmSettings,
+    registry: RegistryResource,
+    signing_key: SigningKeyResource | None = None,
+) -> dg.Definitions:
+    """The Definitions for one deployment: its folders, its registry, the publisher's key."""
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
@@ -69,6 +78,7 @@ def build_definitions(settings: CbmSettings, registry: RegistryResource) -> dg.D
             "settings": settings,
             "registry": registry,
             "pseudonym_key": PseudonymKeyResource(),
+            "signing_key": signing_key or SigningKeyResource(),
             "warehouse": WarehouseResource(workdir=settings.workdir),
         },
         executor=dg.in_process_executor,  # one process writes the DuckDB file (DESIGN.md)

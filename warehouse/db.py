@@ -256,13 +256,16 @@ def migrate_single_writer_tables(con: duckdb.DuckDBPyConnection) -> bool:
     # Before a submission was a party plus its bytes, landed_submissions had no file_sha256 or
     # paths; its submissions are landed again under their new keys and every stage's table is
     # rebuilt (the old landing entries stay, byte for byte).
-    keyed_by_file = con.execute(
-        "SELECT count(*) = 1 FROM information_schema.columns "
-        "WHERE table_name = 'landed_submissions' AND column_name = 'sha256'"
-    ).fetchone()[0] and not con.execute(
-        "SELECT count(*) FROM information_schema.columns "
-        "WHERE table_name = 'landed_submissions' AND column_name = 'paths'"
-    ).fetchone()[0]
+    keyed_by_file = (
+        con.execute(
+            "SELECT count(*) = 1 FROM information_schema.columns "
+            "WHERE table_name = 'landed_submissions' AND column_name = 'sha256'"
+        ).fetchone()[0]
+        and not con.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'landed_submissions' AND column_name = 'paths'"
+        ).fetchone()[0]
+    )
     if keyed_by_file:
         for view in ("quarantine", "submissions", "submission_copies", "accepted_reports"):
             con.execute(f"DROP VIEW IF EXISTS {view}")

@@ -97,6 +97,7 @@ CASES: list[tuple[str, str, object, str]] = [
     ),
     ("ALPHA", "incidents_nul.csv", csv(row("N-1", summary="a\x00b")), "file:unreadable_file"),
     ("ALPHA", "incidents_bigfield.csv", big_field, "file:over_limit"),  # limits.max_field_chars
+    ("ALPHA", "incidents_lone_cr.csv", b'report_id\rversion"\n', "file:unreadable_file"),  # fuzz
     ("ALPHA", "incidents_deep.jsonl", deep_json, "rows:unreadable_row"),
     (
         "ALPHA",

@@ -1,0 +1,161 @@
+"""Releases a consumer can authenticate offline (contract §4, §6): the publisher signs the
+manifest, parties co-sign, and `cbm verify-release --keys` tells a forgery from the real one."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines.cli import main
+from tests.conftest import incident, write_csv, write_registry
+
+
+def register(project, party: str, key_file) -> None:
+    from cbm.signatures import new_party_key
+
+    public = new_party_key(party, key_file)
+    parties = yaml.safe_load((project.registry / "parties.yaml").read_text())
+    next(p for p in parties if p["code"] == party)["public_key"] = public
+    write_registry(project.registry, parties)
+
+
+@pytest.fixture
+def signed(project, tmp_path):
+    keys = {p: tmp_path / f"{p.lower()}.key" for p in ("SECRETARIAT", "BRAVO", "CHARLIE")}
+    for party, key_file in keys.items():
+        register(project, party, key_file)
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    from pipelines.cli import run_pipeline
+
+    summary = run_pipeline(
+        project.inbox,
+        project.registry,
+        project.workdir,
+        project.publish,
+        signing_key=str(keys["SECRETARIAT"]),
+    )
+    return project, keys, summary
+
+
+def verify(release, capsys, *extra) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["verify-release", str(release), *extra])
+    return code, capsys.readouterr().out
+
+
+def test_a_signed_release_verifies_with_the_registry_keys(signed, capsys):
+    project, _, summary = signed
+    release = summary["release_path"]
+    assert summary["signed"]
+    keys = str(project.registry / "parties.yaml")
+    code, out = verify(release, capsys, "--keys", keys)
+    assert (
+        code == 0
+        and "integrity, authenticity" in out
+        and "signed by the publisher, SECRETARIAT" in out
+    )
+    code, out = verify(release, capsys)
+    assert code == 0 and "NOTE: authenticity not checked" in out
+
+
+def test_a_rewritten_file_and_manifest_pass_integrity_but_not_authenticity(signed, capsys):
+    project, _, summary = signed
+    release = summary["release_path"]
+    part = sorted(pq_path for pq_path in Path(release).rglob("*.parquet"))[0]
+    table = pq.read_table(part)
+    forged = table.set_column(
+        table.schema.get_field_index("method_version"),
+        "method_version",
+        pa.array(["m-forged"] * table.num_rows),
+    )
+    pq.write_table(forged, part)
+    manifest_path = Path(release) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    rel = part.relative_to(release).as_posix()
+    entry = next(f for f in manifest["files"] if f["path"] == rel)
+    entry["sha256"] = hashlib.sha256(part.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    code, out = verify(release, capsys)
+    assert code == 0  # integrity alone cannot tell
+    code, out = verify(release, capsys, "--keys", str(project.registry / "parties.yaml"))
+    assert code == 1 and "FAIL: manifest.json.sig does not verify with the publisher's key" in out
+
+
+def test_a_missing_or_foreign_signature_fails(signed, capsys, tmp_path):
+    project, keys, summary = signed
+    release = Path(summary["release_path"])
+    parties = str(project.registry / "parties.yaml")
+    from cbm.signatures import SigningKey
+
+    (release / "manifest.json.sig").write_bytes(
+        SigningKey(keys["BRAVO"]).sign((release / "manifest.json").read_bytes())
+    )
+    code, out = verify(release, capsys, "--keys", parties)
+    assert code == 1 and "does not verify with the publisher's key (SECRETARIAT)" in out
+    (release / "manifest.json.sig").unlink()
+    code, out = verify(release, capsys, "--keys", parties)
+    assert code == 1 and "manifest.json.sig is missing" in out
+
+
+def test_co_signatures_count_only_valid_ones_by_other_registered_parties(signed, capsys, tmp_path):
+    project, keys, summary = signed
+    release = summary["release_path"]
+    parties = str(project.registry / "parties.yaml")
+    assert main(["cosign", "--key", str(keys["BRAVO"]), "--party", "BRAVO", release]) == 0
+    code, out = verify(release, capsys, "--keys", parties, "--require-cosigners", "1")
+    assert code == 0 and "co-signed by BRAVO" in out
+    code, out = verify(release, capsys, "--keys", parties, "--require-cosigners", "2")
+    assert code == 1 and "FAIL: 1 valid co-signature(s), 2 required (by BRAVO)" in out
+    # a key of one party cannot co-sign as another
+    capsys.readouterr()
+    assert main(["cosign", "--key", str(keys["BRAVO"]), "--party", "CHARLIE", release]) == 2
+    assert "is BRAVO's key, not CHARLIE's" in capsys.readouterr().err
+    # a co-signature file forged under CHARLIE's name does not count, and is named
+    shutil.copy(f"{release}/cosign/BRAVO.sig", f"{release}/cosign/CHARLIE.sig")
+    code, out = verify(release, capsys, "--keys", parties, "--require-cosigners", "1")
+    assert code == 1 and "cosign/CHARLIE.sig does not verify with CHARLIE's key" in out
+
+
+def test_signatures_are_deterministic_and_a_wrong_publisher_key_is_refused(
+    signed, capsys, tmp_path
+):
+    project, keys, summary = signed
+    from pipelines.cli import run_pipeline
+
+    again = run_pipeline(
+        project.inbox,
+        project.registry,
+        tmp_path / "work2",
+        tmp_path / "publish2",
+        signing_key=str(keys["SECRETARIAT"]),
+    )
+    first = Path(summary["release_path"], "manifest.json.sig").read_bytes()
+    second = Path(again["release_path"], "manifest.json.sig").read_bytes()
+    assert again["latest_release"] == summary["latest_release"] and first == second
+    capsys.readouterr()
+    code = main(
+        [
+            "run",
+            "--inbox",
+            str(project.inbox),
+            "--registry",
+            str(project.registry),
+            "--workdir",
+            str(tmp_path / "w3"),
+            "--publish",
+            str(tmp_path / "p3"),
+            "--signing-key",
+            str(keys["BRAVO"]),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and "is BRAVO's key, not the one parties.yaml registers for the publisher SECRETARIAT"
+        in err
+    )
