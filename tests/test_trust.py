@@ -159,3 +159,28 @@ def test_signatures_are_deterministic_and_a_wrong_publisher_key_is_refused(
         and "is BRAVO's key, not the one parties.yaml registers for the publisher SECRETARIAT"
         in err
     )
+
+
+def test_the_consumer_guide_checks_run_as_written(signed, tmp_path):
+    """`sha256sum -c` from the manifest and the signature check in a few lines of Python."""
+    import re
+    import subprocess
+    import sys
+
+    project, _, summary = signed
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "consumer-guide.md").read_text()
+    shell = re.search(r"# consumer-check: sha256sum\n(.*?)```", guide, re.S).group(1)
+    shell = shell.replace("<publish>/releases/<id>", summary["release_path"])
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    python = re.search(r"# consumer-check: signature\n(.*?)```", guide, re.S).group(1)
+    python = python.replace("RELEASE_DIR", summary["release_path"]).replace(
+        "PARTIES_YAML", str(project.registry / "parties.yaml")
+    )
+    done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "signed by SECRETARIAT", done.stderr
+    # and the same check refuses a forged manifest
+    manifest = Path(summary["release_path"], "manifest.json")
+    manifest.write_text(manifest.read_text().replace('"schema_version": 1', '"schema_version": 2'))
+    done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True)
+    assert done.returncode != 0 and "InvalidSignature" in done.stderr
