@@ -6,33 +6,21 @@ denominator, inputs_definitive and escalation_level; this asset unions them into
 its inputs are and its period is closed (as-of >= end of the month + review window).
 """
 
-from importlib import resources
-
 import dagster as dg
-import yaml
 
 from assets.metadata import markdown_preview, table_schema
 from assets.partitions import monthly_partitions, refresh_on_new_data
 from assets.resources import RegistryResource
-from warehouse.db import read_release_context
+from warehouse.db import indicator_catalogue, indicator_sql, read_release_context
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
 
 
-def catalogue() -> list[dict]:
-    text = resources.files("warehouse").joinpath("sql", "indicators", "catalogue.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def indicator_sql(name: str) -> str:
-    return resources.files("warehouse").joinpath("sql", "indicators", f"{name}.sql").read_text()
-
-
 def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
     """Recompute ``indicator_values`` for ``periods`` (delete their rows, insert anew)."""
     parts = []
-    for entry in catalogue():
+    for entry in indicator_catalogue():
         parts.append(
             f"""SELECT subject, CAST(counterpart AS VARCHAR) AS counterpart, period, indicator,
                        CAST(value AS DOUBLE) AS value, CAST(numerator AS BIGINT) AS numerator,

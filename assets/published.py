@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import duckdb
+import pyarrow.parquet as pq
 
 from assets.resources import (
     CbmSettings,
@@ -13,59 +13,37 @@ from assets.resources import (
     SigningKeyResource,
 )
 from cbm import release as rel
+from cbm.changes import count_changes, product_changes
+from cbm.dictionary import release_dictionary
 from cbm.registry import RULES_VERSION
-from warehouse.db import fetch_arrow, read_release_context, sql_file
+from warehouse.db import fetch_arrow, indicator_catalogue, read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:publication"
 
 
-def _changes(
-    publish: Path,
-    previous: str | None,
-    new_root: Path,
-    inputs: list[str],
-    corrections_by_sha: dict[str, int],
+def _changelog_entry(
+    publish: Path, previous: str | None, release: Path, inputs: list[str], corrections: dict
 ) -> dict:
-    """What changed against the previous release: new periods, revised indicator values, new
-    submissions, and how many of their reports revise an earlier version (corrections)."""
+    """The CHANGELOG.jsonl line of a release: its counts are taken from its changes/ files."""
     manifest = publish / "releases" / str(previous) / "manifest.json"
     before = json.loads(manifest.read_text()) if previous and manifest.exists() else None
-    new_glob = str(new_root / "indicators" / "**" / "*.parquet")
-    old_glob = str(manifest.parent / "indicators" / "**" / "*.parquet")
-    con = duckdb.connect()
-    try:
-        new_periods = _periods(con, new_glob)
-        old_periods = _periods(con, old_glob) if before else []
-        revised = 0
-        if old_periods and new_periods:
-            revised = con.execute(
-                f"""SELECT count(*) FROM read_parquet('{old_glob}', hive_partitioning=true) o
-                JOIN read_parquet('{new_glob}', hive_partitioning=true) n
-                  USING (period, subject, counterpart, indicator)
-                WHERE o.value IS DISTINCT FROM n.value OR o.status IS DISTINCT FROM n.status
-                   OR o.suppressed IS DISTINCT FROM n.suppressed"""
-            ).fetchone()[0]
-    finally:
-        con.close()
+    counts = {
+        p: count_changes(pq.read_table(release / "changes" / f"{p}.parquet")) for p in rel.PRODUCTS
+    }
+
+    def periods(root: Path) -> set[str]:
+        return {d.name.removeprefix("period=") for d in root.glob("indicators/period=*")}
+
     new_inputs = set(inputs) - set(before["inputs"] if before else ())
     return {
         "previous_release_id": previous if before else None,
-        "new_periods": sorted(set(new_periods) - set(old_periods)),
-        "revised_values": int(revised),
+        "new_periods": sorted(periods(release) - (periods(manifest.parent) if before else set())),
+        "revised_values": counts["indicators"]["revised"] + counts["indicators"]["status_changed"],
+        "changes": counts,
         "new_submissions": len(new_inputs),
-        "corrections": sum(corrections_by_sha.get(sha, 0) for sha in new_inputs),
+        "corrections": sum(corrections.get(sha, 0) for sha in new_inputs),
     }
-
-
-def _periods(con, glob: str) -> list[str]:
-    try:
-        rows = con.execute(
-            f"SELECT DISTINCT period FROM read_parquet('{glob}', hive_partitioning=true) ORDER BY 1"
-        ).fetchall()
-    except duckdb.IOException:  # no files: no periods
-        return []
-    return [r[0] for r in rows]
 
 
 @dg.asset(
@@ -83,9 +61,12 @@ def _periods(con, glob: str) -> list[str]:
     pool="warehouse",
     description=(
         "A release in the publish folder, `releases/RELEASE_ID/`: indicators (after small-cell and "
-        "secondary suppression), compliance and events (CLEAR/GREEN-derived only) as zstd "
-        "Parquet partitioned by period, manifest.json written last, then LATEST and a "
-        "CHANGELOG.jsonl line. Same inputs + same method = same release id and bytes."
+        "secondary suppression, with the reason), compliance and events (CLEAR/GREEN-derived "
+        "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
+        "release, `dictionary.json`, then manifest.json (signed when a publisher key is given), "
+        "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
+        "same release id and bytes. The reports behind each release's events are kept in the "
+        "warehouse table `published_event_members` (member tier), to name an event's successor."
     ),
 )
 def release(
@@ -131,20 +112,42 @@ def release(
             ).fetchall()
         )
         # reports that supersede an earlier version, per submission (corrections)
+        previous = rel.latest(publish)
+        published_events = tables["events"].column("event_id").to_pylist()
+        successors = (
+            dict(
+                con.execute(
+                    sql_file("event_successors"),
+                    {"previous": previous, "published": published_events},
+                ).fetchall()
+            )
+            if previous and previous != release_id
+            else {}
+        )
         corrections_by_sha = dict(
             con.execute(
                 "SELECT sha256, corrections FROM submissions WHERE corrections > 0"
             ).fetchall()
         )
 
+    dictionary = release_dictionary(indicator_catalogue(), tables, registry.policy.raw)
+    previous_root = publish / "releases" / previous if previous and previous != release_id else None
+    changes = {
+        product: product_changes(
+            product, table, previous_root, successors if product == "events" else None
+        )
+        for product, table in tables.items()
+    }
+
     def build(root: Path) -> list[dict]:
-        return [
+        entries = [
             entry
             for product, table in tables.items()
             for entry in rel.write_product(root, product, table)
         ]
+        entries += [rel.write_table(root, f"changes/{p}.parquet", t) for p, t in changes.items()]
+        return entries + [rel.write_file(root, "dictionary.json", dictionary)]
 
-    previous = rel.latest(publish)
     published = rel.publish_atomically(
         publish,
         release_id,
@@ -163,7 +166,7 @@ def release(
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.
     if published.new or not rel.in_changelog(publish, release_id):
-        changes = _changes(
+        entry = _changelog_entry(
             publish,
             previous if previous != release_id else None,
             published.path,
@@ -176,8 +179,15 @@ def release(
                 "release_id": release_id,
                 "as_of": as_of_text,
                 "method_version": method_version,
-                **changes,
+                **entry,
             },
+        )
+    with warehouse.connect() as con:  # the reports behind this release's events (member tier)
+        con.execute("DELETE FROM published_event_members WHERE release_id = ?", [release_id])
+        con.execute(
+            "INSERT INTO published_event_members SELECT ?, event_id, source, report_id "
+            "FROM event_members WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
+            [release_id, published_events],
         )
     rel.set_latest(publish, release_id)
     rows = {

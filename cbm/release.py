@@ -67,6 +67,22 @@ def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
     return entries
 
 
+def write_table(root: Path, rel: str, table: pa.Table) -> dict:
+    """One Parquet file of a release that is not partitioned by period (``changes/``)."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True)
+    return {"path": rel, "rows": table.num_rows, "sha256": sha256_file(path)}
+
+
+def write_file(root: Path, rel: str, data: bytes) -> dict:
+    """A file of a release that is not a Parquet product; returns its manifest entry."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"path": rel, "rows": None, "sha256": sha256_file(path)}
+
+
 @dataclass
 class PublishedRelease:
     release_id: str

@@ -42,6 +42,18 @@ def sql_file(name: str) -> str:
     return resources.files("warehouse").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
 
 
+def indicator_catalogue() -> list[dict]:
+    """The indicator catalogue: one entry per SQL file in ``warehouse/sql/indicators``."""
+    import yaml
+
+    path = resources.files("warehouse").joinpath("sql", "indicators", "catalogue.yaml")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def indicator_sql(name: str) -> str:
+    return sql_file(f"indicators/{name}")
+
+
 def report_columns(kind: str, with_raw: bool) -> dict[str, str]:
     cols = dict(PROVENANCE)
     cols |= {f: SQL_TYPES[t] for f, t in FIELDS[kind].items()}

@@ -37,6 +37,8 @@ SELECT $release_id AS release_id, m.period,
        CASE WHEN m.suppressed THEN NULL ELSE m.numerator END AS numerator,
        CASE WHEN m.suppressed THEN NULL ELSE m.denominator END AS denominator,
        m.status, m.suppressed,
+       CASE WHEN m.primary_suppressed THEN 'primary'
+            WHEN m.suppressed THEN 'secondary' END AS suppression,
        m.escalation_level,
        $method_version AS method_version
 FROM marked m LEFT JOIN party_directory p ON p.code = m.subject

@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS registry_obligations (
     party_code      VARCHAR NOT NULL
 );
 
+-- The reports behind each published release's events (asset release; member tier, never
+-- published): how an event of an earlier release is traced to its successor.
+CREATE TABLE IF NOT EXISTS published_event_members (
+    release_id      VARCHAR NOT NULL,
+    event_id        VARCHAR NOT NULL,
+    source          VARCHAR NOT NULL,
+    report_id       VARCHAR NOT NULL
+);
+
 -- Indicator values per subject x month before disclosure control (one partition per period).
 CREATE TABLE IF NOT EXISTS indicator_values (
     subject         VARCHAR,

@@ -1,0 +1,105 @@
+"""The data dictionary every release carries (``dictionary.json``): every product, its
+columns with their types (read from the Parquet written) and meanings, the indicator
+catalogue, and what each status and suppression value means. Deterministic bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+COMMON = {
+    "release_id": "the release this row belongs to",
+    "period": "the month, YYYY-MM (from the period=YYYY-MM folder)",
+    "method_version": "hash of the code rules and the agreed policy that made the row",
+}
+
+PRODUCTS: dict[str, dict] = {
+    "indicators": {
+        "grain": "one row per subject x indicator x period (and counterpart for dyads)",
+        "columns": {
+            "subject": "the party's public label, or its pseudonym when it has none",
+            "counterpart": "for dyad indicators (escalation_level): the affected region, ISO 3166-1 alpha-3; null otherwise",
+            "indicator": "the indicator's name (see indicators below)",
+            "value": "the figure, in the indicator's unit; null when suppressed",
+            "numerator": "the count behind a rate or a count; null when suppressed",
+            "denominator": "the count a rate divides by; null when suppressed or not a rate",
+            "status": "tentative or definitive (see status)",
+            "suppressed": "true when disclosure control withheld value, numerator and denominator",
+            "suppression": "why it was withheld: primary, secondary, or null (see suppression)",
+            "escalation_level": "0-5, set only for the escalation_level indicator",
+        },
+    },
+    "compliance": {
+        "grain": "one row per commitment occurrence that is due or reported",
+        "columns": {
+            "subject": "the obligated party's public label, or its pseudonym",
+            "commitment_id": "the commitment (commitments.yaml)",
+            "verdict": "honoured_confirmed, honoured_self_reported, late, not_honoured, missed or disputed",
+            "status": "tentative or definitive (see status)",
+        },
+    },
+    "events": {
+        "grain": "one row per incident cluster (event), single-source ones included",
+        "columns": {
+            "event_id": "stable while its origin report stays in the event",
+            "category": "incident category (contract section 3)",
+            "region": "ISO 3166-1 alpha-3 of the event's origin",
+            "week": "ISO week of the origin, YYYY-Www",
+            "severity_band": "low (1-2), medium (3) or high (4-5): the highest severity reported",
+            "status": "reported, tentative, definitive, disputed or expired (see status)",
+            "n_sources_bucket": "independent sources: 1, 2, 3-4 or 5+",
+            "alleged": "the alleged party's public label, or unknown",
+        },
+    },
+}
+
+STATUS = {
+    "events": {
+        "reported": "one source",
+        "tentative": "two independent sources, or one plus a corroborating attestation by another party",
+        "definitive": "three or more sources from two or more stakeholder classes, one non-aligned, review window elapsed, no open contradiction",
+        "disputed": "a contradicting attestation; kept, never dropped",
+        "expired": "still one source after the expiry window",
+    },
+    "indicators": {
+        "tentative": "an input is not definitive, or the month is not closed (as-of < end of month + review window); may change",
+        "definitive": "every input definitive and the month closed",
+    },
+    "compliance": {
+        "tentative": "honoured_self_reported or disputed: may change with an attestation",
+        "definitive": "honoured_confirmed, late, not_honoured or missed",
+    },
+}
+
+SUPPRESSION = {
+    "primary": "a count below small_cell_k (and above 0), or a rate whose denominator is below small_cell_k",
+    "secondary": "withheld so that a primary cell cannot be recovered by subtraction from a published total",
+    "null": "published",
+}
+
+
+def release_dictionary(catalogue: list[dict], tables: dict[str, pa.Table], policy: dict) -> bytes:
+    """The dictionary of a release: ``tables`` are the products as published (their Arrow
+    schemas give the types); ``catalogue`` the indicator catalogue entries."""
+    products = {}
+    for name, table in tables.items():
+        meanings = COMMON | PRODUCTS[name]["columns"]
+        products[name] = {
+            "grain": PRODUCTS[name]["grain"],
+            "columns": [
+                {"name": f.name, "type": str(f.type), "meaning": meanings.get(f.name, "")}
+                for f in table.schema
+            ],
+        }
+    doc = {
+        "products": products,
+        "indicators": [
+            {k: entry[k] for k in ("name", "unit", "definition", "status", "disclosure")}
+            for entry in catalogue
+        ],
+        "status": STATUS,
+        "suppression": SUPPRESSION,
+        "small_cell_k": policy.get("small_cell_k"),
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
