@@ -144,6 +144,29 @@ def _scalar_text(value) -> str | None:
     return str(value)
 
 
+NOT_UTF8 = "<not UTF-8 text>"
+
+
+def _binary_as_text(table: pa.Table) -> pa.Table:
+    """Binary columns as text: UTF-8 bytes as their text, other bytes as a marker the rules
+    quarantine (so a row is named, not the whole file lost)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            column = table.column(i)
+            try:
+                text = column.cast(pa.string())
+            except pa.ArrowInvalid:  # some values are not UTF-8: the rare, slow path
+                values = []
+                for value in column.to_pylist():
+                    try:
+                        values.append(None if value is None else value.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        values.append(NOT_UTF8)
+                text = pa.array(values, type=pa.string())
+            table = table.set_column(i, pa.field(field.name, pa.string()), text)
+    return table
+
+
 def read_parquet(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataFrame, list[str]]:
     """Rows and decoded size are read from the footer first; the batches are then counted as
     they are decoded, so a footer that understates them cannot take more memory than the
@@ -167,17 +190,23 @@ def read_parquet(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataF
                     limits.max_decoded_bytes,
                 )
             batches.append(batch)
-        table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
+        table = _binary_as_text(pa.Table.from_batches(batches, schema=parquet.schema_arrow))
+        try:
+            table.validate(full=True)  # text that is not UTF-8 would panic inside Polars
+        except pa.ArrowInvalid as exc:
+            raise UnreadableSubmission(f"not a readable Parquet file: {exc}") from exc
         frame = pl.from_arrow(table, rechunk=False)
+        if isinstance(frame, pl.Series):
+            frame = frame.to_frame()
+        frame = _to_text(frame)
     except UnreadableSubmission:
         raise
-    except Exception as exc:
-        raise UnreadableSubmission(
-            f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}"
-        ) from exc
-    if isinstance(frame, pl.Series):
-        frame = frame.to_frame()
-    return _to_text(frame).with_columns(pl.lit(None, pl.String).alias("row_error")), []
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic (invalid UTF-8...) is BaseException
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise UnreadableSubmission(f"not a readable Parquet file: {first}") from exc
+    return frame.with_columns(pl.lit(None, pl.String).alias("row_error")), []
 
 
 READERS = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}

@@ -211,7 +211,7 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
                 raise RegistryError(
                     f"{where}: obligated must be a list of party codes or all_states"
                 )
-            unknown = [c for c in obligated if c not in parties]
+            unknown = [c for c in obligated if not isinstance(c, str) or c not in parties]
             if unknown:
                 raise RegistryError(f"{where}: obligated names unregistered parties {unknown}")
             obligated = tuple(obligated)

@@ -79,3 +79,24 @@ def test_header_names_match_ignoring_case_and_spaces_and_extras_are_named():
     frame, notes = stage_rows(data, "csv", "incidents")
     assert frame.select("report_id", "version", "severity").row(0) == ("A-1", "1", "3")
     assert "columns not in the contract were ignored: Colour" in notes
+
+
+def test_parquet_bytes_that_are_not_utf8_are_named_not_a_crash():
+    """Found by make fuzz: invalid UTF-8 in Parquet text panicked inside Polars."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    table = pa.table({"report_id": pa.array([b"\xff\xfe", b"A-1"], type=pa.binary())})
+    pq.write_table(table, buf)
+    frame, _ = stage_rows(buf.getvalue(), "parquet", "incidents")
+    assert frame["report_id"].to_list() == ["<not UTF-8 text>", "A-1"]
+    # a string column holding invalid UTF-8: the file is rejected with a reason
+    schema = pa.schema([("report_id", pa.string())])
+    bad = pa.Table.from_arrays(
+        [pa.array([b"\xff"], type=pa.binary()).cast(pa.string(), safe=False)], schema=schema
+    )
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    with pytest.raises(UnreadableSubmission, match="not a readable Parquet file: .*UTF8"):
+        stage_rows(buf.getvalue(), "parquet", "incidents")

@@ -41,7 +41,9 @@ def run_target(name: str, strategy, target, examples: int) -> tuple[int, str | N
 
     try:
         fuzz()
-    except Exception as exc:  # a finding: Hypothesis re-raises it on the smallest example
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a finding (a Rust panic is BaseException)
         return tried, f"{exc.__class__.__name__}: {str(exc).strip()[:500]}"
     return tried, None
 
