@@ -13,7 +13,7 @@ from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
 from cbm.intake import landing_paths, staged_path
-from cbm.readers import UnreadableSubmission, stage_rows
+from cbm.reader_worker import ReaderProcess
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:ingestion"
@@ -50,28 +50,21 @@ def staged_submissions(
             "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND rule IS NULL ORDER BY sha256",
             [context.partition_keys],
         ).fetchall()
-    for sha, kind, fmt, party, name in todo:
-        data = landing_paths(settings.landing_dir, sha)[0].read_bytes()
-        try:
-            frame, notes = stage_rows(data, fmt, kind, limits)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - a hostile file fails alone, said why
-            # (BaseException: a Rust panic inside a reader arrives as pyo3's PanicException)
-            if isinstance(exc, UnreadableSubmission):
-                rule, detail = exc.rule, str(exc)
+    # each file is parsed in a child process held to the policy's time and memory limits
+    with ReaderProcess(limits) as reader:
+        for sha, kind, fmt, party, name in todo:
+            outcome = reader.read(
+                landing_paths(settings.landing_dir, sha)[0],
+                staged_path(settings.staged_dir, sha),
+                fmt,
+                kind,
+            )
+            if outcome.rule:
+                reason = f"{party}/{name}: {outcome.reason}"
+                context.log.warning(reason)
+                rows.append((sha, 0, "[]", outcome.rule, reason))
             else:
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                rule, detail = (
-                    "unreadable_file",
-                    f"reader failed ({exc.__class__.__name__}: {first})",
-                )
-            reason = f"{party}/{name}: {detail}"
-            context.log.warning(reason)
-            rows.append((sha, 0, "[]", rule, reason))
-            continue
-        frame.write_parquet(staged_path(settings.staged_dir, sha), compression="zstd")
-        rows.append((sha, frame.height, json.dumps(notes), None, None))
+                rows.append((sha, outcome.rows, json.dumps(list(outcome.notes)), None, None))
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM staged_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",

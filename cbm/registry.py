@@ -84,6 +84,8 @@ class Limits:
     max_rows: int = 5_000_000
     max_decoded_bytes: int = 1_000_000_000
     max_field_chars: int = 100_000
+    reader_seconds: float = 600.0  # wall-clock time to parse one file
+    reader_memory_bytes: int = 6_000_000_000  # the reader process's address space
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,15 @@ def _limits(data, where: str) -> Limits:
     unknown = sorted(set(data) - known)
     if unknown:
         raise RegistryError(f"{where}: unknown limits {unknown}; known: {', '.join(sorted(known))}")
-    return Limits(**{k: _number(v, where, f"limits.{k}", minimum=1) for k, v in data.items()})
+    kinds = {"reader_seconds": float}
+    return Limits(
+        **{
+            k: _number(
+                v, where, f"limits.{k}", kinds.get(k, int), minimum=0.001 if k in kinds else 1
+            )
+            for k, v in data.items()
+        }
+    )
 
 
 def load_registry(directory: str | Path) -> Registry:

@@ -1,0 +1,126 @@
+"""Submissions are parsed in a child process with a memory ceiling and a time limit.
+
+Whatever one party hands in, the reader cannot take more than ``limits.reader_memory_bytes``
+of address space (the child's ``RLIMIT_AS``) nor more than ``limits.reader_seconds`` per
+file: past either, the child is stopped, that submission is rejected with the reason, and a
+new child takes the next file. The parent (the Dagster run, holding the workdir lock) never
+waits on a reader that cannot finish. The child writes the staged rows itself, as Parquet,
+so no frame travels between the processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+from cbm.registry import Limits
+
+
+@dataclass(frozen=True)
+class ReadOutcome:
+    """A parsed submission (``rows``, ``notes``) or a rejection (``rule``, ``reason``)."""
+
+    rows: int = 0
+    notes: tuple[str, ...] = ()
+    rule: str | None = None
+    reason: str | None = None
+
+
+def _serve(conn, memory_bytes: int) -> None:
+    """The child: set the memory ceiling, then parse files until told to stop."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    from cbm.readers import UnreadableSubmission, stage_rows
+
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        source, target, fmt, kind, limits = job
+        try:
+            frame, notes = stage_rows(Path(source).read_bytes(), fmt, kind, limits)
+            frame.write_parquet(target, compression="zstd")
+            conn.send(ReadOutcome(rows=frame.height, notes=tuple(notes)))
+        except UnreadableSubmission as exc:
+            conn.send(ReadOutcome(rule=exc.rule, reason=str(exc)))
+        except MemoryError:
+            conn.send(ReadOutcome(rule="over_limit", reason=_memory_reason(limits)))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a panic inside a reader is BaseException
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            conn.send(
+                ReadOutcome(
+                    rule="unreadable_file",
+                    reason=f"reader failed ({exc.__class__.__name__}: {first})",
+                )
+            )
+
+
+def _memory_reason(limits: Limits) -> str:
+    return (
+        f"parsing needed more than {limits.reader_memory_bytes:,} bytes of memory "
+        "(policy.yaml limits.reader_memory_bytes)"
+    )
+
+
+class ReaderProcess:
+    """One child process at a time; a new one after a child had to be stopped."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        self._child = None
+        self._conn = None
+
+    def __enter__(self) -> ReaderProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        self._child = self._context.Process(
+            target=_serve, args=(child, self.limits.reader_memory_bytes), daemon=True
+        )
+        self._child.start()
+        child.close()
+        self._conn = parent
+
+    def _stop(self) -> None:
+        if self._child is not None:
+            self._child.kill()
+            self._child.join(5)
+        self._child = self._conn = None
+
+    def close(self) -> None:
+        if self._child is not None and self._child.is_alive():
+            try:
+                self._conn.send(None)
+                self._child.join(5)
+            except (OSError, EOFError):
+                pass
+        self._stop()
+
+    def read(self, source: Path, target: Path, fmt: str, kind: str) -> ReadOutcome:
+        """Parse ``source`` into ``target`` (Parquet), within the limits."""
+        if self._child is None:
+            self._start()
+        self._conn.send((str(source), str(target), fmt, kind, self.limits))
+        seconds = self.limits.reader_seconds
+        died = False
+        try:
+            if self._conn.poll(seconds):
+                return self._conn.recv()
+        except (EOFError, OSError):  # the child went away without an answer
+            died = True
+        self._stop()
+        if died:  # the child was killed or crashed, most often out of its memory ceiling
+            return ReadOutcome(rule="over_limit", reason=_memory_reason(self.limits))
+        return ReadOutcome(
+            rule="reader_timeout",
+            reason=f"parsing took longer than {seconds:,} s (policy.yaml limits.reader_seconds); "
+            "the reader was stopped",
+        )
