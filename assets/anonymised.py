@@ -48,7 +48,8 @@ def _insert(con, kind: str, frames: list[pl.DataFrame]) -> None:
                 f"Every staged {kind} row with its submitter as an HMAC-SHA-256 pseudonym, free "
                 "text scrubbed, technical keys keyed-hashed and types cast (the text of each typed "
                 "field kept beside it, scrubbed). Nothing raw from a party's text reaches the "
-                "warehouse."
+                "warehouse. A submission that could not be anonymised is in "
+                "`anonymisation_failures`, with the reason."
             ),
         )
         for kind in KINDS
@@ -81,9 +82,22 @@ def anonymised_reports(
         # Appends are batched (one large insert beats many small ones into the DuckDB file);
         # a batch is written once it holds BATCH_ROWS rows, so memory stays bounded.
         pending: dict[str, list[pl.DataFrame]] = {k: [] for k in KINDS}
+        con.execute(
+            "DELETE FROM anonymisation_failures WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
+            [context.partition_keys],
+        )
         for sha, kind, party in todo:
-            frame = pl.read_parquet(staged_path(settings.staged_dir, sha))
-            anon = anonymise_frame(frame, kind, key.pseudonym(party), key, names)
+            try:
+                frame = pl.read_parquet(staged_path(settings.staged_dir, sha))
+                anon = anonymise_frame(frame, kind, key.pseudonym(party), key, names)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - one submission fails alone, said why
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                reason = f"anonymisation failed ({exc.__class__.__name__}: {first})"
+                context.log.warning(f"{party}: {reason}")
+                con.execute("INSERT INTO anonymisation_failures VALUES (?, ?)", [sha, reason])
+                continue
             pending[kind].append(anon.with_columns(pl.lit(sha).alias("_sha")))
             counts[kind] += anon.height
             if sum(f.height for f in pending[kind]) >= BATCH_ROWS:

@@ -384,6 +384,13 @@ def _run_jobs(
             "coalesce(sum(rows_accepted), 0) FROM submissions",
             {"todo": sorted(todo)},
         ).fetchone()
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
+        failed = con.execute(
+            "SELECT s.party_code || '/' || s.file_name || ': ' || f.reason "
+            "FROM anonymisation_failures f JOIN submissions s USING (sha256) "
+            "WHERE f.sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY 1",
+            [sorted(todo)],
+        ).fetchall()
     if todo:
         seconds = time.monotonic() - started
         _say(
@@ -394,6 +401,7 @@ def _run_jobs(
         _say("[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)")
         summary = summarize(workdir, publish)
         summary["seconds"] = round(time.monotonic() - t0, 1)
+        summary["failed_submissions"] = [f for (f,) in failed]
         return summary
     _say("[3/3] verifying, computing indicators, publishing")
     _execute(defs, instance, "verify_reports", quiet)
@@ -404,6 +412,7 @@ def _run_jobs(
     _execute(defs, instance, "publish_release", quiet)
     summary = summarize(workdir, publish)
     summary["seconds"] = round(time.monotonic() - t0, 1)
+    summary["failed_submissions"] = [f for (f,) in failed]
     return summary
 
 
@@ -546,6 +555,14 @@ def cmd_run(args) -> int:
     )
     _print_summary(summary)
     _say(f"\ndone in {summary['seconds']}s")
+    if summary.get("failed_submissions"):
+        failed = summary["failed_submissions"]
+        print(
+            f"cbm run: failed: {_count(len(failed), 'submission')} failed alone, the rest went "
+            f"through: {'; '.join(failed)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 

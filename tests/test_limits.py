@@ -125,3 +125,45 @@ def test_a_reader_over_its_memory_ceiling_rejects_that_file_only(tmp_path):
         outcome = reader.read(source, tmp_path / "out.parquet", "csv", "incidents")
     assert (outcome.rows, outcome.rule) == (1, None)
     assert pl.read_parquet(tmp_path / "out.parquet")["report_id"].to_list() == ["A-1"]
+
+
+def test_a_submission_that_fails_in_a_later_stage_fails_alone_and_the_run_exits_1(
+    project, monkeypatch, capsys
+):
+    import assets.anonymised
+    from pipelines.cli import main
+
+    real = assets.anonymised.anonymise_frame
+
+    def failing(frame, kind, source, key, names):
+        if "X-1" in frame["report_id"].to_list():
+            raise RuntimeError("a fault of ours")
+        return real(frame, kind, source, key, names)
+
+    monkeypatch.setattr(assets.anonymised, "anonymise_frame", failing)
+    write_csv(project.inbox / "ALPHA" / "incidents_bad.csv", [incident("X-1")])
+    write_csv(project.inbox / "BRAVO" / "incidents_good.csv", [incident("B-1")])
+    code = main(
+        [
+            "run",
+            "--inbox",
+            str(project.inbox),
+            "--registry",
+            str(project.registry),
+            "--workdir",
+            str(project.workdir),
+            "--publish",
+            str(project.publish),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 submission failed alone, the rest went through: ALPHA/incidents_bad.csv" in err
+    assert "a fault of ours" in err and len(err.strip().splitlines()) == 1
+    assert sorted(
+        project.query("SELECT file_name, status, rows_read, rows_accepted FROM submissions")
+    ) == [
+        ("incidents_bad.csv", "rejected", 0, 0),
+        ("incidents_good.csv", "accepted", 1, 1),
+    ]
+    assert (project.publish / "LATEST").exists()  # the rest was published

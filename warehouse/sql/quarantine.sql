@@ -11,6 +11,9 @@ UNION ALL
 SELECT sha256, NULL, NULL, 'staged', rule, NULL, NULL, NULL, reason, 'critical'
 FROM staged_submissions WHERE rule IS NOT NULL
 UNION ALL
+SELECT sha256, NULL, NULL, 'anonymised', 'anonymisation_failed', NULL, NULL, NULL, reason, 'critical'
+FROM anonymisation_failures
+UNION ALL
 SELECT submission_sha, row_number, report_id, 'validated', rule, expectation, column_name, value,
        reason, severity
 FROM validation_findings

@@ -30,6 +30,13 @@ CREATE TABLE IF NOT EXISTS staged_submissions (
     reason          VARCHAR
 );
 
+-- Anonymisation (assets anon_<kind>): a submission whose rows could not be anonymised (a
+-- fault of ours, not of the party); it fails alone and `cbm run` exits 1 naming it.
+CREATE TABLE IF NOT EXISTS anonymisation_failures (
+    sha256          VARCHAR PRIMARY KEY,
+    reason          VARCHAR NOT NULL
+);
+
 -- Accepted rows that are not current (asset reports_<kind>, kept by refresh_superseded):
 -- the same report_id and version from one source with different content. Every such copy is
 -- quarantined (view quarantine) and the previous version stays current.
