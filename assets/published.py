@@ -15,7 +15,7 @@ from assets.resources import (
 from cbm import release as rel
 from cbm.changes import count_changes, product_changes
 from cbm.dictionary import release_dictionary
-from cbm.registry import RULES_VERSION
+from cbm.registry import RULES_VERSION, signing_key_problem
 from warehouse.db import fetch_arrow, indicator_catalogue, read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
@@ -80,14 +80,9 @@ def release(
     registry, key = registry.registry, pseudonym_key.key
     signer = signing_key.key
     if signer is not None:
-        publisher = next(
-            (p for p in registry.parties.values() if p.party_class == "secretariat"), None
-        )
-        if publisher is None or signer.public_key != publisher.public_key:
-            raise dg.Failure(
-                f"the signing key {signer.path} is not the registered publisher's: parties.yaml "
-                "must give the secretariat this key's public_key"
-            )
+        problem = signing_key_problem(registry.parties, signer.public_key, signer.party)
+        if problem:
+            raise dg.Failure(f"the signing key {signer.path} cannot sign: {problem}")
     publish = Path(settings.publish)
     with warehouse.connect() as con:
         as_of, method_version = read_release_context(con)

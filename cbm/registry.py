@@ -186,6 +186,27 @@ def load_parties(path: Path) -> dict[str, Party]:
     return parties
 
 
+def publisher(parties: dict[str, Party]) -> Party | None:
+    """The publisher of releases: the one party of class ``secretariat`` (None when there is
+    none, or more than one)."""
+    found = [p for p in parties.values() if p.party_class == "secretariat"]
+    return found[0] if len(found) == 1 else None
+
+
+def signing_key_problem(parties: dict[str, Party], public_key: str, holder: str) -> str | None:
+    """Why a signing key (its base64 public key, held by ``holder``) cannot sign releases for
+    this registry, or None when it is the registered publisher's."""
+    who = publisher(parties)
+    if who is None:
+        return "parties.yaml names no single party of class secretariat to sign as"
+    if public_key != who.public_key:
+        return (
+            f"it is {holder}'s key, not the one parties.yaml registers for the publisher "
+            f"{who.code} (set its public_key: {public_key})"
+        )
+    return None
+
+
 def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitment]:
     data = _load_yaml(path)
     if not isinstance(data, list):

@@ -211,18 +211,18 @@ def check_signatures(
     (problems, notes). The publisher is the party of class ``secretariat``; its signature over
     the manifest bytes must verify. A co-signature counts when it verifies with the key of a
     registered party other than the publisher; ``require_cosigners`` of them are needed."""
+    from cbm.registry import publisher as publisher_of
     from cbm.signatures import verify_signature
 
     root = Path(path)
     manifest = (root / MANIFEST).read_bytes()
     problems, notes = [], []
-    publishers = [p for p in parties.values() if p.party_class == "secretariat"]
-    if len(publishers) != 1 or not publishers[0].public_key:
+    publisher = publisher_of(parties)
+    if publisher is None or not publisher.public_key:
         return [
             "parties.yaml names no single secretariat with a public_key: authenticity cannot "
             "be checked"
         ], notes
-    publisher = publishers[0]
     signature = root / SIGNATURE
     if not signature.is_file():
         problems.append(f"{SIGNATURE} is missing: the release is not signed by its publisher")

@@ -240,24 +240,18 @@ def _check_signing_key(key_file: str | None, registry_dir: Path):
     """The publisher's key, checked against the registry before anything runs."""
     if not key_file:
         return None
-    from cbm.registry import load_parties
+    from cbm.registry import load_parties, signing_key_problem
     from cbm.signatures import SigningError, SigningKey
 
     try:
         key = SigningKey(Path(key_file))
     except SigningError as exc:
         raise CannotRun(f"--signing-key {exc}") from exc
-    parties = load_parties(registry_dir / "parties.yaml")
-    publisher = next((p for p in parties.values() if p.party_class == "secretariat"), None)
-    if publisher is None:
-        raise CannotRun(
-            f"{registry_dir / 'parties.yaml'}: no party of class secretariat to sign as"
-        )
-    if key.public_key != publisher.public_key:
-        raise CannotRun(
-            f"--signing-key {key_file} is {key.party}'s key, not the one parties.yaml registers "
-            f"for the publisher {publisher.code} (set its public_key: {key.public_key})"
-        )
+    problem = signing_key_problem(
+        load_parties(registry_dir / "parties.yaml"), key.public_key, key.party
+    )
+    if problem:
+        raise CannotRun(f"--signing-key {key_file}: {problem}")
     return key
 
 
