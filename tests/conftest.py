@@ -123,6 +123,19 @@ def project(tmp_path):
         workdir = tmp_path / "work"
         publish = tmp_path / "publish"
 
+        def run_args(self, **flags: str) -> list[str]:
+            """`cbm run` with this deployment's folders; ``flags`` replace or add (as_of=...)."""
+            folders = {
+                "inbox": self.inbox,
+                "registry": self.registry,
+                "workdir": self.workdir,
+                "publish": self.publish,
+            } | flags
+            return [
+                "run",
+                *(x for k, v in folders.items() for x in (f"--{k.replace('_', '-')}", str(v))),
+            ]
+
         def run(self, as_of=None):
             from pipelines.cli import run_pipeline
 

@@ -9,17 +9,7 @@ from tests.conftest import incident, write_csv
 
 
 def run_args(project, inbox=None) -> list[str]:
-    return [
-        "run",
-        "--inbox",
-        str(inbox or project.inbox),
-        "--registry",
-        str(project.registry),
-        "--workdir",
-        str(project.workdir),
-        "--publish",
-        str(project.publish),
-    ]
+    return project.run_args(inbox=inbox or project.inbox)
 
 
 def test_run_refuses_a_missing_inbox_with_one_line(project, capsys):

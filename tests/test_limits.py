@@ -143,19 +143,7 @@ def test_a_submission_that_fails_in_a_later_stage_fails_alone_and_the_run_exits_
     monkeypatch.setattr(assets.anonymised, "anonymise_frame", failing)
     write_csv(project.inbox / "ALPHA" / "incidents_bad.csv", [incident("X-1")])
     write_csv(project.inbox / "BRAVO" / "incidents_good.csv", [incident("B-1")])
-    code = main(
-        [
-            "run",
-            "--inbox",
-            str(project.inbox),
-            "--registry",
-            str(project.registry),
-            "--workdir",
-            str(project.workdir),
-            "--publish",
-            str(project.publish),
-        ]
-    )
+    code = main(project.run_args())
     err = capsys.readouterr().err
     assert code == 1
     assert "1 submission failed alone, the rest went through: ALPHA/incidents_bad.csv" in err

@@ -139,19 +139,9 @@ def test_signatures_are_deterministic_and_a_wrong_publisher_key_is_refused(
     assert again["latest_release"] == summary["latest_release"] and first == second
     capsys.readouterr()
     code = main(
-        [
-            "run",
-            "--inbox",
-            str(project.inbox),
-            "--registry",
-            str(project.registry),
-            "--workdir",
-            str(tmp_path / "w3"),
-            "--publish",
-            str(tmp_path / "p3"),
-            "--signing-key",
-            str(keys["BRAVO"]),
-        ]
+        project.run_args(
+            workdir=tmp_path / "w3", publish=tmp_path / "p3", signing_key=keys["BRAVO"]
+        )
     )
     err = capsys.readouterr().err
     assert (
