@@ -378,7 +378,6 @@ def _run_jobs(
             "coalesce(sum(rows_accepted), 0) FROM submissions",
             {"todo": sorted(todo)},
         ).fetchone()
-    with Warehouse(str(settings.warehouse_path)).connect() as con:
         failed = con.execute(
             "SELECT s.party_code || '/' || s.file_name || ': ' || f.reason "
             "FROM anonymisation_failures f JOIN submissions s USING (sha256) "
