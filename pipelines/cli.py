@@ -201,11 +201,15 @@ def run_pipeline(
     as_of: str | None = None,
     wait_seconds: float = 600,
     signing_key: str | None = None,
+    ingest_only: bool = False,
 ) -> dict:
     """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError.
 
     ``signing_key`` (or ``CBM_SIGNING_KEY_FILE``): the publisher's key file; the release is
     signed with it, and is published unsigned (saying so) without one.
+
+    ``ingest_only``: land and ingest, and stop there; the next run without it verifies and
+    publishes (it is never taken for "nothing new").
 
     One run per workdir at a time: a second ``cbm run`` waits for the first (saying so),
     and gives up with a clear message after ``wait_seconds``.
@@ -232,7 +236,7 @@ def run_pipeline(
     workdir.mkdir(parents=True, exist_ok=True)
     with _workdir_lock(workdir, wait_seconds):
         return _run_pipeline_locked(
-            inbox, registry_dir, workdir, publish, as_of, keep_results, signer
+            inbox, registry_dir, workdir, publish, as_of, keep_results, signer, ingest_only
         )
 
 
@@ -294,6 +298,7 @@ def _run_pipeline_locked(
     as_of: str | None,
     keep_results: int,
     signer=None,
+    ingest_only: bool = False,
 ) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
     from cbm.intake import plan_intake
@@ -320,15 +325,27 @@ def _run_pipeline_locked(
             _say(f"nothing new: release {summary['latest_release']} is current")
             summary["seconds"] = round(time.monotonic() - t0, 1)
             return summary
+    if ingest_only:
+        _forget_last_run_state(workdir)  # the next full run verifies and publishes
     summary = _run_jobs(
-        plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0, signer
+        plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0, signer, ingest_only
     )
-    _write_last_run_state(workdir, state)
+    if not ingest_only:
+        _write_last_run_state(workdir, state)
     return summary
 
 
 def _run_jobs(
-    plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0, signer=None
+    plan,
+    inbox,
+    registry_dir,
+    workdir,
+    publish,
+    as_of,
+    keep_results,
+    t0,
+    signer=None,
+    ingest_only=False,
 ) -> dict:
     """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
@@ -390,8 +407,12 @@ def _run_jobs(
             f"      {read:,} rows read = {accepted:,} accepted + {quarantined:,} quarantined "
             f"({read / max(seconds, 0.001):,.0f} rows/s)"
         )
-    if not total_accepted and not as_of:
-        _say("[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)")
+    if ingest_only or (not total_accepted and not as_of):
+        _say(
+            "[3/3] not verifying or publishing (--ingest-only): the next 'cbm run' will"
+            if ingest_only
+            else "[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)"
+        )
         summary = summarize(workdir, publish)
         summary["seconds"] = round(time.monotonic() - t0, 1)
         summary["failed_submissions"] = [f for (f,) in failed]
@@ -471,6 +492,10 @@ def _write_last_run_state(workdir: Path, state: dict) -> None:
     write_atomic(workdir / "last_run.json", json.dumps(state, sort_keys=True))
 
 
+def _forget_last_run_state(workdir: Path) -> None:
+    (workdir / "last_run.json").unlink(missing_ok=True)
+
+
 def summarize(workdir: Path, publish: Path) -> dict:
     from cbm import release as rel
     from warehouse.db import Warehouse
@@ -509,7 +534,8 @@ def _print_summary(s: dict) -> None:
     _say(f"Rows read         {s['rows_read']:>9,}")
     _say(f"Rows accepted     {s['rows_accepted']:>9,}")
     _say(f"Rows quarantined  {s['rows_quarantined']:>9,}")
-    _say(f"Releases          {s['releases']:>9,}  (latest {s['latest_release']})")
+    latest = f"  (latest {s['latest_release']})" if s["latest_release"] else ""
+    _say(f"Releases          {s['releases']:>9,}{latest}")
     _say("")
     _say(f"Published release: {s['release_path'] or 'none yet'}")
     if s["release_path"]:
@@ -545,6 +571,7 @@ def cmd_run(args) -> int:
         Path(args.publish),
         args.as_of,
         signing_key=args.signing_key,
+        ingest_only=args.ingest_only,
     )
     _print_summary(summary)
     _say(f"\ndone in {summary['seconds']}s")
@@ -937,6 +964,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--signing-key",
         help="the publisher's key file ('cbm keygen --party <secretariat code>'), kept outside "
         "the repository; default CBM_SIGNING_KEY_FILE; without one the release is unsigned",
+    )
+    r.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="land and ingest what is new, then stop; the next run without it verifies and "
+        "publishes (e.g. ingest through the day, publish once)",
     )
     s = command("status", "every submission seen, and why rows were quarantined", cmd_status)
     s.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")

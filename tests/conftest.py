@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,42 +114,85 @@ def attestation(report_id: str, **overrides) -> dict:
     return row
 
 
+class Project:
+    """Folders of one deployment under ``root``: inbox, registry, workdir, publish."""
+
+    def __init__(self, root: Path, registry: bool = True):
+        self.root = root
+        self.inbox = root / "inbox"
+        self.registry = write_registry(root / "registry") if registry else root / "registry"
+        self.workdir = root / "work"
+        self.publish = root / "publish"
+        self.inbox.mkdir(parents=True, exist_ok=True)
+
+    def run_args(self, **flags: str) -> list[str]:
+        """`cbm run` with this deployment's folders; ``flags`` replace or add (as_of=...)."""
+        folders = {
+            "inbox": self.inbox,
+            "registry": self.registry,
+            "workdir": self.workdir,
+            "publish": self.publish,
+        } | flags
+        return [
+            "run",
+            *(x for k, v in folders.items() for x in (f"--{k.replace('_', '-')}", str(v))),
+        ]
+
+    def run(self, as_of=None, **options):
+        from pipelines.cli import run_pipeline
+
+        return run_pipeline(self.inbox, self.registry, self.workdir, self.publish, as_of, **options)
+
+    def query(self, sql, params=None):
+        from warehouse.db import Warehouse
+
+        with Warehouse(path=str(self.workdir / "warehouse.duckdb")).connect() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def copy(self, root: Path) -> "Project":
+        """The same deployment copied under ``root``, to change without touching this one."""
+        shutil.copytree(self.root, root, symlinks=True)
+        return Project(root, registry=False)
+
+
 @pytest.fixture
 def project(tmp_path):
     """Folders of one deployment: inbox, registry, workdir, publish."""
+    return Project(tmp_path)
 
-    class Project:
-        inbox = tmp_path / "inbox"
-        registry = write_registry(tmp_path / "registry")
-        workdir = tmp_path / "work"
-        publish = tmp_path / "publish"
 
-        def run_args(self, **flags: str) -> list[str]:
-            """`cbm run` with this deployment's folders; ``flags`` replace or add (as_of=...)."""
-            folders = {
-                "inbox": self.inbox,
-                "registry": self.registry,
-                "workdir": self.workdir,
-                "publish": self.publish,
-            } | flags
-            return [
-                "run",
-                *(x for k, v in folders.items() for x in (f"--{k.replace('_', '-')}", str(v))),
-            ]
+@pytest.fixture(scope="session")
+def generated_run(tmp_path_factory, worker_id):
+    """A generated inbox (``cbm.generate``, seed 5, 150 reports, one file per party and kind)
+    run once through the whole pipeline, shared read-only by every test that needs one:
+    computed by the first xdist worker that asks, under a file lock, and read by the others.
+    Returns the deployment and the run's summary. Copy it (``Project.copy``) to change it."""
+    from filelock import FileLock
 
-        def run(self, as_of=None):
-            from pipelines.cli import run_pipeline
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    root = shared / "generated-run"
+    with FileLock(str(shared / "generated-run.lock")):
+        done = root / "summary.json"
+        if not done.exists():
+            from cbm.generate import generate
 
-            return run_pipeline(self.inbox, self.registry, self.workdir, self.publish, as_of)
-
-        def query(self, sql, params=None):
-            from warehouse.db import Warehouse
-
-            with Warehouse(path=str(self.workdir / "warehouse.duckdb")).connect() as con:
-                return con.execute(sql, params or []).fetchall()
-
-    Project.inbox.mkdir()
-    return Project()
+            gen = generate(root / "gen", seed=5, reports=150, halves=False)
+            shutil.move(gen.inbox, root / "inbox")
+            shutil.move(gen.registry, root / "registry")
+            deployment = Project(root, registry=False)
+            with pytest.MonkeyPatch.context() as env:  # before the per-test environment
+                env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+                env.delenv("CBM_KEY_FILE", raising=False)
+                env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+                (root / "dagster_home").mkdir()
+                (root / "dagster_home" / "dagster.yaml").write_text(
+                    "telemetry:\n  enabled: false\n"
+                )
+                summary = deployment.run()
+            done.write_text(json.dumps(summary, default=str))
+    return Project(root, registry=False), json.loads(done.read_text())
 
 
 def pytest_sessionfinish(session, exitstatus):

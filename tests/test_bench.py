@@ -1,14 +1,13 @@
 """The benchmark's baselines measure the same rules as the suites (benchmarks/bench.py,
 benchmarks/floor.py): a baseline that checked less would flatter or shame GX unfairly."""
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from cbm.generate import generate
 from checks.validation import INDEX_COLUMNS, load_suite, run_suites
-from pipelines.cli import run_pipeline
 from warehouse.db import Warehouse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -17,18 +16,12 @@ import floor  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def warehouse_file(tmp_path_factory):
-    """A generated inbox run through the pipeline: its anon_* tables hold failing rows."""
-    from tests.conftest import TEST_KEY
-
-    tmp = tmp_path_factory.mktemp("bench")
-    gen = generate(tmp / "demo", seed=5, reports=150, halves=False)
-    with pytest.MonkeyPatch.context() as env:  # module scope: before the per-test environment
-        env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
-        env.delenv("CBM_KEY_FILE", raising=False)
-        env.setenv("DAGSTER_HOME", str(tmp / "dagster_home"))
-        run_pipeline(gen.inbox, gen.registry, tmp / "work", tmp / "publish")
-    return tmp / "work" / "warehouse.duckdb"
+def warehouse_file(generated_run, tmp_path_factory):
+    """A generated inbox run through the pipeline: its anon_* tables hold failing rows.
+    A copy, since the suites write to the file they check."""
+    copy = tmp_path_factory.mktemp("bench") / "warehouse.duckdb"
+    shutil.copyfile(generated_run[0].workdir / "warehouse.duckdb", copy)
+    return copy
 
 
 @pytest.mark.parametrize("kind", bench.KINDS)

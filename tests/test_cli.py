@@ -132,9 +132,15 @@ def test_run_refuses_a_bad_gx_keep_results(project, capsys, monkeypatch):
 
 def test_a_run_with_nothing_new_says_so_without_loading_dagster(project, capsys):
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
-    assert main(run_args(project)) == 0
+    assert main([*run_args(project), "--ingest-only"]) == 0
     first = capsys.readouterr().out
     assert "1 submission ingested" in first and "1 rows read = 1 accepted + 0 quarantined" in first
+    assert "not verifying or publishing (--ingest-only)" in first
+    assert not (project.publish / "LATEST").exists()
+    # nothing new to ingest, but nothing published yet: this run verifies and publishes
+    assert main(run_args(project)) == 0
+    published = capsys.readouterr().out
+    assert "[3/3] verifying" in published and "nothing new" not in published
     assert main(run_args(project)) == 0
     again = capsys.readouterr().out
     latest = (project.publish / "LATEST").read_text().strip()

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from cbm.generate import generate
-
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "consumer-guide.md"
 
 
@@ -20,19 +18,8 @@ def test_the_guide_has_three_examples():
 
 
 @pytest.fixture(scope="module")
-def publish_dir(tmp_path_factory):
-    import os
-
-    from tests.conftest import TEST_KEY
-
-    os.environ["CBM_PSEUDONYM_KEY"] = TEST_KEY
-    base = tmp_path_factory.mktemp("consumer")
-    os.environ["DAGSTER_HOME"] = str(base / "dh")
-    gen = generate(base / "demo", seed=11, reports=150, halves=False)
-    from pipelines.cli import run_pipeline
-
-    run_pipeline(gen.inbox, gen.registry, base / "work", base / "publish")
-    return base / "publish"
+def publish_dir(generated_run):
+    return generated_run[0].publish
 
 
 @pytest.mark.parametrize("name", ["duckdb", "polars", "pandas"])

@@ -17,9 +17,9 @@ def status(project, capsys) -> list[dict]:
 def test_a_repeat_by_the_same_party_is_listed_and_counted_once(project, capsys):
     rows = [incident("A-1"), incident("A-2")]
     write_csv(project.inbox / "ALPHA" / "incidents_first.csv", rows)
-    project.run()
+    project.run(ingest_only=True)
     write_csv(project.inbox / "ALPHA" / "incidents_again.csv", rows)
-    project.run()
+    project.run(ingest_only=True)
     listed = {s["file_name"]: s for s in status(project, capsys)}
     assert set(listed) == {"incidents_first.csv", "incidents_again.csv"}
     assert listed["incidents_again.csv"]["duplicate_of"] == "ALPHA/incidents_first.csv"
@@ -49,14 +49,14 @@ def test_the_same_bytes_from_two_parties_are_two_submissions_the_later_a_copy(pr
 
 def test_a_version_handed_in_twice_with_other_content_is_quarantined_every_time(project, capsys):
     write_csv(project.inbox / "ALPHA" / "incidents_v1.csv", [incident("A-1", severity=2)])
-    project.run()
+    project.run(ingest_only=True)
     write_csv(
         project.inbox / "ALPHA" / "incidents_v2a.csv", [incident("A-1", version=2, severity=4)]
     )
     write_csv(
         project.inbox / "ALPHA" / "incidents_v2b.csv", [incident("A-1", version=2, severity=5)]
     )
-    project.run()
+    project.run(ingest_only=True)
     assert project.query("SELECT version, severity FROM current_incidents") == [(1, 2)]
     conflicts = project.query(
         "SELECT s.file_name, q.rule FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha "
@@ -80,7 +80,7 @@ def test_a_version_handed_in_twice_with_other_content_is_quarantined_every_time(
     write_csv(
         project.inbox / "ALPHA" / "incidents_v3.csv", [incident("A-1", version=3, severity=3)]
     )
-    project.run()
+    project.run(ingest_only=True)
     assert project.query("SELECT version, severity FROM current_incidents") == [(3, 3)]
 
 
@@ -88,9 +88,9 @@ def test_a_fixed_re_send_supersedes_the_rejection(project, capsys):
     bad = project.inbox / "ALPHA" / "incidents_x.csv"
     bad.parent.mkdir(parents=True)
     bad.write_text("report_id;version\nA-1;1\n")
-    project.run()
+    project.run(ingest_only=True)
     write_csv(bad, [incident("A-1")])  # the party fixes the file, same name
-    project.run()
+    project.run(ingest_only=True)
     listed = status(project, capsys)
     old = next(s for s in listed if s["status"] == "rejected")
     new = next(s for s in listed if s["status"] == "accepted")
@@ -108,7 +108,7 @@ def test_unknown_columns_and_header_case_are_warnings_not_rejections(project, ca
     write_csv(path, [incident("A-1")])
     text = path.read_text().splitlines()
     path.write_text("\n".join([text[0].upper() + ",COLOUR", text[1] + ",blue"]) + "\n")
-    project.run()
+    project.run(ingest_only=True)
     (listed,) = status(project, capsys)
     assert listed["status"] == "accepted"
     assert listed["warnings"] == ["columns not in the contract were ignored: COLOUR"]

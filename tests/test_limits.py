@@ -85,7 +85,7 @@ def test_one_bad_file_fails_alone_beside_good_ones_from_another_party(project):
     (project.inbox / "ALPHA" / "incidents_utf8.parquet").write_bytes(invalid_utf8_parquet())
     write_csv(project.inbox / "BRAVO" / "incidents_b1.csv", [incident("B-1")])
     write_csv(project.inbox / "BRAVO" / "incidents_b2.csv", [incident("B-2"), incident("B-3")])
-    summary = project.run()
+    summary = project.run(ingest_only=True)
     rows = {
         name: (status, read, accepted, quarantined, rule)
         for name, status, read, accepted, quarantined, rule in project.query(
@@ -104,12 +104,12 @@ def test_a_reader_past_its_time_is_stopped_and_the_run_goes_on(project):
     set_limits(project, reader_seconds=0.01)
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
-    project.run()  # returns: nothing waits on a reader that cannot finish
+    project.run(ingest_only=True)  # returns: nothing waits on a reader that cannot finish
     reasons = project.query("SELECT rule, reason FROM quarantine")
     assert len(reasons) == 2 and {r[0] for r in reasons} == {"reader_timeout"}
     assert "longer than 0.01 s (policy.yaml limits.reader_seconds)" in reasons[0][1]
     set_limits(project)  # a later run with the defaults is not held by the first
-    assert project.run()["submissions"] == 2
+    assert project.run(ingest_only=True)["submissions"] == 2
 
 
 def test_a_reader_over_its_memory_ceiling_rejects_that_file_only(tmp_path):

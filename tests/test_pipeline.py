@@ -6,7 +6,6 @@ from pathlib import Path
 
 import duckdb
 
-from cbm.generate import generate
 from cbm.release import verify_release
 from tests.conftest import attestation, compliance, incident, write_csv, write_jsonl
 
@@ -83,11 +82,8 @@ def test_same_bytes_twice_is_one_submission_and_versions_supersede(project):
     assert (changelog[1]["new_submissions"], changelog[1]["corrections"]) == (1, 1)
 
 
-def test_accounting_and_release_on_a_generated_inbox(tmp_path):
-    gen = generate(tmp_path / "demo", seed=3, reports=120)
-    from pipelines.cli import run_pipeline
-
-    summary = run_pipeline(gen.inbox, gen.registry, tmp_path / "work", tmp_path / "publish")
+def test_accounting_and_release_on_a_generated_inbox(generated_run):
+    deployment, summary = generated_run
     assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_quarantined"]
     assert summary["rows_quarantined"] > 0 and summary["submissions_rejected"] == 5
     assert verify_release(summary["release_path"]) == (True, [])
@@ -106,7 +102,7 @@ def test_accounting_and_release_on_a_generated_inbox(tmp_path):
     assert len(manifest["inputs"]) == summary["submissions"]
     assert manifest["as_of"] and manifest["method_version"].startswith("m-")
     # Data Docs: an index, and a page for every suite that ran (kinds and warehouse tables)
-    site = tmp_path / "work" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    site = deployment.workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
     index = (site / "index.html").read_text()
     pages = {
         p.relative_to(site / "validations").parts[0] for p in site.glob("validations/**/*.html")
@@ -115,18 +111,17 @@ def test_accounting_and_release_on_a_generated_inbox(tmp_path):
     assert "warehouse_submissions" in index
 
 
-def test_same_inputs_give_the_same_release_bytes(tmp_path):
+def test_same_inputs_give_the_same_release_bytes(generated_run, tmp_path):
+    """A second workdir and a second, fresh Dagster instance publish the same bytes."""
     from pipelines.cli import run_pipeline
 
-    gen = generate(tmp_path / "demo", seed=5, reports=80, halves=False)
-    a = run_pipeline(gen.inbox, gen.registry, tmp_path / "w1", tmp_path / "p1")
-    os.environ["DAGSTER_HOME"] = str(tmp_path / "dh2")  # a second, fresh instance too
-    b = run_pipeline(gen.inbox, gen.registry, tmp_path / "w2", tmp_path / "p2")
+    first, a = generated_run
+    b = run_pipeline(first.inbox, first.registry, tmp_path / "w2", tmp_path / "p2")
     assert a["latest_release"] == b["latest_release"]
-    assert _release_files(tmp_path / "p1") == _release_files(tmp_path / "p2")
+    assert _release_files(first.publish) == _release_files(tmp_path / "p2")
     # and a re-run on the same workdir publishes nothing new
-    c = run_pipeline(gen.inbox, gen.registry, tmp_path / "w1", tmp_path / "p1")
-    assert c["latest_release"] == a["latest_release"] and c["releases"] == 1
+    c = run_pipeline(first.inbox, first.registry, tmp_path / "w2", tmp_path / "p2")
+    assert c["latest_release"] == b["latest_release"] and c["releases"] == 1
 
 
 CANARIES = [

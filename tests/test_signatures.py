@@ -32,7 +32,7 @@ def test_signatures_are_required_verified_and_recorded(project, tmp_path, capsys
         project.inbox / "BRAVO" / "incidents_free.csv", [incident("B-1")]
     )  # no key: no signature needed
     capsys.readouterr()
-    project.run()
+    project.run(ingest_only=True)
     rows = {
         name: (status, sig, rule)
         for name, status, sig, rule in project.query(
@@ -51,10 +51,10 @@ def test_a_signature_arriving_after_its_file_is_examined_again(project, tmp_path
     key = tmp_path / "alpha.key"
     _register_key(project, "ALPHA", key, capsys)
     path = write_csv(project.inbox / "ALPHA" / "incidents_late.csv", [incident("L-1")])
-    project.run()
+    project.run(ingest_only=True)
     assert project.query("SELECT status FROM submissions") == [("rejected",)]
     assert main(["sign", "--key", str(key), str(path)]) == 0
-    project.run()
+    project.run(ingest_only=True)
     assert project.query("SELECT status, signature FROM submissions") == [("accepted", "valid")]
 
 

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from tests.conftest import incident, write_csv, write_registry
+from tests.conftest import TEST_KEY, Project, incident, write_csv, write_registry
+
+KEY_PARTIES = ("SECRETARIAT", "BRAVO", "CHARLIE")
 
 
 def register(project, party: str, key_file) -> None:
@@ -24,22 +26,31 @@ def register(project, party: str, key_file) -> None:
     write_registry(project.registry, parties)
 
 
-@pytest.fixture
-def signed(project, tmp_path):
-    keys = {p: tmp_path / f"{p.lower()}.key" for p in ("SECRETARIAT", "BRAVO", "CHARLIE")}
+@pytest.fixture(scope="module")
+def signed_once(tmp_path_factory):
+    """One signed release, made once for the module; tests change copies of it."""
+    root = tmp_path_factory.mktemp("signed")
+    project = Project(root / "deployment")
+    keys = {p: root / "deployment" / "keys" / f"{p.lower()}.key" for p in KEY_PARTIES}
+    (root / "deployment" / "keys").mkdir()
     for party, key_file in keys.items():
         register(project, party, key_file)
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
-    from pipelines.cli import run_pipeline
+    with pytest.MonkeyPatch.context() as env:  # module scope: before the per-test environment
+        env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        summary = project.run(signing_key=str(keys["SECRETARIAT"]))
+    return project, summary
 
-    summary = run_pipeline(
-        project.inbox,
-        project.registry,
-        project.workdir,
-        project.publish,
-        signing_key=str(keys["SECRETARIAT"]),
-    )
-    return project, keys, summary
+
+@pytest.fixture
+def signed(signed_once, tmp_path):
+    """A copy of the signed deployment: its project, the parties' key files, the summary."""
+    original, summary = signed_once
+    project = original.copy(tmp_path / "deployment")
+    keys = {p: project.root / "keys" / f"{p.lower()}.key" for p in KEY_PARTIES}
+    release = Path(summary["release_path"]).relative_to(original.root)
+    return project, keys, summary | {"release_path": str(project.root / release)}
 
 
 def verify(release, capsys, *extra) -> tuple[int, str]:

@@ -69,7 +69,7 @@ def test_a_warehouse_of_the_old_layout_is_migrated_and_rebuilt_from_landing(proj
     write_csv(
         project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2", severity=9)]
     )
-    project.run()
+    project.run(ingest_only=True)
     before = project.query("SELECT file_name, status, rows_read, rows_accepted FROM submissions")
     path = project.workdir / "warehouse.duckdb"
     with Warehouse(str(path)).connect() as con:  # back to the old layout
@@ -83,7 +83,7 @@ def test_a_warehouse_of_the_old_layout_is_migrated_and_rebuilt_from_landing(proj
 
     db._SCHEMA_DONE.clear()
     assert "CREATE OR REPLACE VIEW submissions" in schema_ddl()
-    project.run()
+    project.run(ingest_only=True)
     assert (
         project.query("SELECT file_name, status, rows_read, rows_accepted FROM submissions")
         == before
