@@ -6,17 +6,19 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.resources import (
-    CbmSettings,
-    PseudonymKeyResource,
-    RegistryResource,
-    SigningKeyResource,
-)
+from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
 from cbm import release as rel
 from cbm.changes import count_changes, product_changes
 from cbm.dictionary import release_dictionary
 from cbm.registry import RULES_VERSION, signing_key_problem
-from warehouse.db import fetch_arrow, indicator_catalogue, read_release_context, sql_file
+from warehouse.bundle import write_bundle
+from warehouse.db import (
+    fetch_arrow,
+    indicator_catalogue,
+    read_release_context,
+    read_release_inputs,
+    sql_file,
+)
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:publication"
@@ -66,18 +68,19 @@ def _changelog_entry(
         "release, `dictionary.json`, then manifest.json (signed when a publisher key is given), "
         "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
         "same release id and bytes. The reports behind each release's events are kept in the "
-        "warehouse table `published_event_members` (member tier), to name an event's successor."
+        "warehouse table `published_event_members` (member tier), to name an event's successor. "
+        "The member bundle of the release (the rows and registry it was derived from, for "
+        "`cbm rederive`) is written to the workdir's `bundles/RELEASE_ID/`."
     ),
 )
 def release(
     context: dg.AssetExecutionContext,
     settings: CbmSettings,
     registry: RegistryResource,
-    pseudonym_key: PseudonymKeyResource,
     signing_key: SigningKeyResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    registry, key = registry.registry, pseudonym_key.key
+    registry_resource, registry = registry, registry.registry
     signer = signing_key.key
     if signer is not None:
         problem = signing_key_problem(registry.parties, signer.public_key, signer.party)
@@ -86,12 +89,11 @@ def release(
     publish = Path(settings.publish)
     with warehouse.connect() as con:
         as_of, method_version = read_release_context(con)
-        inputs = [
-            r[0] for r in con.execute("SELECT sha256 FROM submissions ORDER BY sha256").fetchall()
-        ]
+        named_by = read_release_inputs(con)
+        inputs = named_by.submissions
         as_of_text = as_of.isoformat()
         release_id = rel.release_id_for(
-            inputs, method_version, as_of_text, f"{key.version}/{key.fingerprint}"
+            inputs, method_version, as_of_text, f"{named_by.key_version}/{named_by.key_fingerprint}"
         )
         params = {"release_id": release_id, "method_version": method_version}
         tables = {
@@ -152,8 +154,8 @@ def release(
             "rules_version": RULES_VERSION,
             "as_of": as_of_text,
             "policy": registry.policy.raw,
-            "pseudonym_key_version": key.version,
-            "pseudonym_key_fingerprint": key.fingerprint,
+            "pseudonym_key_version": named_by.key_version,
+            "pseudonym_key_fingerprint": named_by.key_fingerprint,
             "inputs": inputs,
         },
         sign=signer.sign if signer else None,
@@ -184,6 +186,14 @@ def release(
             "FROM event_members WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
             [release_id, published_events],
         )
+        bundle = write_bundle(
+            con,
+            settings.bundles_dir,
+            release_id,
+            previous if previous != release_id else None,
+            registry,
+            Path(registry_resource.directory),
+        )
     rel.set_latest(publish, release_id)
     rows = {
         p: sum(f["rows"] for f in published.files if f["path"].startswith(p + "/"))
@@ -200,6 +210,7 @@ def release(
             "path": dg.MetadataValue.path(str(published.path)),
             "new_release": published.new,
             "signed": signed,
+            "bundle": dg.MetadataValue.path(str(bundle)),
             "as_of": as_of_text,
             "dagster/row_count": sum(rows.values()),
             **{f"rows_{p}": n for p, n in rows.items()},

@@ -44,6 +44,10 @@ class CbmSettings(dg.ConfigurableResource):
         return Path(self.workdir) / "warehouse.duckdb"
 
     @property
+    def bundles_dir(self) -> Path:
+        return Path(self.workdir) / "bundles"
+
+    @property
     def gx_dir(self) -> Path:
         return Path(self.workdir) / "gx"
 

@@ -91,7 +91,9 @@ REPORT_TABLE_TEXT = (
     "version kept (a higher version supersedes a lower one of the same report_id and source). "
     "View `current_{kind}` holds the current version of each report (index table "
     "`superseded_{kind}`); rows in `version_conflicts` (one version, several contents from "
-    "one source) are set aside and quarantined."
+    "one source) are set aside and quarantined. View `verification_{kind}` is what "
+    "verification reads and the member bundle holds: the current rows without free text and "
+    "without TLP:RED."
 )
 
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from assets.metadata import markdown_preview, table_schema
 from assets.partitions import refresh_on_new_data
-from assets.resources import CbmSettings, RegistryResource
+from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.clustering import ORDER, ORDER_SQL, assign_events
 from cbm.contract import KINDS
 from cbm.release import parse_as_of
@@ -82,27 +82,44 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
     pool="warehouse",
     automation_condition=refresh_on_new_data,
     description=(
-        "The as-of time and method version of the next release (table `release_context`): "
-        "`--as-of` when given, otherwise the latest timestamp among the accepted current "
-        "reports. The warehouse-level Great Expectations suites run as blocking checks on the "
+        "The as-of time, method version and inputs of the next release (table "
+        "`release_context`): `--as-of` when given, otherwise the latest timestamp among the rows "
+        "verification reads (the `verification_*` views: current reports without free text, "
+        "TLP:RED left out); the inputs are the submissions those rows came from, with the "
+        "pseudonymisation key's version and fingerprint. The warehouse-level Great Expectations suites run as blocking checks on the "
         "accepted warehouse here: a critical failure stops verification and publication."
     ),
 )
 def release_context(
-    settings: CbmSettings, registry: RegistryResource, warehouse: WarehouseResource
+    settings: CbmSettings,
+    registry: RegistryResource,
+    pseudonym_key: PseudonymKeyResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     method_version = registry.registry.method_version
     as_of = parse_as_of(settings.as_of) if settings.as_of else None
+    key = pseudonym_key.key
     with warehouse.connect() as con:
-        con.execute(sql_file("release_context"), {"as_of": as_of, "method_version": method_version})
-        (as_of,) = con.execute("SELECT as_of FROM release_context").fetchone()
-        counts = {k: con.execute(f"SELECT count(*) FROM current_{k}").fetchone()[0] for k in KINDS}
+        con.execute(
+            sql_file("release_context"),
+            {
+                "as_of": as_of,
+                "method_version": method_version,
+                "key_version": key.version,
+                "key_fingerprint": key.fingerprint,
+            },
+        )
+        as_of, n_inputs = con.execute("SELECT as_of, len(inputs) FROM release_context").fetchone()
+        counts = {
+            k: con.execute(f"SELECT count(*) FROM verification_{k}").fetchone()[0] for k in KINDS
+        }
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": 1,
             "as_of": str(as_of),
             "method_version": method_version,
-            **{f"current_{k}": v for k, v in counts.items()},
+            "input_submissions": n_inputs,
+            **{f"verified_{k}": v for k, v in counts.items()},
         }
     )
 
@@ -169,7 +186,7 @@ def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource
             SELECT source, report_id, category, region, occurred_at,
                    reported_at, severity, alleged_party, tlp, tlp_rank(tlp) AS tlp_rank,
                    lat, lon, technical_keys
-            FROM current_incidents WHERE determination <> 'false_positive'"""
+            FROM verification_incidents WHERE determination <> 'false_positive'"""
         )
         # The rows come out sorted by DuckDB as one Arrow table; polars sees the five columns
         # the region pass needs, and the rows go back with their region event appended in
@@ -272,7 +289,7 @@ def compliance_verdicts(warehouse: WarehouseResource) -> dg.MaterializeResult:
         # may lie years before the deployment began).
         first = con.execute(
             "SELECT coalesce(min(CAST(period || '-01' AS DATE)), CAST(date_trunc('month', CAST(? AS DATE)) AS DATE)) "
-            "FROM current_compliance",
+            "FROM verification_compliance",
             [as_of],
         ).fetchone()[0]
         con.execute(sql_file("compliance_verdicts"), {"as_of": as_of, "first_month": first})

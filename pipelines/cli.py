@@ -735,6 +735,28 @@ def cmd_verify_release(args) -> int:
     return EXIT_OK
 
 
+def cmd_rederive(args) -> int:
+    from pipelines.rederive import RederiveError, rederive
+
+    bundle = Path(args.bundle)
+    if not bundle.is_dir():
+        raise CannotRun(f"{bundle} does not exist or is not a folder (a release bundle)")
+    if args.workdir:
+        _check_folder("--workdir", Path(args.workdir), must_exist=False)
+    try:
+        problems = rederive(
+            bundle, Path(args.release), Path(args.workdir) if args.workdir else None, say=_say
+        )
+    except RederiveError as exc:
+        raise CannotRun(str(exc)) from None
+    for p in problems:
+        _say(f"FAIL: {p}")
+    if problems:
+        return EXIT_FAILED
+    _say(f"OK: {args.release} re-derived byte for byte from {bundle}")
+    return EXIT_OK
+
+
 def cmd_cosign(args) -> int:
     from cbm.release import COSIGN_DIR, verify_release
     from cbm.signatures import SigningError, SigningKey
@@ -982,6 +1004,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--party", help="with --quarantine: only this party's submissions")
     s.add_argument("--rule", help="with --quarantine: only this rule (e.g. severity_range)")
+    rd = command(
+        "rederive",
+        "recompute a release from its member bundle and compare every file byte for byte",
+        cmd_rederive,
+    )
+    rd.add_argument("bundle", help="the member bundle: <workdir>/bundles/<release_id>")
+    rd.add_argument(
+        "--release",
+        required=True,
+        help="the release to compare with: a release folder, or a publish folder (its LATEST)",
+    )
+    rd.add_argument(
+        "--workdir",
+        help="where to recompute (kept afterwards); default a temporary folder, removed",
+    )
     v = command(
         "verify-release",
         "check a release (or a publish folder's LATEST) against its manifest",

@@ -41,6 +41,17 @@ verify_reports = dg.define_asset_job(
     description="Fix the as-of time, run the warehouse suites, cluster incidents, compute verdicts.",
 )
 
+rederive_verification = dg.define_asset_job(
+    name="rederive_verification",
+    selection=dg.AssetSelection.assets(
+        "event_members", "incident_clusters", "event_evidence", "compliance_verdicts"
+    ),
+    description=(
+        "Cluster incidents and compute verdicts on a warehouse filled from a member bundle "
+        "(`cbm rederive`): the registry tables and release_context come from the bundle."
+    ),
+)
+
 compute_indicators = dg.define_asset_job(
     name="compute_indicators",
     selection=dg.AssetSelection.assets("indicator_values"),
@@ -53,4 +64,10 @@ publish_release = dg.define_asset_job(
     description="Cut a release from the current indicators, verdicts and events (on demand).",
 )
 
-JOBS = [ingest_submissions, verify_reports, compute_indicators, publish_release]
+JOBS = [
+    ingest_submissions,
+    verify_reports,
+    rederive_verification,
+    compute_indicators,
+    publish_release,
+]

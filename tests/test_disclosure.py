@@ -146,9 +146,11 @@ def test_amber_and_red_reports_never_reach_events_or_compliance(project):
         ).fetchall()
     }
     assert regions == {"GRN"}
+    # the AMBER and CLEAR events are verified (AMBER unpublished); RED never enters verification
     assert project.query("SELECT count(*) FROM incident_clusters WHERE status = 'definitive'") == [
-        (3,)
+        (2,)
     ]
+    assert project.query("SELECT count(*) FROM incident_clusters WHERE region = 'RED'") == [(0,)]
     periods = {
         p
         for (p,) in con.execute(
@@ -156,9 +158,9 @@ def test_amber_and_red_reports_never_reach_events_or_compliance(project):
         ).fetchall()
     }
     assert "2026-03" not in periods and "2026-04" in periods
-    # the aggregate over all three (AMBER, RED and CLEAR) events appears only after disclosure control
+    # the aggregate over the AMBER and CLEAR events appears only after disclosure control
     row = con.execute(
         f"SELECT value, suppressed FROM read_parquet('{base}/indicators/*/*.parquet', hive_partitioning=true) "
         "WHERE subject = 'Deltan Union' AND indicator = 'definitive_incidents.total' AND period = '2026-03'"
     ).fetchall()
-    assert row == [(None, True)]  # 3 < k = 5
+    assert row == [(None, True)]  # 2 < k = 5

@@ -138,6 +138,16 @@ CASES = {
         {},
         ["nope", "does not exist"],
     ),
+    "rederive from a folder that is not a bundle": (
+        lambda b: ["rederive", str(b / "inbox"), "--release", str(b / "inbox")],
+        {},
+        ["--release", "inbox", "not a release folder"],
+    ),
+    "rederive a missing bundle": (
+        lambda b: ["rederive", str(b / "nope"), "--release", str(b)],
+        {},
+        ["nope", "not a folder"],
+    ),
     "sign with a key that is not one": (
         lambda b: ["sign", "--key", str(b / "a_file"), str(b / "a_file")],
         {},

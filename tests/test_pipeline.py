@@ -99,7 +99,14 @@ def test_accounting_and_release_on_a_generated_inbox(generated_run):
         ).fetchone()[0]
         assert n > 1, product
     manifest = json.loads((Path(base) / "manifest.json").read_text())
-    assert len(manifest["inputs"]) == summary["submissions"]
+    # the inputs: every submission whose rows verification read (not the rejected ones)
+    used = deployment.query(
+        "SELECT DISTINCT submission_sha FROM (SELECT submission_sha FROM verification_incidents "
+        "UNION ALL SELECT submission_sha FROM verification_compliance "
+        "UNION ALL SELECT submission_sha FROM verification_attestations) ORDER BY 1"
+    )
+    assert manifest["inputs"] == [sha for (sha,) in used]
+    assert summary["submissions_rejected"] < len(manifest["inputs"]) < summary["submissions"]
     assert manifest["as_of"] and manifest["method_version"].startswith("m-")
     # Data Docs: an index, and a page for every suite that ran (kinds and warehouse tables)
     site = deployment.workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"

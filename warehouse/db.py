@@ -132,6 +132,13 @@ def schema_ddl() -> str:
             ANTI JOIN (SELECT * FROM version_conflicts WHERE kind = '{kind}') c
               USING (submission_sha, row_number);"""
         )
+        # what verification reads: the current rows without free text and without TLP:RED
+        # (an unknown level ranks as RED), so no RED row influences a released byte and the
+        # member bundle (warehouse.bundle) holds exactly the rows a release was derived from
+        parts.append(
+            f"""CREATE OR REPLACE VIEW verification_{kind} AS
+            SELECT * EXCLUDE (summary) FROM current_{kind} WHERE tlp_rank(tlp) < tlp_rank('RED');"""
+        )
     # every accepted row of every kind, by submission (version conflicts are quarantined, not
     # accepted): the one union of the report tables
     union = " UNION ALL ".join(
@@ -312,6 +319,24 @@ def read_release_context(con: duckdb.DuckDBPyConnection) -> tuple[datetime, str]
             "no as-of time: the warehouse has no accepted reports and no --as-of was given"
         )
     return row[0], row[1]
+
+
+@dataclass(frozen=True)
+class ReleaseInputs:
+    """What names a release besides its as-of time and method (table ``release_context``):
+    the submissions whose rows verification read, and the pseudonymisation key's version and
+    fingerprint (never the key)."""
+
+    submissions: list[str]
+    key_version: str
+    key_fingerprint: str
+
+
+def read_release_inputs(con: duckdb.DuckDBPyConnection) -> ReleaseInputs:
+    inputs, version, fingerprint = con.execute(
+        "SELECT inputs, pseudonym_key_version, pseudonym_key_fingerprint FROM release_context"
+    ).fetchone()
+    return ReleaseInputs(sorted(inputs or []), version, fingerprint)
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):

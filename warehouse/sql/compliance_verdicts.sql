@@ -23,7 +23,7 @@ self_reports AS (  -- a party's own claims; others' reports about it do not make
          date_diff('second', r.notified_at, r.activity_start) / 86400.0 AS lead_days,
          date_diff('second', r.requested_at, r.responded_at) / 3600.0 AS latency_hours,
          tlp_rank(r.tlp) AS tlp_rank
-  FROM current_compliance r
+  FROM verification_compliance r
   JOIN registry_commitments c USING (commitment_id)
   JOIN party_directory pd ON pd.code = r.subject_party AND pd.pseudonym = r.source
 ),
@@ -45,7 +45,7 @@ evidence AS (
          bool_or(a.stance = 'contradicts') AS contradicted,
          bool_or(a.stance = 'corroborates' AND a.source <> s.source) AS corroborated
   FROM self_reports s
-  LEFT JOIN current_attestations a
+  LEFT JOIN verification_attestations a
     ON a.subject_kind = 'compliance' AND a.subject_party = s.source AND a.subject_report_id = s.report_id
   GROUP BY ALL
 )

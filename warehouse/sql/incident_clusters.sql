@@ -1,5 +1,5 @@
 -- Status ladder of every incident cluster (DESIGN.md, verification semantics).
--- Inputs: event_members (this run), current_attestations, party_directory; $as_of, policy values.
+-- Inputs: event_members (this run), verification_attestations, party_directory; $as_of, policy values.
 CREATE OR REPLACE TABLE incident_clusters AS
 WITH m AS (
   SELECT em.*, pd.party_class, pd.bloc
@@ -22,7 +22,7 @@ alleged AS (  -- the most named alleged party; a tie names none
 member_sources AS (SELECT DISTINCT event_id, source, party_class, bloc FROM m),
 att_rows AS (
   SELECT m.event_id, a.source, a.stance, ms.source IS NOT NULL AS by_member
-  FROM m JOIN current_attestations a
+  FROM m JOIN verification_attestations a
     ON a.subject_kind = 'incidents' AND a.subject_party = m.source AND a.subject_report_id = m.report_id
   LEFT JOIN member_sources ms ON ms.event_id = m.event_id AND ms.source = a.source
 ),

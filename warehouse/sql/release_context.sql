@@ -1,9 +1,17 @@
--- The release's "now" and method (asset release_context; contract §4): $as_of when given,
--- otherwise the latest timestamp among the accepted current reports. Every later asset of a
--- run measures review windows and expiry from this one instant.
+-- The release's "now", method and inputs (asset release_context; contract §4): $as_of when
+-- given, otherwise the latest timestamp among the rows verification reads (verification_*:
+-- current, TLP:RED left out). Every later asset of a run measures review windows and expiry
+-- from this one instant. `inputs` are the submissions whose rows verification reads: a file
+-- that was rejected, or held only TLP:RED rows, changes no released byte.
 CREATE OR REPLACE TABLE release_context AS
 SELECT coalesce(CAST($as_of AS TIMESTAMPTZ), greatest(
-         (SELECT max(reported_at) FROM current_incidents),
-         (SELECT max(greatest(responded_at, activity_start, notified_at, requested_at)) FROM current_compliance),
-         (SELECT max(observed_at) FROM current_attestations))) AS as_of,
-       CAST($method_version AS VARCHAR) AS method_version;
+         (SELECT max(reported_at) FROM verification_incidents),
+         (SELECT max(greatest(responded_at, activity_start, notified_at, requested_at)) FROM verification_compliance),
+         (SELECT max(observed_at) FROM verification_attestations))) AS as_of,
+       CAST($method_version AS VARCHAR) AS method_version,
+       (SELECT coalesce(list_sort(list(DISTINCT submission_sha)), []::VARCHAR[]) FROM (
+          SELECT submission_sha FROM verification_incidents
+          UNION ALL SELECT submission_sha FROM verification_compliance
+          UNION ALL SELECT submission_sha FROM verification_attestations)) AS inputs,
+       CAST($key_version AS VARCHAR) AS pseudonym_key_version,
+       CAST($key_fingerprint AS VARCHAR) AS pseudonym_key_fingerprint;

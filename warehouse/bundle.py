@@ -1,0 +1,161 @@
+"""The member bundle of a release (contract §4, "Re-derivation"): everything a party needs to
+recompute the release without the raw inputs or the pseudonymisation key.
+
+``<workdir>/bundles/<release_id>/`` (member tier, never public):
+
+- ``reports/<kind>.parquet``: the rows verification read (views ``verification_<kind>``):
+  current versions, pseudonymised, validated; no free text, technical keys only as keyed
+  hashes, nothing TLP:RED.
+- ``tables/*.parquet``: the registry as the warehouse holds it (party pseudonyms, classes,
+  blocs, public labels; commitments; obligations), ``release_context`` (as-of time, method
+  version, input submissions, key version and fingerprint) and the members of the previous
+  release's events (to name an event's successor).
+- ``registry/``: ``policy.yaml`` and ``commitments.yaml`` as given, ``parties.yaml`` with
+  public fields only (a party's name is replaced by its code).
+- ``bundle.json``: the release it derives, the previous release, every file with its SHA-256.
+
+Same warehouse, same bytes: the bundle is written once per release id, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from cbm.contract import KINDS
+from cbm.files import fsync_dir, sha256_file
+from cbm.registry import Registry
+from cbm.release import write_file, write_table
+from warehouse.db import fetch_arrow
+
+BUNDLE_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+TABLES = ("party_directory", "registry_commitments", "registry_obligations", "release_context")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing, incomplete or altered (the message says which)."""
+
+
+def write_bundle(
+    con: duckdb.DuckDBPyConnection,
+    bundles: Path,
+    release_id: str,
+    previous: str | None,
+    registry: Registry,
+    registry_dir: Path,
+) -> Path:
+    """Write the bundle of ``release_id`` from the warehouse behind it (unless it exists)."""
+    root = bundles / release_id
+    if (root / BUNDLE_FILE).is_file():
+        return root
+    bundles.mkdir(parents=True, exist_ok=True)
+    for stale in bundles.glob(f".tmp-{release_id}-*"):  # a run killed while writing it
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = bundles / f".tmp-{release_id}-{os.getpid()}"
+    files = [
+        write_table(
+            tmp,
+            f"reports/{kind}.parquet",
+            fetch_arrow(
+                con, f"SELECT * FROM verification_{kind} ORDER BY submission_sha, row_number"
+            ),
+        )
+        for kind in KINDS
+    ]
+    files += [
+        write_table(tmp, f"tables/{t}.parquet", fetch_arrow(con, f"SELECT * FROM {t} ORDER BY ALL"))
+        for t in TABLES
+    ]
+    files.append(
+        write_table(
+            tmp,
+            "tables/published_event_members.parquet",
+            fetch_arrow(
+                con,
+                "SELECT * FROM published_event_members WHERE release_id = ? ORDER BY ALL",
+                [previous],
+            ),
+        )
+    )
+    public_parties = [
+        {
+            "code": p.code,
+            "name": p.code,  # real names stay with the secretariat
+            "class": p.party_class,
+            "bloc": p.bloc,
+            "public_label": p.public_label,
+            "public_key": p.public_key,
+        }
+        for p in sorted(registry.parties.values(), key=lambda p: p.code)
+    ]
+    files.append(
+        write_file(
+            tmp,
+            "registry/parties.yaml",
+            yaml.safe_dump(public_parties, sort_keys=False).encode(),
+        )
+    )
+    for name in ("commitments.yaml", "policy.yaml"):
+        files.append(write_file(tmp, f"registry/{name}", (registry_dir / name).read_bytes()))
+    description = {
+        "bundle_version": BUNDLE_VERSION,
+        "release_id": release_id,
+        "previous_release_id": previous,
+        "files": sorted(files, key=lambda f: f["path"]),
+    }
+    write_file(tmp, BUNDLE_FILE, (json.dumps(description, indent=2, sort_keys=True) + "\n").encode())
+    try:
+        tmp.rename(root)
+    except OSError:  # another run wrote it first: same release id, same bytes
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(bundles)
+    return root
+
+
+def read_bundle(root: Path) -> dict:
+    """The bundle's description, after checking every file against it (BundleError if not)."""
+    path = Path(root) / BUNDLE_FILE
+    if not path.is_file():
+        raise BundleError(f"{root}: not a release bundle ({BUNDLE_FILE} is missing)")
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+        files = description["files"]
+        release_id = description["release_id"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not a readable bundle description ({exc})") from None
+    if description.get("bundle_version") != BUNDLE_VERSION:
+        raise BundleError(
+            f"{path}: bundle version {description.get('bundle_version')!r}, this cbm reads "
+            f"{BUNDLE_VERSION}"
+        )
+    for entry in files:
+        file = Path(root) / str(entry.get("path"))
+        if not file.is_file():
+            raise BundleError(f"{root}: {entry.get('path')} is missing from the bundle")
+        if sha256_file(file) != entry.get("sha256"):
+            raise BundleError(f"{root}: {entry['path']} does not match bundle.json (altered?)")
+    if not isinstance(release_id, str):
+        raise BundleError(f"{path}: no release_id")
+    return description
+
+
+def load_bundle(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Fill a new warehouse with a bundle's rows and tables (``read_bundle`` checked it)."""
+    for kind in KINDS:
+        con.execute(
+            f"INSERT INTO reports_{kind} BY NAME SELECT * FROM read_parquet(?)",
+            [str(root / "reports" / f"{kind}.parquet")],
+        )
+    for table in (*TABLES, "published_event_members"):
+        source = str(root / "tables" / f"{table}.parquet")
+        if table == "release_context":  # made by its asset, not by the schema
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [source])
+            continue
+        con.execute(f"DELETE FROM {table}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [source])
