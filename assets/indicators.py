@@ -29,7 +29,16 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
                        '{entry["disclosure"]}' AS disclosure
                 FROM ({indicator_sql(entry["name"]).strip().rstrip(";")})"""
         )
-    union = "\nUNION ALL\n".join(parts)
+    # Indicators are computed from what may be published only (contract §5): events and
+    # verdicts derived from CLEAR/GREEN reports. These names shadow the tables for the
+    # catalogue's SQL, so nothing above TLP:GREEN reaches a published figure, and a figure
+    # that another product also answers (events, compliance) gives the same number.
+    publishable = """WITH
+      incident_clusters AS (SELECT * FROM main.incident_clusters WHERE tlp_publishable(tlp_rank)),
+      event_members AS (SELECT m.* FROM main.event_members m SEMI JOIN incident_clusters c USING (event_id)),
+      compliance_verdicts AS (SELECT * FROM main.compliance_verdicts WHERE tlp_publishable(tlp_rank))
+    """
+    union = publishable + "SELECT * FROM (" + "\nUNION ALL\n".join(parts) + ")"
     con.execute(
         "DELETE FROM indicator_values WHERE period IN (SELECT unnest(?::VARCHAR[]))", [periods]
     )
@@ -68,7 +77,8 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
     description=(
         "Indicator values per subject x month (and per dyad for escalation_level), from the "
         "catalogue in warehouse/sql/indicators, each labelled tentative or definitive, in "
-        "table `indicator_values` (before disclosure control). Monthly partitions: a backfill "
+        "table `indicator_values` (before disclosure control). Computed from publishable "
+        "inputs only: events and verdicts derived from CLEAR/GREEN reports. Monthly partitions: a backfill "
         "of a month range recomputes exactly those periods."
     ),
 )

@@ -78,6 +78,33 @@ SUPPRESSION = {
     "null": "published",
 }
 
+DISCLOSURE = {
+    "protects": (
+        "the sources (a figure built from fewer than small_cell_k reports describes the few "
+        "parties behind it) and anything above TLP:GREEN (no AMBER or RED report reaches any "
+        "published file: events, compliance and indicators are all derived from CLEAR/GREEN "
+        "reports only)"
+    ),
+    "indicator_disclosure": {
+        "published": "recomputable exactly from the events or compliance product of this release, "
+        "so never suppressed; it gives the same number as counting that product",
+        "rate_of_counts": "built from reports' own timestamps, which no product publishes; "
+        "suppressed (primary) when fewer than small_cell_k reports are behind it",
+        "count": "a count of sources' reports that no product publishes; suppressed (primary) "
+        "below small_cell_k, and secondary suppression keeps it from being recovered from a total",
+        "none": "a property of the subject's own reports about itself, or a level against the "
+        "agreed thresholds; never suppressed",
+    },
+    "same_question_same_number": [
+        "definitive_incidents.<category> and .total = the number of events rows with status "
+        "definitive, that alleged and period (and category)",
+        "corroboration_yield = events rows with n_sources_bucket other than 1 / all events rows "
+        "of that alleged and period",
+        "compliance_rate, confirmed_compliance_rate, dispute_rate = the share of compliance rows "
+        "of that subject and period with the verdicts named in the definition",
+    ],
+}
+
 
 def release_dictionary(catalogue: list[dict], tables: dict[str, pa.Table], policy: dict) -> bytes:
     """The dictionary of a release: ``tables`` are the products as published (their Arrow
@@ -100,6 +127,7 @@ def release_dictionary(catalogue: list[dict], tables: dict[str, pa.Table], polic
         ],
         "status": STATUS,
         "suppression": SUPPRESSION,
+        "disclosure_control": DISCLOSURE,
         "small_cell_k": policy.get("small_cell_k"),
     }
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()

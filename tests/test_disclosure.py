@@ -158,9 +158,108 @@ def test_amber_and_red_reports_never_reach_events_or_compliance(project):
         ).fetchall()
     }
     assert "2026-03" not in periods and "2026-04" in periods
-    # the aggregate over the AMBER and CLEAR events appears only after disclosure control
+    # the count of definitive incidents is the CLEAR event alone: the AMBER one reaches no
+    # published figure, and a count the events product allows is published, not suppressed
     row = con.execute(
         f"SELECT value, suppressed FROM read_parquet('{base}/indicators/*/*.parquet', hive_partitioning=true) "
         "WHERE subject = 'Deltan Union' AND indicator = 'definitive_incidents.total' AND period = '2026-03'"
     ).fetchall()
-    assert row == [(None, True)]  # 2 < k = 5
+    assert row == [(1.0, False)]
+
+
+def _published(con, base: str, product: str) -> list[dict]:
+    cur = con.execute(
+        f"SELECT * FROM read_parquet('{base}/{product}/*/*.parquet', hive_partitioning=true)"
+    )
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def attack(con, base: str) -> dict[tuple, float]:
+    """What an outsider recomputes from the published files of a release alone: every count
+    and share the events and compliance products allow, and every cell a published total
+    leaves as the only unknown. Keyed (subject, period, counterpart, indicator)."""
+    from collections import Counter, defaultdict
+
+    events = _published(con, base, "events")
+    compliance_rows = _published(con, base, "compliance")
+    indicators = _published(con, base, "indicators")
+    got: dict[tuple, float] = {}
+    definitive = Counter(
+        (e["alleged"], e["period"], e["category"])
+        for e in events
+        if e["status"] == "definitive" and e["alleged"] != "unknown"  # no subject to count for
+    )
+    for (who, period, category), n in definitive.items():
+        got[(who, period, None, f"definitive_incidents.{category}")] = n
+        key = (who, period, None, "definitive_incidents.total")
+        got[key] = got.get(key, 0) + n
+    per_subject = defaultdict(list)
+    for e in events:
+        per_subject[(e["alleged"], e["period"])].append(e)
+    for (who, period), rows in per_subject.items():
+        if who != "unknown":
+            multi = sum(r["n_sources_bucket"] != "1" for r in rows)
+            got[(who, period, None, "corroboration_yield")] = multi / len(rows)
+    verdicts = defaultdict(list)
+    for r in compliance_rows:
+        verdicts[(r["subject"], r["period"])].append(r["verdict"])
+    for (who, period), found in verdicts.items():
+        n = len(found)
+        honoured = sum(v in ("honoured_confirmed", "honoured_self_reported") for v in found)
+        got[(who, period, None, "compliance_rate")] = honoured / n
+        got[(who, period, None, "confirmed_compliance_rate")] = (
+            found.count("honoured_confirmed") / n
+        )
+        got[(who, period, None, "dispute_rate")] = found.count("disputed") / n
+    # subtraction: a total with exactly one of its parts withheld
+    by_group = defaultdict(list)
+    for r in indicators:
+        if r["indicator"].startswith("definitive_incidents."):
+            by_group[(r["subject"], r["period"])].append(r)
+    for (who, period), rows in by_group.items():
+        total = next((r for r in rows if r["indicator"].endswith(".total")), None)
+        hidden = [r for r in rows if r["suppressed"] and not r["indicator"].endswith(".total")]
+        if total and not total["suppressed"] and len(hidden) == 1:
+            known = sum(r["value"] for r in rows if not r["suppressed"] and r is not total)
+            got[(who, period, None, hidden[0]["indicator"])] = total["value"] - known
+    return got
+
+
+def test_an_attacker_recovers_no_suppressed_cell_and_products_agree(generated_run):
+    """Disclosure control protects something: no suppressed cell comes out exact from any
+    combination of the published files (events included), and what two products both
+    answer they answer with the same number."""
+    deployment, summary = generated_run
+    base = summary["release_path"]
+    con = duckdb.connect()
+    recovered = attack(con, base)
+    published = {
+        (r["subject"], r["period"], r["counterpart"], r["indicator"]): r
+        for r in _published(con, base, "indicators")
+    }
+    # the truth behind the suppressed cells, from the warehouse (member tier)
+    truth = {
+        (subject, period, counterpart, indicator): value
+        for subject, period, counterpart, indicator, value in deployment.query(
+            "SELECT coalesce(p.public_label, p.pseudonym, v.subject), v.period, v.counterpart, "
+            "v.indicator, v.value FROM indicator_values v "
+            "LEFT JOIN party_directory p ON p.code = v.subject"
+        )
+    }
+    suppressed = [k for k, r in published.items() if r["suppressed"]]
+    assert suppressed, "the generated release should have suppressed cells to attack"
+    exact = [k for k in suppressed if k in recovered and recovered[k] == truth[k]]
+    assert exact == [], exact
+    # a figure derived only from what another product publishes is published, and agrees
+    derivable = {k: v for k, v in recovered.items() if k in published}
+    assert len(derivable) > 50
+    disagree = {
+        k: (published[k]["value"], v)
+        for k, v in derivable.items()
+        if published[k]["suppressed"] or published[k]["value"] != v
+    }
+    assert disagree == {}
+    # and every definitive incident count the events product allows is an indicator row
+    counts = {k for k in recovered if k[3].startswith("definitive_incidents.")}
+    assert counts <= published.keys()

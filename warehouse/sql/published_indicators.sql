@@ -1,5 +1,7 @@
--- Disclosure control (contract §5) over indicator_values, then public labels.
+-- Disclosure control (contract §5, docs/disclosure.md) over indicator_values, then public labels.
 -- Primary: count cells below k (and above 0), and rates of counts whose denominator is below k.
+-- Indicators of disclosure 'published' (recomputable from the events or compliance product)
+-- and 'none' are never suppressed.
 -- Secondary: within one subject x period, a lone suppressed category count could be recovered
 -- from the published total; suppress the next smallest category count too (or the total).
 WITH base AS (
@@ -23,9 +25,10 @@ secondary AS (
 ),
 marked AS (
   SELECT b.*,
-    b.primary_suppressed
-    OR s.indicator IS NOT NULL
-    OR (b.indicator = 'definitive_incidents.total' AND g.n_suppressed = 1 AND g.n_open = 0) AS suppressed
+    coalesce(b.primary_suppressed
+      OR s.indicator IS NOT NULL
+      OR (b.indicator = 'definitive_incidents.total' AND g.n_suppressed = 1 AND g.n_open = 0),
+      false) AS suppressed
   FROM base b
   LEFT JOIN secondary s USING (subject, period, indicator)
   LEFT JOIN groups g USING (subject, period)
