@@ -848,6 +848,10 @@ def cmd_demo(args) -> int:
     _say("Next:")
     _say(f"  cbm status --workdir {base / 'work'}            every submission, accepted or why not")
     _say(f"  cbm verify-release {summary['release_path']} --keys {out.registry / 'parties.yaml'}")
+    _say(
+        f"  cbm rederive {base / 'work' / 'bundles' / summary['latest_release']} "
+        f"--release {summary['release_path']}   as a member party would, without the key"
+    )
     query = "print(duckdb.sql(f'SELECT * FROM read_parquet({sys.argv[1]!r}, hive_partitioning=true) LIMIT 5'))"
     _say(
         f"  .venv/bin/python -c \"import duckdb, sys; {query}\" '{summary['release_path']}/indicators/*/*.parquet'"
