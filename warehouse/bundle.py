@@ -109,7 +109,9 @@ def write_bundle(
         "previous_release_id": previous,
         "files": sorted(files, key=lambda f: f["path"]),
     }
-    write_file(tmp, BUNDLE_FILE, (json.dumps(description, indent=2, sort_keys=True) + "\n").encode())
+    write_file(
+        tmp, BUNDLE_FILE, (json.dumps(description, indent=2, sort_keys=True) + "\n").encode()
+    )
     try:
         tmp.rename(root)
     except OSError:  # another run wrote it first: same release id, same bytes
@@ -155,7 +157,9 @@ def load_bundle(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     for table in (*TABLES, "published_event_members"):
         source = str(root / "tables" / f"{table}.parquet")
         if table == "release_context":  # made by its asset, not by the schema
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [source])
+            con.execute(
+                f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [source]
+            )
             continue
         con.execute(f"DELETE FROM {table}")
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [source])
