@@ -126,6 +126,13 @@ def test_same_inputs_give_the_same_release_bytes(generated_run, tmp_path):
     b = run_pipeline(first.inbox, first.registry, tmp_path / "w2", tmp_path / "p2")
     assert a["latest_release"] == b["latest_release"]
     assert _release_files(first.publish) == _release_files(tmp_path / "p2")
+    # the member bundle too, byte for byte
+    bundle = Path("bundles") / a["latest_release"]
+    one, two = first.workdir / bundle, tmp_path / "w2" / bundle
+    assert (one / "bundle.json").is_file()
+    assert {p.relative_to(one): p.read_bytes() for p in one.rglob("*") if p.is_file()} == {
+        p.relative_to(two): p.read_bytes() for p in two.rglob("*") if p.is_file()
+    }
     # and a re-run on the same workdir publishes nothing new
     c = run_pipeline(first.inbox, first.registry, tmp_path / "w2", tmp_path / "p2")
     assert c["latest_release"] == b["latest_release"] and c["releases"] == 1
