@@ -134,6 +134,14 @@ def set_latest(publish: Path, release_id: str) -> None:
     write_atomic(publish / "LATEST", release_id + "\n")
 
 
+def release_folder(path: str | Path) -> Path:
+    """A release folder as given, or the LATEST release of a publish folder."""
+    path = Path(path)
+    if (path / "LATEST").is_file() and not (path / MANIFEST).exists():
+        return path / "releases" / (path / "LATEST").read_text().strip()
+    return path
+
+
 def latest(publish: Path) -> str | None:
     path = publish / "LATEST"
     return path.read_text().strip() if path.exists() else None

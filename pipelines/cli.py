@@ -702,7 +702,7 @@ def _print_quarantine(rows: list[dict], args) -> int:
 
 def cmd_verify_release(args) -> int:
     from cbm.registry import RegistryError, load_parties
-    from cbm.release import check_signatures, verify_release
+    from cbm.release import check_signatures, release_folder, verify_release
 
     path = Path(args.path)
     if not path.is_dir():
@@ -715,8 +715,7 @@ def cmd_verify_release(args) -> int:
             raise CannotRun(f"--keys {exc}") from exc
     elif args.require_cosigners:
         raise CannotRun("--require-cosigners needs --keys parties.yaml (the parties' public keys)")
-    if (path / "LATEST").exists() and not (path / "manifest.json").exists():
-        path = path / "releases" / (path / "LATEST").read_text().strip()
+    path = release_folder(path)
     ok, problems = verify_release(path)
     notes: list[str] = []
     if parties is not None and (path / "manifest.json").is_file():

@@ -63,9 +63,7 @@ def rederive(bundle: Path, release: Path, workdir: Path | None = None, say=print
     ``workdir``: where to work (kept); default a temporary folder, removed afterwards."""
     from warehouse.bundle import BundleError, read_bundle
 
-    release = Path(release)
-    if (release / "LATEST").is_file():
-        release = release / "releases" / (release / "LATEST").read_text().strip()
+    release = rel.release_folder(release)
     if not (release / rel.MANIFEST).is_file():
         raise RederiveError(f"--release {release}: not a release folder (no {rel.MANIFEST})")
     try:
