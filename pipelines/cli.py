@@ -741,7 +741,10 @@ def cmd_rederive(args) -> int:
     if not bundle.is_dir():
         raise CannotRun(f"{bundle} does not exist or is not a folder (a release bundle)")
     if args.workdir:
-        _check_folder("--workdir", Path(args.workdir), must_exist=False)
+        workdir = Path(args.workdir)
+        _check_folder("--workdir", workdir, must_exist=False)
+        if workdir.is_dir() and any(workdir.iterdir()):
+            raise CannotRun(f"--workdir {workdir}: not empty (re-derivation starts from nothing)")
     try:
         problems = rederive(
             bundle, Path(args.release), Path(args.workdir) if args.workdir else None, say=_say
@@ -1020,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rd.add_argument(
         "--workdir",
-        help="where to recompute (kept afterwards); default a temporary folder, removed",
+        help="an empty or new folder to recompute in (kept afterwards); default a temporary folder, removed",
     )
     v = command(
         "verify-release",

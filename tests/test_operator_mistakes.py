@@ -143,6 +143,11 @@ CASES = {
         {},
         ["--release", "inbox", "not a release folder"],
     ),
+    "rederive into a folder in use": (
+        lambda b: ["rederive", str(b / "inbox"), "--release", str(b), "--workdir", str(b)],
+        {},
+        ["--workdir", "not empty"],
+    ),
     "rederive a missing bundle": (
         lambda b: ["rederive", str(b / "nope"), "--release", str(b)],
         {},
