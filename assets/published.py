@@ -80,7 +80,7 @@ def release(
     signing_key: SigningKeyResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    registry_resource, registry = registry, registry.registry
+    registry_dir, registry = Path(registry.directory), registry.registry
     signer = signing_key.key
     if signer is not None:
         problem = signing_key_problem(registry.parties, signer.public_key, signer.party)
@@ -192,7 +192,7 @@ def release(
             release_id,
             previous if previous != release_id else None,
             registry,
-            Path(registry_resource.directory),
+            registry_dir,
         )
     rel.set_latest(publish, release_id)
     rows = {

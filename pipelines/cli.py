@@ -148,11 +148,14 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _execute(
+# Dagster's own console log stays quiet: cbm prints its progress lines itself.
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def execute_job(
     defs,
     instance,
     job_name: str,
-    run_config: dict,
     key_range: tuple[str, str] | None = None,
     show: bool = True,
 ):
@@ -162,7 +165,7 @@ def _execute(
         tags["dagster/asset_partition_range_start"] = key_range[0]
         tags["dagster/asset_partition_range_end"] = key_range[1]
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False, tags=tags
+        instance=instance, run_config=QUIET, raise_on_error=False, tags=tags
     )
     if not result.success:
         raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
@@ -171,7 +174,7 @@ def _execute(
     return result
 
 
-def _indicator_months(settings, instance) -> tuple[str, str] | None:
+def indicator_months(settings, instance) -> tuple[str, str] | None:
     """The month partitions that have verdicts or events, up to the as-of month."""
     from assets.partitions import monthly_partitions
     from warehouse.db import Warehouse
@@ -370,7 +373,6 @@ def _run_jobs(
         SigningKeyResource(key_file=str(signer.path.resolve()) if signer else ""),
     )
     instance = dg.DagsterInstance.get()
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     if stale := _release_dead_runs(instance):
         _say(f"      marked {stale} run(s) of a killed cbm run as failed")
     known = set(instance.get_dynamic_partitions(submissions_partitions.name))
@@ -385,7 +387,7 @@ def _run_jobs(
     )
     started = time.monotonic()
     for start, end, count in _contiguous_ranges(ordered, todo):
-        result = _execute(defs, instance, "ingest_submissions", quiet, (start, end), show=False)
+        result = execute_job(defs, instance, "ingest_submissions", (start, end), show=False)
         _say(f"      {_count(count, 'submission')} ingested (run {result.run_id[:8]})")
     with Warehouse(str(settings.warehouse_path)).connect() as con:
         read, accepted, quarantined, total_accepted = con.execute(
@@ -418,12 +420,12 @@ def _run_jobs(
         summary["failed_submissions"] = [f for (f,) in failed]
         return summary
     _say("[3/3] verifying, computing indicators, publishing")
-    _execute(defs, instance, "verify_reports", quiet)
-    months = _indicator_months(settings, instance)
+    execute_job(defs, instance, "verify_reports")
+    months = indicator_months(settings, instance)
     if months:
-        _execute(defs, instance, "compute_indicators", quiet, months)
+        execute_job(defs, instance, "compute_indicators", months)
         _say(f"      indicators for {months[0]} .. {months[1]}")
-    _execute(defs, instance, "publish_release", quiet)
+    execute_job(defs, instance, "publish_release")
     summary = summarize(workdir, publish)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     summary["failed_submissions"] = [f for (f,) in failed]

@@ -90,7 +90,7 @@ def _rederive_in(bundle: Path, release: Path, previous: str | None, base: Path, 
     import dagster as dg
 
     from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
-    from pipelines.cli import _execute, _indicator_months
+    from pipelines.cli import execute_job, indicator_months
     from pipelines.definitions import build_definitions
     from warehouse.bundle import load_bundle
     from warehouse.db import Warehouse
@@ -111,13 +111,12 @@ def _rederive_in(bundle: Path, release: Path, previous: str | None, base: Path, 
         RegistryResource(directory=str((bundle / "registry").resolve())),
         SigningKeyResource(key_file=None),
     )
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     with _without("CBM_SIGNING_KEY_FILE"), dg.DagsterInstance.ephemeral() as instance:
-        _execute(defs, instance, "rederive_verification", quiet, show=False)
-        months = _indicator_months(settings, instance)
+        execute_job(defs, instance, "rederive_verification", show=False)
+        months = indicator_months(settings, instance)
         if months:
-            _execute(defs, instance, "compute_indicators", quiet, months, show=False)
-        _execute(defs, instance, "publish_release", quiet, show=False)
+            execute_job(defs, instance, "compute_indicators", months, show=False)
+        execute_job(defs, instance, "publish_release", show=False)
     derived = publish / "releases" / release.name
     if not derived.is_dir():
         made = rel.latest(publish)
