@@ -88,7 +88,7 @@ def indicator_values(
     policy = registry.registry.policy
     periods = list(context.partition_keys)
     with warehouse.connect() as con:
-        as_of, _ = read_release_context(con)
+        as_of = read_release_context(con).as_of
         n = build_indicator_values(con, as_of, policy, periods)
         by_indicator = dict(
             con.execute(

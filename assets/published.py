@@ -16,7 +16,6 @@ from warehouse.db import (
     fetch_arrow,
     indicator_catalogue,
     read_release_context,
-    read_release_inputs,
     sql_file,
 )
 from warehouse.resource import WarehouseResource
@@ -88,12 +87,14 @@ def release(
             raise dg.Failure(f"the signing key {signer.path} cannot sign: {problem}")
     publish = Path(settings.publish)
     with warehouse.connect() as con:
-        as_of, method_version = read_release_context(con)
-        named_by = read_release_inputs(con)
-        inputs = named_by.submissions
-        as_of_text = as_of.isoformat()
+        release_context = read_release_context(con)
+        method_version, inputs = release_context.method_version, release_context.inputs
+        as_of_text = release_context.as_of.isoformat()
         release_id = rel.release_id_for(
-            inputs, method_version, as_of_text, f"{named_by.key_version}/{named_by.key_fingerprint}"
+            inputs,
+            method_version,
+            as_of_text,
+            f"{release_context.key_version}/{release_context.key_fingerprint}",
         )
         params = {"release_id": release_id, "method_version": method_version}
         tables = {
@@ -154,8 +155,8 @@ def release(
             "rules_version": RULES_VERSION,
             "as_of": as_of_text,
             "policy": registry.policy.raw,
-            "pseudonym_key_version": named_by.key_version,
-            "pseudonym_key_fingerprint": named_by.key_fingerprint,
+            "pseudonym_key_version": release_context.key_version,
+            "pseudonym_key_fingerprint": release_context.key_fingerprint,
             "inputs": inputs,
         },
         sign=signer.sign if signer else None,

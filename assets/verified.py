@@ -180,7 +180,7 @@ CLUSTER_TABLES = {
 def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource):
     policy = registry.registry.policy
     with warehouse.connect() as con:
-        as_of, _ = read_release_context(con)
+        as_of = read_release_context(con).as_of
         con.execute(
             """CREATE OR REPLACE TEMP VIEW incident_rows AS
             SELECT source, report_id, category, region, occurred_at,
@@ -284,7 +284,7 @@ def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource
 )
 def compliance_verdicts(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
-        as_of, _ = read_release_context(con)
+        as_of = read_release_context(con).as_of
         # Occurrences start at the first month any party reported on (not at valid_from, which
         # may lie years before the deployment began).
         first = con.execute(

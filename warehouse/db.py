@@ -311,32 +311,30 @@ def _connect_waiting(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPy
             delay = min(delay * 2, 2.0)
 
 
-def read_release_context(con: duckdb.DuckDBPyConnection) -> tuple[datetime, str]:
-    """The as-of time and method version fixed by the release_context asset for this run."""
-    row = con.execute("SELECT as_of, method_version FROM release_context").fetchone()
-    if row is None or row[0] is None:
-        raise RuntimeError(
-            "no as-of time: the warehouse has no accepted reports and no --as-of was given"
-        )
-    return row[0], row[1]
-
-
 @dataclass(frozen=True)
-class ReleaseInputs:
-    """What names a release besides its as-of time and method (table ``release_context``):
+class ReleaseContext:
+    """What the release_context asset fixed for this run: the release's "now", its method,
     the submissions whose rows verification read, and the pseudonymisation key's version and
     fingerprint (never the key)."""
 
-    submissions: list[str]
+    as_of: datetime
+    method_version: str
+    inputs: list[str]
     key_version: str
     key_fingerprint: str
 
 
-def read_release_inputs(con: duckdb.DuckDBPyConnection) -> ReleaseInputs:
-    inputs, version, fingerprint = con.execute(
-        "SELECT inputs, pseudonym_key_version, pseudonym_key_fingerprint FROM release_context"
+def read_release_context(con: duckdb.DuckDBPyConnection) -> ReleaseContext:
+    row = con.execute(
+        "SELECT as_of, method_version, inputs, pseudonym_key_version, pseudonym_key_fingerprint "
+        "FROM release_context"
     ).fetchone()
-    return ReleaseInputs(sorted(inputs or []), version, fingerprint)
+    if row is None or row[0] is None:
+        raise RuntimeError(
+            "no as-of time: the warehouse has no accepted reports and no --as-of was given"
+        )
+    as_of, method_version, inputs, key_version, key_fingerprint = row
+    return ReleaseContext(as_of, method_version, sorted(inputs or []), key_version, key_fingerprint)
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
