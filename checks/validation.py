@@ -23,9 +23,11 @@ from pathlib import Path
 import duckdb
 import great_expectations as gx
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
 from cbm.contract import FIELDS, typed_fields
 from checks import expectations, gx_duckdb  # noqa: F401  (expectations: registers ours with GX)
+from checks.offline_docs import data_docs_site, make_offline
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
 SAMPLES = 5  # failing values kept per finding for the asset check metadata
@@ -250,10 +252,13 @@ def build_data_docs(
     if results is None:
         ctx.build_data_docs()
     else:
-        ids = [r.result_id for r in results if r is not None and r.result_id is not None]
-        ctx.build_data_docs(resource_identifiers=ids)
-    urls = ctx.get_docs_sites_urls()
-    return urls[0]["site_url"] if urls else None
+        done = [r for r in results if r is not None and r.result_id is not None]
+        # the suites' own pages too: each result page links to its suite
+        suites = {r.suite: ExpectationSuiteIdentifier(name=r.suite) for r in done}
+        ctx.build_data_docs(resource_identifiers=[*(r.result_id for r in done), *suites.values()])
+    site = data_docs_site(gx_dir)
+    make_offline(site)
+    return (site / "index.html").as_uri() if (site / "index.html").exists() else None
 
 
 def prune_validation_results(ctx, gx_dir: Path, keep: int) -> int:
@@ -271,7 +276,7 @@ def prune_validation_results(ctx, gx_dir: Path, keep: int) -> int:
     for key in store.list_keys():
         parts = key.to_tuple()  # (suite, run name, run time, batch), the store's file layout
         by_suite_and_table.setdefault((parts[0], parts[-1]), []).append(key)
-    site = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
+    site = data_docs_site(gx_dir) / "validations"
     removed = 0
     for keys in by_suite_and_table.values():
         keys.sort(key=lambda k: k.run_id.run_time or datetime.min.replace(tzinfo=UTC))
