@@ -14,7 +14,7 @@ from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.contract import KINDS
-from cbm.intake import staged_path
+from cbm.intake import staged_path, submissions_of
 from cbm.protection import anonymise_frame
 from warehouse.db import anon_insert_sql
 from warehouse.resource import WarehouseResource
@@ -64,6 +64,7 @@ def anonymised_reports(
     pseudonym_key: PseudonymKeyResource,
     warehouse: WarehouseResource,
 ):
+    shas = submissions_of(settings.landing_dir, context.partition_keys)
     key = pseudonym_key.key
     names = [p.name for p in registry.registry.parties.values()]
     counts = dict.fromkeys(KINDS, 0)
@@ -72,19 +73,19 @@ def anonymised_reports(
             "SELECT l.sha256, l.kind, l.party_code FROM landed_submissions l "
             "JOIN staged_submissions s USING (sha256) WHERE s.rule IS NULL "
             "AND l.sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY l.sha256",
-            [context.partition_keys],
+            [shas],
         ).fetchall()
         for kind in KINDS:
             con.execute(
                 f"DELETE FROM anon_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-                [context.partition_keys],
+                [shas],
             )
         # Appends are batched (one large insert beats many small ones into the DuckDB file);
         # a batch is written once it holds BATCH_ROWS rows, so memory stays bounded.
         pending: dict[str, list[pl.DataFrame]] = {k: [] for k in KINDS}
         con.execute(
             "DELETE FROM anonymisation_failures WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [context.partition_keys],
+            [shas],
         )
         for sha, kind, party in todo:
             try:
@@ -117,7 +118,7 @@ def anonymised_reports(
                         "SELECT source, report_id, category, occurred_at, region, severity, "
                         "technical_keys, summary FROM anon_incidents "
                         "WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
-                        [context.partition_keys],
+                        [shas],
                     )
                 )
             yield dg.MaterializeResult(asset_key=f"anon_{kind}", metadata=metadata)

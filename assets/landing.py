@@ -19,6 +19,7 @@ from cbm.intake import (
     file_level_rejection,
     landing_paths,
     read_landing_meta,
+    submissions_of,
 )
 from warehouse.resource import WarehouseResource
 
@@ -49,8 +50,9 @@ def landed_submissions(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     parties, key = registry.registry.parties, pseudonym_key.key
+    shas = submissions_of(settings.landing_dir, context.partition_keys)
     rows = []
-    for sha in context.partition_keys:
+    for sha in shas:
         meta = read_landing_meta(settings.landing_dir, sha)
         rule, reason = file_level_rejection(meta, registry.registry, settings.landing_dir) or (
             None,
@@ -84,7 +86,7 @@ def landed_submissions(
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [context.partition_keys],
+            [shas],
         )
         con.executemany(
             "INSERT INTO landed_submissions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
@@ -93,7 +95,7 @@ def landed_submissions(
             con,
             "SELECT left(sha256, 12) AS sha, party_code, kind, file_name, rule FROM landed_submissions "
             "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY party_code, file_name",
-            [context.partition_keys],
+            [shas],
             limit=20,
         )
     return dg.MaterializeResult(

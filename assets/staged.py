@@ -12,7 +12,7 @@ import dagster as dg
 from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
-from cbm.intake import landing_paths, staged_path
+from cbm.intake import landing_paths, staged_path, submissions_of
 from cbm.reader_worker import ReaderProcess
 from warehouse.resource import WarehouseResource
 
@@ -42,13 +42,14 @@ def staged_submissions(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     settings.staged_dir.mkdir(parents=True, exist_ok=True)
+    shas = submissions_of(settings.landing_dir, context.partition_keys)
     limits = registry.registry.policy.limits
     rows = []
     with warehouse.connect() as con:
         todo = con.execute(
             "SELECT sha256, kind, format, party_code, file_name FROM landed_submissions "
             "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND rule IS NULL ORDER BY sha256",
-            [context.partition_keys],
+            [shas],
         ).fetchall()
     # each file is parsed in a child process held to the policy's time and memory limits
     with ReaderProcess(limits) as reader:
@@ -68,7 +69,7 @@ def staged_submissions(
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM staged_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [context.partition_keys],
+            [shas],
         )
         if rows:
             con.executemany("INSERT INTO staged_submissions VALUES (?,?,?,?,?)", rows)

@@ -15,9 +15,9 @@ from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.contract import KINDS
-from cbm.intake import mark_ingested
+from cbm.intake import mark_ingested, submissions_of
 from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
-from warehouse.db import refresh_superseded, report_columns
+from warehouse.db import refresh_superseded, report_columns, sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
@@ -86,6 +86,93 @@ def _accept(con, kind: str) -> None:
     )
 
 
+OUTCOME_FIELDS = (
+    "sha256",
+    "party",
+    "file_name",
+    "kind",
+    "status",
+    "rows_read",
+    "rows_accepted",
+    "rows_quarantined",
+    "copy_of",
+    "reasons",
+)
+
+
+def outcome_text(o: dict) -> str:
+    """One line a verifier reads: the file, its status and its accounting."""
+    counts = (
+        f"{o['rows_read']:,} rows read = {o['rows_accepted']:,} accepted + "
+        f"{o['rows_quarantined']:,} quarantined"
+    )
+    return f"{o['party']}/{o['file_name']} ({o['kind'] or 'kind unknown'}): {o['status']}, {counts}"
+
+
+def outcome_metadata(o: dict) -> dict:
+    """Partition metadata of a submission: who, what, how it went, and why, in full."""
+    reasons = "\n".join(f"- {r}" for r in o["reasons"]) or "_nothing quarantined_"
+    return {
+        "party": o["party"],
+        "file_name": o["file_name"],
+        "kind": o["kind"] or "unknown",
+        "status": o["status"],
+        "rows_read": int(o["rows_read"]),
+        "rows_accepted": int(o["rows_accepted"]),
+        "rows_quarantined": int(o["rows_quarantined"]),
+        "reasons": dg.MetadataValue.md(reasons),
+        "submission": o["sha256"],
+        **({"copy_of": o["copy_of"]} if o["copy_of"] else {}),
+    }
+
+
+def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
+    """The ``submission_outcome`` check, one evaluation per submission on its own partition.
+    A run of one partition yields it as the check's result; a run of a range (which has no
+    single partition) logs one evaluation per partition and yields a summary of the run."""
+    if context.has_partition_key and len(outcomes) == 1:
+        (outcome,) = outcomes
+        yield dg.AssetCheckResult(
+            asset_key="validation_findings",
+            check_name="submission_outcome",
+            passed=outcome["status"] == "accepted",
+            severity=dg.AssetCheckSeverity.WARN,
+            description=outcome_text(outcome),
+            metadata=outcome_metadata(outcome),
+        )
+        return
+    for outcome in outcomes:
+        context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("validation_findings"),
+                check_name="submission_outcome",
+                passed=outcome["status"] == "accepted",
+                severity=dg.AssetCheckSeverity.WARN,
+                description=outcome_text(outcome),
+                metadata=outcome_metadata(outcome),
+                partition=key_of[outcome["sha256"]],
+            )
+        )
+    not_whole = [o for o in outcomes if o["status"] != "accepted"]
+    yield dg.AssetCheckResult(
+        asset_key="validation_findings",
+        check_name="submission_outcome",
+        passed=not not_whole,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(not_whole)} of {len(outcomes)} submissions of this run not accepted whole"
+            if not_whole
+            else f"all {len(outcomes)} submissions of this run accepted whole"
+        ),
+        metadata={
+            "submissions": len(outcomes),
+            "not_accepted_whole": dg.MetadataValue.md(
+                "\n".join(f"- {outcome_text(o)}" for o in not_whole) or "_none_"
+            ),
+        },
+    )
+
+
 REPORT_TABLE_TEXT = (
     "Accepted {kind} reports: rows of validated submissions with no critical finding, every "
     "version kept (a higher version supersedes a lower one of the same report_id and source). "
@@ -130,12 +217,26 @@ REPORT_TABLE_TEXT = (
     ],
     check_specs=[
         dg.AssetCheckSpec(
-            f"suite_{k}",
-            asset=f"reports_{k}",
-            description=f"Great Expectations suite checks/suites/{k}.json on this batch: rows "
-            "failing a critical rule are quarantined by design (a warning, not a failure).",
-        )
-        for k in KINDS
+            "submission_outcome",
+            asset="validation_findings",
+            partitions_def=submissions_partitions,
+            description=(
+                "Per submission: passes when every row was accepted; a warning when the file "
+                "was rejected whole or some rows were quarantined, naming the party, the file, "
+                "the status, the accounting and each rule with its reason in full."
+            ),
+        ),
+        *[
+            dg.AssetCheckSpec(
+                f"suite_{k}",
+                asset=f"reports_{k}",
+                description=f"Great Expectations suite checks/suites/{k}.json on this batch. "
+                "Rows failing a critical rule are quarantined by design, so they do not fail "
+                "this check: it passes, saying how many rows it quarantined and by which rule "
+                "(a suite that cannot be evaluated fails the run instead).",
+            )
+            for k in KINDS
+        ],
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
@@ -143,7 +244,7 @@ REPORT_TABLE_TEXT = (
 def validated_reports(
     context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ):
-    shas = list(context.partition_keys)
+    shas = submissions_of(settings.landing_dir, context.partition_keys)
     batch_rows: dict[str, int] = {}
     with warehouse.connect() as con:
         con.execute(
@@ -208,6 +309,18 @@ def validated_reports(
             ).fetchone()[0]
             for kind in KINDS
         }
+        quarantined = dict(
+            con.execute(
+                "SELECT s.kind, count(DISTINCT (q.submission_sha, q.row_number)) "
+                "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
+                "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
+                [shas],
+            ).fetchall()
+        )
+        outcomes = [
+            dict(zip(OUTCOME_FIELDS, row, strict=True))
+            for row in con.execute(sql_file("submission_outcomes"), {"shas": shas}).fetchall()
+        ]
         for kind in KINDS:  # the batch views were for GX's connection only
             con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
         intake_keys = con.execute(
@@ -224,6 +337,14 @@ def validated_reports(
     # the ingestion of these submissions is complete: no plan asks for them again
     for sha, intake_key in intake_keys:
         mark_ingested(settings.landing_dir, sha, intake_key)
+    key_of = dict(zip(shas, context.partition_keys, strict=True))
+    for outcome in outcomes:
+        for asset in ("validation_findings", f"reports_{outcome['kind']}"):
+            if asset == "reports_None":  # rejected before its kind was known
+                continue
+            context.add_asset_metadata(
+                outcome_metadata(outcome), asset_key=asset, partition_key=key_of[outcome["sha256"]]
+            )
     yield dg.MaterializeResult(
         asset_key="validation_findings",
         metadata={
@@ -232,9 +353,10 @@ def validated_reports(
             # the Great Expectations suites plus the quarantine inserts (not the accepted-row copy)
             "validation_seconds": round(seconds["validation"], 3),
             "accept_seconds": round(seconds["accept"], 3),
-            **({"data_docs": dg.MetadataValue.url(docs)} if docs else {}),
+            **({"data_docs": dg.MetadataValue.url(settings.data_docs_link(docs))} if docs else {}),
         },
     )
+    yield from _submission_outcomes(context, outcomes, key_of)
     for kind in KINDS:
         yield dg.MaterializeResult(
             asset_key=f"reports_{kind}",
@@ -247,9 +369,15 @@ def validated_reports(
         yield dg.AssetCheckResult(
             asset_key=f"reports_{kind}",
             check_name=f"suite_{kind}",
-            passed=r is None or not r.critical,
+            passed=True,
             severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                "no rows in this batch"
+                if r is None
+                else f"{quarantined.get(kind, 0):,} of {batch_rows[kind]:,} rows quarantined by design"
+            ),
             metadata={
+                "rows_quarantined_by_design": quarantined.get(kind, 0),
                 "rows_in_batch": batch_rows.get(kind, 0),
                 "unexpected_by_rule": dg.MetadataValue.json({} if r is None else r.summary()),
                 "rows_quarantined_by_submission": dg.MetadataValue.json(per_submission[kind]),

@@ -9,6 +9,7 @@ not a regular file).
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ class LandedFile:
     file_name: str
     new: bool  # landed by this scan
     intake_key: str  # the submission and its signature: what an ingestion looked at
+    partition_key: str  # its Dagster partition: readable, see ``partition_key``
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,44 @@ class IntakePlan:
 
     def intake_key(self, sha: str) -> str:
         return next(f.intake_key for f in self.files if f.sha256 == sha)
+
+    def partition_key(self, sha: str) -> str:
+        return next(f.partition_key for f in self.files if f.sha256 == sha)
+
+    @property
+    def partition_keys(self) -> list[str]:
+        """The partition key of every distinct submission, in the order first seen."""
+        return [self.partition_key(sha) for sha in self.submissions]
+
+
+KEY_DIGITS = 16  # of the submission's SHA-256 in its partition key
+_UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")
+
+
+def partition_key(party: str, file_name: str, sha: str) -> str:
+    """A submission's Dagster partition key, recognisable without a lookup:
+    ``PARTY/file_name@<first 16 hex digits of the submission>`` (the party and the name it
+    was first handed in under; characters Dagster or a URL would trip on become ``_``)."""
+    name = re.sub(r"\.{2,}", ".", _UNSAFE.sub("_", file_name))[-80:].strip("/") or "_"
+    return f"{_UNSAFE.sub('_', party) or '_'}/{name}@{sha[:KEY_DIGITS]}"
+
+
+def submission_of(landing_dir: Path, key: str) -> str:
+    """The submission (its full SHA-256) a partition key names. A bare SHA-256 (the keys
+    of workdirs made before readable keys) names itself."""
+    if re.fullmatch(r"[0-9a-f]{64}", key):
+        return key
+    prefix = key.rpartition("@")[2]
+    if not re.fullmatch(rf"[0-9a-f]{{{KEY_DIGITS}}}", prefix):
+        raise ValueError(f"{key!r} is not a submission partition key (PARTY/name@digest)")
+    found = [p.stem for p in (landing_dir / prefix[:2]).glob(f"{prefix}*.json")]
+    if len(found) != 1:
+        raise ValueError(f"partition {key!r}: {len(found)} landed submissions start with {prefix}")
+    return found[0]
+
+
+def submissions_of(landing_dir: Path, keys) -> list[str]:
+    return [submission_of(landing_dir, k) for k in keys]
 
 
 def landing_paths(landing_dir: Path, sha: str) -> tuple[Path, Path, Path]:
@@ -174,7 +214,16 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[
                     log(f"signature for {party}/{name} ({sha[:12]}) arrived: another look")
             if changed:
                 write_atomic(meta, json.dumps(info | changed, sort_keys=True).encode())
-        landed.append(LandedFile(sha, party, name, new, current_intake_key(landing_dir, sha)))
+        landed.append(
+            LandedFile(
+                sha,
+                party,
+                name,
+                new,
+                current_intake_key(landing_dir, sha),
+                partition_key(info["party_dir"], info["file_name"], sha),
+            )
+        )
     return landed
 
 

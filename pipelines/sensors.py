@@ -16,7 +16,7 @@ from pipelines.jobs import ingest_submissions
     description=(
         "Watches the inbox (files and their .sig signatures); lands what is new and requests one "
         "ingestion run per submission the ingestion plan names: a new file, or a file whose "
-        "signature arrived or changed (run key: the file hash with its signature)."
+        "signature arrived or changed (partition: the party and file name with the start of the submission's hash; run key: the submission with its signature)."
     ),
 )
 def inbox_sensor(
@@ -30,10 +30,11 @@ def inbox_sensor(
         return dg.SkipReason("no change in the inbox")
     plan = plan_intake(inbox, settings.landing_dir, log=context.log.info)
     known = set(context.instance.get_dynamic_partitions(submissions_partitions.name))
-    new = [s for s in plan.submissions if s not in known]
+    new = [k for k in plan.partition_keys if k not in known]
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=sha, run_key=plan.intake_key(sha)) for sha in plan.to_ingest
+            dg.RunRequest(partition_key=plan.partition_key(sha), run_key=plan.intake_key(sha))
+            for sha in plan.to_ingest
         ],
         dynamic_partitions_requests=[submissions_partitions.build_add_request(new)] if new else [],
         cursor=fingerprint,
