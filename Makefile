@@ -11,7 +11,7 @@ export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
 
-.PHONY: demo test ui lint fmt validate clean bench bench-floor fuzz
+.PHONY: demo test browser ui docs lint fmt validate clean bench bench-floor fuzz
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -27,13 +27,24 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# what a verifier sees: the demo in dagster dev and its Data Docs, in Debian's Chromium
+# (apt-get install chromium; never downloaded); screenshots in .cbm/browser-shots
+browser: $(STAMP)
+	$(BIN)/python -m pytest tests/browser -m browser -n 0 -p no:cacheprovider
+
 # the fuzzing campaign: FUZZ_EXAMPLES generated inputs per target (make test runs 40 each)
 FUZZ_EXAMPLES ?= 10000
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/run.py --examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
+# the demo's Data Docs over http on 127.0.0.1:8765 (make ui starts them too)
+docs: $(STAMP)
+	$(BIN)/cbm docs --workdir $(CBM_WORKDIR)
+
+# the Dagster UI on the demo, with its Data Docs served on http://127.0.0.1:8765 beside it
 ui: $(STAMP)
 	@test -d $(CBM_INBOX) || { echo "run 'make demo' first: $(CBM_INBOX) does not exist"; exit 1; }
+	$(BIN)/cbm docs --workdir $(CBM_WORKDIR) & docs=$$!; trap "kill $$docs" EXIT INT TERM; \
 	CBM_KEY_FILE=$${CBM_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/pseudonym.key} $(BIN)/dagster dev -w workspace.yaml
 
 validate: $(STAMP)

@@ -8,7 +8,7 @@ its inputs are and its period is closed (as-of >= end of the month + review wind
 
 import dagster as dg
 
-from assets.metadata import markdown_preview, table_schema
+from assets.metadata import table_metadata, table_schema
 from assets.partitions import monthly_partitions, refresh_on_new_data
 from assets.resources import RegistryResource
 from warehouse.db import indicator_catalogue, indicator_sql, read_release_context
@@ -78,8 +78,9 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
         "Indicator values per subject x month (and per dyad for escalation_level), from the "
         "catalogue in warehouse/sql/indicators, each labelled tentative or definitive, in "
         "table `indicator_values` (before disclosure control). Computed from publishable "
-        "inputs only: events and verdicts derived from CLEAR/GREEN reports. Monthly partitions: a backfill "
-        "of a month range recomputes exactly those periods."
+        "inputs only: events and verdicts derived from CLEAR/GREEN reports. One partition per "
+        "month, from the first month with events or verdicts to the as-of month (verification "
+        "registers them); a backfill of a month range recomputes exactly those periods."
     ),
 )
 def indicator_values(
@@ -90,23 +91,46 @@ def indicator_values(
     with warehouse.connect() as con:
         as_of = read_release_context(con).as_of
         n = build_indicator_values(con, as_of, policy, periods)
-        by_indicator = dict(
-            con.execute(
-                "SELECT split_part(indicator, '.', 1), count(*) FROM indicator_values "
-                "WHERE period IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL ORDER BY ALL",
-                [periods],
-            ).fetchall()
-        )
-        schema = table_schema(con, "indicator_values")
-        preview = markdown_preview(
+        by_indicator = table_metadata(
             con,
-            "SELECT * FROM indicator_values WHERE indicator = 'escalation_level' ORDER BY value DESC, subject, counterpart, period",
+            "SELECT split_part(indicator, '.', 1) AS indicator, count(*) AS cells, "
+            "count(*) FILTER (WHERE status = 'definitive') AS definitive, "
+            "count(*) FILTER (WHERE status = 'tentative') AS tentative "
+            "FROM indicator_values WHERE period IN (SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY ALL ORDER BY ALL",
+            [periods],
+        )
+        per_month = con.execute(
+            "SELECT period, count(*), count(*) FILTER (WHERE status = 'definitive'), "
+            "coalesce(max(escalation_level), 0) FROM indicator_values "
+            "WHERE period IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
+            [periods],
+        ).fetchall()
+        schema = table_schema(con, "indicator_values")
+        escalation = table_metadata(
+            con,
+            "SELECT period, subject, counterpart, value, escalation_level, status "
+            "FROM indicator_values WHERE indicator = 'escalation_level' "
+            "AND period IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY value DESC, subject, counterpart, period LIMIT 25",
+            [periods],
+        )
+    # per month: numbers the partitions view shows for each month
+    for period, cells, definitive, level in per_month:
+        context.add_asset_metadata(
+            {
+                "cells": int(cells),
+                "definitive_cells": int(definitive),
+                "tentative_cells": int(cells - definitive),
+                "highest_escalation_level": int(level),
+            },
+            partition_key=period,
         )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
             "dagster/column_schema": schema,
-            "by_indicator": dg.MetadataValue.json(by_indicator),
-            "escalation_preview": dg.MetadataValue.md(preview),
+            "by_indicator": by_indicator,
+            "highest_escalation": escalation,
         }
     )

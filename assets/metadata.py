@@ -5,6 +5,7 @@ import functools
 import dagster as dg
 import duckdb
 
+from cbm.columns import describe
 from warehouse.db import schema_ddl
 
 
@@ -15,7 +16,9 @@ def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
         "WHERE table_name = ? ORDER BY ordinal_position",
         [table],
     ).fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t) for n, t in rows])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=n, type=t, description=describe(table, n)) for n, t in rows]
+    )
 
 
 def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str, params=None, limit: int = 10) -> str:
@@ -27,10 +30,41 @@ def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str, params=None, limi
         return "_no rows_"
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join(
-        "| " + " | ".join("" if v is None else str(v).replace("|", "\\|")[:60] for v in r) + " |\n"
-        for r in rows
+        "| " + " | ".join("" if v is None else _cell(v) for v in r) + " |\n" for r in rows
     )
     return head + body
+
+
+def _cell(value) -> str:
+    """A Markdown table cell: the whole value on one line (a cell cannot hold a line break)."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
+
+
+def table_metadata(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> dg.TableMetadataValue:
+    """A query's rows as a table the Dagster UI shows whole (values in full, no Markdown)."""
+    rel = con.execute(sql, params or [])
+    cols = [d[0] for d in rel.description]
+    rows = rel.fetchall()
+    plain = [
+        {
+            c: v if v is None or type(v) in TABLE_TYPES or isinstance(v, str) else str(v)
+            for c, v in zip(cols, row, strict=True)
+        }
+        for row in rows
+    ]
+    types = {
+        c: next(
+            (TABLE_TYPES.get(type(r[c]), "string") for r in plain if r[c] is not None), "string"
+        )
+        for c in cols
+    }
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord(r) for r in plain],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in cols]),
+    )
 
 
 @functools.cache
@@ -54,3 +88,29 @@ def declared_schema(table: str) -> dict:
     """Definition metadata for an asset that is a declared warehouse table: its column schema,
     shown by the UI once, not repeated in every materialization of every partition."""
     return {"dagster/column_schema": _declared_schemas()[table], "dagster/table_name": table}
+
+
+def breakdown(
+    con: duckdb.DuckDBPyConnection, table: str, by: str, column: str
+) -> dg.TableMetadataValue:
+    """Counts of ``table`` by ``by`` (rows) and each value of ``column`` (columns, with a
+    total): what the UI tabulates, e.g. events by category and status."""
+    values = [
+        v for (v,) in con.execute(f"SELECT DISTINCT {column} FROM {table} ORDER BY 1").fetchall()
+    ]
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE {column} = '{str(v).replace(chr(39), chr(39) * 2)}') AS \"{v}\""
+        for v in values
+    )
+    return table_metadata(
+        con,
+        f"SELECT coalesce(CAST({by} AS VARCHAR), '(none)') AS {by}, {counts}{',' if counts else ''} "
+        f"count(*) AS total FROM {table} GROUP BY ALL ORDER BY 1",
+    )
+
+
+def counts_by(con: duckdb.DuckDBPyConnection, table: str, column: str, values, prefix: str) -> dict:
+    """One whole-number entry per value of ``column`` (zero when absent): numeric metadata the
+    UI plots across materializations."""
+    found = dict(con.execute(f"SELECT {column}, count(*) FROM {table} GROUP BY ALL").fetchall())
+    return {f"{prefix}{v}": int(found.get(v, 0)) for v in values}

@@ -4,11 +4,40 @@ import dagster as dg
 
 submissions_partitions = dg.DynamicPartitionsDefinition(name="submissions")
 
-# Indicator months. end_offset=1 includes the current month (tentative until it closes).
-# Reports about months before 2015 would need an earlier start_date here.
-monthly_partitions = dg.MonthlyPartitionsDefinition(
-    start_date="2015-01", fmt="%Y-%m", end_offset=1, timezone="UTC"
-)
+# Indicator months: the months with events or verdicts, from the first one with data to the
+# as-of month, registered by verification (``register_months``) so the catalogue shows no
+# month before the data begins. Kept in calendar order: a range of months is a backfill.
+monthly_partitions = dg.DynamicPartitionsDefinition(name="months")
+
+
+def months_between(first: str, last: str) -> list[str]:
+    """Every month 'YYYY-MM' from ``first`` to ``last``, both included."""
+    year, month = map(int, first.split("-"))
+    end = tuple(map(int, last.split("-")))
+    out = []
+    while (year, month) <= end:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def register_months(instance: dg.DagsterInstance, first: str, last: str) -> list[str]:
+    """Make the month partitions cover ``first``..``last`` (and what they covered), contiguous
+    and in calendar order; return them. A month earlier than the first one registered puts
+    every month back in order (their materializations stay: they are recorded by key)."""
+    name = monthly_partitions.name
+    known = instance.get_dynamic_partitions(name)
+    span = [*known, first, last]
+    wanted = months_between(min(span), max(span))
+    if wanted == known:
+        return known
+    if wanted[: len(known)] != known:
+        for key in known:
+            instance.delete_dynamic_partition(name, key)
+        known = []
+    instance.add_dynamic_partitions(name, wanted[len(known) :])
+    return wanted
+
 
 # Refresh when new validated data lands: any upstream update not yet handled, nothing
 # upstream missing or in progress. Unlike eager(), every partition is eligible, since a late

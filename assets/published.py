@@ -220,8 +220,41 @@ def release(
             "manifest": dg.MetadataValue.json(
                 json.loads((published.path / "manifest.json").read_text())["files"][:20]
             ),
+            "previous_release": (previous if previous != release_id else None) or "none",
+            "changes_since_previous": changes_table(published.path),
+            **product_schemas(published.path),
         }
     )
+
+
+def changes_table(path) -> dg.TableMetadataValue:
+    """Rows added, removed, revised (and so on) per product since the previous release, from
+    the release's ``changes/`` files: what changed, at a glance; the files list it row by row."""
+    counts = {
+        p: count_changes(pq.read_table(path / "changes" / f"{p}.parquet")) for p in rel.PRODUCTS
+    }
+    kinds = list(next(iter(counts.values())))
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"product": p, **c}) for p, c in counts.items()],
+        schema=dg.TableSchema(
+            columns=[dg.TableColumn("product"), *(dg.TableColumn(k, "int") for k in kinds)]
+        ),
+    )
+
+
+def product_schemas(path) -> dict:
+    """The columns of each published product with their meaning, from the release's own
+    ``dictionary.json``: what a consumer reads, shown beside the release in the UI."""
+    products = json.loads((path / "dictionary.json").read_text())["products"]
+    return {
+        f"columns_{name}": dg.TableSchema(
+            columns=[
+                dg.TableColumn(c["name"], c["type"], description=c["meaning"])
+                for c in product["columns"]
+            ]
+        )
+        for name, product in products.items()
+    }
 
 
 @dg.asset_check(

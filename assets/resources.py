@@ -18,6 +18,7 @@ from cbm.registry import Registry, load_registry
 from cbm.signatures import SigningKey
 
 DEFAULT_GX_KEEP_RESULTS = 30
+DEFAULT_DOCS_URL = "http://127.0.0.1:8765"
 
 
 class CbmSettings(dg.ConfigurableResource):
@@ -30,6 +31,8 @@ class CbmSettings(dg.ConfigurableResource):
     # stored GX validation results kept per suite and table (older ones and their Data Docs
     # pages are removed: the Data Docs index slows down with every one it lists)
     gx_keep_results: int = DEFAULT_GX_KEEP_RESULTS
+    # where `cbm docs` serves the Data Docs: the address the UI's data_docs links open
+    docs_url: str = DEFAULT_DOCS_URL
 
     @property
     def landing_dir(self) -> Path:
@@ -50,6 +53,13 @@ class CbmSettings(dg.ConfigurableResource):
     @property
     def gx_dir(self) -> Path:
         return Path(self.workdir) / "gx"
+
+    def data_docs_link(self, page: str | None) -> str | None:
+        """The http address of a rendered Data Docs page (``file://`` URI), as ``cbm docs``
+        serves it: a browser refuses to open a ``file://`` link from the Dagster UI."""
+        if not page:
+            return None
+        return f"{self.docs_url.rstrip('/')}/{page.rpartition('/local_site/')[2]}"
 
 
 class RegistryResource(dg.ConfigurableResource):

@@ -7,12 +7,16 @@ no stage updates another's rows; their SQL is ``warehouse/sql/submissions.sql`` 
 
 import dagster as dg
 
-from assets.metadata import declared_schema, markdown_preview
+from assets.metadata import declared_schema, table_metadata
 from assets.partitions import refresh_on_new_data
 from cbm.contract import KINDS
+from warehouse.db import sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
+# quarantined rows listed whole in the asset's metadata; beyond, the first ones and the command
+QUARANTINE_LISTED = 500
+STATUSES = ("accepted", "partial", "rejected", "staged", "landed")
 INTAKE_TABLES = [
     "landed_submissions",
     "staged_submissions",
@@ -60,12 +64,12 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "SELECT coalesce(sum(rows_read), 0), coalesce(sum(rows_accepted), 0), "
             "coalesce(sum(rows_quarantined), 0) FROM submissions"
         ).fetchone()
-        preview = markdown_preview(
+        listed = table_metadata(
             con,
-            "SELECT left(sha256, 12) AS sha, party_code, kind, file_name, status, rows_read, "
-            "rows_accepted, rows_quarantined FROM submissions "
-            "ORDER BY status <> 'rejected', party_code, file_name",
-            limit=25,
+            "SELECT party_code AS party, file_name, kind, status, rows_read, rows_accepted, "
+            "rows_quarantined, left(sha256, 16) AS submission FROM submissions "
+            "ORDER BY status NOT IN ('rejected', 'partial'), party_code, file_name "
+            f"LIMIT {QUARANTINE_LISTED}",
         )
     return dg.MaterializeResult(
         metadata={
@@ -74,7 +78,8 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "rows_read": int(totals[0]),
             "rows_accepted": int(totals[1]),
             "rows_quarantined": int(totals[2]),
-            "preview": dg.MetadataValue.md(preview),
+            **{f"submissions_{status}": by_status.get(status, 0) for status in STATUSES},
+            "submissions": listed,
         },
         check_results=[
             dg.AssetCheckResult(
@@ -101,34 +106,43 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
         "Everything that did not pass (view over the intake tables): whole files rejected at "
         "landing or parsing (row_number NULL) and rows failing a critical expectation, with "
         "the rule, the GX expectation, the column, the (scrubbed) value and the reason. "
-        "Warnings (kept rows) are listed too, with severity 'warning'."
+        "Warnings (kept rows) are listed too, with severity 'warning'. Its metadata "
+        "`quarantined` lists every quarantined row and file with its reason in full (the "
+        "first 500 when there are more; all of them: `cbm status --quarantine`)."
     ),
 )
 def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    listing = sql_file("quarantine_listing").strip().rstrip(";")
     with warehouse.connect() as con:
         n, files, critical = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), "
             "count(*) FILTER (WHERE severity = 'critical') FROM quarantine"
         ).fetchone()
-        by_rule = markdown_preview(
+        by_rule = table_metadata(
             con,
-            "SELECT stage, rule, severity, count(*) AS n, count(DISTINCT submission_sha) AS submissions, "
-            "any_value(reason) AS reason FROM quarantine GROUP BY ALL ORDER BY n DESC, rule",
-            limit=40,
+            "SELECT stage, rule, severity, count(*) AS findings, "
+            "count(DISTINCT submission_sha) AS submissions, min(reason) AS reason "
+            "FROM quarantine GROUP BY ALL ORDER BY findings DESC, rule",
         )
-        sample = markdown_preview(
+        rows = table_metadata(
             con,
-            "SELECT s.party_code, s.file_name, q.row_number, q.report_id, q.rule, q.column_name, q.value, q.reason "
-            "FROM quarantine q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
-            "WHERE q.severity = 'critical' ORDER BY s.party_code, s.file_name, q.row_number NULLS FIRST, q.rule",
-            limit=25,
+            f"SELECT * FROM ({listing}) LIMIT {QUARANTINE_LISTED}",
+            {"party": None, "rule": None},
         )
+    shown = min(critical, QUARANTINE_LISTED)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
             "files_rejected_whole": files,
             "critical_findings": critical,
-            "by_rule": dg.MetadataValue.md(by_rule),
-            "sample": dg.MetadataValue.md(sample),
+            "quarantined": rows,
+            "listed": (
+                f"All {critical:,} quarantined rows and files are listed in quarantined."
+                if shown == critical
+                else f"quarantined lists the first {shown:,} of {critical:,}, by party, file "
+                "and row. Every one, with its reason: cbm status --quarantine (narrow it with "
+                "--party CODE or --rule RULE)."
+            ),
+            "by_rule": by_rule,
         }
     )

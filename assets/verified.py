@@ -8,17 +8,20 @@ the run measures review windows and expiry from the same instant.
 import dagster as dg
 import polars as pl
 
-from assets.metadata import markdown_preview, table_schema
-from assets.partitions import refresh_on_new_data
+from assets.metadata import breakdown, counts_by, table_metadata, table_schema
+from assets.partitions import refresh_on_new_data, register_months
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.clustering import ORDER, ORDER_SQL, assign_events
 from cbm.contract import KINDS
+from cbm.dictionary import STATUS, VERDICTS
 from cbm.release import parse_as_of
 from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
-from warehouse.db import fetch_arrow, read_release_context, sql_file
+from warehouse.db import fetch_arrow, indicator_period_range, read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
+EVENTS_LISTED = 200  # events of one status listed in the UI (newest months first)
+
 # One GX checkpoint per group: (suite by table, the columns that name a failing row). The
 # report tables name it by its submission row, so GX needs no sample scan of a rule that
 # passes (on a million reports a full pass; a whole GROUP BY for a duplicate rule);
@@ -69,7 +72,11 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
                 "expectations": result.evaluated,
                 "unexpected_by_rule": dg.MetadataValue.json(result.summary()),
                 "samples": dg.MetadataValue.json({f.rule: f.sample() for f in result.findings}),
-                **({"data_docs": dg.MetadataValue.url(docs)} if docs else {}),
+                **(
+                    {"data_docs": dg.MetadataValue.url(settings.data_docs_link(docs))}
+                    if docs
+                    else {}
+                ),
             },
         )
 
@@ -110,12 +117,14 @@ def release_context(
             },
         )
         as_of, n_inputs = con.execute("SELECT as_of, len(inputs) FROM release_context").fetchone()
+        schema = table_schema(con, "release_context")
         counts = {
             k: con.execute(f"SELECT count(*) FROM verification_{k}").fetchone()[0] for k in KINDS
         }
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": 1,
+            "dagster/column_schema": schema,
             "as_of": str(as_of),
             "method_version": method_version,
             "input_submissions": n_inputs,
@@ -136,7 +145,9 @@ CLUSTER_TABLES = {
         "category's window of the event origin and share its region, lie within the policy "
         "radius of the origin, or share a keyed technical key with a member (origin-anchored, "
         "no chaining). Status ladder reported / tentative / definitive / disputed / expired with "
-        "the reason and the sources (pseudonyms)."
+        "the reason and the sources (pseudonyms). The metadata lists the definitive, tentative "
+        "and disputed events (the newest 200 of each) and counts events by category, month and "
+        "alleged party against their status."
     ),
     "event_evidence": (
         "View: the member reports of every event and every attestation on them, what a "
@@ -177,7 +188,9 @@ CLUSTER_TABLES = {
     ],
     pool="warehouse",
 )
-def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource):
+def incident_clustering(
+    context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
+):
     policy = registry.registry.policy
     with warehouse.connect() as con:
         as_of = read_release_context(con).as_of
@@ -218,21 +231,38 @@ def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource
                 "expiry_days": policy.expiry_days,
             },
         )
-        by_status = dict(
-            con.execute(
-                "SELECT status, count(*) FROM incident_clusters GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-        )
+        n_events = con.execute("SELECT count(*) FROM incident_clusters").fetchone()[0]
         joined = dict(
             con.execute("SELECT joined_by, count(*) FROM event_members GROUP BY ALL").fetchall()
         )
         evidence = con.execute("SELECT count(*) FROM event_evidence").fetchone()[0]
         schemas = {t: table_schema(con, t) for t in CLUSTER_TABLES}
-        preview = markdown_preview(
-            con,
-            "SELECT event_id, category, region, week, n_sources, status, status_reason FROM incident_clusters "
-            "ORDER BY n_sources DESC, event_id",
-        )
+        views = {
+            "events": counts_by(con, "incident_clusters", "status", STATUS["events"], "events_"),
+            "by_category_and_status": breakdown(con, "incident_clusters", "category", "status"),
+            "by_month_and_status": breakdown(con, "incident_clusters", "period", "status"),
+            "by_alleged_party_and_status": breakdown(
+                con, "incident_clusters", "alleged_party", "status"
+            ),
+            **{
+                f"{status}_events": table_metadata(
+                    con,
+                    "SELECT event_id, category, region, week, n_sources, n_classes, alleged_party, "
+                    "status_reason FROM incident_clusters WHERE status = ? "
+                    f"ORDER BY period DESC, event_id LIMIT {EVENTS_LISTED}",
+                    [status],
+                )
+                for status in ("definitive", "tentative", "disputed")
+            },
+            "largest_events": table_metadata(
+                con,
+                "SELECT event_id, category, region, week, n_sources, n_reports, status, "
+                "status_reason FROM incident_clusters ORDER BY n_sources DESC, event_id LIMIT 25",
+            ),
+        }
+        span = indicator_period_range(con)
+    if span:
+        register_months(context.instance, *span)
     yield dg.MaterializeResult(
         asset_key="event_members",
         metadata={
@@ -244,13 +274,13 @@ def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource
     yield dg.MaterializeResult(
         asset_key="incident_clusters",
         metadata={
-            "dagster/row_count": sum(by_status.values()),
+            "dagster/row_count": n_events,
             "dagster/column_schema": schemas["incident_clusters"],
-            "by_status": dg.MetadataValue.json(by_status),
+            **views.pop("events"),
+            **views,
             "look_up_an_event": dg.MetadataValue.md(
                 "```sql\nSELECT * FROM event_evidence WHERE event_id = 'E-…' ORDER BY item DESC, at\n```"
             ),
-            "preview": dg.MetadataValue.md(preview),
         },
     )
     yield dg.MaterializeResult(
@@ -282,7 +312,9 @@ def incident_clustering(registry: RegistryResource, warehouse: WarehouseResource
         "missed, disputed, with the reason and tentative/definitive status."
     ),
 )
-def compliance_verdicts(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def compliance_verdicts(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         as_of = read_release_context(con).as_of
         # Occurrences start at the first month any party reported on (not at valid_from, which
@@ -293,21 +325,21 @@ def compliance_verdicts(warehouse: WarehouseResource) -> dg.MaterializeResult:
             [as_of],
         ).fetchone()[0]
         con.execute(sql_file("compliance_verdicts"), {"as_of": as_of, "first_month": first})
-        by_verdict = dict(
-            con.execute(
-                "SELECT verdict, count(*) FROM compliance_verdicts GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-        )
+        n = con.execute("SELECT count(*) FROM compliance_verdicts").fetchone()[0]
         schema = table_schema(con, "compliance_verdicts")
-        preview = markdown_preview(
-            con,
-            "SELECT commitment_id, subject, period, verdict, status, verdict_reason FROM compliance_verdicts ORDER BY ALL",
-        )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(by_verdict.values()),
-            "dagster/column_schema": schema,
-            "by_verdict": dg.MetadataValue.json(by_verdict),
-            "preview": dg.MetadataValue.md(preview),
+        views = {
+            **counts_by(con, "compliance_verdicts", "verdict", VERDICTS, "verdicts_"),
+            **counts_by(con, "compliance_verdicts", "status", STATUS["compliance"], "status_"),
+            "by_verdict_and_status": breakdown(con, "compliance_verdicts", "verdict", "status"),
+            "by_subject_and_verdict": breakdown(con, "compliance_verdicts", "subject", "verdict"),
+            "by_month_and_verdict": breakdown(con, "compliance_verdicts", "period", "verdict"),
+            "by_commitment_and_verdict": breakdown(
+                con, "compliance_verdicts", "commitment_id", "verdict"
+            ),
         }
+        span = indicator_period_range(con)
+    if span:
+        register_months(context.instance, *span)
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": n, "dagster/column_schema": schema, **views}
     )

@@ -54,6 +54,16 @@ PRODUCTS: dict[str, dict] = {
     },
 }
 
+# the compliance verdicts, in the order the catalogue names them
+VERDICTS = (
+    "honoured_confirmed",
+    "honoured_self_reported",
+    "late",
+    "not_honoured",
+    "missed",
+    "disputed",
+)
+
 STATUS = {
     "events": {
         "reported": "one source",

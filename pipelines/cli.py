@@ -36,6 +36,8 @@ def _prepare_dagster_home(workdir: Path) -> Path:
     if not config.exists():
         config.write_text(
             "telemetry:\n  enabled: false\n"
+            # no sign-up dialog: verification often runs on closed networks
+            "nux:\n  enabled: false\n"
             # one run at a time: DuckDB has one writer. (No op pool limit: a run killed with
             # SIGKILL would keep its slot and block every later run.)
             "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
@@ -160,7 +162,11 @@ def execute_job(
     show: bool = True,
 ):
     """Run one job in-process; print its materializations; raise with a one-line reason."""
-    tags = {"cbm/pid": str(os.getpid())}
+    from pipelines.definitions import LOCATION_NAME
+
+    # the label the UI files a code location's runs under: runs of cbm run then show in the
+    # Overview timeline and each job's run history, beside the runs launched from the UI
+    tags = {"cbm/pid": str(os.getpid()), ".dagster/repository": f"__repository__@{LOCATION_NAME}"}
     if key_range:
         tags["dagster/asset_partition_range_start"] = key_range[0]
         tags["dagster/asset_partition_range_end"] = key_range[1]
@@ -175,25 +181,16 @@ def execute_job(
 
 
 def indicator_months(settings, instance) -> tuple[str, str] | None:
-    """The month partitions that have verdicts or events, up to the as-of month."""
-    from assets.partitions import monthly_partitions
-    from warehouse.db import Warehouse
+    """The month partitions that have verdicts or events, up to the as-of month (registered)."""
+    from assets.partitions import register_months
+    from warehouse.db import Warehouse, indicator_period_range
 
     with Warehouse(str(settings.warehouse_path)).connect() as con:
-        first, last = con.execute(
-            "SELECT min(period), max(period) FROM (SELECT period FROM incident_clusters "
-            "UNION ALL SELECT period FROM compliance_verdicts) "
-            "WHERE period <= (SELECT strftime(as_of, '%Y-%m') FROM release_context)"
-        ).fetchone()
-    if first is None:
+        span = indicator_period_range(con)
+    if span is None:
         return None
-    keys = monthly_partitions.get_partition_keys(dynamic_partitions_store=instance)
-    inside = [k for k in keys if first <= k <= last]
-    if not inside:
-        raise CannotRun(
-            f"no indicator month partitions between {first} and {last} (as-of in the future?)"
-        )
-    return inside[0], inside[-1]
+    register_months(instance, *span)
+    return span
 
 
 def run_pipeline(
@@ -354,7 +351,12 @@ def _run_jobs(
     import dagster as dg
 
     from assets.partitions import submissions_partitions
-    from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
+    from assets.resources import (
+        DEFAULT_DOCS_URL,
+        CbmSettings,
+        RegistryResource,
+        SigningKeyResource,
+    )
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
@@ -366,6 +368,7 @@ def _run_jobs(
         publish=str(publish.resolve()),
         as_of=as_of,
         gx_keep_results=keep_results,
+        docs_url=os.environ.get("CBM_DOCS_URL") or DEFAULT_DOCS_URL,
     )
     defs = build_definitions(
         settings,
@@ -376,17 +379,18 @@ def _run_jobs(
     if stale := _release_dead_runs(instance):
         _say(f"      marked {stale} run(s) of a killed cbm run as failed")
     known = set(instance.get_dynamic_partitions(submissions_partitions.name))
-    fresh = [s for s in plan.submissions if s not in known]
+    fresh = [k for k in plan.partition_keys if k not in known]
     if fresh:
         instance.add_dynamic_partitions(submissions_partitions.name, fresh)
     todo = set(plan.to_ingest)
     ordered = instance.get_dynamic_partitions(submissions_partitions.name)
+    todo_keys = {plan.partition_key(sha) for sha in todo}
     _say(
         f"[2/3] ingesting {_count(len(todo), 'submission')}: "
         "landing > staged > anonymised > validated"
     )
     started = time.monotonic()
-    for start, end, count in _contiguous_ranges(ordered, todo):
+    for start, end, count in _contiguous_ranges(ordered, todo_keys):
         result = execute_job(defs, instance, "ingest_submissions", (start, end), show=False)
         _say(f"      {_count(count, 'submission')} ingested (run {result.run_id[:8]})")
     with Warehouse(str(settings.warehouse_path)).connect() as con:
@@ -514,7 +518,9 @@ def summarize(workdir: Path, publish: Path) -> dict:
         if (publish / "releases").exists()
         else []
     )
-    docs = workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    from checks.offline_docs import data_docs_site
+
+    docs = data_docs_site(workdir / "gx") / "index.html"
     return {
         "submissions": row[0],
         "submissions_rejected": row[1],
@@ -525,6 +531,7 @@ def summarize(workdir: Path, publish: Path) -> dict:
         "latest_release": latest,
         "release_path": str(publish / "releases" / latest) if latest else None,
         "warehouse": str(warehouse),
+        "workdir": str(workdir),
         "data_docs": str(docs) if docs.exists() else None,
         "signed": bool(latest) and (publish / "releases" / latest / rel.SIGNATURE).is_file(),
     }
@@ -549,6 +556,7 @@ def _print_summary(s: dict) -> None:
     _say(f"Warehouse:         {s['warehouse']}")
     if s.get("data_docs"):
         _say(f"Data Docs:         {s['data_docs']}")
+        _say(f"                   over http, for the UI's links: cbm docs --workdir {s['workdir']}")
 
 
 # ---------------------------------------------------------------- commands
@@ -827,6 +835,41 @@ def cmd_sign(args) -> int:
     return EXIT_OK
 
 
+def cmd_docs(args) -> int:
+    """Serve the Data Docs site over http on 127.0.0.1 until interrupted."""
+    import functools
+    import http.server
+
+    from checks.offline_docs import data_docs_site
+
+    workdir = Path(args.workdir)
+    _check_folder("--workdir", workdir, must_exist=True)
+    site = data_docs_site(workdir / "gx")
+    if not (site / "index.html").is_file():
+        raise CannotRun(f"no Data Docs in {workdir} yet: run 'cbm run' first ({site})")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # one line per page would drown the address
+            pass
+
+    try:
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", args.port), functools.partial(Quiet, directory=str(site))
+        )
+    except OSError as exc:
+        raise CannotRun(
+            f"--port {args.port}: cannot listen on 127.0.0.1 ({exc.strerror})"
+        ) from None
+    _say(f"Data Docs of {workdir}: http://127.0.0.1:{args.port}/index.html (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from cbm.generate import generate
     from cbm.protection import new_key_file
@@ -861,7 +904,8 @@ def cmd_demo(args) -> int:
         f"  .venv/bin/python -c \"import duckdb, sys; {query}\" '{summary['release_path']}/indicators/*/*.parquet'"
     )
     _say(
-        "  make ui                                       the same runs, assets and checks in the Dagster UI"
+        "  make ui                                       the same runs, assets and checks in the Dagster UI,\n"
+        "                                                with the Data Docs on http://127.0.0.1:8765"
     )
     _say(f"\ndone in {summary['seconds']}s")
     return EXIT_OK
@@ -872,6 +916,8 @@ EPILOG = """environment:
                         the repository; or CBM_PSEUDONYM_KEY=<version>:<hex> (32+ hex digits)
   DAGSTER_HOME          Dagster's instance (default: <workdir>/dagster_home)
   CBM_GX_KEEP_RESULTS   validation results kept per suite and table in Data Docs (default 30)
+  CBM_DOCS_URL          where 'cbm docs' serves the Data Docs, for the UI's links
+                        (default http://127.0.0.1:8765)
   CBM_DEBUG=1           print the traceback of an unexpected error
 
 exit codes:
@@ -1066,6 +1112,18 @@ def build_parser() -> argparse.ArgumentParser:
     sg = command("sign", "write FILE.sig (detached Ed25519 signature) for each file", cmd_sign)
     sg.add_argument("--key", required=True, help="the key file written by 'cbm keygen'")
     sg.add_argument("files", nargs="+", help="the files to sign")
+    dd = command(
+        "docs",
+        "serve the Great Expectations Data Docs on localhost, for the Dagster UI's data_docs links",
+        cmd_docs,
+    )
+    dd.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
+    dd.add_argument(
+        "--port",
+        type=_whole_number(1),
+        default=8765,
+        help="port on 127.0.0.1 (default 8765, the address the data_docs links use)",
+    )
     d = command("demo", "generate a sample inbox and run the whole pipeline on it", cmd_demo)
     d.add_argument("--dir", default=".cbm/demo", help="the demo's folder (default .cbm/demo)")
     d.add_argument("--seed", type=int, default=7, help="random seed of the sample (default 7)")

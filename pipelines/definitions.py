@@ -34,6 +34,9 @@ from pipelines.jobs import JOBS, publish_release
 from pipelines.sensors import inbox_sensor
 from warehouse.resource import WarehouseResource
 
+# the code location's name in workspace.yaml (cbm run files its runs under it)
+LOCATION_NAME = "cbm_verify"
+
 ASSETS = [
     registry_tables,
     landed_submissions,

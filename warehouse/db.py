@@ -340,3 +340,23 @@ def read_release_context(con: duckdb.DuckDBPyConnection) -> ReleaseContext:
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
     """A query's result as a pyarrow Table (DuckDB 2 API)."""
     return con.execute(sql, params or []).to_arrow_table()
+
+
+def indicator_period_range(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+    """The first and last month ('YYYY-MM') with events or verdicts, up to the as-of month:
+    the indicator months a release computes."""
+    made = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name IN "
+            "('incident_clusters', 'compliance_verdicts')"
+        ).fetchall()
+    }
+    if not made:  # verification has not run yet
+        return None
+    periods = " UNION ALL ".join(f"SELECT period FROM {t}" for t in sorted(made))
+    first, last = con.execute(
+        f"SELECT min(period), max(period) FROM ({periods}) "
+        "WHERE period <= (SELECT strftime(as_of, '%Y-%m') FROM release_context)"
+    ).fetchone()
+    return None if first is None else (first, last)
