@@ -7,7 +7,7 @@ import yaml
 
 from assets.resources import CbmSettings, RegistryResource
 from cbm.files import sha256_file
-from cbm.intake import plan_intake, submission_key
+from cbm.intake import partition_key, plan_intake, submission_key
 from cbm.signatures import new_party_key, sign_file
 from pipelines.definitions import build_definitions, defs
 from tests.conftest import incident, write_csv, write_registry
@@ -112,7 +112,7 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
     assert defs.resolve_job_def("ingest_submissions").partitions_def.name == "submissions"
     assert defs.resolve_job_def("publish_release")
     assert defs.resolve_job_def("verify_reports")
-    assert defs.resolve_job_def("compute_indicators").partitions_def.get_partition_keys()
+    assert defs.resolve_job_def("compute_indicators").partitions_def.name == "months"
     assert defs.resolve_sensor_def("inbox_sensor")
     assert defs.resolve_schedule_def("monthly_release").cron_schedule == "0 6 1 * *"
     checks = {
@@ -123,6 +123,7 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
         ("reports_incidents", "suite_incidents"),
         ("release_context", "suite_warehouse_submissions"),
         ("release", "manifest_integrity"),
+        ("validation_findings", "submission_outcome"),
     } <= checks
 
 
@@ -210,6 +211,16 @@ def test_sensor_requests_a_run_per_new_submission_and_counts_the_same_bytes_once
         )
         deployment.execute(instance, first)
         assert set(deployment.status().values()) == {"accepted"}
+        # a run of one partition: its submission_outcome evaluation is on that partition
+        check = dg.AssetCheckKey(dg.AssetKey("validation_findings"), "submission_outcome")
+        evaluations = [
+            r.event.dagster_event.event_specific_data
+            for r in instance.event_log_storage.get_asset_check_execution_history(check, limit=10)
+        ]
+        assert sorted(e.partition for e in evaluations) == sorted(
+            r.partition_key for r in first.run_requests
+        )
+        assert all(e.passed and ": accepted, 1 rows read" in e.description for e in evaluations)
         unchanged = deployment.tick(instance, first.cursor)
         assert isinstance(unchanged, dg.SkipReason) and "no change" in unchanged.skip_message
         # the same bytes under another name: the same submission, looked at again only to
@@ -218,7 +229,11 @@ def test_sensor_requests_a_run_per_new_submission_and_counts_the_same_bytes_once
         again = deployment.tick(instance, first.cursor)
         assert again.cursor != first.cursor
         bravo = submission_key("BRAVO", sha256_file(deployment.inbox / "BRAVO" / "incidents_b.csv"))
-        assert [r.partition_key for r in again.run_requests] == [bravo]
+        # the partition says which file it is, without a lookup
+        assert [r.partition_key for r in again.run_requests] == [
+            partition_key("BRAVO", "incidents_b.csv", bravo)
+        ]
+        assert again.run_requests[0].partition_key.startswith("BRAVO/incidents_b.csv@")
         deployment.execute(instance, again)
         with Warehouse(str(deployment.settings.warehouse_path)).connect() as con:
             assert con.execute(
@@ -304,6 +319,5 @@ def test_verification_and_indicators_refresh_declaratively():
         condition = graph.get(dg.AssetKey(name)).automation_condition
         if automated:
             assert condition.get_label() == "refresh when new validated data lands", name
-    assert isinstance(
-        graph.get(dg.AssetKey("indicator_values")).partitions_def, dg.MonthlyPartitionsDefinition
-    )
+    # months are registered from the data: no month before the first report
+    assert graph.get(dg.AssetKey("indicator_values")).partitions_def.name == "months"

@@ -158,6 +158,16 @@ CASES = {
         {},
         ["a_file", "not a signing key file"],
     ),
+    "docs for a missing workdir": (
+        lambda b: ["docs", "--workdir", str(b / "nope")],
+        {},
+        ["--workdir", "nope", "does not exist"],
+    ),
+    "docs before any run": (
+        lambda b: ["docs", "--workdir", str(b / "inbox")],
+        {},
+        ["no Data Docs", "cbm run"],
+    ),
     "keygen into a file's folder": (
         lambda b: ["keygen", "--party", "ALPHA", "--out", str(b / "a_file" / "k.json")],
         {},
