@@ -10,6 +10,9 @@ import re
 import time
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
+)
 
 from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
@@ -141,6 +144,20 @@ def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
             metadata=outcome_metadata(outcome),
         )
         return
+    # each evaluation names the materialization of its partition that it checked, so the
+    # UI counts it as that partition's current status
+    asset = dg.AssetKey("validation_findings")
+    targets = {}
+    for record in context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=list(key_of.values())),
+        limit=len(key_of),
+    ).records:
+        targets.setdefault(
+            record.partition_key,
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            ),
+        )
     for outcome in outcomes:
         context.log_event(
             dg.AssetCheckEvaluation(
@@ -151,6 +168,7 @@ def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
                 description=outcome_text(outcome),
                 metadata=outcome_metadata(outcome),
                 partition=key_of[outcome["sha256"]],
+                target_materialization_data=targets.get(key_of[outcome["sha256"]]),
             )
         )
     not_whole = [o for o in outcomes if o["status"] != "accepted"]

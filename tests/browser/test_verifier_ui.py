@@ -80,6 +80,20 @@ def test_every_asset_has_its_description_and_column_meanings(page, deployment):
     page.shot("02-asset-landed_submissions")
 
 
+def test_every_asset_page_opens_with_its_description_and_row_count(page, deployment):
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        name = key.to_user_string()
+        description = " ".join(graph.get(key).description.split())
+        p = open_page(page, f"{deployment.ui}/assets/{name}", "Description")
+        # the description as written, rendered whole (Markdown code spans lose their backticks)
+        p.get_by_text(description.replace("`", "")[:40], exact=False).first.wait_for(timeout=SLOW)
+        p.get_by_text("Columns").first.wait_for(timeout=SLOW)
+        page.shot(f"asset-{name}")
+
+
 def test_a_rejected_submission_says_who_what_and_why_on_its_partition(page, deployment):
     sha, party, name, reason = deployment.query(
         "SELECT s.sha256, s.party_code, s.file_name, q.reason FROM submissions s "
@@ -110,6 +124,7 @@ def test_a_partial_submission_warns_on_its_own_partition_check(page, deployment)
     p = open_page(
         page, f"{deployment.ui}/assets/validation_findings?view=checks", "submission_outcome"
     )
+    p.get_by_text("submissions of this run not accepted whole").first.wait_for(timeout=SLOW)
     text = body(p)
     partial, rejected, total = deployment.query(
         "SELECT count(*) FILTER (WHERE status = 'partial'), "
@@ -118,7 +133,9 @@ def test_a_partial_submission_warns_on_its_own_partition_check(page, deployment)
     assert f"{partial + rejected} of {total} submissions of this run not accepted whole" in text
     page.shot("04-submission-outcome-check")
     p.get_by_text("Partitions", exact=True).last.click()
-    p.wait_for_timeout(3000)
+    # each file's own evaluation: a warning for every file not accepted whole
+    p.get_by_text(f"Failed ({partial + rejected})").first.wait_for(timeout=SLOW)
+    assert f"Passed ({total - partial - rejected})" in body(p)
     page.shot("04b-submission-outcome-by-partition")
     evaluations = graphql(
         deployment,
@@ -166,12 +183,18 @@ def test_events_and_verdicts_are_broken_down_by_status(page, deployment):
     definitive = deployment.query(
         "SELECT count(*) FROM incident_clusters WHERE status = 'definitive'"
     )[0][0]
-    p = open_page(page, f"{deployment.ui}/assets/incident_clusters", "by_category_and_status")
+    # the latest materialization: counts, lists and breakdowns, as tables
+    p = open_page(
+        page, f"{deployment.ui}/assets/incident_clusters?view=events", "by_category_and_status"
+    )
+    p.get_by_text("events_definitive").first.scroll_into_view_if_needed()
     text = body(p)
     assert "events_definitive" in text and f"{definitive:,}" in text
-    assert "by_month_and_status" in text and "largest_events" in text
+    assert "by_month_and_status" in text and "definitive_events" in text
     page.shot("07-events-by-status")
-    p = open_page(page, f"{deployment.ui}/assets/compliance_verdicts", "by_verdict_and_status")
+    p = open_page(
+        page, f"{deployment.ui}/assets/compliance_verdicts?view=events", "by_verdict_and_status"
+    )
     assert "verdicts_missed" in body(p)
     page.shot("08-verdicts")
 
