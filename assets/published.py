@@ -11,6 +11,7 @@ from cbm import release as rel
 from cbm.changes import count_changes, product_changes
 from cbm.dictionary import release_dictionary
 from cbm.registry import RULES_VERSION, signing_key_problem
+from cbm.report import EVENT_STATUSES, REPORT, build_report
 from warehouse.bundle import write_bundle
 from warehouse.db import (
     fetch_arrow,
@@ -64,7 +65,8 @@ def _changelog_entry(
         "A release in the publish folder, `releases/RELEASE_ID/`: indicators (after small-cell and "
         "secondary suppression, with the reason), compliance and events (CLEAR/GREEN-derived "
         "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
-        "release, `dictionary.json`, then manifest.json (signed when a publisher key is given), "
+        "release, `dictionary.json`, `report/index.html` (charts and tables from those files, "
+        "one page that opens offline; metadata `report` links it), then manifest.json (signed when a publisher key is given), "
         "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
         "same release id and bytes. The reports behind each release's events are kept in the "
         "warehouse table `published_event_members` (member tier), to name an event's successor. "
@@ -144,7 +146,10 @@ def release(
             for entry in rel.write_product(root, product, table)
         ]
         entries += [rel.write_table(root, f"changes/{p}.parquet", t) for p, t in changes.items()]
-        return entries + [rel.write_file(root, "dictionary.json", dictionary)]
+        entries.append(rel.write_file(root, "dictionary.json", dictionary))
+        # the report reads the files just written: the release's own, nothing else
+        report = build_report(root, release_id, as_of_text, method_version)
+        return entries + [rel.write_file(root, REPORT, report)]
 
     published = rel.publish_atomically(
         publish,
@@ -201,6 +206,10 @@ def release(
         for p in rel.PRODUCTS
     }
     signed = (published.path / rel.SIGNATURE).is_file()
+    # numbers the UI plots across releases
+    events_status = tables["events"].column("status").to_pylist()
+    event_counts = {s: events_status.count(s) for s in EVENT_STATUSES}
+    suppressed_cells = sum(1 for v in tables["indicators"].column("suppressed").to_pylist() if v)
     context.log.info(
         f"release {release_id} at {published.path} ({'new' if published.new else 'unchanged'}, "
         f"{'signed' if signed else 'unsigned: give cbm run --signing-key to sign it'})"
@@ -220,6 +229,12 @@ def release(
             "manifest": dg.MetadataValue.json(
                 json.loads((published.path / "manifest.json").read_text())["files"][:20]
             ),
+            "report": dg.MetadataValue.url(
+                f"{settings.docs_url.rstrip('/')}/releases/{release_id}/{REPORT}"
+            ),
+            "report_file": dg.MetadataValue.path(str(published.path / REPORT)),
+            **{f"events_{s}": n for s, n in event_counts.items()},
+            "suppressed_cells": suppressed_cells,
             "previous_release": (previous if previous != release_id else None) or "none",
             "changes_since_previous": changes_table(published.path),
             **product_schemas(published.path),
