@@ -39,12 +39,12 @@ fuzz: $(STAMP)
 
 # the demo's Data Docs over http on 127.0.0.1:8765 (make ui starts them too)
 docs: $(STAMP)
-	$(BIN)/cbm docs --workdir $(CBM_WORKDIR)
+	$(BIN)/cbm docs --workdir $(CBM_WORKDIR) --publish $(CBM_PUBLISH)
 
 # the Dagster UI on the demo, with its Data Docs served on http://127.0.0.1:8765 beside it
 ui: $(STAMP)
 	@test -d $(CBM_INBOX) || { echo "run 'make demo' first: $(CBM_INBOX) does not exist"; exit 1; }
-	$(BIN)/cbm docs --workdir $(CBM_WORKDIR) & docs=$$!; trap "kill $$docs" EXIT INT TERM; \
+	$(BIN)/cbm docs --workdir $(CBM_WORKDIR) --publish $(CBM_PUBLISH) & docs=$$!; trap "kill $$docs" EXIT INT TERM; \
 	CBM_KEY_FILE=$${CBM_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/pseudonym.key} $(BIN)/dagster dev -w workspace.yaml
 
 validate: $(STAMP)

@@ -547,6 +547,10 @@ def _print_summary(s: dict) -> None:
     _say(f"Releases          {s['releases']:>9,}{latest}")
     _say("")
     _say(f"Published release: {s['release_path'] or 'none yet'}")
+    if s["release_path"] and Path(s["release_path"], "report", "index.html").is_file():
+        _say(
+            f"Report:            {Path(s['release_path'], 'report', 'index.html')} (opens offline)"
+        )
     if s["release_path"]:
         _say(
             "Signed:            yes (manifest.json.sig)"
@@ -839,6 +843,7 @@ def cmd_docs(args) -> int:
     """Serve the Data Docs site over http on 127.0.0.1 until interrupted."""
     import functools
     import http.server
+    import urllib.parse
 
     from checks.offline_docs import data_docs_site
 
@@ -848,7 +853,21 @@ def cmd_docs(args) -> int:
     if not (site / "index.html").is_file():
         raise CannotRun(f"no Data Docs in {workdir} yet: run 'cbm run' first ({site})")
 
+    releases = None
+    if args.publish:
+        _check_folder("--publish", Path(args.publish), must_exist=True)
+        releases = (Path(args.publish) / "releases").resolve()
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        def translate_path(self, path):
+            # /releases/<id>/... is the publish folder's (the release reports); the rest Data Docs
+            if releases is not None and path.startswith("/releases/"):
+                wanted = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0])
+                target = (releases / wanted.removeprefix("/releases/")).resolve()
+                inside = target == releases or releases in target.parents
+                return str(target if inside else releases / "not-found")  # no way out
+            return super().translate_path(path)
+
         def log_message(self, *args):  # one line per page would drown the address
             pass
 
@@ -861,6 +880,8 @@ def cmd_docs(args) -> int:
             f"--port {args.port}: cannot listen on 127.0.0.1 ({exc.strerror})"
         ) from None
     _say(f"Data Docs of {workdir}: http://127.0.0.1:{args.port}/index.html (Ctrl-C stops)")
+    if releases is not None:
+        _say(f"release reports: http://127.0.0.1:{args.port}/releases/RELEASE_ID/report/index.html")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -1118,6 +1139,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_docs,
     )
     dd.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
+    dd.add_argument(
+        "--publish",
+        help="also serve this publish folder's release reports under /releases/ (the links of "
+        "the release asset)",
+    )
     dd.add_argument(
         "--port",
         type=_whole_number(1),

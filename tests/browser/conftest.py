@@ -118,7 +118,16 @@ def deployment(tmp_path_factory) -> Deployment:
         for name, argv, url in (
             (
                 "docs",
-                [*cbm, "docs", "--workdir", str(base / "work"), "--port", str(docs_port)],
+                [
+                    *cbm,
+                    "docs",
+                    "--workdir",
+                    str(base / "work"),
+                    "--publish",
+                    str(base / "publish"),
+                    "--port",
+                    str(docs_port),
+                ],
                 f"{docs}/index.html",
             ),
             (
@@ -192,7 +201,7 @@ def page(browser, deployment):
 
     def refuse_outside(route):
         host = urlparse(route.request.url).hostname
-        if route.request.url.startswith(("data:", "blob:")) or host in LOCAL:
+        if route.request.url.startswith(("data:", "blob:", "file:")) or host in LOCAL:
             route.continue_()
         else:
             watched.outside.append(route.request.url)
