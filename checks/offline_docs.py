@@ -67,10 +67,10 @@ def vendor_dir() -> Path:
     return Path(str(resources.files("checks").joinpath("vendor")))
 
 
-def make_offline(site: Path, pages: list[Path] | None = None) -> int:
+def make_offline(site: Path, since: float | None = None) -> int:
     """Serve every CDN file of the Data Docs site ``site`` from ``site/static/vendor`` and
-    point its pages there (``pages``: the ones just rendered; None: every page). Returns the
-    number of pages rewritten."""
+    point its pages there (``since``: only the pages written since that time, the ones a
+    build just rendered; None: every page). Returns the number of pages rewritten."""
     static = site / "static"
     target = static / VENDOR
     if not (target / "vega.min.js").exists():
@@ -83,9 +83,9 @@ def make_offline(site: Path, pages: list[Path] | None = None) -> int:
         if fixed != text:
             css.write_text(fixed)
     rewritten = 0
-    for page in pages if pages is not None else site.rglob("*.html"):
-        if not page.exists():
-            continue
+    for page in site.rglob("*.html"):
+        if since is not None and page.stat().st_mtime < since:
+            continue  # rewritten by an earlier build, untouched since
         text = page.read_text()
         prefix = os.path.relpath(target, page.parent).replace(os.sep, "/")
         fixed = text

@@ -204,3 +204,13 @@ def test_only_the_newest_validation_results_stay_stored(tmp_path, table, monkeyp
     assert validation.prune_validation_results(ctx, gx_dir, 2) == 0
     with pytest.raises(ValueError, match="keep >= 1"):
         validation.prune_validation_results(ctx, gx_dir, 0)
+
+
+def test_a_gx_context_is_loaded_once_per_folder_until_its_config_changes(tmp_path):
+    from checks.validation import _context
+
+    first = _context(tmp_path / "gx")
+    assert _context(tmp_path / "gx") is first  # 0.25 s saved per use
+    config = tmp_path / "gx" / "gx" / "great_expectations.yml"
+    config.write_text(config.read_text() + "\n")  # another process changed it
+    assert _context(tmp_path / "gx") is not first

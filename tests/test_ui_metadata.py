@@ -180,3 +180,16 @@ def test_each_submission_partition_says_what_came_of_it(generated_run):
         for key, (status, *_) in expected.items():
             meta = by_partition[key].asset_materialization.metadata
             assert meta["status"].value == status and meta["party"].value == key.split("/")[0]
+
+
+def test_only_pages_written_by_this_build_are_rewritten(tmp_path):
+    import os
+
+    site = tmp_path / "local_site"
+    (site / "static").mkdir(parents=True)
+    old, new = site / "old.html", site / "new.html"
+    for page in (old, new):
+        page.write_text(f'<script src="{next(iter(CDN_FILES))}"></script>')
+    os.utime(old, (1_000_000, 1_000_000))  # rendered by an earlier build
+    assert make_offline(site, since=2_000_000) == 1
+    assert "cdn" in old.read_text() and "cdn" not in new.read_text()
