@@ -24,15 +24,24 @@ from warehouse.resource import WarehouseResource
 OWNER = "team:publication"
 
 
-def _changelog_entry(
-    publish: Path, previous: str | None, release: Path, inputs: list[str], corrections: dict
-) -> dict:
-    """The CHANGELOG.jsonl line of a release: its counts are taken from its changes/ files."""
-    manifest = publish / "releases" / str(previous) / "manifest.json"
-    before = json.loads(manifest.read_text()) if previous and manifest.exists() else None
-    counts = {
+def _change_counts(release: Path) -> dict[str, dict[str, int]]:
+    """Rows added, removed, revised (and so on) per product, read from the release's changes/."""
+    return {
         p: count_changes(pq.read_table(release / "changes" / f"{p}.parquet")) for p in rel.PRODUCTS
     }
+
+
+def _changelog_entry(
+    publish: Path,
+    previous: str | None,
+    release: Path,
+    inputs: list[str],
+    corrections: dict,
+    counts: dict[str, dict[str, int]],
+) -> dict:
+    """The CHANGELOG.jsonl line of a release: its counts are those of its changes/ files."""
+    manifest = publish / "releases" / str(previous) / "manifest.json"
+    before = json.loads(manifest.read_text()) if previous and manifest.exists() else None
 
     def periods(root: Path) -> set[str]:
         return {d.name.removeprefix("period=") for d in root.glob("indicators/period=*")}
@@ -168,6 +177,7 @@ def release(
     )
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.
+    counts = _change_counts(published.path)  # read once: the changelog and the UI
     if published.new or not rel.in_changelog(publish, release_id):
         entry = _changelog_entry(
             publish,
@@ -175,6 +185,7 @@ def release(
             published.path,
             inputs,
             corrections_by_sha,
+            counts,
         )
         rel.append_changelog(
             publish,
@@ -236,18 +247,15 @@ def release(
             **{f"events_{s}": n for s, n in event_counts.items()},
             "suppressed_cells": suppressed_cells,
             "previous_release": (previous if previous != release_id else None) or "none",
-            "changes_since_previous": changes_table(published.path),
+            "changes_since_previous": changes_table(counts),
             **product_schemas(published.path),
         }
     )
 
 
-def changes_table(path) -> dg.TableMetadataValue:
-    """Rows added, removed, revised (and so on) per product since the previous release, from
-    the release's ``changes/`` files: what changed, at a glance; the files list it row by row."""
-    counts = {
-        p: count_changes(pq.read_table(path / "changes" / f"{p}.parquet")) for p in rel.PRODUCTS
-    }
+def changes_table(counts: dict[str, dict[str, int]]) -> dg.TableMetadataValue:
+    """What changed since the previous release, per product, at a glance (the release's
+    changes/ files list it row by row)."""
     kinds = list(next(iter(counts.values())))
     return dg.MetadataValue.table(
         records=[dg.TableRecord({"product": p, **c}) for p, c in counts.items()],

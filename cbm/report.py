@@ -20,20 +20,13 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from cbm.dictionary import STATUS, VERDICTS
 from cbm.files import write_atomic
 
 REPORT = "report/index.html"
 # the ladder and verdict colours a reader learns once (colour-blind safe: Okabe-Ito)
-EVENT_STATUSES = ["reported", "tentative", "definitive", "disputed", "expired"]
+EVENT_STATUSES = list(STATUS["events"])  # the ladder, in its order
 EVENT_COLOURS = ["#999999", "#E69F00", "#009E73", "#D55E00", "#CCCCCC"]
-VERDICTS = [
-    "honoured_confirmed",
-    "honoured_self_reported",
-    "late",
-    "not_honoured",
-    "missed",
-    "disputed",
-]
 VERDICT_COLOURS = ["#009E73", "#56B4E9", "#F0E442", "#D55E00", "#CC79A7", "#E69F00"]
 CHANGE_ORDER = ["status_changed", "revised", "replaced_by", "removed", "added"]  # corrections first
 VALIDATE = True  # the chart specs against the Vega-Lite schema (the rows are not: see _spec)
@@ -154,32 +147,14 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
     event_values = [
         {"period": r["period"], "status": r["status"], "category": r["category"]} for r in events
     ]
-    by_status = (
-        alt.Chart(ROWS)
-        .mark_bar()
-        .encode(
-            x=x_month,
-            y=alt.Y("count():Q", title="events"),
-            color=alt.Color(
-                "status:N", scale=alt.Scale(domain=EVENT_STATUSES, range=EVENT_COLOURS)
-            ),
-            order=alt.Order("status_order:Q"),
-            tooltip=["period:O", "status:N", alt.Tooltip("count():Q", title="events")],
-        )
-        .transform_calculate(status_order=f"indexof({json.dumps(EVENT_STATUSES)}, datum.status)")
-        .properties(width=760, height=260, title="by status")
-    )
-    by_category = (
-        alt.Chart(ROWS)
-        .mark_bar()
-        .encode(
-            x=x_month,
-            y=alt.Y("count():Q", title="events"),
-            color=alt.Color("category:N"),
-            tooltip=["period:O", "category:N", alt.Tooltip("count():Q", title="events")],
-        )
-        .properties(width=760, height=260, title="by category")
-    )
+    by_status = _monthly_bars(
+        ROWS,
+        x_month,
+        alt.Color("status:N", scale=alt.Scale(domain=EVENT_STATUSES, range=EVENT_COLOURS)),
+        "by status",
+    ).transform_calculate(status_order=f"indexof({json.dumps(EVENT_STATUSES)}, datum.status)")
+    by_status = by_status.encode(order=alt.Order("status_order:Q"))
+    by_category = _monthly_bars(ROWS, x_month, alt.Color("category:N"), "by category")
 
     verdicts = [
         {
@@ -198,10 +173,7 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
             x=x_month,
             y=alt.Y("subject:N", title=None),
             color=alt.Color("verdict:N", scale=alt.Scale(domain=VERDICTS, range=VERDICT_COLOURS)),
-            opacity=alt.Opacity(
-                "status:N",
-                scale=alt.Scale(domain=["definitive", "tentative"], range=[1.0, 0.45]),
-            ),
+            opacity=_tentative_pale(),
             row=alt.Row("commitment:N", title=None),
             tooltip=["commitment:N", "subject:N", "period:O", "verdict:N", "status:N"],
         )
@@ -228,10 +200,7 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
             color=alt.Color(
                 "level:O", title="escalation level", scale=alt.Scale(scheme="orangered")
             ),
-            opacity=alt.Opacity(
-                "status:N",
-                scale=alt.Scale(domain=["definitive", "tentative"], range=[1.0, 0.45]),
-            ),
+            opacity=_tentative_pale(),
             tooltip=["dyad:N", "period:O", "level:O", "status:N"],
         )
         .properties(width=700)
@@ -247,6 +216,32 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
         ),
         ("escalation", "Escalation level per dyad", _spec(escalation_chart, dyads)),
     ]
+
+
+def _monthly_bars(data, x_month, colour, title: str):
+    """Events per month, stacked by ``colour``'s field."""
+    import altair as alt
+
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=x_month,
+            y=alt.Y("count():Q", title="events"),
+            color=colour,
+            tooltip=["period:O", colour.shorthand, alt.Tooltip("count():Q", title="events")],
+        )
+        .properties(width=760, height=260, title=title)
+    )
+
+
+def _tentative_pale():
+    """Tentative cells drawn pale, definitive ones in full colour."""
+    import altair as alt
+
+    return alt.Opacity(
+        "status:N", scale=alt.Scale(domain=["definitive", "tentative"], range=[1.0, 0.45])
+    )
 
 
 def _spec(chart, rows: list[dict]) -> dict:
