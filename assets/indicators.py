@@ -36,7 +36,8 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
     publishable = """WITH
       incident_clusters AS (SELECT * FROM main.incident_clusters WHERE tlp_publishable(tlp_rank)),
       event_members AS (SELECT m.* FROM main.event_members m SEMI JOIN incident_clusters c USING (event_id)),
-      compliance_verdicts AS (SELECT * FROM main.compliance_verdicts WHERE tlp_publishable(tlp_rank))
+      compliance_verdicts AS (SELECT * FROM main.compliance_verdicts WHERE tlp_publishable(tlp_rank)),
+      disputes AS (SELECT * FROM main.disputes WHERE tlp_publishable(tlp_rank))
     """
     union = publishable + "SELECT * FROM (" + "\nUNION ALL\n".join(parts) + ")"
     con.execute(
@@ -66,7 +67,13 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
 
 
 @dg.asset(
-    deps=["incident_clusters", "event_members", "compliance_verdicts", "release_context"],
+    deps=[
+        "incident_clusters",
+        "event_members",
+        "compliance_verdicts",
+        "disputes",
+        "release_context",
+    ],
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     automation_condition=refresh_on_new_data,

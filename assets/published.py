@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
 from cbm import release as rel
+from cbm.calendar import calendar_ics
 from cbm.changes import count_changes, product_changes
 from cbm.dictionary import release_dictionary
 from cbm.registry import RULES_VERSION, signing_key_problem
@@ -62,6 +63,8 @@ def _changelog_entry(
         "indicator_values",
         "incident_clusters",
         "compliance_verdicts",
+        "calendar_entries",
+        "disputes",
         "release_context",
         "submissions",
         "party_directory",
@@ -74,7 +77,9 @@ def _changelog_entry(
         "A release in the publish folder, `releases/RELEASE_ID/`: indicators (after small-cell and "
         "secondary suppression, with the reason), compliance and events (CLEAR/GREEN-derived "
         "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
-        "release, `dictionary.json`, `report/index.html` (charts and tables from those files, "
+        "release, `calendar/` (notified activities and milestones, Parquet and calendar.ics; "
+        "`calendar.ics` in the publish folder follows LATEST for subscriptions), `disputes/` (with status "
+        "and age), `dictionary.json`, `report/index.html` (charts and tables from those files, "
         "one page that opens offline; metadata `report` links it), then manifest.json (signed when a publisher key is given), "
         "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
         "same release id and bytes. The reports behind each release's events are kept in the "
@@ -115,6 +120,9 @@ def release(
             "compliance": fetch_arrow(con, sql_file("published_compliance"), params),
             "events": fetch_arrow(con, sql_file("published_events"), params),
         }
+        single = {  # one file each (calendar/, disputes/)
+            name: fetch_arrow(con, sql_file(f"published_{name}"), params) for name in rel.TABLES
+        }
         statuses = dict(
             con.execute(
                 "SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL"
@@ -139,7 +147,7 @@ def release(
             ).fetchall()
         )
 
-    dictionary = release_dictionary(indicator_catalogue(), tables, registry.policy.raw)
+    dictionary = release_dictionary(indicator_catalogue(), tables | single, registry.policy.raw)
     previous_root = publish / "releases" / previous if previous and previous != release_id else None
     changes = {
         product: product_changes(
@@ -155,6 +163,14 @@ def release(
             for entry in rel.write_product(root, product, table)
         ]
         entries += [rel.write_table(root, f"changes/{p}.parquet", t) for p, t in changes.items()]
+        entries += [rel.write_table(root, path, single[name]) for name, path in rel.TABLES.items()]
+        entries.append(
+            rel.write_file(
+                root,
+                rel.CALENDAR_ICS,
+                calendar_ics(single["calendar"], release_context.as_of, release_id),
+            )
+        )
         entries.append(rel.write_file(root, "dictionary.json", dictionary))
         # the report reads the files just written: the release's own, nothing else
         report = build_report(root, release_id, as_of_text, method_version)
@@ -235,6 +251,10 @@ def release(
             "as_of": as_of_text,
             "dagster/row_count": sum(rows.values()),
             **{f"rows_{p}": n for p, n in rows.items()},
+            **{f"rows_{name}": t.num_rows for name, t in single.items()},
+            "open_disputes": sum(
+                1 for s in single["disputes"].column("status").to_pylist() if s == "open"
+            ),
             "files": len(published.files),
             "submissions_by_status": dg.MetadataValue.json(statuses),
             "manifest": dg.MetadataValue.json(

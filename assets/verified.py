@@ -13,7 +13,7 @@ from assets.partitions import refresh_on_new_data, register_months
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.clustering import ORDER, ORDER_SQL, assign_events
 from cbm.contract import KINDS
-from cbm.dictionary import STATUS, VERDICTS
+from cbm.dictionary import DISPUTE_STATUSES, STATUS, VERDICTS
 from cbm.release import parse_as_of
 from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
 from warehouse.db import fetch_arrow, indicator_period_range, read_release_context, sql_file
@@ -149,6 +149,14 @@ CLUSTER_TABLES = {
         "and disputed events (the newest 200 of each) and counts events by category, month and "
         "alleged party against their status."
     ),
+    "disputes": (
+        "One dispute per report attested and party contradicting it (on an event's member "
+        "report or a compliance claim): opened by a `contradicts` attestation; withdrawn when "
+        "that party later attests the report otherwise; upheld or rejected by the secretariat's "
+        "own attestation on the report (contradicts = upheld, corroborates = rejected). Status "
+        "open, upheld, rejected or withdrawn, with its age at the as-of time. An open or upheld "
+        "dispute makes the event or verdict disputed (an upheld one on a claim: not_honoured)."
+    ),
     "event_evidence": (
         "View: the member reports of every event and every attestation on them, what a "
         "verifier inspects for one event (`WHERE event_id = 'E-...'`)."
@@ -168,8 +176,29 @@ CLUSTER_TABLES = {
             automation_condition=refresh_on_new_data,
         ),
         dg.AssetSpec(
+            "disputes",
+            deps=[
+                "event_members",
+                "release_context",
+                "party_directory",
+                "reports_attestations",
+                "reports_compliance",
+            ],
+            description=CLUSTER_TABLES["disputes"],
+            group_name="verified",
+            kinds={"duckdb"},
+            owners=[OWNER],
+            automation_condition=refresh_on_new_data,
+        ),
+        dg.AssetSpec(
             "incident_clusters",
-            deps=["event_members", "release_context", "party_directory", "reports_attestations"],
+            deps=[
+                "event_members",
+                "disputes",
+                "release_context",
+                "party_directory",
+                "reports_attestations",
+            ],
             description=CLUSTER_TABLES["incident_clusters"],
             group_name="verified",
             kinds={"duckdb"},
@@ -223,6 +252,7 @@ def incident_clustering(
         con.unregister("region_members")
         con.execute("DROP VIEW incident_rows")
         con.execute(sql_file("event_evidence"))
+        con.execute(sql_file("disputes"), {"as_of": as_of})
         con.execute(
             sql_file("incident_clusters"),
             {
@@ -236,6 +266,17 @@ def incident_clustering(
             con.execute("SELECT joined_by, count(*) FROM event_members GROUP BY ALL").fetchall()
         )
         evidence = con.execute("SELECT count(*) FROM event_evidence").fetchone()[0]
+        n_disputes = con.execute("SELECT count(*) FROM disputes").fetchone()[0]
+        disputes_meta = {
+            **counts_by(con, "disputes", "status", DISPUTE_STATUSES, "disputes_"),
+            "by_object_and_status": breakdown(con, "disputes", "object", "status"),
+            "open_disputes": table_metadata(
+                con,
+                "SELECT dispute_id, object, event_id, commitment_id, subject, claim_period, "
+                "CAST(opened_at AS VARCHAR) AS opened_at, age_days FROM disputes "
+                f"WHERE status = 'open' ORDER BY age_days DESC, dispute_id LIMIT {EVENTS_LISTED}",
+            ),
+        }
         schemas = {t: table_schema(con, t) for t in CLUSTER_TABLES}
         views = {
             "events": counts_by(con, "incident_clusters", "status", STATUS["events"], "events_"),
@@ -272,6 +313,14 @@ def incident_clustering(
         },
     )
     yield dg.MaterializeResult(
+        asset_key="disputes",
+        metadata={
+            "dagster/row_count": n_disputes,
+            "dagster/column_schema": schemas["disputes"],
+            **disputes_meta,
+        },
+    )
+    yield dg.MaterializeResult(
         asset_key="incident_clusters",
         metadata={
             "dagster/row_count": n_events,
@@ -295,6 +344,7 @@ def incident_clustering(
 @dg.asset(
     deps=[
         "release_context",
+        "disputes",
         "reports_compliance",
         "reports_attestations",
         "registry_commitments",
@@ -308,8 +358,10 @@ def incident_clustering(
     automation_condition=refresh_on_new_data,
     description=(
         "One verdict per commitment occurrence due by the as-of time (registry schedule + "
-        "grace) or reported: honoured_confirmed, honoured_self_reported, late, not_honoured, "
-        "missed, disputed, with the reason and tentative/definitive status."
+        "grace; milestone: one occurrence per date) or reported: honoured_confirmed, "
+        "honoured_self_reported, late, not_honoured, missed, disputed, with the reason and "
+        "tentative/definitive status. A claim with an open dispute is disputed; one whose "
+        "dispute the secretariat upheld is not_honoured."
     ),
 )
 def compliance_verdicts(
@@ -340,6 +392,46 @@ def compliance_verdicts(
         span = indicator_period_range(con)
     if span:
         register_months(context.instance, *span)
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": n, "dagster/column_schema": schema, **views}
+    )
+
+
+@dg.asset(
+    deps=[
+        "compliance_verdicts",
+        "reports_compliance",
+        "registry_commitments",
+        "registry_obligations",
+        "party_directory",
+    ],
+    group_name="verified",
+    kinds={"duckdb"},
+    owners=[OWNER],
+    pool="warehouse",
+    automation_condition=refresh_on_new_data,
+    description=(
+        "The security calendar (table `calendar_entries`): every activity a party notified in "
+        "advance (its own advance_notification report with activity_start, and activity_end "
+        "when given) with the lead time it gave and the lead time required, and every "
+        "milestone of the registry (schedule milestone:YYYY-MM-DD,...) per obligated party, "
+        "each with its verdict when one is due (status upcoming otherwise)."
+    ),
+)
+def calendar_entries(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        con.execute(sql_file("calendar_entries"))
+        n = con.execute("SELECT count(*) FROM calendar_entries").fetchone()[0]
+        schema = table_schema(con, "calendar_entries")
+        views = {
+            "by_type_and_status": breakdown(con, "calendar_entries", "entry_type", "status"),
+            "upcoming": table_metadata(
+                con,
+                "SELECT entry_id, entry_type, subject, commitment_id, "
+                "CAST(starts_at AS VARCHAR) AS starts_at, CAST(ends_at AS VARCHAR) AS ends_at "
+                f"FROM calendar_entries WHERE status = 'upcoming' ORDER BY starts_at LIMIT {EVENTS_LISTED}",
+            ),
+        }
     return dg.MaterializeResult(
         metadata={"dagster/row_count": n, "dagster/column_schema": schema, **views}
     )

@@ -32,6 +32,7 @@ REPORT_FIELDS = {
     "claim": "honoured, not_honoured, partially_honoured or nil_report",
     "notified_at": "advance notification sent (lead = activity_start - notified_at)",
     "activity_start": "when the notified activity began",
+    "activity_end": "when the notified activity ends (optional; not before activity_start)",
     "requested_at": "hotline test or consultation request sent (latency = responded_at - "
     "requested_at)",
     "responded_at": "when the request was answered",
@@ -134,6 +135,39 @@ PIPELINE = {
     "denominator": "the count a rate divides by",
     "escalation_level": "0-5, for the escalation_level indicator",
     "disclosure": "how disclosure control treats the indicator (docs/disclosure.md)",
+    # disputes
+    "dispute_id": "the dispute: stable for one report attested and one contradicting party",
+    "object": "event or compliance: what the disputed report belongs to",
+    "claim_period": "the period of the disputed claim (object compliance)",
+    "opened_by": "the party that contradicted the report (pseudonym)",
+    "opened_at": "when the contradicting attestation observed",
+    "closed_at": "when the dispute was withdrawn or ruled on; null while open",
+    "age_days": "days from opening to closing, or to the as-of time while open",
+    # calendar
+    "entry_id": "the calendar entry: stable id, also its iCalendar UID",
+    "entry_type": "notified_activity or milestone",
+    "starts_at": "activity start, or a milestone's due date",
+    "ends_at": "activity end, or the end of a milestone's grace period",
+    "all_day": "true for milestones (dates, not times)",
+    "required_lead_days": "the lead time the commitment requires",
+    "lead_time_met": "the notice given met the required lead time",
+    # alerts
+    "level": "escalation level 1-5 of the dyad",
+    "definitive_sum": "severity-weighted sum of definitive events in the 30 days",
+    "evidence_sum": "severity-weighted sum of definitive and tentative events in the 30 days",
+    "evidence": "the public ids of the events behind the level",
+    "alert_id": "the alert: derived from the dyad, level, status and as-of time",
+    "previous_level": "the dyad's level before this alert (0: none)",
+    "previous_status": "tentative or definitive: the status before this alert",
+    "raised_at": "when the alert was recorded (wall clock)",
+    "notifier": "webhook or email",
+    "attempt": "1 for the first try of a notifier within one update, 2 for the next, ...",
+    "attempted_at": "when the delivery was tried (wall clock)",
+    "ok": "true when the notifier accepted the alert",
+    "detail": "what the notifier answered, or why the delivery failed",
+    "by_party": "the party that acknowledged the alert (registered code)",
+    "acked_at": "when it was acknowledged (wall clock)",
+    "note": "the acknowledging party's note, if any",
 }
 
 # where one name means something else in one table
@@ -145,6 +179,25 @@ BY_TABLE = {
     ("compliance_verdicts", "status"): "tentative or definitive",
     ("submissions", "status"): "landed, staged, accepted, partial or rejected",
     ("incident_clusters", "severity"): "the highest severity among the members",
+    ("disputes", "status"): "open, upheld, rejected or withdrawn",
+    ("disputes", "subject"): "the claim's subject (party code; object compliance)",
+    ("disputes", "subject_kind"): "the kind of the disputed report",
+    ("disputes", "subject_party"): "who filed the disputed report (pseudonym)",
+    ("disputes", "subject_report_id"): "the report_id of the disputed report",
+    ("calendar_entries", "status"): "upcoming, tentative or definitive",
+    ("calendar_entries", "subject"): "the notifying or obligated party (code)",
+    ("calendar_entries", "period"): "the month of the occurrence",
+    ("dyad_levels", "status"): "definitive (definitive events alone reach the level) or tentative",
+    ("dyad_levels", "subject"): "the alleged party (code)",
+    ("dyad_levels", "counterpart"): "the affected region",
+    ("alerts", "status"): "definitive or tentative: the level's status",
+    ("alerts", "subject"): "the alleged party (code)",
+    ("alerts", "counterpart"): "the affected region",
+    (
+        "alerts",
+        "reason",
+    ): "rise (the level rose) or confirmed (a tentative level became definitive)",
+    ("alerts", "as_of"): "the data's time: the as-of time of the update that raised it",
 }
 
 

@@ -42,6 +42,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "claim": "str",
         "notified_at": "ts",
         "activity_start": "ts",
+        "activity_end": "ts",
         "requested_at": "ts",
         "responded_at": "ts",
     },
@@ -55,6 +56,10 @@ FIELDS: dict[str, dict[str, str]] = {
         "observed_at": "ts",
     },
 }
+
+# Optional fields added to the contract after parties began handing in files: a file without
+# the column reads it as empty without a warning (other missing columns are named).
+LATER_OPTIONAL: dict[str, frozenset[str]] = {"compliance": frozenset({"activity_end"})}
 
 SQL_TYPES = {
     "str": "VARCHAR",

@@ -52,6 +52,43 @@ PRODUCTS: dict[str, dict] = {
             "alleged": "the alleged party's public label, or unknown",
         },
     },
+    "calendar": {
+        "grain": "one row per notified activity (a party's own advance notification) and per "
+        "milestone of a commitment and obligated party; calendar/calendar.ics holds the same "
+        "entries as iCalendar (RFC 5545)",
+        "columns": {
+            "entry_id": "stable id of the entry (also the iCalendar UID, with @cbm-verify)",
+            "entry_type": "notified_activity or milestone",
+            "subject": "the notifying or obligated party's public label, or its pseudonym",
+            "commitment_id": "the commitment (commitments.yaml)",
+            "starts_at": "activity start; for a milestone its due date (00:00 UTC)",
+            "ends_at": "activity end (its start when none was notified); for a milestone the "
+            "end of its grace period (exclusive)",
+            "all_day": "true for milestones (dates, not times)",
+            "notified_at": "when the activity was notified; null for milestones",
+            "lead_days": "days between notification and activity start",
+            "required_lead_days": "the lead time the commitment requires (lead_time_days)",
+            "lead_time_met": "lead_days >= required_lead_days; null when no lead time applies",
+            "verdict": "the verdict of the occurrence (see compliance); null while upcoming",
+            "status": "upcoming (no verdict due yet), tentative or definitive",
+        },
+    },
+    "disputes": {
+        "grain": "one row per dispute on a published event or verdict: a party contradicted a "
+        "report; no party that disputed or ruled is named",
+        "columns": {
+            "dispute_id": "stable id of the dispute",
+            "object": "event or compliance: what the disputed report belongs to",
+            "event_id": "the event (events product) for object event; null otherwise",
+            "commitment_id": "the commitment for object compliance; null otherwise",
+            "subject": "the event's alleged party or the claim's subject: public label, "
+            "pseudonym or unknown",
+            "status": "open, upheld, rejected or withdrawn (see status)",
+            "opened_on": "date the contradicting attestation observed (UTC)",
+            "closed_on": "date of the ruling or withdrawal; null while open",
+            "age_days": "days from opening to closing, or to the release's as-of time while open",
+        },
+    },
 }
 
 # the compliance verdicts, in the order the catalogue names them
@@ -64,12 +101,14 @@ VERDICTS = (
     "disputed",
 )
 
+DISPUTE_STATUSES = ("open", "upheld", "rejected", "withdrawn")
+
 STATUS = {
     "events": {
         "reported": "one source",
         "tentative": "two independent sources, or one plus a corroborating attestation by another party",
         "definitive": "three or more sources from two or more stakeholder classes, one non-aligned, review window elapsed, no open contradiction",
-        "disputed": "a contradicting attestation; kept, never dropped",
+        "disputed": "an open dispute on a member report, or one the secretariat upheld; kept, never dropped",
         "expired": "still one source after the expiry window",
     },
     "indicators": {
@@ -79,6 +118,17 @@ STATUS = {
     "compliance": {
         "tentative": "honoured_self_reported or disputed: may change with an attestation",
         "definitive": "honoured_confirmed, late, not_honoured or missed",
+    },
+    "disputes": {
+        "open": "a party contradicted the report; no withdrawal or ruling yet",
+        "upheld": "the secretariat's ruling: the report is wrong (event stays disputed, a claim becomes not_honoured)",
+        "rejected": "the secretariat's ruling: the report stands (the dispute no longer counts)",
+        "withdrawn": "the disputing party later attested the report otherwise",
+    },
+    "calendar": {
+        "upcoming": "no verdict due yet",
+        "tentative": "the occurrence's verdict is tentative",
+        "definitive": "the occurrence's verdict is definitive",
     },
 }
 
@@ -112,6 +162,7 @@ DISCLOSURE = {
         "of that alleged and period",
         "compliance_rate, confirmed_compliance_rate, dispute_rate = the share of compliance rows "
         "of that subject and period with the verdicts named in the definition",
+        "open_disputes = the number of disputes rows with status open, that subject and period",
     ],
 }
 

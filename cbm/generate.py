@@ -92,6 +92,18 @@ COMMITMENTS = [
         "valid_from": "2016-03-10",
         "valid_to": None,
     },
+    {  # one-off steps on agreed dates: the last one is still ahead of the sample's "now"
+        "commitment_id": "RESTITUTION-STEPS",
+        "instrument": "Joint statement on restitution (2025), steps 1-3",
+        "type": "data_exchange",
+        "obligated": ["BRAVO", "DELTA"],
+        "schedule": "milestone:2026-03-31,2026-08-31,2027-01-15",
+        "lead_time_days": None,
+        "response_sla_hours": None,
+        "grace_days": 7,
+        "valid_from": "2025-06-01",
+        "valid_to": None,
+    },
 ]
 # 12 months ending before the default "now" of the sample.
 START = datetime(2025, 11, 1, tzinfo=UTC)
@@ -233,6 +245,8 @@ class _Gen:
                             | {
                                 "notified_at": _ts(start - timedelta(days=lead), rng),
                                 "activity_start": _ts(start, rng),
+                                # no draw from rng: the rest of the sample stays as it was
+                                "activity_end": (start + timedelta(days=2 + lead % 3)).isoformat(),
                             },
                         )
                     )
@@ -310,6 +324,66 @@ class _Gen:
                 )
         return made
 
+    def milestone_claims(self) -> list[tuple[str, dict]]:
+        """Claims on RESTITUTION-STEPS: both parties report step 1, only DELTA step 2 (BRAVO's
+        is missed); step 3 is ahead. Fixed, with no draw from the shared random stream."""
+        made = []
+        for party, period in (("BRAVO", "2026-03"), ("DELTA", "2026-03"), ("DELTA", "2026-08")):
+            made.append(
+                (
+                    party,
+                    {
+                        "report_id": self.rid("CMP"),
+                        "version": 1,
+                        "tlp": "GREEN",
+                        "confidence": 90,
+                        "summary": None,
+                        "commitment_id": "RESTITUTION-STEPS",
+                        "subject_party": party,
+                        "period": period,
+                        "claim": "honoured",
+                    },
+                )
+            )
+        return made
+
+    def dispute_outcomes(self, attestations, seed: int) -> list[tuple[str, dict]]:
+        """Later attestations that end some disputes: the secretariat rules on about a third of
+        the contradicted reports (upheld or rejected), and about a fifth of the contradicting
+        parties withdraw (a new attestation, cannot_assess). Their own random stream."""
+        rng = random.Random(seed * 1000 + 21)
+        made = []
+        for party, row in attestations:
+            if row["stance"] != "contradicts":
+                continue
+            later = datetime.fromisoformat(row["observed_at"]) + timedelta(
+                days=rng.randrange(3, 20)
+            )
+            draw = rng.random()
+            if draw < 0.33:
+                attester, stance, method = (
+                    "SECRETARIAT",
+                    rng.choice(["contradicts", "corroborates"]),
+                    "document_review",
+                )
+            elif draw < 0.53:
+                attester, stance, method = party, "cannot_assess", row["method"]
+            else:
+                continue
+            made.append(
+                (
+                    attester,
+                    row
+                    | {
+                        "report_id": self.rid("ATT"),
+                        "stance": stance,
+                        "method": method,
+                        "observed_at": later.isoformat(),
+                    },
+                )
+            )
+        return made
+
     def spoil(self, party_rows: list[tuple[str, dict]], kind: str) -> None:
         """Break about 2 % of rows, each in one of several specific ways."""
         rng = self.rng
@@ -375,7 +449,7 @@ def generate(
     registry.mkdir(parents=True, exist_ok=True)
     inbox.mkdir(parents=True, exist_ok=True)
     registered = sample_parties()
-    reporting = len(STATES) + 4  # the secretariat does not report
+    reporting = len(STATES) + 4  # the secretariat reports only its rulings on disputes
     extra = [f"OBS{i:02d}" for i in range(1, max(0, (parties or 0) - reporting) + 1)]
     registered += [
         {
@@ -400,6 +474,8 @@ def generate(
     incidents = g.incidents(reports)
     compliance = g.compliance()
     attestations = g.attestations(incidents, compliance)
+    attestations += g.dispute_outcomes(attestations, seed)
+    compliance += g.milestone_claims()
     # A few reports are revised: version 2 supersedes version 1 in a later file.
     revisions = []
     for party, row in g.rng.sample(incidents, max(1, len(incidents) // 100)):

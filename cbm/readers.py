@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cbm.contract import FIELDS
+from cbm.contract import FIELDS, LATER_OPTIONAL
 from cbm.registry import Limits
 
 DEFAULT_LIMITS = Limits()
@@ -276,8 +276,9 @@ def stage_rows(
     missing = [c for c in fields if c not in frame.columns]
     if extra:
         notes.append(f"columns not in the contract were ignored: {', '.join(extra)}")
-    if missing:
-        notes.append(f"columns missing from the file (read as empty): {', '.join(missing)}")
+    named = [c for c in missing if c not in LATER_OPTIONAL.get(kind, ())]
+    if named:
+        notes.append(f"columns missing from the file (read as empty): {', '.join(named)}")
     frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
     longest = (
         frame.select(pl.max_horizontal(pl.col(c).str.len_chars().max() for c in present)).item()

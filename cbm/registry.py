@@ -35,11 +35,13 @@ COMMITMENT_TYPES = (
     "incident_notification",
 )
 SCHEDULE_RE = re.compile(
-    r"^(monthly|quarterly|on_event|annual:(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))$"
+    r"^(monthly|quarterly|on_event|annual:(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"|milestone:\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*)$"
 )
+MILESTONE = "milestone:"
 
 # Bump when a verification or indicator rule in code changes: it is part of method_version.
-RULES_VERSION = "rules-2026.11.1"
+RULES_VERSION = "rules-2026.11.2"
 
 
 class RegistryError(ValueError):
@@ -69,6 +71,15 @@ class Commitment:
     valid_from: date
     valid_to: date | None
 
+    @property
+    def milestones(self) -> tuple[date, ...]:
+        """The due dates of a ``milestone:`` schedule (one-off steps), in order; () otherwise."""
+        if not self.schedule.startswith(MILESTONE):
+            return ()
+        return tuple(
+            sorted(date.fromisoformat(d) for d in self.schedule[len(MILESTONE) :].split(","))
+        )
+
     def obligated_parties(self, parties: dict[str, Party]) -> list[str]:
         if self.obligated == "all_states":
             return sorted(c for c, p in parties.items() if p.party_class == "state")
@@ -89,6 +100,35 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    url: str
+    hmac_key_file: Path | None = None  # relative paths are read from the registry folder
+
+
+@dataclass(frozen=True)
+class Email:
+    host: str
+    port: int
+    sender: str
+    to: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """policy.yaml ``alerts:``: who is told, at once, when a dyad's escalation level rises.
+    Operational, not part of the method: it is left out of ``method_version``."""
+
+    webhook: Webhook | None = None
+    email: Email | None = None
+    attempts: int = 3  # per notifier and alert, within one run; a failed one is tried next run
+    timeout_seconds: float = 10.0
+
+    @property
+    def notifiers(self) -> tuple[str, ...]:
+        return tuple(n for n in ("webhook", "email") if getattr(self, n) is not None)
+
+
+@dataclass(frozen=True)
 class Policy:
     policy_version: int
     association_window_hours: dict[str, int]
@@ -99,7 +139,8 @@ class Policy:
     escalation_thresholds: tuple[int, ...]
     tentative_max_escalation: int
     limits: Limits = field(default_factory=Limits)
-    raw: dict = field(default_factory=dict, compare=False)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    raw: dict = field(default_factory=dict, compare=False)  # the agreed method: alerts left out
 
 
 @dataclass(frozen=True)
@@ -223,11 +264,13 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
             raise RegistryError(
                 f"{where}: type {ctype!r} is not one of {', '.join(COMMITMENT_TYPES)}"
             )
-        schedule = str(_req(entry, "schedule", where))
+        schedule = str(_req(entry, "schedule", where)).replace(" ", "")
         if not SCHEDULE_RE.match(schedule):
             raise RegistryError(
-                f"{where}: schedule {schedule!r} must be monthly, quarterly, annual:MM-DD or on_event"
+                f"{where}: schedule {schedule!r} must be monthly, quarterly, annual:MM-DD, "
+                "on_event or milestone:YYYY-MM-DD[,YYYY-MM-DD...]"
             )
+        _check_milestones(schedule, where)
         obligated = _req(entry, "obligated", where)
         if obligated != "all_states":
             if not isinstance(obligated, list) or not obligated:
@@ -252,6 +295,22 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
             valid_to=_as_date(entry.get("valid_to"), where, "valid_to"),
         )
     return out
+
+
+def _check_milestones(schedule: str, where: str) -> None:
+    if not schedule.startswith(MILESTONE):
+        return
+    dates = schedule[len(MILESTONE) :].split(",")
+    for text in dates:
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            raise RegistryError(
+                f"{where}: milestone date {text!r} is not a date YYYY-MM-DD"
+            ) from None
+    months = [d[:7] for d in dates]
+    if len(set(months)) != len(months):  # one occurrence per month: a verdict is per month
+        raise RegistryError(f"{where}: two milestone dates fall in one month: {schedule!r}")
 
 
 def _optional_number(entry: dict, key: str, where: str) -> int | None:
@@ -295,7 +354,58 @@ def load_policy(path: Path) -> Policy:
         escalation_thresholds=thresholds,
         tentative_max_escalation=number("tentative_max_escalation"),
         limits=_limits(data.get("limits"), where),
-        raw=json.loads(json.dumps(data, default=str)),
+        alerts=_alerts(data.get("alerts"), where, path.parent),
+        raw=json.loads(json.dumps({k: v for k, v in data.items() if k != "alerts"}, default=str)),
+    )
+
+
+def _alerts(data, where: str, folder: Path) -> AlertsConfig:
+    if data is None:
+        return AlertsConfig()
+    where = f"{where} alerts"
+    if not isinstance(data, dict):
+        raise RegistryError(f"{where}: must be a mapping with webhook and/or email")
+    unknown = sorted(set(data) - {"webhook", "email", "attempts", "timeout_seconds"})
+    if unknown:
+        raise RegistryError(
+            f"{where}: unknown keys {unknown}; known: webhook, email, attempts, timeout_seconds"
+        )
+    webhook = email = None
+    if data.get("webhook") is not None:
+        hook = data["webhook"]
+        if not isinstance(hook, dict) or not isinstance(hook.get("url"), str):
+            raise RegistryError(f"{where}.webhook: needs url: http(s)://...")
+        if not re.match(r"^https?://[^\s/]+", hook["url"]):
+            raise RegistryError(f"{where}.webhook: url {hook['url']!r} is not an http(s) URL")
+        key = hook.get("hmac_key_file")
+        webhook = Webhook(hook["url"], None if key is None else folder / str(key))
+    if data.get("email") is not None:
+        mail = data["email"]
+        if not isinstance(mail, dict):
+            raise RegistryError(f"{where}.email: must be a mapping with smtp, from and to")
+        smtp = str(_req(mail, "smtp", f"{where}.email"))
+        host, _, port = smtp.rpartition(":")
+        if not host or not port.isdigit():
+            raise RegistryError(f"{where}.email: smtp {smtp!r} must be host:port")
+        to = _req(mail, "to", f"{where}.email")
+        to = [to] if isinstance(to, str) else to
+        if (
+            not isinstance(to, list)
+            or not to
+            or not all(isinstance(a, str) and "@" in a for a in to)
+        ):
+            raise RegistryError(f"{where}.email: to must be one or more e-mail addresses")
+        sender = str(_req(mail, "from", f"{where}.email"))
+        if "@" not in sender:
+            raise RegistryError(f"{where}.email: from {sender!r} is not an e-mail address")
+        email = Email(host, int(port), sender, tuple(to))
+    return AlertsConfig(
+        webhook=webhook,
+        email=email,
+        attempts=_number(data.get("attempts", 3), where, "attempts", minimum=1),
+        timeout_seconds=_number(
+            data.get("timeout_seconds", 10), where, "timeout_seconds", float, 0.1
+        ),
     )
 
 

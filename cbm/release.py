@@ -22,7 +22,10 @@ import pyarrow.parquet as pq
 from cbm.files import fsync_dir, sha256_file, write_atomic
 
 SCHEMA_VERSION = 1
-PRODUCTS = ("indicators", "compliance", "events")
+PRODUCTS = ("indicators", "compliance", "events")  # partitioned by period, with changes/
+# products of one file each, not partitioned (their rows still carry period)
+TABLES = {"calendar": "calendar/calendar.parquet", "disputes": "disputes/disputes.parquet"}
+CALENDAR_ICS = "calendar/calendar.ics"
 
 
 def parse_as_of(text: str) -> datetime:
@@ -131,6 +134,11 @@ def publish_atomically(
 
 
 def set_latest(publish: Path, release_id: str) -> None:
+    """Point LATEST at a release; ``<publish>/calendar.ics`` follows it, so a calendar
+    application subscribed to that one address always sees the newest release's calendar."""
+    ics = publish / "releases" / release_id / CALENDAR_ICS
+    if ics.is_file():
+        write_atomic(publish / "calendar.ics", ics.read_bytes())
     write_atomic(publish / "LATEST", release_id + "\n")
 
 

@@ -15,12 +15,13 @@ import hashlib
 import html
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cbm.dictionary import STATUS, VERDICTS
+from cbm.dictionary import DISPUTE_STATUSES, STATUS, VERDICTS
 from cbm.files import write_atomic
 
 REPORT = "report/index.html"
@@ -286,6 +287,81 @@ def _changes(root: Path) -> str:
     return "".join(parts)
 
 
+def _single(root: Path, rel_path: str) -> list[dict]:
+    path = root / rel_path
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def _disputes(root: Path) -> str:
+    """Open disputes first, oldest first: what needs the parties' attention."""
+    rows = _single(root, "disputes/disputes.parquet")
+    open_rows = sorted(
+        (r for r in rows if r["status"] == "open"), key=lambda r: (-r["age_days"], r["dispute_id"])
+    )
+    closed = {s: sum(1 for r in rows if r["status"] == s) for s in DISPUTE_STATUSES[1:]}
+    summary = f"{len(open_rows):,} open; closed: " + ", ".join(
+        f"{n:,} {s}" for s, n in closed.items()
+    )
+    columns = [
+        "dispute_id",
+        "object",
+        "event_id",
+        "commitment_id",
+        "subject",
+        "period",
+        "opened_on",
+        "age_days",
+    ]
+    table = (
+        _table(columns, [[r[c] for c in columns] for r in open_rows[:CHANGES_LISTED]])
+        if open_rows
+        else "<p>No dispute is open.</p>"
+    )
+    more = (
+        f"<p>The oldest {CHANGES_LISTED:,} are listed; <code>disputes/disputes.parquet</code> "
+        "has them all.</p>"
+        if len(open_rows) > CHANGES_LISTED
+        else ""
+    )
+    return f"<p>{summary}.</p>{table}{more}"
+
+
+def _calendar(root: Path, as_of: str) -> str:
+    """The calendar entries from the as-of time on (upcoming and recent), in date order."""
+    rows = _single(root, "calendar/calendar.parquet")
+    since = datetime.fromisoformat(as_of) - timedelta(days=30)
+    shown = [r for r in rows if r["ends_at"] >= since]
+    shown.sort(key=lambda r: (r["starts_at"], r["entry_id"]))
+    columns = [
+        "starts_at",
+        "ends_at",
+        "entry_type",
+        "subject",
+        "commitment_id",
+        "lead_days",
+        "lead_time_met",
+        "verdict",
+        "status",
+    ]
+
+    def cell(r, c):
+        v = r[c]
+        if isinstance(v, datetime):
+            return v.date().isoformat() if r["all_day"] else v.strftime("%Y-%m-%d %H:%M UTC")
+        return v
+
+    return (
+        f"<p>{len(rows):,} entries in <code>calendar/</code>; subscribe to "
+        "<code>calendar.ics</code> in the publish folder (it follows LATEST). Shown: the "
+        f"{len(shown[:CHANGES_LISTED]):,} entries from 30 days before the as-of time on.</p>"
+        + (
+            _table(columns, [[cell(r, c) for c in columns] for r in shown[:CHANGES_LISTED]])
+            if shown
+            else ""
+        )
+    )
+
+
 def _dictionary(root: Path) -> str:
     doc = json.loads((root / "dictionary.json").read_text())
     parts = []
@@ -351,9 +427,14 @@ under the agreed method (filled points, solid lines, full colour). <b>Tentative<
 change as reports and attestations arrive (hollow points, dashed lines, pale colour).
 <b>Suppressed</b> cells are withheld by disclosure control and drawn as crosses in their own
 strip, never as zero. Events include single-source events (status <i>reported</i>).</p>
-<nav>{nav}<a href="#changes">What changed</a><a href="#dictionary">Dictionary</a>
+<nav><a href="#disputes">Open disputes</a>{nav}<a href="#calendar">Calendar</a>
+<a href="#changes">What changed</a><a href="#dictionary">Dictionary</a>
 <a href="#verify">How to verify</a></nav>
+<h2 id="disputes">Open disputes</h2>
+{_disputes(root)}
 {sections}
+<h2 id="calendar">Security calendar</h2>
+{_calendar(root, as_of)}
 <h2 id="changes">What changed since the previous release</h2>
 <p>From <code>changes/</code>: corrections (status changes, revisions, replacements,
 removals) first, then additions.</p>

@@ -827,6 +827,129 @@ def cmd_keygen(args) -> int:
     return EXIT_OK
 
 
+ALERT_FIELDS = (
+    "alert_id",
+    "subject",
+    "counterpart",
+    "level",
+    "previous_level",
+    "status",
+    "reason",
+    "evidence",
+    "as_of",
+    "raised_at",
+    "deliveries",
+    "acks",
+)
+
+ALERTS_SQL = """
+SELECT a.alert_id, coalesce(p.public_label, p.pseudonym, a.subject) AS subject, a.counterpart,
+       a.level, a.previous_level, a.status, a.reason, a.evidence,
+       strftime(a.as_of, '%Y-%m-%dT%H:%M:%SZ'), strftime(a.raised_at, '%Y-%m-%dT%H:%M:%SZ'),
+       (SELECT list({'notifier': notifier, 'attempt': attempt, 'ok': ok, 'detail': detail,
+                     'at': strftime(attempted_at, '%Y-%m-%dT%H:%M:%SZ')}
+                    ORDER BY attempted_at, notifier, attempt)
+        FROM alert_deliveries d WHERE d.alert_id = a.alert_id),
+       (SELECT list({'by': by_party, 'at': strftime(acked_at, '%Y-%m-%dT%H:%M:%SZ'), 'note': note}
+                    ORDER BY acked_at)
+        FROM alert_acks k WHERE k.alert_id = a.alert_id)
+FROM alerts a LEFT JOIN party_directory p ON p.code = a.subject
+ORDER BY a.raised_at DESC, a.level DESC, a.alert_id
+"""
+
+
+def _delivery_state(deliveries: list[dict] | None) -> str:
+    """One word per notifier: delivered, or failed with the last reason."""
+    if not deliveries:
+        return "not sent (no notifier)"
+    by_notifier: dict[str, dict] = {}
+    for d in deliveries:
+        if not by_notifier.get(d["notifier"], {}).get("ok"):
+            by_notifier[d["notifier"]] = d
+    return "; ".join(
+        f"{n} delivered" if d["ok"] else f"{n} FAILED ({d['detail']})"
+        for n, d in sorted(by_notifier.items())
+    )
+
+
+def cmd_alerts(args) -> int:
+    """List alerts (newest first) or acknowledge one. Reads the warehouse only; an
+    acknowledgement is one row added to alert_acks."""
+    from datetime import UTC, datetime
+
+    from warehouse.db import Warehouse
+
+    workdir = Path(args.workdir)
+    _check_folder("--workdir", workdir, must_exist=True)
+    path = workdir / "warehouse.duckdb"
+    if not path.exists():
+        raise CannotRun(f"no warehouse in {workdir} (has 'cbm run' been run with this --workdir?)")
+    if (args.ack is None) != (args.by is None):
+        raise CannotRun("--ack ID and --by PARTY go together: who acknowledges which alert")
+    if args.ack is not None:
+        with Warehouse(str(path)).connect() as con:
+            if not con.execute("SELECT 1 FROM alerts WHERE alert_id = ?", [args.ack]).fetchone():
+                raise CannotRun(
+                    f"--ack {args.ack}: no such alert in {path} ('cbm alerts' lists them)"
+                )
+            if not con.execute(
+                "SELECT 1 FROM party_directory WHERE code = ?", [args.by]
+            ).fetchone():
+                raise CannotRun(
+                    f"--by {args.by}: not a party code of the registry this workdir ran with"
+                )
+            done = con.execute(
+                "SELECT strftime(acked_at, '%Y-%m-%dT%H:%M:%SZ') FROM alert_acks "
+                "WHERE alert_id = ? AND by_party = ?",
+                [args.ack, args.by],
+            ).fetchone()
+            if done:
+                _say(
+                    f"{args.ack} was already acknowledged by {args.by} at {done[0]}: kept as it was"
+                )
+                return EXIT_OK
+            con.execute(
+                "INSERT INTO alert_acks VALUES (?, ?, ?, ?)",
+                [args.ack, args.by, datetime.now(UTC), args.note],
+            )
+            still_open = con.execute(
+                "SELECT count(*) FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM alert_acks)"
+            ).fetchone()[0]
+        _say(f"acknowledged {args.ack} by {args.by}; {still_open} alert(s) still unacknowledged")
+        _say("the UI's check alerts_acknowledged follows on the next update of the alerts asset")
+        return EXIT_OK
+    with Warehouse(str(path)).connect(read_only=True) as con:
+        try:
+            rows = con.execute(ALERTS_SQL).fetchall()
+        except Exception as exc:  # a warehouse from before alerts existed
+            if "alerts" not in str(exc):
+                raise
+            rows = []
+    alerts = [dict(zip(ALERT_FIELDS, r, strict=True)) for r in rows]
+    for a in alerts:
+        a["deliveries"] = a["deliveries"] or []
+        a["acks"] = a["acks"] or []
+    if args.open:
+        alerts = [a for a in alerts if not a["acks"]]
+    if args.json:
+        print(json.dumps({"alerts": alerts}, indent=2))
+        return EXIT_OK
+    if not alerts:
+        _say("no alerts" + (" open" if args.open else "") + f" in {workdir}")
+        return EXIT_OK
+    for a in alerts:
+        acked = ", ".join(f"{k['by']} at {k['at']}" for k in a["acks"]) or "NOT acknowledged"
+        _say(
+            f"{a['alert_id']}  {a['subject']} / {a['counterpart']}: level {a['previous_level']} -> "
+            f"{a['level']} ({a['status']}, {a['reason']}) as of {a['as_of']}"
+        )
+        _say(f"{'':20}events: {' '.join(a['evidence'])}")
+        _say(f"{'':20}{_delivery_state(a['deliveries'])}; {acked}")
+    n_open = sum(1 for a in alerts if not a["acks"])
+    _say(f"{len(alerts)} alert(s), {n_open} not acknowledged")
+    return EXIT_OK
+
+
 def cmd_sign(args) -> int:
     from cbm.signatures import SigningError, sign_file
 
@@ -907,7 +1030,7 @@ def cmd_demo(args) -> int:
     os.environ.setdefault("DAGSTER_HOME", str((base / "dagster_home").resolve()))
     out = generate(base, seed=args.seed, reports=args.reports)
     _say(f"generated {out.files} sample files ({out.reports:,} report rows) in {out.inbox}")
-    signing_key = _demo_publisher_key(base, out.registry)
+    signing_key = _demo_publisher_key(base, out.registry, out.inbox)
     summary = run_pipeline(
         out.inbox, out.registry, base / "work", base / "publish", None, signing_key=str(signing_key)
     )
@@ -990,12 +1113,13 @@ def _whole_number(minimum: int):
     return parse
 
 
-def _demo_publisher_key(base: Path, registry: Path) -> Path:
-    """The demo's secretariat signs its releases: a local key (made once, beside the demo's
-    pseudonymisation key) whose public key the demo's parties.yaml registers."""
+def _demo_publisher_key(base: Path, registry: Path, inbox: Path) -> Path:
+    """The demo's secretariat signs its releases and its own submissions (its rulings on
+    disputes): a local key (made once, beside the demo's pseudonymisation key) whose public
+    key the demo's parties.yaml registers."""
     import yaml
 
-    from cbm.signatures import SigningKey, new_party_key
+    from cbm.signatures import SigningKey, new_party_key, sign_file
 
     key_file = base / "secrets" / "secretariat.key"
     if not key_file.exists():
@@ -1006,6 +1130,9 @@ def _demo_publisher_key(base: Path, registry: Path) -> Path:
     for party in parties:
         if party["class"] == "secretariat":
             party["public_key"] = SigningKey(key_file).public_key
+            for name in sorted((inbox / party["code"]).glob("*_*.*")):
+                if name.suffix != ".sig":
+                    sign_file(key_file, name)
     parties_file.write_text(yaml.safe_dump(parties, sort_keys=False))
     return key_file
 
@@ -1079,6 +1206,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--party", help="with --quarantine: only this party's submissions")
     s.add_argument("--rule", help="with --quarantine: only this rule (e.g. severity_range)")
+    al = command(
+        "alerts",
+        "threshold alerts (newest first): delivery and acknowledgement; --ack to acknowledge",
+        cmd_alerts,
+    )
+    al.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
+    al.add_argument("--open", action="store_true", help="only alerts nobody acknowledged")
+    al.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    al.add_argument("--ack", metavar="ID", help="acknowledge this alert (with --by)")
+    al.add_argument("--by", metavar="PARTY", help="the registered party code acknowledging it")
+    al.add_argument("--note", help="with --ack: a note kept with the acknowledgement")
     rd = command(
         "rederive",
         "recompute a release from its member bundle and compare every file byte for byte",

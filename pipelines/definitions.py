@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.alerts import alerts
 from assets.anonymised import anonymised_reports
 from assets.indicators import indicator_values
 from assets.landing import landed_submissions
@@ -25,6 +26,7 @@ from assets.staged import staged_submissions
 from assets.submissions import quarantine, submissions
 from assets.validated import validated_reports
 from assets.verified import (
+    calendar_entries,
     compliance_verdicts,
     incident_clustering,
     release_context,
@@ -48,6 +50,8 @@ ASSETS = [
     release_context,
     incident_clustering,
     compliance_verdicts,
+    calendar_entries,
+    alerts,
     indicator_values,
     release,
 ]

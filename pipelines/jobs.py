@@ -34,21 +34,34 @@ verify_reports = dg.define_asset_job(
         *REGISTRY,
         "release_context",
         "event_members",
+        "disputes",
         "incident_clusters",
         "event_evidence",
         "compliance_verdicts",
+        "calendar_entries",
+        "dyad_levels",
+        "alerts",
     ),
-    description="Fix the as-of time, run the warehouse suites, cluster incidents, compute verdicts.",
+    description=(
+        "Fix the as-of time, run the warehouse suites, cluster incidents, track disputes, "
+        "compute verdicts and the calendar, bring dyad levels up to date and raise alerts."
+    ),
 )
 
 rederive_verification = dg.define_asset_job(
     name="rederive_verification",
     selection=dg.AssetSelection.assets(
-        "event_members", "incident_clusters", "event_evidence", "compliance_verdicts"
+        "event_members",
+        "disputes",
+        "incident_clusters",
+        "event_evidence",
+        "compliance_verdicts",
+        "calendar_entries",
     ),
     description=(
         "Cluster incidents and compute verdicts on a warehouse filled from a member bundle "
-        "(`cbm rederive`): the registry tables and release_context come from the bundle."
+        "(`cbm rederive`): the registry tables and release_context come from the bundle. No "
+        "alerts: re-deriving tells nobody anything."
     ),
 )
 

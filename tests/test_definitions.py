@@ -50,29 +50,47 @@ EXPECTED_GRAPH = {
     ),
     "release_context": ("validated", [*REPORTS, "submissions"], False, True),
     "event_members": ("verified", ["release_context", "reports_incidents"], False, True),
+    "disputes": (
+        "verified",
+        ["event_members", "party_directory", "release_context", *REPORTS[:2]],
+        False,
+        True,
+    ),
     "incident_clusters": (
         "verified",
-        ["event_members", "party_directory", "release_context", "reports_attestations"],
+        ["disputes", "event_members", "party_directory", "release_context"]
+        + ["reports_attestations"],
         False,
         True,
     ),
     "event_evidence": ("verified", ["event_members", "reports_attestations"], False, True),
     "compliance_verdicts": (
         "verified",
-        [*REGISTRY, "release_context", "reports_attestations", "reports_compliance"],
+        [*REGISTRY, "disputes", "release_context", *REPORTS[:2]],
         False,
         True,
     ),
+    "calendar_entries": (
+        "verified",
+        [*REGISTRY, "compliance_verdicts", "reports_compliance"],
+        False,
+        True,
+    ),
+    "dyad_levels": ("alerts", ["incident_clusters", "release_context"], False, True),
+    "alerts": ("alerts", ["dyad_levels", "party_directory"], False, True),
     "indicator_values": (
         "indicators",
-        ["compliance_verdicts", "event_members", "incident_clusters", "release_context"],
+        ["compliance_verdicts", "disputes", "event_members", "incident_clusters"]
+        + ["release_context"],
         True,
         True,
     ),
     "release": (
         "published",
         [
+            "calendar_entries",
             "compliance_verdicts",
+            "disputes",
             "incident_clusters",
             "indicator_values",
             "party_directory",
@@ -124,6 +142,7 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
         ("release_context", "suite_warehouse_submissions"),
         ("release", "manifest_integrity"),
         ("validation_findings", "submission_outcome"),
+        ("alerts", "alerts_acknowledged"),
     } <= checks
 
 

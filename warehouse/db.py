@@ -104,7 +104,10 @@ def tlp_macros() -> str:
     cases = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(TLP_LEVELS))
     return (
         f"CREATE OR REPLACE MACRO tlp_rank(t) AS CASE t {cases} ELSE {len(TLP_LEVELS) - 1} END;\n"
-        f"CREATE OR REPLACE MACRO tlp_publishable(r) AS r <= {MAX_PUBLISHABLE_TLP_RANK};"
+        f"CREATE OR REPLACE MACRO tlp_publishable(r) AS r <= {MAX_PUBLISHABLE_TLP_RANK};\n"
+        # the escalation level (0-5) of a severity-weighted sum against the agreed thresholds
+        "CREATE OR REPLACE MACRO escalation_of(total, thresholds) AS "
+        "len(list_filter(thresholds, lambda x: total >= x));"
     )
 
 

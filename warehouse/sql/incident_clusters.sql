@@ -1,5 +1,6 @@
 -- Status ladder of every incident cluster (DESIGN.md, verification semantics).
--- Inputs: event_members (this run), verification_attestations, party_directory; $as_of, policy values.
+-- Inputs: event_members (this run), disputes, verification_attestations, party_directory; $as_of,
+-- policy values. An event is disputed while a dispute on a member is open or was upheld.
 CREATE OR REPLACE TABLE incident_clusters AS
 WITH m AS (
   SELECT em.*, pd.party_class, pd.bloc
@@ -28,10 +29,13 @@ att_rows AS (
 ),
 att AS (
   SELECT event_id,
-         bool_or(stance = 'contradicts') AS contradicted,
-         list_sort(list(DISTINCT source) FILTER (stance = 'corroborates' AND NOT by_member)) AS corroborators,
-         list_sort(list(DISTINCT source) FILTER (stance = 'contradicts')) AS contradictors
+         list_sort(list(DISTINCT source) FILTER (stance = 'corroborates' AND NOT by_member)) AS corroborators
   FROM att_rows GROUP BY event_id
+),
+disp AS (  -- rejected and withdrawn disputes no longer count
+  SELECT event_id, bool_or(status = 'upheld') AS upheld,
+         list_sort(list(DISTINCT opened_by)) AS contradictors
+  FROM disputes WHERE object = 'event' AND status IN ('open', 'upheld') GROUP BY event_id
 ),
 agg AS (
   SELECT s.event_id, s.n_sources, s.n_classes, r.n_reports, r.severity, r.last_reported_at,
@@ -59,9 +63,9 @@ SELECT
   a.n_sources, a.n_classes, a.n_reports, a.severity,
   CASE WHEN a.severity <= 2 THEN 'low' WHEN a.severity = 3 THEN 'medium' ELSE 'high' END AS severity_band,
   al.alleged_party, a.last_reported_at, a.tlp_rank, a.sources,
-  coalesce(t.corroborators, []) AS corroborators, coalesce(t.contradictors, []) AS contradictors,
+  coalesce(t.corroborators, []) AS corroborators, coalesce(dp.contradictors, []) AS contradictors,
   CASE
-    WHEN coalesce(t.contradicted, false) THEN 'disputed'
+    WHEN dp.event_id IS NOT NULL THEN 'disputed'
     WHEN a.n_sources >= 3 AND a.n_classes >= 2 AND a.has_non_aligned
          AND $as_of >= a.last_reported_at + to_days($review_days) THEN 'definitive'
     WHEN a.n_sources >= 2 OR len(coalesce(t.corroborators, [])) >= 1 THEN 'tentative'
@@ -69,7 +73,8 @@ SELECT
     ELSE 'reported'
   END AS status,
   CASE
-    WHEN coalesce(t.contradicted, false) THEN 'contradicts attestation by ' || array_to_string(t.contradictors, ',')
+    WHEN dp.upheld THEN 'dispute upheld by the secretariat; contradicts attestation by ' || array_to_string(dp.contradictors, ',')
+    WHEN dp.event_id IS NOT NULL THEN 'open dispute: contradicts attestation by ' || array_to_string(dp.contradictors, ',')
     WHEN a.n_sources >= 3 AND a.n_classes >= 2 AND a.has_non_aligned
          AND $as_of >= a.last_reported_at + to_days($review_days)
       THEN format('{} sources from {} classes incl. non-aligned; review window elapsed: {}', a.n_sources, a.n_classes, array_to_string(a.sources, ','))
@@ -82,4 +87,5 @@ SELECT
   END AS status_reason
 FROM origin o JOIN agg a USING (event_id) JOIN alleged al USING (event_id)
 LEFT JOIN att t USING (event_id)
+LEFT JOIN disp dp USING (event_id)
 ORDER BY o.event_id;

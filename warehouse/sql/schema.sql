@@ -109,3 +109,51 @@ CREATE TABLE IF NOT EXISTS indicator_values (
     disclosure      VARCHAR NOT NULL,
     status          VARCHAR NOT NULL
 );
+
+-- Alerts (asset alerts; docs/alerts-and-calendar.md). dyad_levels: the escalation level of each
+-- dyad when the alerts asset last ran (level 0 dyads left out), what the next run compares with.
+CREATE TABLE IF NOT EXISTS dyad_levels (
+    subject         VARCHAR NOT NULL,      -- alleged party (code)
+    counterpart     VARCHAR NOT NULL,      -- affected region
+    level           INTEGER NOT NULL,
+    status          VARCHAR NOT NULL,      -- definitive | tentative
+    definitive_sum  BIGINT NOT NULL,
+    evidence_sum    BIGINT NOT NULL,
+    evidence        VARCHAR[] NOT NULL,    -- event ids behind the level
+    tlp_rank        INTEGER NOT NULL,
+    as_of           TIMESTAMPTZ NOT NULL
+);
+
+-- One row per alert raised; never rewritten (acknowledgements are in alert_acks).
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id        VARCHAR PRIMARY KEY,
+    subject         VARCHAR NOT NULL,
+    counterpart     VARCHAR NOT NULL,
+    level           INTEGER NOT NULL,
+    previous_level  INTEGER NOT NULL,
+    status          VARCHAR NOT NULL,
+    previous_status VARCHAR,
+    reason          VARCHAR NOT NULL,      -- rise | confirmed (a tentative level became definitive)
+    evidence        VARCHAR[] NOT NULL,
+    tlp_rank        INTEGER NOT NULL,
+    as_of           TIMESTAMPTZ NOT NULL,  -- the data's time (the release's as-of rule)
+    raised_at       TIMESTAMPTZ NOT NULL   -- wall-clock time the alert was recorded
+);
+
+-- Every attempt to deliver an alert through a notifier (webhook, email), failed ones included.
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    alert_id        VARCHAR NOT NULL,
+    notifier        VARCHAR NOT NULL,
+    attempt         INTEGER NOT NULL,
+    attempted_at    TIMESTAMPTZ NOT NULL,
+    ok              BOOLEAN NOT NULL,
+    detail          VARCHAR NOT NULL       -- e.g. "HTTP 200", "250 OK", or why it failed
+);
+
+-- Acknowledgements (cbm alerts --ack ID --by PARTY): kept, never deleted.
+CREATE TABLE IF NOT EXISTS alert_acks (
+    alert_id        VARCHAR NOT NULL,
+    by_party        VARCHAR NOT NULL,
+    acked_at        TIMESTAMPTZ NOT NULL,
+    note            VARCHAR
+);

@@ -16,8 +16,8 @@ sums AS (
   GROUP BY ALL
 ),
 levels AS (
-  SELECT *, (SELECT count(*) FROM unnest($thresholds) t(x) WHERE definitive_sum >= x) AS definitive_level,
-            least((SELECT count(*) FROM unnest($thresholds) t(x) WHERE evidence_sum >= x), $tentative_max) AS tentative_level
+  SELECT *, escalation_of(definitive_sum, $thresholds) AS definitive_level,
+            least(escalation_of(evidence_sum, $thresholds), $tentative_max) AS tentative_level
   FROM sums
 )
 SELECT subject, counterpart, period, 'escalation_level' AS indicator,

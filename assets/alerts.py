@@ -1,0 +1,187 @@
+"""Alerts: each dyad's escalation level brought up to date after every ingestion, an alert
+recorded once when it rises, delivered through the notifiers of policy.yaml ``alerts:``.
+
+The level is the one escalation_level computes at month ends, taken at the as-of time
+(warehouse/sql/dyad_levels.sql). Alerts and their deliveries live in the warehouse
+(``alerts``, ``alert_deliveries``; acknowledgements in ``alert_acks``, written by
+``cbm alerts --ack``).
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from assets.metadata import table_metadata, table_schema
+from assets.partitions import refresh_on_new_data
+from assets.resources import RegistryResource
+from cbm.alerts import Alert, deliver
+from warehouse.db import read_release_context, sql_file
+from warehouse.resource import WarehouseResource
+
+OWNER = "team:verification"
+LISTED = 200
+
+# unacknowledged alerts, newest first, with the public label of the subject
+OPEN_ALERTS_SQL = """
+SELECT a.alert_id, coalesce(p.public_label, p.pseudonym, a.subject) AS subject, a.counterpart,
+       a.level, a.previous_level, a.status, a.reason, a.evidence, a.tlp_rank, a.as_of
+FROM alerts a LEFT JOIN party_directory p ON p.code = a.subject
+WHERE a.alert_id NOT IN (SELECT alert_id FROM alert_acks)
+ORDER BY a.as_of DESC, a.level DESC, a.alert_id
+"""
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "dyad_levels",
+            deps=["incident_clusters", "release_context"],
+            description=(
+                "The escalation level (1-5) of every dyad (alleged party x affected region) at "
+                "the as-of time: the severity-weighted sum of publishable events that began in "
+                "the 30 days up to it against escalation_thresholds (tentative evidence alone "
+                "reaches at most tentative_max_escalation), with the events behind it. Brought "
+                "up to date after every ingestion; what the next update compares with."
+            ),
+            group_name="alerts",
+            kinds={"duckdb"},
+            owners=[OWNER],
+            automation_condition=refresh_on_new_data,
+        ),
+        dg.AssetSpec(
+            "alerts",
+            deps=["dyad_levels", "party_directory"],
+            description=(
+                "One alert per rise of a dyad's level (or a tentative level confirmed), recorded "
+                "once (table `alerts`: dyad, level, previous level, evidence event ids, status, "
+                "as-of and wall-clock time) and delivered through the notifiers of policy.yaml "
+                "`alerts:` (webhook, e-mail), every attempt kept in `alert_deliveries`; a failed "
+                "delivery is tried again on the next update. `cbm alerts --ack ID --by PARTY` "
+                "acknowledges one (`alert_acks`); the check `alerts_acknowledged` warns while "
+                "any is not."
+            ),
+            group_name="alerts",
+            kinds={"duckdb"},
+            owners=[OWNER],
+            automation_condition=refresh_on_new_data,
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "alerts_acknowledged",
+            asset="alerts",
+            description=(
+                "Warns while an alert has not been acknowledged (`cbm alerts --ack ID --by "
+                "PARTY`); the metadata lists them. Evaluated when the alerts are brought up to "
+                "date."
+            ),
+        )
+    ],
+    pool="warehouse",
+)
+def alerts(
+    context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
+):
+    reg = registry.registry
+    policy = reg.policy
+    with warehouse.connect() as con:
+        context_row = read_release_context(con)
+        as_of = context_row.as_of
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE new_dyad_levels AS {sql_file('dyad_levels')}",
+            {
+                "as_of": as_of,
+                "thresholds": list(policy.escalation_thresholds),
+                "tentative_max": policy.tentative_max_escalation,
+            },
+        )
+        before = con.execute("SELECT count(*) FROM alerts").fetchone()[0]
+        con.execute(sql_file("alerts"), {"raised_at": datetime.now(UTC)})
+        raised = con.execute("SELECT count(*) FROM alerts").fetchone()[0] - before
+        con.execute("DELETE FROM dyad_levels")
+        con.execute("INSERT INTO dyad_levels BY NAME SELECT * FROM new_dyad_levels")
+        con.execute("DROP TABLE new_dyad_levels")
+        open_rows = con.execute(OPEN_ALERTS_SQL).fetchall()
+        delivered = {
+            (a, n)
+            for a, n in con.execute(
+                "SELECT DISTINCT alert_id, notifier FROM alert_deliveries WHERE ok"
+            ).fetchall()
+        }
+    # deliver with the warehouse closed: a slow notifier holds no lock
+    pending = [Alert(*row[:7], tuple(row[7]), row[8], row[9]) for row in open_rows]
+    attempts = deliver(
+        policy.alerts,
+        pending,
+        lambda alert_id, notifier: (alert_id, notifier) not in delivered,
+        reg.method_version,
+        policy.escalation_thresholds,
+    )
+    for a in attempts:
+        if not a.ok:
+            context.log.warning(f"alert {a.alert_id}: {a.notifier} attempt {a.attempt}: {a.detail}")
+    with warehouse.connect() as con:
+        if attempts:
+            con.executemany(
+                "INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                [[a.alert_id, a.notifier, a.attempt, a.at, a.ok, a.detail] for a in attempts],
+            )
+        levels = con.execute("SELECT count(*), coalesce(max(level), 0) FROM dyad_levels").fetchone()
+        meta = {
+            "levels": table_metadata(
+                con,
+                "SELECT coalesce(p.public_label, p.pseudonym, d.subject) AS subject, d.counterpart, "
+                "d.level, d.status, d.definitive_sum, d.evidence_sum, "
+                "array_to_string(d.evidence, ' ') AS evidence FROM dyad_levels d "
+                "LEFT JOIN party_directory p ON p.code = d.subject "
+                f"ORDER BY d.level DESC, subject, d.counterpart LIMIT {LISTED}",
+            ),
+            "open_alerts": table_metadata(
+                con,
+                "SELECT alert_id, subject, counterpart, level, previous_level, status, reason, "
+                f"CAST(as_of AS VARCHAR) AS as_of FROM ({OPEN_ALERTS_SQL}) LIMIT {LISTED}",
+            ),
+            "failed_deliveries": con.execute(
+                "SELECT count(*) FROM (SELECT alert_id, notifier FROM alert_deliveries "
+                "GROUP BY ALL HAVING NOT bool_or(ok))"
+            ).fetchone()[0],
+            "schemas": {t: table_schema(con, t) for t in ("dyad_levels", "alerts")},
+            "total": con.execute("SELECT count(*) FROM alerts").fetchone()[0],
+        }
+    schemas = meta.pop("schemas")
+    n_open = len(open_rows)
+    yield dg.MaterializeResult(
+        asset_key="dyad_levels",
+        metadata={
+            "dagster/row_count": levels[0],
+            "dagster/column_schema": schemas["dyad_levels"],
+            "as_of": str(as_of),
+            "highest_level": int(levels[1]),
+            "levels": meta["levels"],
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="alerts",
+        metadata={
+            "dagster/row_count": meta["total"],
+            "dagster/column_schema": schemas["alerts"],
+            "raised_now": raised,
+            "unacknowledged": n_open,
+            "notifiers": ", ".join(policy.alerts.notifiers) or "none configured",
+            "delivery_attempts_now": len(attempts),
+            "failed_deliveries": meta["failed_deliveries"],
+            "open_alerts": meta["open_alerts"],
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="alerts",
+        check_name="alerts_acknowledged",
+        passed=n_open == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            "every alert acknowledged"
+            if n_open == 0
+            else f"{n_open} alert(s) not acknowledged: cbm alerts --open lists them"
+        ),
+        metadata={"unacknowledged": n_open, "open_alerts": meta["open_alerts"]},
+    )
