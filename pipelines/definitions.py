@@ -69,6 +69,21 @@ monthly_release_schedule = dg.ScheduleDefinition(
 )
 
 
+keep_verification_current = dg.AutomationConditionSensorDefinition(
+    "keep_verification_current",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Declarative automation, running by default: after every ingestion (runs the inbox "
+        "sensor requested, or a backfill) it refreshes what depends on the new data: "
+        "release context, events, disputes, verdicts, calendar, dyad levels and alerts, and "
+        "the months of indicators. So a dyad crossing a threshold is told at once, not at "
+        "the next release."
+    ),
+)
+
+
 def build_definitions(
     settings: CbmSettings,
     registry: RegistryResource,
@@ -79,7 +94,7 @@ def build_definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
         jobs=JOBS,
-        sensors=[inbox_sensor],
+        sensors=[inbox_sensor, keep_verification_current],
         schedules=[monthly_release_schedule],
         resources={
             "settings": settings,

@@ -340,3 +340,45 @@ def test_verification_and_indicators_refresh_declaratively():
             assert condition.get_label() == "refresh when new validated data lands", name
     # months are registered from the data: no month before the first report
     assert graph.get(dg.AssetKey("indicator_values")).partitions_def.name == "months"
+
+
+def test_after_a_sensor_ingestion_automation_brings_alerts_up_to_date(deployment):
+    """The inbox sensor ingests; the automation sensor then asks for the verification assets,
+    dyad levels and alerts (not the release); run, they raise the alert at once."""
+    write_csv(deployment.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1", severity=5)])
+    write_csv(deployment.inbox / "DELTA" / "incidents_d.csv", [incident("D-1", severity=5)])
+    local = deployment.definitions
+    assert local.resolve_sensor_def("keep_verification_current").default_status == (
+        dg.DefaultSensorStatus.RUNNING
+    )
+    with dg.instance_for_test() as instance:
+        # the automation sensor ticks before the data lands, as it does in a deployment
+        baseline = dg.evaluate_automation_conditions(defs=local, instance=instance)
+        assert baseline.total_requested == 0
+        deployment.execute(instance, deployment.tick(instance))
+        evaluation = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=baseline.cursor
+        )
+        requested = {
+            r.key.to_user_string()
+            for r in evaluation.results
+            if isinstance(r.key, dg.AssetKey) and evaluation.get_num_requested(r.key)
+        }
+        assert {"release_context", "incident_clusters", "dyad_levels", "alerts"} <= requested
+        assert "release" not in requested
+        unpartitioned = [dg.AssetKey(k) for k in requested if k not in ("indicator_values",)]
+        job = local.resolve_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=instance, asset_selection=unpartitioned).success
+        with Warehouse(str(deployment.settings.warehouse_path)).connect() as con:
+            assert con.execute("SELECT level, status, previous_level FROM alerts").fetchall() == [
+                (1, "tentative", 0)
+            ]
+        again = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=evaluation.cursor
+        )
+        # handled: nothing more until new data lands (the indicator months were not run here)
+        assert all(
+            r.key == dg.AssetKey("indicator_values") or not again.get_num_requested(r.key)
+            for r in again.results
+            if isinstance(r.key, dg.AssetKey)
+        )
