@@ -346,9 +346,11 @@ def _calendar(root: Path, as_of: str) -> str:
 
     def cell(r, c):
         v = r[c]
+        if isinstance(v, datetime) and r["all_day"]:  # ends_at is exclusive, as in iCalendar
+            return (v - timedelta(days=1) if c == "ends_at" else v).date().isoformat()
         if isinstance(v, datetime):
-            return v.date().isoformat() if r["all_day"] else v.strftime("%Y-%m-%d %H:%M UTC")
-        return v
+            return v.strftime("%Y-%m-%d %H:%M UTC")
+        return {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v
 
     return (
         f"<p>{len(rows):,} entries in <code>calendar/</code>; subscribe to "

@@ -983,7 +983,10 @@ def cmd_docs(args) -> int:
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def translate_path(self, path):
-            # /releases/<id>/... is the publish folder's (the release reports); the rest Data Docs
+            # /releases/<id>/... is the publish folder's (the release reports), /calendar.ics
+            # its subscription copy of the newest calendar; the rest Data Docs
+            if releases is not None and path.split("?", 1)[0] == "/calendar.ics":
+                return str(releases.parent / "calendar.ics")
             if releases is not None and path.startswith("/releases/"):
                 wanted = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0])
                 target = (releases / wanted.removeprefix("/releases/")).resolve()
@@ -1005,6 +1008,7 @@ def cmd_docs(args) -> int:
     _say(f"Data Docs of {workdir}: http://127.0.0.1:{args.port}/index.html (Ctrl-C stops)")
     if releases is not None:
         _say(f"release reports: http://127.0.0.1:{args.port}/releases/RELEASE_ID/report/index.html")
+        _say(f"security calendar (subscribe): http://127.0.0.1:{args.port}/calendar.ics")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -82,6 +82,20 @@ CASES = {
         {},
         ["policy.yaml", "escalation_thresholds", "high"],
     ),
+    "alert smtp without a port": (
+        lambda b: run_args(
+            b,
+            registry=str(
+                policy_with(
+                    b,
+                    "r3",
+                    alerts={"email": {"smtp": "mail.example", "from": "a@b.c", "to": "d@e.f"}},
+                )
+            ),
+        ),
+        {},
+        ["policy.yaml", "alerts.email", "mail.example", "host:port"],
+    ),
     "key not hex": (
         lambda b: run_args(b),
         {"CBM_PSEUDONYM_KEY": "abc"},

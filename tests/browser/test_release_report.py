@@ -34,3 +34,37 @@ def test_the_report_opens_offline_and_draws_every_chart(page, deployment):
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
     conn.request("GET", "/releases/../../../../etc/passwd")
     assert conn.getresponse().status == 404
+
+
+def test_the_report_shows_open_disputes_first_and_the_calendar(page, deployment):
+    release = (deployment.base / "publish" / "LATEST").read_text().strip()
+    p = page.page
+    p.goto((deployment.base / "publish" / "releases" / release / REPORT).as_uri())
+    headings = [h.strip() for h in p.locator("h2").all_inner_texts()]
+    assert headings[0] == "Open disputes"  # before every chart
+    import pyarrow.parquet as pq
+
+    folder = deployment.base / "publish" / "releases" / release
+    published = pq.read_table(folder / "disputes" / "disputes.parquet").to_pylist()
+    open_ids = [r["dispute_id"] for r in published if r["status"] == "open"]
+    shown = p.locator("#disputes + p + table tbody tr").all_inner_texts()
+    assert open_ids and len(shown) == len(open_ids)
+    assert {line.split()[0] for line in shown} == set(open_ids)
+    assert p.locator("#disputes + p").inner_text().startswith(f"{len(open_ids)} open")
+    page.shot("15-release-report-disputes")
+    p.locator("#calendar").scroll_into_view_if_needed()
+    calendar = p.locator("#calendar + p + table")
+    assert "milestone" in calendar.inner_text() and "upcoming" in calendar.inner_text()
+    page.shot("16-release-report-calendar")
+    # the subscription address cbm docs --publish serves: the newest release's calendar
+    import urllib.request
+
+    with urllib.request.urlopen(f"{deployment.docs}/calendar.ics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/calendar")
+        body = response.read()
+    assert (
+        body
+        == (
+            deployment.base / "publish" / "releases" / release / "calendar" / "calendar.ics"
+        ).read_bytes()
+    )

@@ -245,3 +245,28 @@ def test_data_docs_work_offline(page, deployment):
     response = p.goto(urllib.parse.urljoin(p.url, href))
     assert response.status == 200
     p.get_by_text("Expectation Suite").first.wait_for(timeout=SLOW)
+
+
+def test_an_unacknowledged_alert_warns_on_the_alerts_asset(page, deployment):
+    open_alerts = deployment.query(
+        "SELECT alert_id FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM alert_acks)"
+    )
+    assert open_alerts  # the demo raises some: dyads that crossed the first threshold
+    p = open_page(page, f"{deployment.ui}/assets/alerts?view=checks", "alerts_acknowledged")
+    p.get_by_text("not acknowledged").first.wait_for(timeout=SLOW)
+    assert f"{len(open_alerts)} alert(s) not acknowledged" in body(p)
+    page.shot("17-alerts-check-warns")
+    checks = graphql(
+        deployment,
+        '{ assetNodes(assetKeys: [{path: ["alerts"]}]) { assetChecksOrError { '
+        "... on AssetChecks { checks { name executionForLatestMaterialization { evaluation "
+        "{ success severity } } } } } } }",
+    )["assetNodes"][0]["assetChecksOrError"]["checks"]
+    (check,) = checks
+    evaluation = check["executionForLatestMaterialization"]["evaluation"]
+    assert check["name"] == "alerts_acknowledged"
+    assert evaluation == {"success": False, "severity": "WARN"}
+    # the alert list itself, on the asset's latest materialization
+    p = open_page(page, f"{deployment.ui}/assets/alerts?view=events", "open_alerts")
+    assert open_alerts[0][0] in body(p)
+    page.shot("18-open-alerts")
