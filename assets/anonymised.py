@@ -67,6 +67,7 @@ def anonymised_reports(
     shas = submissions_of(settings.landing_dir, context.partition_keys)
     key = pseudonym_key.key
     names = [p.name for p in registry.registry.parties.values()]
+    by_label = registry.registry.code_by_label
     counts = dict.fromkeys(KINDS, 0)
     with warehouse.connect() as con:
         todo = con.execute(
@@ -90,6 +91,8 @@ def anonymised_reports(
         for sha, kind, party in todo:
             try:
                 frame = pl.read_parquet(staged_path(settings.staged_dir, sha))
+                if kind == "incidents" and by_label:  # a party named by its public label
+                    frame = frame.with_columns(pl.col("alleged_party").replace(by_label))
                 anon = anonymise_frame(frame, kind, key.pseudonym(party), key, names)
             except (KeyboardInterrupt, SystemExit):
                 raise

@@ -7,11 +7,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
+from cbm import misp, stix
 from cbm import release as rel
 from cbm.calendar import calendar_ics
 from cbm.changes import count_changes, product_changes
 from cbm.dictionary import release_dictionary
 from cbm.registry import RULES_VERSION, signing_key_problem
+from cbm.registry import publisher as publisher_of
 from cbm.report import EVENT_STATUSES, REPORT, build_report
 from warehouse.bundle import write_bundle
 from warehouse.db import (
@@ -79,7 +81,9 @@ def _changelog_entry(
         "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
         "release, `calendar/` (notified activities and milestones, Parquet and calendar.ics; "
         "`calendar.ics` in the publish folder follows LATEST for subscriptions), `disputes/` (with status "
-        "and age), `dictionary.json`, `report/index.html` (charts and tables from those files, "
+        "and age), `stix/bundle.json` (STIX 2.1: events and verdicts, with the JSON schemas of "
+        "our extensions in `stix/schemas/`), `misp/` (a MISP feed of the events), "
+        "`dictionary.json`, `report/index.html` (charts and tables from those files, "
         "one page that opens offline; metadata `report` links it), then manifest.json (signed when a publisher key is given), "
         "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
         "same release id and bytes. The reports behind each release's events are kept in the "
@@ -147,6 +151,8 @@ def release(
             ).fetchall()
         )
 
+    who = publisher_of(registry.parties)
+    publisher = (who.public_label if who else None) or "cbm-verify secretariat"
     dictionary = release_dictionary(indicator_catalogue(), tables | single, registry.policy.raw)
     previous_root = publish / "releases" / previous if previous and previous != release_id else None
     changes = {
@@ -172,6 +178,25 @@ def release(
             )
         )
         entries.append(rel.write_file(root, "dictionary.json", dictionary))
+        # STIX 2.1 and a MISP feed of the same events and verdicts (contract section 7)
+        events, verdicts = tables["events"].to_pylist(), tables["compliance"].to_pylist()
+        entries.append(
+            rel.write_file(
+                root,
+                stix.BUNDLE,
+                stix.release_bundle(
+                    events, verdicts, release_id, release_context.as_of, method_version, publisher
+                ),
+            )
+        )
+        entries += [
+            rel.write_file(root, f"stix/schemas/{name}", data)
+            for name, data in stix.schema_files().items()
+        ]
+        entries += [
+            rel.write_file(root, f"misp/{name}", data)
+            for name, data in misp.feed_files(events, release_context.as_of, publisher).items()
+        ]
         # the report reads the files just written: the release's own, nothing else
         report = build_report(root, release_id, as_of_text, method_version)
         return entries + [rel.write_file(root, REPORT, report)]

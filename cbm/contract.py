@@ -8,7 +8,7 @@ Types: ``str`` text, ``int``, ``float``, ``ts`` ISO-8601 timestamp with offset (
 from __future__ import annotations
 
 KINDS = ("incidents", "compliance", "attestations")
-FORMATS = ("csv", "jsonl", "parquet")
+FORMATS = ("stix.json", "csv", "jsonl", "parquet")  # stix.json: a STIX 2.1 bundle (section 7)
 
 COMMON: dict[str, str] = {
     "report_id": "str",

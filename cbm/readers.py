@@ -134,6 +134,23 @@ def read_jsonl(data: bytes) -> tuple[pl.DataFrame, list[str]]:
     return frame, notes
 
 
+def read_stix(data: bytes, kind: str) -> tuple[pl.DataFrame, list[str]]:
+    """A STIX 2.1 bundle: validated, then mapped object by object (cbm.stix)."""
+    from cbm.stix import StixError, read_bundle
+
+    text, notes = _decode(data)
+    try:
+        rows, more = read_bundle(text, kind)
+    except StixError as exc:
+        raise UnreadableSubmission(str(exc)) from None
+    fields = list(FIELDS[kind])
+    frame = pl.DataFrame(
+        {c: [r.get(c) for r in rows] for c in fields} | {"row_error": [None] * len(rows)},
+        schema={c: pl.String for c in [*fields, "row_error"]},
+    )
+    return frame, notes + more
+
+
 def _scalar_text(value) -> str | None:
     if value is None:
         return None
@@ -250,6 +267,9 @@ def stage_rows(
     format allows."""
     if fmt == "parquet":
         frame, notes = read_parquet(data, limits)
+    elif fmt == "stix.json":
+        check_text_limits(data, limits)
+        frame, notes = read_stix(data, kind)
     else:
         check_text_limits(data, limits)
         frame, notes = READERS[fmt](data)

@@ -150,6 +150,16 @@ class Registry:
     policy: Policy
 
     @property
+    def code_by_label(self) -> dict[str, str]:
+        """Public label -> party code: an incident's alleged_party may name the party as a
+        release names it (a release's events handed in again as STIX)."""
+        return {
+            p.public_label: p.code
+            for p in self.parties.values()
+            if p.public_label and p.public_label not in self.parties
+        }
+
+    @property
     def method_version(self) -> str:
         """Hash of the code rules version and the agreed policy: names the method of a release."""
         blob = json.dumps({"rules": RULES_VERSION, "policy": self.policy.raw}, sort_keys=True)

@@ -50,6 +50,50 @@ def deep_json() -> bytes:
     return b'{"report_id": "DEEP-1", "summary": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
 
 
+def stix_incident(rid: str, markings=("GREEN",), **over) -> dict:
+    """A STIX incident a party hands in: the report fields in our extension (cbm.stix)."""
+    from cbm.stix import INCIDENT_CORE, REPORT_EXTENSION, TLP2
+
+    uid = f"incident--{rid}"
+    return {
+        "type": "incident",
+        "spec_version": "2.1",
+        "id": uid,
+        "created": "2026-03-01T12:00:00.000Z",
+        "modified": "2026-03-01T12:00:00.000Z",
+        "name": f"incident {rid}",
+        "confidence": 80,
+        "object_marking_refs": [TLP2.get(m, m) for m in markings],
+        "extensions": {
+            INCIDENT_CORE: {
+                "extension_type": "property-extension",
+                "determination": "suspected",
+                "investigation_status": "open",
+            },
+            REPORT_EXTENSION: {
+                "extension_type": "property-extension",
+                "category": "border_incident",
+                "occurred_at": "2026-03-01T10:00:00+00:00",
+                "reported_at": "2026-03-01T12:00:00+00:00",
+                "time_precision": "hour",
+                "region": "EST",
+                "severity": 3,
+            },
+        },
+    } | over
+
+
+def stix(*objects: dict) -> bytes:
+    import uuid
+
+    bundle_id = f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(objects, sort_keys=True))}"
+    return json.dumps({"type": "bundle", "id": bundle_id, "objects": list(objects)}).encode()
+
+
+def huge_stix() -> bytes:
+    return stix(stix_incident("6ba7b810-9dad-41d1-80b4-00c04fd430c1", description="x" * 2_000_000))
+
+
 CASES: list[tuple[str, str, object, str]] = [
     # (party, file name, bytes or a function making them, expected outcome)
     (
@@ -247,4 +291,53 @@ CASES: list[tuple[str, str, object, str]] = [
     ("ALPHA", "compliance_not_a_kind.txt", b"hello", "file:unknown_format"),
     ("ZULU", "incidents_unregistered.csv", csv(row("Z-1")), "file:unregistered_party"),
     ("", "incidents_in_root.csv", csv(row("ROOT-1")), "file:outside_party_directory"),
+    # STIX 2.1 bundles (contract section 7)
+    (
+        "ALPHA",
+        "incidents_spec20.stix.json",
+        stix(stix_incident("6ba7b810-9dad-41d1-80b4-00c04fd43001", spec_version="2.0")),
+        "file:unreadable_file",
+    ),
+    (
+        "ALPHA",
+        "incidents_cycle.stix.json",  # objects whose references run in a circle: not followed
+        stix(
+            stix_incident(
+                "6ba7b810-9dad-41d1-80b4-00c04fd43002",
+                created_by_ref="identity--6ba7b810-9dad-41d1-80b4-00c04fd43003",
+            ),
+            *(
+                {
+                    "type": "identity",
+                    "spec_version": "2.1",
+                    "id": f"identity--6ba7b810-9dad-41d1-80b4-00c04fd4300{a}",
+                    "created_by_ref": f"identity--6ba7b810-9dad-41d1-80b4-00c04fd4300{b}",
+                    "created": "2026-03-01T12:00:00.000Z",
+                    "modified": "2026-03-01T12:00:00.000Z",
+                    "name": f"identity {a}",
+                }
+                for a, b in ((3, 4), (4, 3))
+            ),
+        ),
+        "accepted",
+    ),
+    ("ALPHA", "incidents_huge.stix.json", huge_stix, "file:over_limit"),
+    (
+        "ALPHA",
+        "incidents_unknown_marking.stix.json",
+        stix(
+            stix_incident(
+                "6ba7b810-9dad-41d1-80b4-00c04fd43005",
+                markings=("marking-definition--6ba7b810-9dad-41d1-80b4-00c04fd43006",),
+            )
+        ),
+        "rows:tlp_allowed_values",
+    ),
+    (
+        "ALPHA",
+        "incidents_red.stix.json",  # accepted, kept, and never published (no RED row is)
+        stix(stix_incident("6ba7b810-9dad-41d1-80b4-00c04fd43007", markings=("RED",))),
+        "accepted",
+    ),
+    ("ALPHA", "incidents_not_json.stix.json", b"{not json", "file:unreadable_file"),
 ]

@@ -1,0 +1,92 @@
+"""A release's events as a MISP feed (contract §7): ``misp/manifest.json``, ``misp/hashes.csv``
+and one ``misp/<uuid>.json`` per event, the layout MISP's feed generator writes and a MISP
+instance subscribes to ("Add feed", source format MISP Feed).
+
+Deterministic: uuids are UUIDv5 of the event id (an event keeps its uuid from release to
+release), timestamps are the release's as-of time, keys are sorted. Only what the events
+product publishes goes out, as text attributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+
+from cbm.stix import NAMESPACE, week_monday
+
+FIELDS = (  # events product columns, as attributes (the comment names the column)
+    "event_id",
+    "category",
+    "region",
+    "week",
+    "severity_band",
+    "status",
+    "n_sources_bucket",
+    "alleged",
+    "period",
+    "method_version",
+    "release_id",
+)
+THREAT_LEVEL = {"high": "1", "medium": "2", "low": "3"}  # MISP: 1 high .. 4 undefined
+ANALYSIS = {"definitive": "2", "expired": "2", "tentative": "1", "disputed": "1", "reported": "0"}
+
+
+def _uuid(key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"misp:{key}"))
+
+
+def _dump(doc) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def feed_files(events: list[dict], as_of: datetime, publisher_label: str) -> dict[str, bytes]:
+    """The feed's files, by path inside ``misp/``."""
+    stamp = str(int(as_of.timestamp()))
+    org = {"name": publisher_label, "uuid": _uuid("org:publisher")}
+    manifest, hashes, files = {}, [], {}
+    for e in sorted(events, key=lambda r: r["event_id"]):
+        event_uuid = _uuid(f"event:{e['event_id']}")
+        tags = [
+            {"name": "tlp:green", "colour": "#33FF00", "exportable": True},
+            {"name": f'cbm-verify:status="{e["status"]}"', "colour": "#0071c3", "exportable": True},
+        ]
+        attributes = [
+            {
+                "uuid": _uuid(f"attribute:{e['event_id']}:{field}"),
+                "type": "text",
+                "category": "Other",
+                "value": str(e[field]),
+                "comment": field,
+                "timestamp": stamp,
+                "to_ids": False,
+                "distribution": "5",
+                "disable_correlation": field not in ("event_id", "alleged", "region"),
+            }
+            for field in FIELDS
+        ]
+        info = f"cbm-verify event {e['event_id']}: {e['category']} in {e['region']}, {e['week']} ({e['status']})"
+        day = week_monday(e["week"])  # MISP wants a date: the ISO week's Monday
+        head = {
+            "uuid": event_uuid,
+            "info": info,
+            "date": day.isoformat() if day else f"{e['period']}-01",
+            "timestamp": stamp,
+            "publish_timestamp": stamp,
+            "published": True,
+            "analysis": ANALYSIS.get(e["status"], "0"),
+            "threat_level_id": THREAT_LEVEL.get(e["severity_band"], "4"),
+            "distribution": "3",
+            "Orgc": org,
+            "Tag": tags,
+        }
+        files[f"{event_uuid}.json"] = _dump({"Event": head | {"Attribute": attributes}})
+        manifest[event_uuid] = {
+            k: head[k]
+            for k in ("info", "date", "timestamp", "analysis", "threat_level_id", "Orgc", "Tag")
+        } | {"publish_timestamp": stamp}
+        hashes += [(hashlib.md5(a["value"].encode()).hexdigest(), event_uuid) for a in attributes]
+    files["manifest.json"] = _dump(manifest)
+    files["hashes.csv"] = "".join(f"{h},{u}\n" for h, u in sorted(hashes)).encode()
+    return files
