@@ -99,6 +99,51 @@ def parquet_files(draw) -> bytes:
     return bytes(data)
 
 
+@st.composite
+def stix_files(draw) -> bytes:
+    """STIX bundles built from incidents and opinions, then damaged: fields dropped or
+    replaced, wrong types, unknown markings and types, deep or cyclic references."""
+    from cbm.stix import INCIDENT_CORE, REPORT_EXTENSION, TLP1, TLP2
+
+    value = st.none() | st.integers() | text | st.lists(text, max_size=3)
+    marking = st.sampled_from(
+        [*TLP2.values(), *TLP1, "marking-definition--00000000-0000-4000-8000-000000000000", "x"]
+    )
+    objects = []
+    for i in range(draw(st.integers(0, 5))):
+        uid = f"6ba7b810-9dad-41d1-80b4-00c04fd4{i:04d}"
+        kind = draw(st.sampled_from(["incident", "opinion", "malware", "identity", "bundle"]))
+        obj = {
+            "type": kind,
+            "spec_version": draw(st.sampled_from(["2.1", "2.1", "2.0", None])),
+            "id": f"{kind}--{uid}",
+            "created": "2026-03-01T12:00:00.000Z",
+            "modified": draw(st.sampled_from(["2026-03-01T12:00:00.000Z", "yesterday", ""])),
+            "name": draw(text),
+            "opinion": draw(st.sampled_from(["agree", "disagree", "neutral", "maybe"])),
+            "object_refs": [f"incident--{uid}"],
+            "object_marking_refs": draw(st.lists(marking, max_size=3)),
+            "extensions": {
+                INCIDENT_CORE: {
+                    "extension_type": "property-extension",
+                    "determination": draw(text),
+                    "investigation_status": "open",
+                },
+                REPORT_EXTENSION: draw(st.dictionaries(st.sampled_from(COLUMNS), value, max_size=6))
+                | {"extension_type": "property-extension"},
+            },
+        }
+        for key in draw(st.lists(st.sampled_from(sorted(obj)), max_size=3)):
+            obj[key] = draw(value)
+        objects.append(obj)
+    bundle = {
+        "type": draw(st.sampled_from(["bundle", "bundle", "report"])),
+        "id": "bundle--6ba7b810-9dad-41d1-80b4-00c04fd43000",
+        "objects": objects,
+    }
+    return json.dumps(bundle).encode()
+
+
 def reader_target(fmt: str):
     def run(data: bytes) -> None:
         for kind in KINDS:
@@ -256,6 +301,7 @@ TARGETS = {
     "csv_reader": (csv_files(), reader_target("csv")),
     "jsonl_reader": (jsonl_files(), reader_target("jsonl")),
     "parquet_reader": (parquet_files(), reader_target("parquet")),
+    "stix_reader": (stix_files(), reader_target("stix.json")),
     "raw_bytes_reader": (
         st.binary(max_size=2_000),
         lambda d: [reader_target(f)(d) for f in ("csv", "jsonl", "parquet")],
