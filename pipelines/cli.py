@@ -512,6 +512,18 @@ def summarize(workdir: Path, publish: Path) -> dict:
             "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
             "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
         ).fetchone()
+        alerts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE alert_id NOT IN "
+            "(SELECT alert_id FROM alert_acks)) FROM alerts"
+        ).fetchone()
+        tables = {
+            t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        open_disputes = (
+            con.execute("SELECT count(*) FROM disputes WHERE status = 'open'").fetchone()[0]
+            if "disputes" in tables
+            else 0
+        )
     latest = rel.latest(publish)
     releases = (
         sorted(p.name for p in (publish / "releases").glob("r-*"))
@@ -534,6 +546,9 @@ def summarize(workdir: Path, publish: Path) -> dict:
         "workdir": str(workdir),
         "data_docs": str(docs) if docs.exists() else None,
         "signed": bool(latest) and (publish / "releases" / latest / rel.SIGNATURE).is_file(),
+        "alerts": alerts[0],
+        "alerts_unacknowledged": alerts[1],
+        "open_disputes": open_disputes,
     }
 
 
@@ -545,12 +560,22 @@ def _print_summary(s: dict) -> None:
     _say(f"Rows quarantined  {s['rows_quarantined']:>9,}")
     latest = f"  (latest {s['latest_release']})" if s["latest_release"] else ""
     _say(f"Releases          {s['releases']:>9,}{latest}")
+    if "alerts" in s:
+        waiting = s["alerts_unacknowledged"]
+        note = f"  ({waiting} not acknowledged: cbm alerts --workdir {s['workdir']} --open)"
+        _say(f"Alerts            {s['alerts']:>9,}{note if waiting else ''}")
+        _say(f"Open disputes     {s['open_disputes']:>9,}")
     _say("")
     _say(f"Published release: {s['release_path'] or 'none yet'}")
     if s["release_path"] and Path(s["release_path"], "report", "index.html").is_file():
         _say(
             f"Report:            {Path(s['release_path'], 'report', 'index.html')} (opens offline)"
         )
+    release = Path(s["release_path"]) if s["release_path"] else None
+    if release and (release / "calendar" / "calendar.ics").is_file():
+        _say(f"Calendar:          {release / 'calendar' / 'calendar.ics'}")
+    if release and (release / "stix" / "bundle.json").is_file():
+        _say(f"STIX / MISP:       {release / 'stix' / 'bundle.json'}, {release / 'misp'}/")
     if s["release_path"]:
         _say(
             "Signed:            yes (manifest.json.sig)"
@@ -1042,6 +1067,7 @@ def cmd_demo(args) -> int:
     _say("")
     _say("Next:")
     _say(f"  cbm status --workdir {base / 'work'}            every submission, accepted or why not")
+    _say(f"  cbm alerts --workdir {base / 'work'} --open     threshold alerts nobody acknowledged")
     _say(f"  cbm verify-release {summary['release_path']} --keys {out.registry / 'parties.yaml'}")
     _say(
         f"  cbm rederive {base / 'work' / 'bundles' / summary['latest_release']} "

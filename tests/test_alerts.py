@@ -212,8 +212,9 @@ def test_a_new_submission_over_the_threshold_sends_one_alert_each(project, capsy
 
         second = incident("I-2", severity=4, occurred_at="2026-03-01T11:00:00+00:00")
         write_csv(project.inbox / "DELTA" / "incidents_b.csv", [second])
-        project.run()
+        summary = project.run()
         assert len(hook.requests) == 1 and len(smtp.messages) == 1
+        assert (summary["alerts"], summary["alerts_unacknowledged"]) == (1, 1)
         project.run()  # nothing new: no second alert, no second delivery
         assert len(hook.requests) == 1 and len(smtp.messages) == 1
 
