@@ -14,21 +14,9 @@ import json
 import uuid
 from datetime import datetime
 
-from cbm.stix import NAMESPACE, week_monday
+from cbm.stix import EVENT_COLUMNS, NAMESPACE, week_monday
 
-FIELDS = (  # events product columns, as attributes (the comment names the column)
-    "event_id",
-    "category",
-    "region",
-    "week",
-    "severity_band",
-    "status",
-    "n_sources_bucket",
-    "alleged",
-    "period",
-    "method_version",
-    "release_id",
-)
+FIELDS = EVENT_COLUMNS  # one text attribute each (the comment names the column)
 THREAT_LEVEL = {"high": "1", "medium": "2", "low": "3"}  # MISP: 1 high .. 4 undefined
 ANALYSIS = {"definitive": "2", "expired": "2", "tentative": "1", "disputed": "1", "reported": "0"}
 

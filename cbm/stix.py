@@ -51,6 +51,20 @@ SCHEMAS = {  # shipped in every release under stix/schemas/ (cbm/stix_schemas/)
     REPORT_EXTENSION: "cbm-report.json",
 }
 EXTENSION_VERSION = "1.0.0"
+# the events product's columns: the cbm event extension carries each (and the MISP feed)
+EVENT_COLUMNS = (
+    "event_id",
+    "period",
+    "category",
+    "region",
+    "week",
+    "severity_band",
+    "status",
+    "n_sources_bucket",
+    "alleged",
+    "method_version",
+    "release_id",
+)
 BUNDLE = "stix/bundle.json"
 IGNORED_CODES = "103"  # {103} "not a UUIDv4": our ids are UUIDv5 on purpose (determinism)
 
@@ -383,22 +397,7 @@ def release_bundle(
                 },
                 EVENT_EXTENSION: {
                     "extension_type": "property-extension",
-                    **{
-                        k: e[k]
-                        for k in (
-                            "event_id",
-                            "period",
-                            "category",
-                            "region",
-                            "week",
-                            "severity_band",
-                            "status",
-                            "n_sources_bucket",
-                            "alleged",
-                            "method_version",
-                            "release_id",
-                        )
-                    },
+                    **{k: e[k] for k in EVENT_COLUMNS},
                 },
             },
         }

@@ -28,19 +28,20 @@ ingest_submissions = dg.define_asset_job(
     ),
 )
 
+# what verification computes from the warehouse (and re-derivation recomputes from a bundle)
+VERIFICATION = [
+    "event_members",
+    "disputes",
+    "incident_clusters",
+    "event_evidence",
+    "compliance_verdicts",
+    "calendar_entries",
+]
+
 verify_reports = dg.define_asset_job(
     name="verify_reports",
     selection=dg.AssetSelection.assets(
-        *REGISTRY,
-        "release_context",
-        "event_members",
-        "disputes",
-        "incident_clusters",
-        "event_evidence",
-        "compliance_verdicts",
-        "calendar_entries",
-        "dyad_levels",
-        "alerts",
+        *REGISTRY, "release_context", *VERIFICATION, "dyad_levels", "alerts"
     ),
     description=(
         "Fix the as-of time, run the warehouse suites, cluster incidents, track disputes, "
@@ -50,14 +51,7 @@ verify_reports = dg.define_asset_job(
 
 rederive_verification = dg.define_asset_job(
     name="rederive_verification",
-    selection=dg.AssetSelection.assets(
-        "event_members",
-        "disputes",
-        "incident_clusters",
-        "event_evidence",
-        "compliance_verdicts",
-        "calendar_entries",
-    ),
+    selection=dg.AssetSelection.assets(*VERIFICATION),
     description=(
         "Cluster incidents and compute verdicts on a warehouse filled from a member bundle "
         "(`cbm rederive`): the registry tables and release_context come from the bundle. No "
