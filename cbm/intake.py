@@ -56,6 +56,51 @@ class IntakePlan:
         """The partition key of every distinct submission, in the order first seen."""
         return [self.partition_key(sha) for sha in self.submissions]
 
+    def batches(self, ordered: list[str]) -> list["Batch"]:
+        """The submissions to ingest as runs: one run per stretch of consecutive partitions
+        (``ordered``: every submission partition, in the partitions' order), so 72 files
+        dropped at once are one run, not 72. A batch's run key is its submissions with their
+        signatures: the same batch is never run twice, and a signature that arrives later
+        makes a new one."""
+        intake = {self.partition_key(sha): self.intake_key(sha) for sha in self.to_ingest}
+        position = {key: i for i, key in enumerate(ordered)}
+        out = []
+        for start, end, _ in contiguous_ranges(ordered, set(intake)):
+            keys = ordered[position[start] : position[end] + 1]
+            if len(keys) == 1:
+                run_key = intake[start]
+            else:
+                digest = hashlib.sha256("\n".join(sorted(intake[k] for k in keys)).encode())
+                run_key = "batch:" + digest.hexdigest()[:32]
+            out.append(Batch(start, end, keys, run_key))
+        return out
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive submission partitions ingested in one run."""
+
+    start: str
+    end: str
+    keys: list[str]
+    run_key: str
+
+
+def contiguous_ranges(ordered: list[str], wanted: set[str]) -> list[tuple[str, str, int]]:
+    """The stretches of ``ordered`` whose keys are all ``wanted``: (first, last, how many)."""
+    ranges, start, count, prev = [], None, 0, None
+    for key in ordered:
+        if key in wanted:
+            if start is None:
+                start, count = key, 0
+            prev, count = key, count + 1
+        elif start is not None:
+            ranges.append((start, prev, count))
+            start = None
+    if start is not None:
+        ranges.append((start, prev, count))
+    return ranges
+
 
 KEY_DIGITS = 16  # of the submission's SHA-256 in its partition key
 _UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")

@@ -86,21 +86,6 @@ def _check_inputs(inbox: Path, registry_dir: Path):
     return registry, key
 
 
-def _contiguous_ranges(ordered: list[str], wanted: set[str]) -> list[tuple[str, str, int]]:
-    ranges, start, count, prev = [], None, 0, None
-    for key in ordered:
-        if key in wanted:
-            if start is None:
-                start, count = key, 0
-            prev, count = key, count + 1
-        elif start is not None:
-            ranges.append((start, prev, count))
-            start = None
-    if start is not None:
-        ranges.append((start, prev, count))
-    return ranges
-
-
 def _failure_reason(result) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
@@ -357,6 +342,7 @@ def _run_jobs(
         RegistryResource,
         SigningKeyResource,
     )
+    from cbm.intake import contiguous_ranges
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
@@ -390,7 +376,7 @@ def _run_jobs(
         "landing > staged > anonymised > validated"
     )
     started = time.monotonic()
-    for start, end, count in _contiguous_ranges(ordered, todo_keys):
+    for start, end, count in contiguous_ranges(ordered, todo_keys):
         result = execute_job(defs, instance, "ingest_submissions", (start, end), show=False)
         _say(f"      {_count(count, 'submission')} ingested (run {result.run_id[:8]})")
     with Warehouse(str(settings.warehouse_path)).connect() as con:

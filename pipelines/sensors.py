@@ -12,11 +12,14 @@ from pipelines.jobs import ingest_submissions
 
 @dg.sensor(
     job=ingest_submissions,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     description=(
-        "Watches the inbox (files and their .sig signatures); lands what is new and requests one "
-        "ingestion run per submission the ingestion plan names: a new file, or a file whose "
-        "signature arrived or changed (partition: the party and file name with the start of the submission's hash; run key: the submission with its signature)."
+        "Watches the inbox (files and their .sig signatures); lands what is new and requests "
+        "the ingestion of every submission the ingestion plan names (a new file, or a file "
+        "whose signature arrived or changed): one run per stretch of consecutive submission "
+        "partitions, as `cbm run` does, so many files dropped at once are one run (a lone "
+        "submission: its partition, run key the submission with its signature; several: a "
+        "partition range, run key the digest of theirs)."
     ),
 )
 def inbox_sensor(
@@ -29,12 +32,20 @@ def inbox_sensor(
     if fingerprint == context.cursor:
         return dg.SkipReason("no change in the inbox")
     plan = plan_intake(inbox, settings.landing_dir, log=context.log.info)
-    known = set(context.instance.get_dynamic_partitions(submissions_partitions.name))
-    new = [k for k in plan.partition_keys if k not in known]
+    known = context.instance.get_dynamic_partitions(submissions_partitions.name)
+    new = [k for k in plan.partition_keys if k not in set(known)]
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=plan.partition_key(sha), run_key=plan.intake_key(sha))
-            for sha in plan.to_ingest
+            dg.RunRequest(partition_key=b.start, run_key=b.run_key)
+            if len(b.keys) == 1
+            else dg.RunRequest(
+                run_key=b.run_key,
+                tags={
+                    "dagster/asset_partition_range_start": b.start,
+                    "dagster/asset_partition_range_end": b.end,
+                },
+            )
+            for b in plan.batches([*known, *new])  # the order once the new ones are added
         ],
         dynamic_partitions_requests=[submissions_partitions.build_add_request(new)] if new else [],
         cursor=fingerprint,

@@ -206,9 +206,9 @@ def deployment(tmp_path):
 
         def execute(self, instance, result):
             job = self.definitions.resolve_job_def("ingest_submissions")
-            for request in result.run_requests:
+            for request in result.run_requests:  # as the daemon launches them
                 assert job.execute_in_process(
-                    instance=instance, partition_key=request.partition_key
+                    instance=instance, partition_key=request.partition_key, tags=request.tags
                 ).success
 
         def status(self):
@@ -219,26 +219,32 @@ def deployment(tmp_path):
     return Deployment()
 
 
-def test_sensor_requests_a_run_per_new_submission_and_counts_the_same_bytes_once(deployment):
+def test_sensor_requests_one_run_for_new_submissions_and_counts_the_same_bytes_once(deployment):
     write_csv(deployment.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     write_csv(deployment.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
     with dg.instance_for_test() as instance:
         first = deployment.tick(instance)
-        assert len(first.run_requests) == 2
-        assert {r.partition_key for r in first.run_requests} == set(
-            instance.get_dynamic_partitions("submissions")
-        )
+        # files dropped together: one run over the range of their partitions, as cbm run does
+        (batch,) = first.run_requests
+        partitions = instance.get_dynamic_partitions("submissions")
+        assert batch.partition_key is None and len(partitions) == 2
+        assert (
+            batch.tags["dagster/asset_partition_range_start"],
+            batch.tags["dagster/asset_partition_range_end"],
+        ) == (partitions[0], partitions[-1])
+        assert batch.run_key.startswith("batch:")
+        assert deployment.tick(instance).run_requests[0].run_key == batch.run_key  # stable
         deployment.execute(instance, first)
         assert set(deployment.status().values()) == {"accepted"}
-        # a run of one partition: its submission_outcome evaluation is on that partition
+        # a run of a range: each submission's outcome evaluation is on its own partition
         check = dg.AssetCheckKey(dg.AssetKey("validation_findings"), "submission_outcome")
         evaluations = [
             r.event.dagster_event.event_specific_data
             for r in instance.event_log_storage.get_asset_check_execution_history(check, limit=10)
         ]
-        assert sorted(e.partition for e in evaluations) == sorted(
-            r.partition_key for r in first.run_requests
-        )
+        per_partition = [e.partition for e in evaluations if e.partition]
+        assert sorted(per_partition) == sorted(partitions)
+        evaluations = [e for e in evaluations if e.partition]
         assert all(e.passed and ": accepted, 1 rows read" in e.description for e in evaluations)
         unchanged = deployment.tick(instance, first.cursor)
         assert isinstance(unchanged, dg.SkipReason) and "no change" in unchanged.skip_message
