@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+ACTIVE = ("QUEUED", "STARTING", "STARTED", "NOT_STARTED", "CANCELING")
 
 
 def _runs(home: Path) -> list[tuple[str, str]]:
@@ -111,7 +112,7 @@ def main() -> int:
                 first_run = time.monotonic() - t0
             if ingested_at is None and _ingested(workdir) >= len(files):
                 ingested_at = time.monotonic() - t0
-            busy = any(s in ("QUEUED", "STARTING", "STARTED", "NOT_STARTED") for _, s in runs)
+            busy = any(s in ACTIVE for _, s in runs)
             if ingested_at and not busy and any(j != "ingest_submissions" for j, _ in runs):
                 verified_at = time.monotonic() - t0
                 break
@@ -126,9 +127,11 @@ def main() -> int:
             t1 = time.monotonic()
             shutil.copy2(source, target)
             while time.monotonic() - t1 < args.timeout:
-                if _ingested(workdir) > before:
+                if single is None and _ingested(workdir) > before:
                     single = time.monotonic() - t1
-                    break
+                busy = any(s in ACTIVE for _, s in _runs(home))
+                if single is not None and not busy:
+                    break  # its run, and what automation started after it, have finished
                 time.sleep(1)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
