@@ -883,6 +883,49 @@ def _delivery_state(deliveries: list[dict] | None) -> str:
     )
 
 
+def _report_acknowledgement(workdir: Path, still_open: int) -> str:
+    """Record a new evaluation of the check alerts_acknowledged in the deployment's Dagster
+    instance (DAGSTER_HOME, or <workdir>/dagster_home), on the alerts' latest materialization,
+    so the UI shows the acknowledgement at once. Says what it did in one line."""
+    home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home")
+    if not (home / "dagster.yaml").is_file():
+        return (
+            f"the UI's check alerts_acknowledged follows at the next alerts update (no Dagster "
+            f"instance at {home}; set DAGSTER_HOME to the deployment's to update it now)"
+        )
+    import dagster as dg
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,  # not exported; names what was checked
+    )
+
+    key = dg.AssetKey("alerts")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key), limit=1
+        ).records
+        if not latest:
+            return f"the alerts asset has no materialization in {home}: nothing to update"
+        record = latest[0]
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name="alerts_acknowledged",
+                passed=still_open == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    "every alert acknowledged"
+                    if still_open == 0
+                    else f"{still_open} alert(s) not acknowledged: cbm alerts --open lists them"
+                ),
+                metadata={"unacknowledged": still_open},
+                target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                ),
+            )
+        )
+    return f"the UI's check alerts_acknowledged now says: {still_open} not acknowledged ({home})"
+
+
 def cmd_alerts(args) -> int:
     """List alerts (newest first) or acknowledge one. Reads the warehouse only; an
     acknowledgement is one row added to alert_acks."""
@@ -927,7 +970,7 @@ def cmd_alerts(args) -> int:
                 "SELECT count(*) FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM alert_acks)"
             ).fetchone()[0]
         _say(f"acknowledged {args.ack} by {args.by}; {still_open} alert(s) still unacknowledged")
-        _say("the UI's check alerts_acknowledged follows on the next update of the alerts asset")
+        _say(_report_acknowledgement(workdir, still_open))
         return EXIT_OK
     with Warehouse(str(path)).connect(read_only=True) as con:
         try:

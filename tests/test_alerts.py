@@ -242,6 +242,15 @@ def test_a_new_submission_over_the_threshold_sends_one_alert_each(project, capsy
     ]
     args = ["alerts", "--workdir", str(project.workdir), "--ack", payload["alert_id"]]
     assert main([*args, "--by", "INTLORG", "--note", "desk informed"]) == 0
+    # the UI's check says so at once, on the alerts' latest materialization
+    import dagster as dg
+
+    check = dg.AssetCheckKey(dg.AssetKey("alerts"), "alerts_acknowledged")
+    with dg.DagsterInstance.get() as instance:
+        (latest,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+        evaluation = latest.event.dagster_event.event_specific_data
+    assert evaluation.passed and evaluation.description == "every alert acknowledged"
+    assert "now says: 0 not acknowledged" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["alerts", "--workdir", str(project.workdir), "--open", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"alerts": []}
