@@ -14,21 +14,12 @@ import dagster as dg
 from assets.metadata import table_metadata, table_schema
 from assets.partitions import refresh_on_new_data
 from assets.resources import RegistryResource
-from cbm.alerts import Alert, deliver
+from cbm.alerts import CHECK, Alert, acknowledgement, deliver
 from warehouse.db import read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
 LISTED = 200
-
-# unacknowledged alerts, newest first, with the public label of the subject
-OPEN_ALERTS_SQL = """
-SELECT a.alert_id, coalesce(p.public_label, p.pseudonym, a.subject) AS subject, a.counterpart,
-       a.level, a.previous_level, a.status, a.reason, a.evidence, a.tlp_rank, a.as_of
-FROM alerts a LEFT JOIN party_directory p ON p.code = a.subject
-WHERE a.alert_id NOT IN (SELECT alert_id FROM alert_acks)
-ORDER BY a.as_of DESC, a.level DESC, a.alert_id
-"""
 
 
 @dg.multi_asset(
@@ -68,7 +59,7 @@ ORDER BY a.as_of DESC, a.level DESC, a.alert_id
     ],
     check_specs=[
         dg.AssetCheckSpec(
-            "alerts_acknowledged",
+            CHECK,
             asset="alerts",
             description=(
                 "Warns while an alert has not been acknowledged (`cbm alerts --ack ID --by "
@@ -101,7 +92,7 @@ def alerts(
         con.execute("DELETE FROM dyad_levels")
         con.execute("INSERT INTO dyad_levels BY NAME SELECT * FROM new_dyad_levels")
         con.execute("DROP TABLE new_dyad_levels")
-        open_rows = con.execute(OPEN_ALERTS_SQL).fetchall()
+        open_rows = con.execute(sql_file("open_alerts")).fetchall()
         delivered = {
             (a, n)
             for a, n in con.execute(
@@ -139,7 +130,7 @@ def alerts(
             "open_alerts": table_metadata(
                 con,
                 "SELECT alert_id, subject, counterpart, level, previous_level, status, reason, "
-                f"CAST(as_of AS VARCHAR) AS as_of FROM ({OPEN_ALERTS_SQL}) LIMIT {LISTED}",
+                f"CAST(as_of AS VARCHAR) AS as_of FROM ({sql_file('open_alerts')}) LIMIT {LISTED}",
             ),
             "failed_deliveries": con.execute(
                 "SELECT count(*) FROM (SELECT alert_id, notifier FROM alert_deliveries "
@@ -175,13 +166,9 @@ def alerts(
     )
     yield dg.AssetCheckResult(
         asset_key="alerts",
-        check_name="alerts_acknowledged",
+        check_name=CHECK,
         passed=n_open == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            "every alert acknowledged"
-            if n_open == 0
-            else f"{n_open} alert(s) not acknowledged: cbm alerts --open lists them"
-        ),
+        description=acknowledgement(n_open),
         metadata={"unacknowledged": n_open, "open_alerts": meta["open_alerts"]},
     )

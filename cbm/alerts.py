@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from cbm.contract import TLP_LEVELS
 from cbm.registry import AlertsConfig
 
+CHECK = "alerts_acknowledged"  # the asset check that warns while an alert waits
 SIGNATURE_HEADER = "X-CBM-Signature"  # "sha256=<hex HMAC-SHA-256 of the body>"
 SCHEMA = "cbm-verify/alert/1"
 
@@ -67,6 +68,13 @@ class Alert:
             else f"level {self.level} confirmed (was tentative)"
         )
         return f"Escalation {self.subject} / {self.counterpart}: {change} ({self.status})"
+
+
+def acknowledgement(unacknowledged: int) -> str:
+    """What the check alerts_acknowledged says (the asset and ``cbm alerts --ack`` alike)."""
+    if unacknowledged == 0:
+        return "every alert acknowledged"
+    return f"{unacknowledged} alert(s) not acknowledged: cbm alerts --open lists them"
 
 
 def body_bytes(payload: dict) -> bytes:

@@ -74,11 +74,7 @@ class Commitment:
     @property
     def milestones(self) -> tuple[date, ...]:
         """The due dates of a ``milestone:`` schedule (one-off steps), in order; () otherwise."""
-        if not self.schedule.startswith(MILESTONE):
-            return ()
-        return tuple(
-            sorted(date.fromisoformat(d) for d in self.schedule[len(MILESTONE) :].split(","))
-        )
+        return tuple(sorted(date.fromisoformat(d) for d in _milestone_dates(self.schedule)))
 
     def obligated_parties(self, parties: dict[str, Party]) -> list[str]:
         if self.obligated == "all_states":
@@ -307,10 +303,13 @@ def load_commitments(path: Path, parties: dict[str, Party]) -> dict[str, Commitm
     return out
 
 
+def _milestone_dates(schedule: str) -> list[str]:
+    """The dates of a ``milestone:`` schedule as written; [] for any other schedule."""
+    return schedule[len(MILESTONE) :].split(",") if schedule.startswith(MILESTONE) else []
+
+
 def _check_milestones(schedule: str, where: str) -> None:
-    if not schedule.startswith(MILESTONE):
-        return
-    dates = schedule[len(MILESTONE) :].split(",")
+    dates = _milestone_dates(schedule)
     for text in dates:
         try:
             date.fromisoformat(text)

@@ -167,12 +167,18 @@ def _version(obj: dict) -> str | None:
     return str(max(1, int(modified.timestamp())))
 
 
-def _week_start(week: str) -> str | None:
+def week_monday(week: str) -> date | None:
+    """The Monday of an ISO week 'YYYY-Www' (None for anything else)."""
     try:
         year, number = week.split("-W")
-        return date.fromisocalendar(int(year), int(number), 1).isoformat() + "T00:00:00+00:00"
+        return date.fromisocalendar(int(year), int(number), 1)
     except (ValueError, AttributeError):
         return None
+
+
+def _week_start(week: str) -> str | None:
+    monday = week_monday(week)
+    return f"{monday.isoformat()}T00:00:00+00:00" if monday else None
 
 
 def _text(value) -> str | None:
@@ -376,8 +382,8 @@ def release_bundle(
     ]
     refs = []
     for e in sorted(events, key=lambda r: r["event_id"]):
-        created = _week_start(e["week"])
-        created = _stamp(datetime.fromisoformat(created)) if created else stamp
+        monday = week_monday(e["week"])
+        created = f"{monday.isoformat()}T00:00:00.000Z" if monday else stamp
         obj = {
             "type": "incident",
             "spec_version": "2.1",
@@ -447,11 +453,6 @@ def release_bundle(
     )
     bundle = {"type": "bundle", "id": _uuid("bundle", release_id), "objects": objects}
     return (json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def week_monday(week: str) -> date | None:
-    start = _week_start(week)
-    return date.fromisoformat(start[:10]) if start else None
 
 
 def schema_files() -> dict[str, bytes]:

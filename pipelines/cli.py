@@ -838,37 +838,6 @@ def cmd_keygen(args) -> int:
     return EXIT_OK
 
 
-ALERT_FIELDS = (
-    "alert_id",
-    "subject",
-    "counterpart",
-    "level",
-    "previous_level",
-    "status",
-    "reason",
-    "evidence",
-    "as_of",
-    "raised_at",
-    "deliveries",
-    "acks",
-)
-
-ALERTS_SQL = """
-SELECT a.alert_id, coalesce(p.public_label, p.pseudonym, a.subject) AS subject, a.counterpart,
-       a.level, a.previous_level, a.status, a.reason, a.evidence,
-       strftime(a.as_of, '%Y-%m-%dT%H:%M:%SZ'), strftime(a.raised_at, '%Y-%m-%dT%H:%M:%SZ'),
-       (SELECT list({'notifier': notifier, 'attempt': attempt, 'ok': ok, 'detail': detail,
-                     'at': strftime(attempted_at, '%Y-%m-%dT%H:%M:%SZ')}
-                    ORDER BY attempted_at, notifier, attempt)
-        FROM alert_deliveries d WHERE d.alert_id = a.alert_id),
-       (SELECT list({'by': by_party, 'at': strftime(acked_at, '%Y-%m-%dT%H:%M:%SZ'), 'note': note}
-                    ORDER BY acked_at)
-        FROM alert_acks k WHERE k.alert_id = a.alert_id)
-FROM alerts a LEFT JOIN party_directory p ON p.code = a.subject
-ORDER BY a.raised_at DESC, a.level DESC, a.alert_id
-"""
-
-
 def _delivery_state(deliveries: list[dict] | None) -> str:
     """One word per notifier: delivered, or failed with the last reason."""
     if not deliveries:
@@ -898,6 +867,8 @@ def _report_acknowledgement(workdir: Path, still_open: int) -> str:
         AssetCheckEvaluationTargetMaterializationData,  # not exported; names what was checked
     )
 
+    from cbm.alerts import CHECK, acknowledgement
+
     key = dg.AssetKey("alerts")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         latest = instance.fetch_materializations(
@@ -909,14 +880,10 @@ def _report_acknowledgement(workdir: Path, still_open: int) -> str:
         instance.report_runless_asset_event(
             dg.AssetCheckEvaluation(
                 asset_key=key,
-                check_name="alerts_acknowledged",
+                check_name=CHECK,
                 passed=still_open == 0,
                 severity=dg.AssetCheckSeverity.WARN,
-                description=(
-                    "every alert acknowledged"
-                    if still_open == 0
-                    else f"{still_open} alert(s) not acknowledged: cbm alerts --open lists them"
-                ),
+                description=acknowledgement(still_open),
                 metadata={"unacknowledged": still_open},
                 target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
                     storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
@@ -931,7 +898,9 @@ def cmd_alerts(args) -> int:
     acknowledgement is one row added to alert_acks."""
     from datetime import UTC, datetime
 
-    from warehouse.db import Warehouse
+    import duckdb
+
+    from warehouse.db import Warehouse, sql_file
 
     workdir = Path(args.workdir)
     _check_folder("--workdir", workdir, must_exist=True)
@@ -974,15 +943,12 @@ def cmd_alerts(args) -> int:
         return EXIT_OK
     with Warehouse(str(path)).connect(read_only=True) as con:
         try:
-            rows = con.execute(ALERTS_SQL).fetchall()
-        except Exception as exc:  # a warehouse from before alerts existed
-            if "alerts" not in str(exc):
-                raise
-            rows = []
-    alerts = [dict(zip(ALERT_FIELDS, r, strict=True)) for r in rows]
-    for a in alerts:
-        a["deliveries"] = a["deliveries"] or []
-        a["acks"] = a["acks"] or []
+            cursor = con.execute(sql_file("alert_listing"))
+        except duckdb.CatalogException:  # a warehouse from before alerts existed
+            alerts = []
+        else:
+            names = [d[0] for d in cursor.description]
+            alerts = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     if args.open:
         alerts = [a for a in alerts if not a["acks"]]
     if args.json:
