@@ -64,7 +64,7 @@ def anonymised_reports(
     pseudonym_key: PseudonymKeyResource,
     warehouse: WarehouseResource,
 ):
-    shas = submissions_of(settings.landing_dir, context.partition_keys)
+    shas = submissions_of(settings.landing_area, context.partition_keys)
     key = pseudonym_key.key
     names = [p.name for p in registry.registry.parties.values()]
     by_label = registry.registry.code_by_label

@@ -17,8 +17,6 @@ from cbm.contract import format_of, kind_of
 from cbm.intake import (
     current_intake_key,
     file_level_rejection,
-    landing_paths,
-    read_landing_meta,
     submissions_of,
 )
 from warehouse.resource import WarehouseResource
@@ -50,11 +48,12 @@ def landed_submissions(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     parties, key = registry.registry.parties, pseudonym_key.key
-    shas = submissions_of(settings.landing_dir, context.partition_keys)
+    landing = settings.landing_area
+    shas = submissions_of(settings.landing_area, context.partition_keys)
     rows = []
     for sha in shas:
-        meta = read_landing_meta(settings.landing_dir, sha)
-        rule, reason = file_level_rejection(meta, registry.registry, settings.landing_dir) or (
+        meta = landing.meta(sha)
+        rule, reason = file_level_rejection(meta, registry.registry, landing) or (
             None,
             None,
         )
@@ -74,9 +73,9 @@ def landed_submissions(
                 meta.get("paths", [meta["file_name"]]),
                 meta["size_bytes"],
                 meta["received_at"],
-                str(landing_paths(settings.landing_dir, sha)[0]),
+                landing.where(sha),
                 "valid" if signed else "none",
-                current_intake_key(settings.landing_dir, sha),
+                current_intake_key(landing, sha),
                 rule,
                 reason,
             )

@@ -1,6 +1,7 @@
 """Published: disclosure control, then a deterministic, atomic release (contract §4, §5)."""
 
 import json
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ from cbm.dictionary import release_dictionary
 from cbm.registry import RULES_VERSION, signing_key_problem
 from cbm.registry import publisher as publisher_of
 from cbm.report import EVENT_STATUSES, REPORT, build_report
+from cbm.storage import Conflict, location
 from warehouse.bundle import write_bundle
 from warehouse.db import (
     fetch_arrow,
@@ -105,7 +107,10 @@ def release(
         problem = signing_key_problem(registry.parties, signer.public_key, signer.party)
         if problem:
             raise dg.Failure(f"the signing key {signer.path} cannot sign: {problem}")
-    publish = Path(settings.publish)
+    # a publish location on object storage is served from a local mirror (cbm.release)
+    target = location(settings.publish)
+    publish = settings.publish_dir
+    pulled = rel.pull_published(target, publish) if target.remote else None
     with warehouse.connect() as con:
         release_context = read_release_context(con)
         method_version, inputs = release_context.method_version, release_context.inputs
@@ -253,6 +258,12 @@ def release(
             registry_dir,
         )
     rel.set_latest(publish, release_id)
+    if target.remote:
+        try:
+            copied = rel.push_release(publish, target, release_id, pulled)
+        except Conflict as exc:
+            raise dg.Failure(f"release {release_id} was not pointed at: {exc}") from None
+        context.log.info(f"copied {copied} files of {release_id} to {target.uri}")
     rows = {
         p: sum(f["rows"] for f in published.files if f["path"].startswith(p + "/"))
         for p in rel.PRODUCTS
@@ -270,6 +281,7 @@ def release(
         metadata={
             "release_id": release_id,
             "path": dg.MetadataValue.path(str(published.path)),
+            "published_to": target.where(f"releases/{release_id}"),
             "new_release": published.new,
             "signed": signed,
             "bundle": dg.MetadataValue.path(str(bundle)),
@@ -327,14 +339,25 @@ def product_schemas(path) -> dict:
 
 @dg.asset_check(
     asset=release,
-    description="The release named in LATEST matches its manifest: every file present, hashes and row counts equal, nothing extra.",
+    description=(
+        "The release named in LATEST matches its manifest: every file present, hashes and row "
+        "counts equal, nothing extra (on object storage: as a reader downloads it)."
+    ),
 )
 def manifest_integrity(settings: CbmSettings) -> dg.AssetCheckResult:
-    publish = Path(settings.publish)
-    current = rel.latest(publish)
-    if current is None:
-        return dg.AssetCheckResult(passed=False, metadata={"problem": "no LATEST file"})
-    ok, problems = rel.verify_release(publish / "releases" / current)
+    target = location(settings.publish)
+    if not target.remote:
+        current = rel.latest(target.root)
+        if current is None:
+            return dg.AssetCheckResult(passed=False, metadata={"problem": "no LATEST file"})
+        ok, problems = rel.verify_release(target.root / "releases" / current)
+    else:  # what a reader of the object storage gets: LATEST and the release it names
+        with tempfile.TemporaryDirectory() as tmp:
+            pulled = rel.pull_published(target, Path(tmp))
+            if pulled is None:
+                return dg.AssetCheckResult(passed=False, metadata={"problem": "no LATEST object"})
+            current = pulled.decode().strip()
+            ok, problems = rel.verify_release(Path(tmp) / "releases" / current)
     return dg.AssetCheckResult(
         passed=ok, metadata={"release_id": current, "problems": dg.MetadataValue.json(problems)}
     )

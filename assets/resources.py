@@ -13,30 +13,49 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
+from cbm.intake import Landing
 from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
 from cbm.signatures import SigningKey
+from cbm.storage import is_remote
 
 DEFAULT_GX_KEEP_RESULTS = 30
 DEFAULT_DOCS_URL = "http://127.0.0.1:8765"
 
 
 class CbmSettings(dg.ConfigurableResource):
-    """Inbox, workdir and publish folders, and the release's optional as-of time."""
+    """Inbox, workdir and publish folders, and the release's optional as-of time. The inbox,
+    the publish folder and the landing area may be ``s3://bucket/prefix`` locations
+    (docs/deployment.md); the workdir (warehouse, staged rows, caches) is always local."""
 
     inbox: str
     workdir: str
     publish: str
+    # where landed submissions are kept: <workdir>/landing unless given
+    landing: str | None = None
     as_of: str | None = None
     # stored GX validation results kept per suite and table (older ones and their Data Docs
     # pages are removed: the Data Docs index slows down with every one it lists)
     gx_keep_results: int = DEFAULT_GX_KEEP_RESULTS
     # where `cbm docs` serves the Data Docs: the address the UI's data_docs links open
     docs_url: str = DEFAULT_DOCS_URL
+    _landing: Landing | None = PrivateAttr(default=None)
 
     @property
-    def landing_dir(self) -> Path:
-        return Path(self.workdir) / "landing"
+    def landing_area(self) -> Landing:
+        """The landing area (``cbm.intake.Landing``), local or on object storage."""
+        if self._landing is None:
+            where = self.landing or str(Path(self.workdir) / "landing")
+            self._landing = Landing(where, cache=Path(self.workdir) / "cache" / "landing")
+        return self._landing
+
+    @property
+    def publish_dir(self) -> Path:
+        """The local publish folder: ``publish`` itself, or the local mirror of a publish
+        location on object storage (``<workdir>/cache/publish``)."""
+        if is_remote(self.publish):
+            return Path(self.workdir) / "cache" / "publish"
+        return Path(self.publish)
 
     @property
     def staged_dir(self) -> Path:

@@ -12,7 +12,7 @@ import dagster as dg
 from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
-from cbm.intake import landing_paths, staged_path, submissions_of
+from cbm.intake import staged_path, submissions_of
 from cbm.reader_worker import ReaderProcess
 from warehouse.resource import WarehouseResource
 
@@ -42,7 +42,7 @@ def staged_submissions(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     settings.staged_dir.mkdir(parents=True, exist_ok=True)
-    shas = submissions_of(settings.landing_dir, context.partition_keys)
+    shas = submissions_of(settings.landing_area, context.partition_keys)
     limits = registry.registry.policy.limits
     rows = []
     with warehouse.connect() as con:
@@ -55,7 +55,7 @@ def staged_submissions(
     with ReaderProcess(limits) as reader:
         for sha, kind, fmt, party, name in todo:
             outcome = reader.read(
-                landing_paths(settings.landing_dir, sha)[0],
+                settings.landing_area.local(sha),
                 staged_path(settings.staged_dir, sha),
                 fmt,
                 kind,

@@ -262,7 +262,7 @@ REPORT_TABLE_TEXT = (
 def validated_reports(
     context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ):
-    shas = submissions_of(settings.landing_dir, context.partition_keys)
+    shas = submissions_of(settings.landing_area, context.partition_keys)
     batch_rows: dict[str, int] = {}
     with warehouse.connect() as con:
         con.execute(
@@ -354,7 +354,7 @@ def validated_reports(
     )
     # the ingestion of these submissions is complete: no plan asks for them again
     for sha, intake_key in intake_keys:
-        mark_ingested(settings.landing_dir, sha, intake_key)
+        mark_ingested(settings.landing_area, sha, intake_key)
     key_of = dict(zip(shas, context.partition_keys, strict=True))
     for outcome in outcomes:
         for asset in ("validation_findings", f"reports_{outcome['kind']}"):

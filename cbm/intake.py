@@ -1,23 +1,24 @@
 """The inbox and the landing area: what was handed in, kept byte for byte.
 
-``scan_inbox`` copies new files into ``<workdir>/landing/<sha[:2]>/<sha>`` with a ``.json``
-sidecar saying where the file came from; ``file_level_rejection`` says why a landed file
+``scan_inbox`` copies new files into the landing area (``Landing``: ``<workdir>/landing`` or
+object storage) as ``<sha[:2]>/<sha>`` with a ``.json`` sidecar saying where the file came
+from; ``file_level_rejection`` says why a landed file
 cannot be accepted at all (unregistered party, unknown kind or format, empty, bad signature,
 not a regular file).
 """
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cbm.contract import format_of, kind_of
-from cbm.files import copy_atomic, sha256_file, write_atomic
+from cbm.files import sha256_file
 from cbm.registry import Registry
 from cbm.signatures import verify_signature
+from cbm.storage import Entry, Location, location
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,88 @@ def partition_key(party: str, file_name: str, sha: str) -> str:
     return f"{_UNSAFE.sub('_', party) or '_'}/{name}@{sha[:KEY_DIGITS]}"
 
 
-def submission_of(landing_dir: Path, key: str) -> str:
+class Landing:
+    """The landing area: every submission's bytes, sidecar (``.json``) and detached signature
+    (``.sig``) under ``<sha[:2]>/<sha>`` of a location, a local folder or ``s3://`` (see
+    ``cbm.storage``). On object storage, the bytes a run reads are copied into a local cache
+    (``cache``) first; the sidecars are always read from the location itself, so every host
+    sees the same state."""
+
+    def __init__(self, where: str | Path, cache: Path | None = None):
+        self.store = location(where)
+        if self.store.remote and cache is None:
+            raise ValueError(f"landing at {where}: a local cache folder is needed")
+        self.cache = Path(cache) if self.store.remote else self.store.root
+
+    @staticmethod
+    def rel(sha: str, suffix: str = "") -> str:
+        return f"{sha[:2]}/{sha}{suffix}"
+
+    def has(self, sha: str) -> bool:
+        return self.store.exists(self.rel(sha, ".json"))
+
+    def meta(self, sha: str) -> dict:
+        return json.loads(self.store.read_bytes(self.rel(sha, ".json")))
+
+    def write_meta(self, sha: str, info: dict) -> None:
+        self.store.write_bytes(self.rel(sha, ".json"), json.dumps(info, sort_keys=True).encode())
+
+    def signature(self, sha: str) -> bytes | None:
+        rel = self.rel(sha, ".sig")
+        return self.store.read_bytes(rel) if self.store.exists(rel) else None
+
+    def local(self, sha: str) -> Path:
+        """The landed bytes as a local file (fetched into the cache from object storage)."""
+        path = self.cache / self.rel(sha)
+        if self.store.remote and not path.exists():
+            self.store.get(self.rel(sha), path)
+        return path
+
+    def where(self, sha: str) -> str:
+        return self.store.where(self.rel(sha))
+
+    def find(self, prefix: str) -> list[str]:
+        """The submissions whose SHA-256 starts with ``prefix``."""
+        return [
+            name[: -len(".json")]
+            for name in self.store.names(prefix[:2])
+            if name.startswith(prefix) and name.endswith(".json")
+        ]
+
+    def put_bytes(self, sha: str, inbox: Location, rel: str, content: str) -> int:
+        """Copy an inbox file in; check the copy against the hash it was landed under."""
+        if self.store.remote:
+            staging = self.cache / self.rel(sha)
+            inbox.get(rel, staging)
+            if sha256_file(staging) != content:
+                raise OSError(f"landing copy of {inbox.where(rel)} does not match its hash")
+            self.store.put(staging, self.rel(sha))
+            return staging.stat().st_size
+        target = self.store.path(self.rel(sha))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        inbox.get(rel, target)
+        if sha256_file(target) != content:
+            raise OSError(
+                f"landing copy of {inbox.where(rel)} does not match its hash; disk problem?"
+            )
+        return target.stat().st_size
+
+    def put_marker(self, sha: str) -> None:
+        self.store.write_bytes(self.rel(sha), b"")
+
+    def put_signature(self, sha: str, data: bytes) -> None:
+        self.store.write_bytes(self.rel(sha, ".sig"), data)
+
+
+def as_landing(landing: Landing | str | Path) -> Landing:
+    return landing if isinstance(landing, Landing) else Landing(landing)
+
+
+def as_location(where: Location | str | Path) -> Location:
+    return where if isinstance(where, Location) else location(where)
+
+
+def submission_of(landing: Landing | Path, key: str) -> str:
     """The submission (its full SHA-256) a partition key names. A bare SHA-256 (the keys
     of workdirs made before readable keys) names itself."""
     if re.fullmatch(r"[0-9a-f]{64}", key):
@@ -122,20 +204,15 @@ def submission_of(landing_dir: Path, key: str) -> str:
     prefix = key.rpartition("@")[2]
     if not re.fullmatch(rf"[0-9a-f]{{{KEY_DIGITS}}}", prefix):
         raise ValueError(f"{key!r} is not a submission partition key (PARTY/name@digest)")
-    found = [p.stem for p in (landing_dir / prefix[:2]).glob(f"{prefix}*.json")]
+    found = as_landing(landing).find(prefix)
     if len(found) != 1:
         raise ValueError(f"partition {key!r}: {len(found)} landed submissions start with {prefix}")
     return found[0]
 
 
-def submissions_of(landing_dir: Path, keys) -> list[str]:
-    return [submission_of(landing_dir, k) for k in keys]
-
-
-def landing_paths(landing_dir: Path, sha: str) -> tuple[Path, Path, Path]:
-    """The landed bytes, their sidecar (``.json``) and their detached signature (``.sig``)."""
-    base = landing_dir / sha[:2] / sha
-    return base, base.with_suffix(".json"), base.with_suffix(".sig")
+def submissions_of(landing: Landing | Path, keys) -> list[str]:
+    landing = as_landing(landing)
+    return [submission_of(landing, k) for k in keys]
 
 
 def staged_path(staged_dir: Path, sha: str) -> Path:
@@ -143,44 +220,33 @@ def staged_path(staged_dir: Path, sha: str) -> Path:
     return staged_dir / f"{sha}.parquet"
 
 
-def inbox_files(inbox: Path) -> list[tuple[Path, str, str]]:
-    """(path, party directory, file name) of every submission file, in a stable order.
+def inbox_files(inbox: Location | Path | str) -> list[tuple[Entry, str, str]]:
+    """(entry, party directory, file name) of every submission file, in a stable order.
 
     Detached signatures (``*.sig``) travel with their file. Nothing else is skipped: hidden
     files and files outside a party directory become submissions that are rejected with a
     reason, so nothing handed in disappears silently. Symlinked directories are not entered.
     """
-    found = []
-    for entry in sorted(inbox.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            for path in sorted(entry.rglob("*")):
-                if path.name.endswith(".sig") or (path.is_dir() and not path.is_symlink()):
-                    continue
-                found.append((path, entry.name, str(path.relative_to(entry))))
-        elif not entry.name.endswith(".sig"):
-            found.append((entry, "", entry.name))
-    return found
+    return inbox_files_of(as_location(inbox).entries())
 
 
-def inbox_fingerprint(inbox: Path) -> str:
+def inbox_fingerprint(inbox: Location | Path | str) -> str:
     """Changes whenever a file or a signature is added, replaced or removed (names, sizes,
     modification times): the cheap test of whether the inbox needs another plan."""
     h = hashlib.sha256()
-    for path, _, _ in inbox_files(inbox):
-        for entry in (path, path.with_name(path.name + ".sig")):
-            st = entry.lstat() if entry.is_symlink() or entry.exists() else None
-            stamp = f"{st.st_size}\x1f{st.st_mtime_ns}" if st else "-"
-            h.update(f"{entry}\x1f{stamp}\n".encode())
+    for entry in as_location(inbox).entries():
+        h.update(f"{entry.rel}\x1f{entry.size}\x1f{entry.mtime_ns}\x1f{entry.kind}\n".encode())
     return h.hexdigest()
 
 
-def current_intake_key(landing_dir: Path, sha: str) -> str:
+def current_intake_key(landing: Landing | Path, sha: str) -> str:
     """The submission, its landed signature and the paths it was handed in under: a
     signature that arrives or changes later, or a repeat under a new name, makes a new key,
     so the file is looked at again (a repeat, to be listed)."""
-    _, meta, sig = landing_paths(landing_dir, sha)
-    signed = sha256_file(sig) if sig.exists() else "unsigned"
-    paths = json.loads(meta.read_text()).get("paths", [])
+    landing = as_landing(landing)
+    sig = landing.signature(sha)
+    signed = hashlib.sha256(sig).hexdigest() if sig is not None else "unsigned"
+    paths = landing.meta(sha).get("paths", [])
     return hashlib.sha256(f"{sha}\x1f{signed}\x1f{json.dumps(paths)}".encode()).hexdigest()
 
 
@@ -190,7 +256,9 @@ def submission_key(party: str, file_sha256: str) -> str:
     return hashlib.sha256(f"{party}\x00{file_sha256}".encode()).hexdigest()
 
 
-def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[LandedFile]:
+def scan_inbox(
+    inbox: Location | Path | str, landing: Landing | Path, log=None, progress=None
+) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
     A symlink or other non-regular file (FIFO, device) is landed as a marker with its name,
@@ -199,107 +267,115 @@ def scan_inbox(inbox: Path, landing_dir: Path, log=None, progress=None) -> list[
     change). Every path a submission was handed in under is kept in its sidecar (``paths``,
     in the order seen): a repeat is listed, never counted twice.
     """
+    inbox, landing = as_location(inbox), as_landing(landing)
     landed: list[LandedFile] = []
-    files = inbox_files(inbox)
-    for number, (path, party, name) in enumerate(files, 1):
+    entries = inbox.entries()
+    signatures = {e.rel for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
+    files = inbox_files_of(entries)
+    for number, (entry, party, name) in enumerate(files, 1):
         if progress:
             progress(number, len(files))
-        if path.is_symlink() or not path.is_file():
-            what = (
-                f"symlink:{os.readlink(path)}"
-                if path.is_symlink()
-                else f"special:{path.lstat().st_mode}"
-            )
+        regular = entry.kind == "file"
+        if regular:
+            content = inbox.sha256(entry.rel)
+        else:
+            what = entry.kind
             content = hashlib.sha256(
                 b"cbm-not-a-file\x00" + f"{party}/{name}\x00{what}".encode()
             ).hexdigest()
-            source = None
-        else:
-            content, source = sha256_file(path), path
         sha = submission_key(party, content)
-        blob, meta, sig = landing_paths(landing_dir, sha)
-        sig_path = path.with_name(path.name + ".sig")
-        has_sig_file = source is not None and sig_path.is_file() and not sig_path.is_symlink()
-        new = not meta.exists()
+        sig_rel = entry.rel + ".sig"
+        sig_bytes = inbox.read_bytes(sig_rel) if regular and sig_rel in signatures else None
+        new = not landing.has(sha)
         if new:
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            if source is None:
-                write_atomic(blob, b"")
+            if regular:
+                size = landing.put_bytes(sha, inbox, entry.rel, content)
             else:
-                copy_atomic(source, blob)
-                if sha256_file(blob) != content:
-                    raise OSError(f"landing copy of {path} does not match its hash; disk problem?")
-            if has_sig_file:
-                copy_atomic(sig_path, sig)
+                landing.put_marker(sha)
+                size = 0
+            if sig_bytes is not None:
+                landing.put_signature(sha, sig_bytes)
             info = {
                 "sha256": sha,
                 "file_sha256": content,
                 "party_dir": party,
                 "file_name": name,
                 "paths": [name],
-                "size_bytes": 0 if source is None else blob.stat().st_size,
-                "symlink": source is None,
-                "has_signature": sig.exists(),
+                "size_bytes": size,
+                "symlink": not regular,
+                "has_signature": sig_bytes is not None,
                 "received_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            write_atomic(meta, json.dumps(info, sort_keys=True).encode())
+            landing.write_meta(sha, info)
             if log:
                 log(f"landed {party}/{name} as {sha[:12]}")
         else:
-            info = json.loads(meta.read_text())
+            info = landing.meta(sha)
             changed = {}
             if name not in info.get("paths", [info["file_name"]]):
                 changed["paths"] = [*info.get("paths", [info["file_name"]]), name]
                 if log:
                     log(f"{party}/{name}: the same bytes as {party}/{info['file_name']} (a repeat)")
-            if has_sig_file and (not sig.exists() or sha256_file(sig) != sha256_file(sig_path)):
-                copy_atomic(sig_path, sig)
+            if sig_bytes is not None and landing.signature(sha) != sig_bytes:
+                landing.put_signature(sha, sig_bytes)
                 changed["has_signature"] = True
                 if log:
                     log(f"signature for {party}/{name} ({sha[:12]}) arrived: another look")
             if changed:
-                write_atomic(meta, json.dumps(info | changed, sort_keys=True).encode())
+                landing.write_meta(sha, info | changed)
         landed.append(
             LandedFile(
                 sha,
                 party,
                 name,
                 new,
-                current_intake_key(landing_dir, sha),
+                current_intake_key(landing, sha),
                 partition_key(info["party_dir"], info["file_name"], sha),
             )
         )
     return landed
 
 
-def plan_intake(inbox: Path, landing_dir: Path, log=None, progress=None) -> IntakePlan:
+def inbox_files_of(entries: list[Entry]) -> list[tuple[Entry, str, str]]:
+    found = []
+    for entry in entries:
+        if entry.rel.endswith(".sig"):
+            continue
+        party, _, name = entry.rel.partition("/")
+        found.append((entry, party, name) if name else (entry, "", party))
+    return found
+
+
+def plan_intake(
+    inbox: Location | Path | str, landing: Landing | Path, log=None, progress=None
+) -> IntakePlan:
     """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
     (files and late signatures), then ingest every submission whose intake key has not been
     ingested yet (new files, files whose signature arrived or changed, and files whose
     ingestion never finished)."""
-    files = scan_inbox(inbox, landing_dir, log, progress)
+    landing = as_landing(landing)
+    files = scan_inbox(inbox, landing, log, progress)
     to_ingest = [
         sha
         for sha, key in {f.sha256: f.intake_key for f in files}.items()
-        if read_landing_meta(landing_dir, sha).get("ingested_key") != key
+        if landing.meta(sha).get("ingested_key") != key
     ]
     return IntakePlan(files, to_ingest)
 
 
-def mark_ingested(landing_dir: Path, sha: str, intake_key: str) -> None:
+def mark_ingested(landing: Landing | Path, sha: str, intake_key: str) -> None:
     """Record in the submission's sidecar that its ingestion with this key finished, so no
     plan asks for it again until its signature changes."""
-    meta = landing_paths(landing_dir, sha)[1]
-    info = json.loads(meta.read_text()) | {"ingested_key": intake_key}
-    write_atomic(meta, json.dumps(info, sort_keys=True).encode())
+    landing = as_landing(landing)
+    landing.write_meta(sha, landing.meta(sha) | {"ingested_key": intake_key})
 
 
-def read_landing_meta(landing_dir: Path, sha: str) -> dict:
-    return json.loads(landing_paths(landing_dir, sha)[1].read_text())
+def read_landing_meta(landing: Landing | Path, sha: str) -> dict:
+    return as_landing(landing).meta(sha)
 
 
 def file_level_rejection(
-    meta: dict, registry: Registry, landing_dir: Path
+    meta: dict, registry: Registry, landing: Landing | Path
 ) -> tuple[str, str] | None:
     """(rule, reason) when a submission must be rejected whole, else None."""
     party, name = meta["party_dir"], meta["file_name"]
@@ -329,12 +405,14 @@ def file_level_rejection(
         return "empty_file", f"{where}: file is empty"
     public_key = registry.parties[party].public_key
     if public_key:
-        blob, _, sig = landing_paths(landing_dir, meta["sha256"])
-        if not sig.exists():
+        landing = as_landing(landing)
+        sig = landing.signature(meta["sha256"])
+        if sig is None:
             return (
                 "signature_missing",
                 f"{where}: party {party} signs its submissions; no {name}.sig",
             )
-        if not verify_signature(public_key, blob.read_bytes(), sig.read_bytes()):
+        blob = landing.local(meta["sha256"]).read_bytes()
+        if not verify_signature(public_key, blob, sig):
             return "signature_invalid", f"{where}: {name}.sig does not verify with {party}'s key"
     return None

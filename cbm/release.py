@@ -2,7 +2,10 @@
 
 A release is assembled in ``<publish>/releases/.tmp-<id>-<pid>`` and renamed into place in
 one step, so a run killed mid-way leaves no partial release visible; ``LATEST`` is replaced
-only after the rename. ``verify_release`` is what a consumer runs to check a release.
+only after the rename. ``verify_release`` is what a consumer runs to check a release. A
+publish location on object storage gets the same guarantees from a local mirror
+(``pull_published``, ``push_release``): files first, manifest next, ``LATEST`` last and
+conditionally.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cbm.files import fsync_dir, sha256_file, write_atomic
+from cbm.storage import Conflict, Location
 
 SCHEMA_VERSION = 1
 PRODUCTS = ("indicators", "compliance", "events")  # partitioned by period, with changes/
@@ -292,3 +296,61 @@ def _check_file(root: Path, rel: str, entry: dict) -> list[str]:
         if rows != entry.get("rows"):
             return [f"row count mismatch: {rel} (manifest {entry.get('rows')}, file {rows})"]
     return []
+
+
+def pull_published(target: Location, mirror: Path) -> bytes | None:
+    """Before a release is built for a publish location on object storage: bring into its
+    local mirror what the new release builds on (``LATEST``, ``CHANGELOG.jsonl`` and the
+    release LATEST names, when the mirror lacks it). Returns ``LATEST`` as read, the
+    condition under which ``push_release`` may move it."""
+    mirror.mkdir(parents=True, exist_ok=True)
+    latest = target.read_bytes("LATEST") if target.exists("LATEST") else None
+    if target.exists("CHANGELOG.jsonl"):
+        target.get("CHANGELOG.jsonl", mirror / "CHANGELOG.jsonl")
+    if latest is None:
+        (mirror / "LATEST").unlink(missing_ok=True)
+        return None
+    release_id = latest.decode().strip()
+    folder = mirror / "releases" / release_id
+    if not (folder / MANIFEST).exists():
+        tmp = mirror / "releases" / f".tmp-pull-{release_id}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        prefix = f"releases/{release_id}/"
+        for entry in target.entries(prefix):
+            target.get(entry.rel, tmp / entry.rel[len(prefix) :])
+        if not (tmp / MANIFEST).exists():
+            raise OSError(f"{target.where(prefix)}: LATEST names it, but it has no {MANIFEST}")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(tmp, folder)
+    write_atomic(mirror / "LATEST", latest)
+    return latest
+
+
+def push_release(mirror: Path, target: Location, release_id: str, latest: bytes | None) -> int:
+    """Copy a release from the local mirror to a publish location on object storage, in the
+    order that keeps every reader safe: the data files first, then ``manifest.json`` and its
+    signature (a release folder without a manifest is not a release), then the changelog, then
+    ``LATEST``, written only if it still holds what ``pull_published`` read (another
+    publisher's release is never overwritten: ``storage.Conflict``), and ``calendar.ics``,
+    which follows LATEST. Returns the number of files copied."""
+    root = mirror / "releases" / release_id
+    prefix = f"releases/{release_id}"
+    last = [MANIFEST, SIGNATURE]
+    copied = 0
+    if not target.exists(f"{prefix}/{MANIFEST}"):
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        for rel in [f for f in files if f not in last] + [f for f in last if f in files]:
+            target.put(root / rel, f"{prefix}/{rel}")
+            copied += 1
+    elif (root / SIGNATURE).exists() and not target.exists(f"{prefix}/{SIGNATURE}"):
+        target.put(root / SIGNATURE, f"{prefix}/{SIGNATURE}")  # published unsigned before
+        copied += 1
+    current = target.read_bytes("LATEST") if target.exists("LATEST") else None
+    if current != latest:  # checked again, conditionally, when LATEST is written
+        raise Conflict(f"{target.where('LATEST')} moved from {latest!r} to {current!r} meanwhile")
+    if (mirror / "CHANGELOG.jsonl").exists():
+        target.put(mirror / "CHANGELOG.jsonl", "CHANGELOG.jsonl")
+    target.replace_if("LATEST", (release_id + "\n").encode(), latest)
+    if (root / CALENDAR_ICS).is_file():
+        target.put(root / CALENDAR_ICS, "calendar.ics")
+    return copied

@@ -1,12 +1,11 @@
 """The inbox sensor: the same ingestion plan as `cbm run` (``cbm.intake.plan_intake``)."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.intake import inbox_fingerprint, plan_intake
+from cbm.storage import location
 from pipelines.jobs import ingest_submissions
 
 
@@ -25,13 +24,13 @@ from pipelines.jobs import ingest_submissions
 def inbox_sensor(
     context: dg.SensorEvaluationContext, settings: CbmSettings
 ) -> dg.SensorResult | dg.SkipReason:
-    inbox = Path(settings.inbox)
+    inbox = location(settings.inbox)
     if not inbox.is_dir():
-        return dg.SkipReason(f"inbox {inbox} does not exist")
+        return dg.SkipReason(f"inbox {inbox.uri} does not exist")
     fingerprint = inbox_fingerprint(inbox)
     if fingerprint == context.cursor:
         return dg.SkipReason("no change in the inbox")
-    plan = plan_intake(inbox, settings.landing_dir, log=context.log.info)
+    plan = plan_intake(inbox, settings.landing_area, log=context.log.info)
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
     new = [k for k in plan.partition_keys if k not in set(known)]
     return dg.SensorResult(

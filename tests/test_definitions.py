@@ -314,7 +314,7 @@ def test_materialize_landing_alone_on_a_temporary_duckdb(deployment):
     from warehouse.resource import WarehouseResource
 
     write_csv(deployment.inbox / "ZULU" / "incidents_z.csv", [incident("Z-1")])
-    (sha,) = plan_intake(deployment.inbox, deployment.settings.landing_dir).to_ingest
+    (sha,) = plan_intake(deployment.inbox, deployment.settings.landing_area).to_ingest
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("submissions", [sha])
         result = dg.materialize(
