@@ -11,7 +11,7 @@ export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
 
-.PHONY: demo test browser ui docs lint fmt validate clean bench bench-floor fuzz
+.PHONY: demo test test-scale browser ui docs lint fmt validate clean bench bench-floor fuzz
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -26,6 +26,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the scale-out deployment for real (docs/deployment.md): PostgreSQL (Debian's postgresql),
+# moto's S3 on loopback, webserver, daemon and code server as separate processes
+test-scale: $(STAMP)
+	$(BIN)/python -m pytest tests/scale -m scale -n 0 -p no:cacheprovider
 
 # what a verifier sees: the demo in dagster dev and its Data Docs, in Debian's Chromium
 # (apt-get install chromium; never downloaded); screenshots in .cbm/browser-shots

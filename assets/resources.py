@@ -31,7 +31,7 @@ class CbmSettings(dg.ConfigurableResource):
     inbox: str
     workdir: str
     publish: str
-    # where landed submissions are kept: <workdir>/landing unless given
+    # where landed submissions are kept: this, else CBM_LANDING, else <workdir>/landing
     landing: str | None = None
     as_of: str | None = None
     # stored GX validation results kept per suite and table (older ones and their Data Docs
@@ -45,7 +45,11 @@ class CbmSettings(dg.ConfigurableResource):
     def landing_area(self) -> Landing:
         """The landing area (``cbm.intake.Landing``), local or on object storage."""
         if self._landing is None:
-            where = self.landing or str(Path(self.workdir) / "landing")
+            where = (
+                self.landing
+                or os.environ.get("CBM_LANDING")
+                or str(Path(self.workdir) / "landing")
+            )
             self._landing = Landing(where, cache=Path(self.workdir) / "cache" / "landing")
         return self._landing
 
