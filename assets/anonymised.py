@@ -7,6 +7,11 @@ text of every typed field is kept beside it (scrubbed) so a value that does not 
 named in quarantine.
 """
 
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -15,7 +20,7 @@ from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from cbm.contract import KINDS
 from cbm.intake import staged_path, submissions_of
-from cbm.protection import anonymise_frame
+from cbm.protection import anonymise_staged, anonymise_to_file
 from warehouse.db import anon_insert_sql
 from warehouse.resource import WarehouseResource
 
@@ -32,6 +37,46 @@ def _insert(con, kind: str, frames: list[pl.DataFrame]) -> None:
     con.execute(anon_insert_sql(kind))
     con.unregister("anon_frame")
     frames.clear()
+
+
+def _anonymised(settings: CbmSettings, todo, key, names, by_label) -> Iterator:
+    """Each submission's anonymised rows, or the exception that stopped it, in ``todo``'s
+    order. With more than one worker (``settings.worker_count``), the submissions are
+    anonymised side by side in child processes, each writing its rows to a file
+    (``<workdir>/anon/``) that is read back here in order, so the warehouse gets the same rows
+    in the same order whatever the number of workers."""
+    staged = [
+        (staged_path(settings.staged_dir, sha), kind, party, key, names, by_label)
+        for sha, kind, party in todo
+    ]
+    workers = min(settings.worker_count, len(todo))
+    if workers <= 1:
+        for args in staged:
+            try:
+                yield anonymise_staged(*args)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - reported per submission
+                yield exc
+        return
+    out = Path(settings.workdir) / "anon"
+    out.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        targets = [out / f"{sha}.parquet" for sha, _, _ in todo]
+        futures = [
+            pool.submit(anonymise_to_file, t, *a) for t, a in zip(targets, staged, strict=True)
+        ]
+        for target, future in zip(targets, futures, strict=True):
+            try:
+                future.result()
+                yield pl.read_parquet(target)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - reported per submission
+                yield exc
+            finally:
+                target.unlink(missing_ok=True)
 
 
 @dg.multi_asset(
@@ -88,17 +133,12 @@ def anonymised_reports(
             "DELETE FROM anonymisation_failures WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
             [shas],
         )
-        for sha, kind, party in todo:
-            try:
-                frame = pl.read_parquet(staged_path(settings.staged_dir, sha))
-                if kind == "incidents" and by_label:  # a party named by its public label
-                    frame = frame.with_columns(pl.col("alleged_party").replace(by_label))
-                anon = anonymise_frame(frame, kind, key.pseudonym(party), key, names)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - one submission fails alone, said why
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                reason = f"anonymisation failed ({exc.__class__.__name__}: {first})"
+        for (sha, kind, party), anon in zip(
+            todo, _anonymised(settings, todo, key, names, by_label), strict=True
+        ):
+            if isinstance(anon, BaseException):  # one submission fails alone, said why
+                first = (str(anon).strip().splitlines() or [""])[0][:200]
+                reason = f"anonymisation failed ({anon.__class__.__name__}: {first})"
                 context.log.warning(f"{party}: {reason}")
                 con.execute("INSERT INTO anonymisation_failures VALUES (?, ?)", [sha, reason])
                 continue

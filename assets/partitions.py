@@ -41,9 +41,18 @@ def register_months(instance: dg.DagsterInstance, first: str, last: str) -> list
 
 # Refresh when new validated data lands: any upstream update not yet handled, nothing
 # upstream missing or in progress. Unlike eager(), every partition is eligible, since a late
-# report can revise an old month.
+# report can revise an old month. A request or an update of the asset handles the upstream
+# updates only when none came in the same tick: when the asset's own run and a newer
+# upstream run both finish between two ticks, the newer data still gets its refresh
+# (make test-scale found months of indicators left stale by since_last_handled(), which
+# resets on both at once).
+_deps_updated = dg.AutomationCondition.any_deps_updated()
+_handled = (
+    (dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated())
+    & ~_deps_updated
+) | dg.AutomationCondition.initial_evaluation()
 refresh_on_new_data = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    _deps_updated.since(_handled.with_label("handled"))
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()

@@ -33,6 +33,9 @@ class CbmSettings(dg.ConfigurableResource):
     publish: str
     # where landed submissions are kept: this, else CBM_LANDING, else <workdir>/landing
     landing: str | None = None
+    # how many submissions are parsed and anonymised side by side (child processes): this,
+    # else CBM_WORKERS, else 1
+    workers: int | None = None
     as_of: str | None = None
     # stored GX validation results kept per suite and table (older ones and their Data Docs
     # pages are removed: the Data Docs index slows down with every one it lists)
@@ -46,12 +49,23 @@ class CbmSettings(dg.ConfigurableResource):
         """The landing area (``cbm.intake.Landing``), local or on object storage."""
         if self._landing is None:
             where = (
-                self.landing
-                or os.environ.get("CBM_LANDING")
-                or str(Path(self.workdir) / "landing")
+                self.landing or os.environ.get("CBM_LANDING") or str(Path(self.workdir) / "landing")
             )
             self._landing = Landing(where, cache=Path(self.workdir) / "cache" / "landing")
         return self._landing
+
+    @property
+    def worker_count(self) -> int:
+        value = self.workers or os.environ.get("CBM_WORKERS") or 1
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError(
+                f"CBM_WORKERS={value!r}: a whole number of workers, 1 or more"
+            ) from None
+        if count < 1:
+            raise ValueError(f"CBM_WORKERS={value!r}: a whole number of workers, 1 or more")
+        return count
 
     @property
     def publish_dir(self) -> Path:

@@ -13,7 +13,7 @@ from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
 from cbm.intake import staged_path, submissions_of
-from cbm.reader_worker import ReaderProcess
+from cbm.reader_worker import ReaderPool
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:ingestion"
@@ -51,21 +51,21 @@ def staged_submissions(
             "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND rule IS NULL ORDER BY sha256",
             [shas],
         ).fetchall()
-    # each file is parsed in a child process held to the policy's time and memory limits
-    with ReaderProcess(limits) as reader:
-        for sha, kind, fmt, party, name in todo:
-            outcome = reader.read(
-                settings.landing_area.local(sha),
-                staged_path(settings.staged_dir, sha),
-                fmt,
-                kind,
-            )
-            if outcome.rule:
-                reason = f"{party}/{name}: {outcome.reason}"
-                context.log.warning(reason)
-                rows.append((sha, 0, "[]", outcome.rule, reason))
-            else:
-                rows.append((sha, outcome.rows, json.dumps(list(outcome.notes)), None, None))
+    # each file is parsed in a child process held to the policy's time and memory limits;
+    # settings.worker_count of them side by side, each writing its own Parquet file
+    jobs = [
+        (settings.landing_area.local(sha), staged_path(settings.staged_dir, sha), fmt, kind)
+        for sha, kind, fmt, _, _ in todo
+    ]
+    with ReaderPool(limits, settings.worker_count) as readers:
+        outcomes = readers.read_all(jobs)
+    for (sha, _, _, party, name), outcome in zip(todo, outcomes, strict=True):
+        if outcome.rule:
+            reason = f"{party}/{name}: {outcome.reason}"
+            context.log.warning(reason)
+            rows.append((sha, 0, "[]", outcome.rule, reason))
+        else:
+            rows.append((sha, outcome.rows, json.dumps(list(outcome.notes)), None, None))
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM staged_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",

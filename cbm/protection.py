@@ -192,3 +192,28 @@ def anonymise_frame(
             .rename({"_ps": "subject_party"})
         )
     return out
+
+
+def anonymise_staged(
+    staged: Path,
+    kind: str,
+    party: str,
+    key: PseudonymKey,
+    party_names: list[str],
+    code_by_label: dict[str, str],
+) -> pl.DataFrame:
+    """One staged submission (its Parquet file) made safe for the warehouse: the submitter
+    becomes its pseudonym; an incident's ``alleged_party`` given as a public label becomes
+    the party code first."""
+    frame = pl.read_parquet(staged)
+    if kind == "incidents" and code_by_label:
+        frame = frame.with_columns(pl.col("alleged_party").replace(code_by_label))
+    return anonymise_frame(frame, kind, key.pseudonym(party), key, party_names)
+
+
+def anonymise_to_file(target: Path, *args) -> int:
+    """``anonymise_staged`` in a worker process: the rows go to ``target`` (Parquet, in the
+    workdir, the sensitive tier's neighbour), not through the pipe. Returns the row count."""
+    frame = anonymise_staged(*args)
+    frame.write_parquet(target, compression="lz4")
+    return frame.height

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +126,38 @@ class ReaderProcess:
             reason=f"parsing took longer than {seconds:,} s (policy.yaml limits.reader_seconds); "
             "the reader was stopped",
         )
+
+
+class ReaderPool:
+    """``workers`` readers side by side (each a ``ReaderProcess``, with its own limits and
+    its own child): the submissions of a run are parsed in parallel, each one into its own
+    Parquet file, and the outcomes come back in the order the jobs were given, so what is
+    recorded does not depend on the number of workers."""
+
+    def __init__(self, limits: Limits, workers: int = 1):
+        self.limits, self.workers = limits, max(1, workers)
+        self._readers: list[ReaderProcess] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ReaderPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for reader in self._readers:
+            reader.close()
+
+    def _reader(self) -> ReaderProcess:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = ReaderProcess(self.limits)
+            with self._lock:
+                self._readers.append(reader)
+        return reader
+
+    def read_all(self, jobs: list[tuple[Path, Path, str, str]]) -> list[ReadOutcome]:
+        """Parse every (source, target, format, kind); one outcome per job, in order."""
+        if self.workers == 1 or len(jobs) < 2:
+            return [self._reader().read(*job) for job in jobs]
+        with ThreadPoolExecutor(min(self.workers, len(jobs))) as pool:
+            return list(pool.map(lambda job: self._reader().read(*job), jobs))

@@ -83,6 +83,9 @@ def _check_inputs(inbox: Path, registry_dir: Path):
         key = load_key()
     except KeyError_ as exc:
         raise CannotRun(str(exc)) from exc
+    workers = os.environ.get("CBM_WORKERS")
+    if workers is not None and not (workers.isdigit() and int(workers) >= 1):
+        raise CannotRun(f"CBM_WORKERS={workers!r}: a whole number of workers, 1 or more")
     return registry, key
 
 

@@ -388,3 +388,39 @@ def test_after_a_sensor_ingestion_automation_brings_alerts_up_to_date(deployment
             for r in again.results
             if isinstance(r.key, dg.AssetKey)
         )
+
+
+def test_an_update_upstream_after_the_assets_own_run_in_one_tick_still_refreshes_it():
+    """Both the asset's own run and a newer upstream run finish between two ticks (the
+    daemon's months of indicators and a later verification): the newer data is still
+    handled. Resetting on the asset's own update alone (since_last_handled) left it stale."""
+    from assets.partitions import refresh_on_new_data
+
+    @dg.asset
+    def upstream() -> None:
+        return None
+
+    @dg.asset(deps=[upstream], automation_condition=refresh_on_new_data)
+    def downstream() -> None:
+        return None
+
+    defs = dg.Definitions(assets=[upstream, downstream])
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0
+        assert dg.materialize([upstream], instance=instance).success
+        requested = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=first.cursor
+        )
+        assert requested.get_num_requested(downstream.key) == 1
+        # between this tick and the next: the requested run, then newer upstream data
+        assert dg.materialize([downstream], instance=instance).success
+        assert dg.materialize([upstream], instance=instance).success
+        after = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=requested.cursor
+        )
+        assert after.get_num_requested(downstream.key) == 1
+        # and once handled, nothing more
+        assert dg.materialize([downstream], instance=instance).success
+        quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+        assert quiet.get_num_requested(downstream.key) == 0

@@ -127,6 +127,30 @@ def test_a_reader_over_its_memory_ceiling_rejects_that_file_only(tmp_path):
     assert pl.read_parquet(tmp_path / "out.parquet")["report_id"].to_list() == ["A-1"]
 
 
+def test_readers_side_by_side_answer_in_the_order_asked_and_a_bad_file_fails_alone(tmp_path):
+    """Three workers over five files, one of them unreadable: every outcome in job order,
+    each file's own rows in its own Parquet file, the bad one rejected with its reason."""
+    from cbm.reader_worker import ReaderPool
+
+    jobs = []
+    for n in range(5):
+        source = tmp_path / f"incidents_{n}.csv"
+        if n == 2:
+            source.write_bytes(b"report_id,version\n\x00\x00\n")
+        else:
+            write_csv(source, [incident(f"A-{n}-{i}") for i in range(n + 1)])
+        jobs.append((source, tmp_path / f"out{n}.parquet", "csv", "incidents"))
+    with ReaderPool(Limits(), workers=3) as readers:
+        outcomes = readers.read_all(jobs)
+        children = {r._child.pid for r in readers._readers if r._child is not None}
+    assert [o.rows for o in outcomes] == [1, 2, 0, 4, 5]
+    assert outcomes[2].rule and not any(o.rule for i, o in enumerate(outcomes) if i != 2)
+    for n in (0, 1, 3, 4):
+        ids = pl.read_parquet(tmp_path / f"out{n}.parquet")["report_id"].to_list()
+        assert ids == [f"A-{n}-{i}" for i in range(n + 1)]
+    assert len(children) > 1  # the files were parsed by more than one child process
+
+
 def test_a_submission_that_fails_in_a_later_stage_fails_alone_and_the_run_exits_1(
     project, monkeypatch, capsys
 ):

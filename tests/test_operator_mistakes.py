@@ -56,6 +56,12 @@ def policy_with(base: Path, name: str, **change) -> Path:
 
 CASES = {
     # name: (arguments as a function of the folders, environment, words the line must hold)
+    "workers not a number": (
+        lambda b: run_args(b),
+        {"CBM_WORKERS": "two"},
+        ["CBM_WORKERS", "'two'", "1 or more"],
+    ),
+    "workers zero": (lambda b: run_args(b), {"CBM_WORKERS": "0"}, ["CBM_WORKERS", "'0'"]),
     "publish is a file": (
         lambda b: run_args(b, publish=str(b / "a_file")),
         {},

@@ -118,11 +118,13 @@ def test_accounting_and_release_on_a_generated_inbox(generated_run):
     assert "warehouse_submissions" in index
 
 
-def test_same_inputs_give_the_same_release_bytes(generated_run, tmp_path):
-    """A second workdir and a second, fresh Dagster instance publish the same bytes."""
+def test_same_inputs_give_the_same_release_bytes(generated_run, tmp_path, monkeypatch):
+    """A second workdir, a second, fresh Dagster instance and three workers instead of one
+    (submissions parsed and anonymised side by side) publish the same bytes."""
     from pipelines.cli import run_pipeline
 
     first, a = generated_run
+    monkeypatch.setenv("CBM_WORKERS", "3")
     b = run_pipeline(first.inbox, first.registry, tmp_path / "w2", tmp_path / "p2")
     assert a["latest_release"] == b["latest_release"]
     assert _release_files(first.publish) == _release_files(tmp_path / "p2")

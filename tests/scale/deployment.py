@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def wait_for_port(port: int, what: str, proc: subprocess.Popen, log: Path, timeo
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
             return
         time.sleep(0.3)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"{what} did not listen on {port} within {timeout} s: {log.read_text()[-2000:]}"
+    )
 
 
 def postgres_bin() -> Path:
@@ -58,7 +61,8 @@ class Deployment:
     def __init__(self, base: Path, registry: Path, key_file: Path):
         self.base, self.registry, self.key_file = base, registry, key_file
         self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.pgdata = base / "pgdata"
+        # its own temporary folder: the postgres user must reach it (pytest's are 0700)
+        self.pgdata = Path(tempfile.mkdtemp(prefix="cbm-pg-"))
         self.home = base / "dagster_home"
         self.workdir = base / "work"
         self.pg_port, self.s3_port = free_port(), free_port()
@@ -70,19 +74,32 @@ class Deployment:
         cmd = [str(postgres_bin() / args[0]), *args[1:]]
         if self.as_root:  # PostgreSQL refuses to run as root
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and done.returncode:
+            raise RuntimeError(
+                f"{args[0]} failed ({done.returncode}): {done.stderr or done.stdout}"
+            )
+        return done
 
     def start_postgres(self) -> str:
-        self.pgdata.mkdir(parents=True)
         if self.as_root:
             shutil.chown(self.pgdata, "postgres", "postgres")
-            os.chmod(self.base, 0o755)
         self._pg("initdb", "-D", str(self.pgdata), "-A", "trust", "-U", "cbm", "--no-sync")
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.pg_port} "
             f"-c unix_socket_directories={self.pgdata} -c fsync=off"
         )
-        self._pg("pg_ctl", "-D", str(self.pgdata), "-o", options, "-l", str(self.pgdata / "log"), "-w", "start")
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-o",
+            options,
+            "-l",
+            str(self.pgdata / "log"),
+            "-w",
+            "start",
+        )
         self._pg_started = True
         self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "cbm", "dagster")
         return f"postgresql+psycopg2://cbm@127.0.0.1:{self.pg_port}/dagster"
@@ -90,6 +107,7 @@ class Deployment:
     def stop_postgres(self) -> None:
         if getattr(self, "_pg_started", False):
             self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "stop", check=False)
+        shutil.rmtree(self.pgdata, ignore_errors=True)
 
     # -- processes -------------------------------------------------------------------------
     def spawn(self, name: str, cmd: list, port: int | None = None) -> subprocess.Popen:
