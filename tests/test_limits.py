@@ -157,14 +157,14 @@ def test_a_submission_that_fails_in_a_later_stage_fails_alone_and_the_run_exits_
     import assets.anonymised
     from pipelines.cli import main
 
-    real = assets.anonymised.anonymise_frame
+    real = assets.anonymised.anonymise_staged
 
-    def failing(frame, kind, source, key, names):
-        if "X-1" in frame["report_id"].to_list():
+    def failing(staged, *args):
+        if "X-1" in pl.read_parquet(staged)["report_id"].to_list():
             raise RuntimeError("a fault of ours")
-        return real(frame, kind, source, key, names)
+        return real(staged, *args)
 
-    monkeypatch.setattr(assets.anonymised, "anonymise_frame", failing)
+    monkeypatch.setattr(assets.anonymised, "anonymise_staged", failing)
     write_csv(project.inbox / "ALPHA" / "incidents_bad.csv", [incident("X-1")])
     write_csv(project.inbox / "BRAVO" / "incidents_good.csv", [incident("B-1")])
     code = main(project.run_args())

@@ -194,8 +194,30 @@ class Deployment:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         # run workers the code server started are in their own sessions: stop any left
-        subprocess.run(["pkill", "-f", f"DAGSTER_HOME={self.home}"], check=False)
+        self._stop_run_workers()
         self.stop_postgres()
+
+    def _stop_run_workers(self) -> None:
+        """Run workers the code server started, if any outlived it (found by their
+        environment: this deployment's DAGSTER_HOME)."""
+        mine = f"DAGSTER_HOME={self.home}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if mine in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+    def leftovers(self) -> list[int]:
+        """Processes still running with this deployment's DAGSTER_HOME."""
+        mine = f"DAGSTER_HOME={self.home}".encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and int(proc.name) != os.getpid():
+                with contextlib.suppress(OSError):
+                    if mine in (proc / "environ").read_bytes().split(b"\0"):
+                        found.append(int(proc.name))
+        return found
 
     # -- helpers ---------------------------------------------------------------------------
     def s3(self):

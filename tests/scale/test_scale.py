@@ -153,7 +153,7 @@ def test_waves_from_20_parties_through_postgres_s3_and_the_daemon(tmp_path):
             publish.get(entry.rel, remote / entry.rel)
         objects = deployment.s3().list_objects_v2(Bucket=BUCKET, Prefix="publish/")["Contents"]
         assert not [o["Key"] for o in objects if "/.tmp" in o["Key"]]
-    assert not _leftover_processes(deployment)
+    assert not deployment.leftovers(), "processes left running after the deployment stopped"
 
     # the embedded default on the same inputs: the same release, file for file
     embedded = tmp_path / "embedded"
@@ -175,10 +175,3 @@ def test_waves_from_20_parties_through_postgres_s3_and_the_daemon(tmp_path):
     # the submissions the release was computed from: every one that verification reads
     manifest = json.loads((remote / "releases" / latest / "manifest.json").read_text())
     assert set(manifest["inputs"]) <= set(accepted) and len(manifest["inputs"]) > len(files) // 2
-
-
-def _leftover_processes(deployment: Deployment) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [
-        line for line in out.splitlines() if str(deployment.base) in line and "ps -eo" not in line
-    ]
