@@ -592,6 +592,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    for flag in ("inbox", "registry", "workdir", "publish"):
+        if "://" in getattr(args, flag):
+            raise CannotRun(
+                f"--{flag} {getattr(args, flag)}: cbm run works on local folders; object "
+                "storage (s3://) is for a Dagster deployment, see docs/deployment.md"
+            )
     summary = run_pipeline(
         Path(args.inbox),
         Path(args.registry),

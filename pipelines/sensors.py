@@ -26,7 +26,10 @@ def inbox_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     inbox = location(settings.inbox)
     if not inbox.is_dir():
-        return dg.SkipReason(f"inbox {inbox.uri} does not exist")
+        return dg.SkipReason(
+            f"inbox {inbox.uri} does not exist"
+            + (" (on object storage: no object under that prefix yet)" if inbox.remote else "")
+        )
     fingerprint = inbox_fingerprint(inbox)
     if fingerprint == context.cursor:
         return dg.SkipReason("no change in the inbox")

@@ -62,6 +62,11 @@ CASES = {
         ["CBM_WORKERS", "'two'", "1 or more"],
     ),
     "workers zero": (lambda b: run_args(b), {"CBM_WORKERS": "0"}, ["CBM_WORKERS", "'0'"]),
+    "inbox on object storage": (
+        lambda b: run_args(b, inbox="s3://bucket/inbox"),
+        {},
+        ["--inbox s3://bucket/inbox", "local folders", "docs/deployment.md"],
+    ),
     "publish is a file": (
         lambda b: run_args(b, publish=str(b / "a_file")),
         {},

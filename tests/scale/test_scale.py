@@ -125,6 +125,13 @@ def test_waves_from_20_parties_through_postgres_s3_and_the_daemon(tmp_path):
         failed = [(r.job_name, r.run_id) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
         assert not failed, f"runs that did not succeed: {failed}\n{deployment.logs()}"
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+        # manifest_integrity downloaded the release LATEST names from S3 and verified it
+        checks = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+        integrity = [c for c in checks if c.check_name == "manifest_integrity"]
+        assert integrity and all(c.passed for c in integrity), integrity
         # the sensor batched: far fewer ingestion runs than files, and every wave had one
         assert WAVES <= len(ingest_runs) < len(files)
         assert {r.job_name for r in runs} >= {"ingest_submissions", "publish_release"}
