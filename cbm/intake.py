@@ -10,6 +10,7 @@ not a regular file).
 import hashlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,8 +257,31 @@ def submission_key(party: str, file_sha256: str) -> str:
     return hashlib.sha256(f"{party}\x00{file_sha256}".encode()).hexdigest()
 
 
+def _in_order(function, items: list, workers: int, progress=None) -> list:
+    """``function`` over ``items`` on ``workers`` threads (I/O: hashing, copying, object
+    storage); results in the items' order, ``progress(done, total)`` as they come."""
+    if workers <= 1 or len(items) < 2:
+        results = []
+        for number, item in enumerate(items, 1):
+            if progress:
+                progress(number, len(items))
+            results.append(function(item))
+        return results
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        results = []
+        for number, result in enumerate(pool.map(function, items), 1):
+            if progress:
+                progress(number, len(items))
+            results.append(result)
+        return results
+
+
 def scan_inbox(
-    inbox: Location | Path | str, landing: Landing | Path, log=None, progress=None
+    inbox: Location | Path | str,
+    landing: Landing | Path,
+    log=None,
+    progress=None,
+    workers: int = 1,
 ) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
@@ -266,30 +290,52 @@ def scan_inbox(
     after its file, or replaces the landed one, is kept beside the landed bytes (which never
     change). Every path a submission was handed in under is kept in its sidecar (``paths``,
     in the order seen): a repeat is listed, never counted twice.
+
+    With ``workers`` above 1, the files are hashed, and the new submissions' bytes copied,
+    on that many threads (one copy per distinct submission); the sidecars are then written
+    in inbox order, as with one.
     """
     inbox, landing = as_location(inbox), as_landing(landing)
     landed: list[LandedFile] = []
     entries = inbox.entries()
     signatures = {e.rel for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
     files = inbox_files_of(entries)
-    for number, (entry, party, name) in enumerate(files, 1):
-        if progress:
-            progress(number, len(files))
+
+    def content_of(item) -> str:
+        entry, party, name = item
+        if entry.kind == "file":
+            return inbox.sha256(entry.rel)
+        marker = f"{party}/{name}\x00{entry.kind}".encode()
+        return hashlib.sha256(b"cbm-not-a-file\x00" + marker).hexdigest()
+
+    contents = _in_order(content_of, files, workers, progress)
+    shas = [submission_key(party, c) for (_, party, _), c in zip(files, contents, strict=True)]
+    # the new submissions' bytes, one copy each, side by side
+    copies: dict[str, tuple[str, str]] = {}
+    for (entry, _, _), content, sha in zip(files, contents, shas, strict=True):
+        if entry.kind == "file" and sha not in copies and not landing.has(sha):
+            copies[sha] = (entry.rel, content)
+    sizes = dict(
+        zip(
+            copies,
+            _in_order(
+                lambda kv: landing.put_bytes(kv[0], inbox, *kv[1]), list(copies.items()), workers
+            ),
+            strict=True,
+        )
+    )
+    for (entry, party, name), content, sha in zip(files, contents, shas, strict=True):
         regular = entry.kind == "file"
-        if regular:
-            content = inbox.sha256(entry.rel)
-        else:
-            what = entry.kind
-            content = hashlib.sha256(
-                b"cbm-not-a-file\x00" + f"{party}/{name}\x00{what}".encode()
-            ).hexdigest()
-        sha = submission_key(party, content)
         sig_rel = entry.rel + ".sig"
         sig_bytes = inbox.read_bytes(sig_rel) if regular and sig_rel in signatures else None
         new = not landing.has(sha)
         if new:
             if regular:
-                size = landing.put_bytes(sha, inbox, entry.rel, content)
+                size = (
+                    sizes[sha]
+                    if sha in sizes
+                    else landing.put_bytes(sha, inbox, entry.rel, content)
+                )
             else:
                 landing.put_marker(sha)
                 size = 0
@@ -347,14 +393,18 @@ def inbox_files_of(entries: list[Entry]) -> list[tuple[Entry, str, str]]:
 
 
 def plan_intake(
-    inbox: Location | Path | str, landing: Landing | Path, log=None, progress=None
+    inbox: Location | Path | str,
+    landing: Landing | Path,
+    log=None,
+    progress=None,
+    workers: int = 1,
 ) -> IntakePlan:
     """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
     (files and late signatures), then ingest every submission whose intake key has not been
     ingested yet (new files, files whose signature arrived or changed, and files whose
     ingestion never finished)."""
     landing = as_landing(landing)
-    files = scan_inbox(inbox, landing, log, progress)
+    files = scan_inbox(inbox, landing, log, progress, workers)
     to_ingest = [
         sha
         for sha, key in {f.sha256: f.intake_key for f in files}.items()

@@ -299,6 +299,7 @@ def _run_pipeline_locked(
         inbox,
         landing_dir,
         progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
+        workers=int(os.environ.get("CBM_WORKERS") or 1),  # checked by _check_inputs
     )
     progress.clear()
     shas = plan.submissions

@@ -33,7 +33,9 @@ def inbox_sensor(
     fingerprint = inbox_fingerprint(inbox)
     if fingerprint == context.cursor:
         return dg.SkipReason("no change in the inbox")
-    plan = plan_intake(inbox, settings.landing_area, log=context.log.info)
+    plan = plan_intake(
+        inbox, settings.landing_area, log=context.log.info, workers=settings.worker_count
+    )
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
     new = [k for k in plan.partition_keys if k not in set(known)]
     return dg.SensorResult(

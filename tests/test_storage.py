@@ -159,3 +159,35 @@ def test_a_release_reaches_s3_files_first_latest_last_and_never_over_another(s3,
     with pytest.raises(Conflict, match="r-other"):
         rel.push_release(mirror, target, "r-3", latest)
     assert target.read_bytes("LATEST") == b"r-other\n"
+
+
+def test_landing_on_several_threads_gives_the_plan_of_one(s3, tmp_path):
+    """Hashing and copying side by side: the same files, submissions, keys and sidecars, in
+    the same order, as one thread; a repeat under a second name is still one submission."""
+    from cbm.intake import Landing
+
+    inbox = location(f"s3://{s3}/inbox")
+    for n in range(6):
+        write_csv(tmp_path / f"f{n}.csv", [incident(f"A-{n}")])
+        inbox.put(tmp_path / f"f{n}.csv", f"{'ALPHA' if n % 2 else 'BRAVO'}/incidents_{n}.csv")
+    inbox.put(tmp_path / "f1.csv", "ALPHA/incidents_again.csv")  # the same bytes, renamed
+    plans = {}
+    for workers in (1, 4):
+        landing = Landing(f"s3://{s3}/landing{workers}", tmp_path / f"cache{workers}")
+        seen = []
+        plan = plan_intake(
+            inbox, landing, progress=lambda i, n, seen=seen: seen.append((i, n)), workers=workers
+        )
+        metas = {sha: landing.meta(sha) for sha in plan.submissions}
+        plans[workers] = (
+            plan.files,
+            plan.to_ingest,
+            {sha: {k: v for k, v in m.items() if k != "received_at"} for sha, m in metas.items()},
+        )
+        assert seen[-1] == (7, 7)
+    assert plans[1] == plans[4]
+    files, to_ingest, metas = plans[4]
+    assert len(files) == 7 and len(to_ingest) == 6
+    assert sorted(m["paths"] for m in metas.values() if len(m["paths"]) > 1) == [
+        ["incidents_1.csv", "incidents_again.csv"]
+    ]
