@@ -150,6 +150,7 @@ class Deployment:
             "CBM_WORKDIR": str(self.workdir),
             "CBM_REGISTRY": str(self.registry),
             "CBM_KEY_FILE": str(self.key_file),
+            "CBM_WORKERS": "2",  # landing, parsing and anonymising side by side
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
             "AWS_ACCESS_KEY_ID": "cbm-test",
             "AWS_SECRET_ACCESS_KEY": "cbm-test",

@@ -4,7 +4,7 @@ as separate processes. Submissions from 20 parties arrive in waves; the inbox se
 queue and declarative automation do the work; the release is cut through the webserver's
 GraphQL API as an operator would. Then: every submission accounted for, no run failed, and
 the release is the same, file for file and hash for hash, as ``cbm run`` makes of the same
-inputs on one machine.
+inputs on one machine (the deployment with two workers, ``cbm run`` with one).
 """
 
 from __future__ import annotations
