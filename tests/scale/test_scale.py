@@ -147,7 +147,9 @@ def test_waves_from_20_parties_through_postgres_s3_and_the_daemon(tmp_path):
             ).fetchone()
             accepted = [
                 sha
-                for (sha,) in con.execute("SELECT sha256 FROM submissions WHERE rows_accepted > 0")
+                for (sha,) in con.execute(
+                    "SELECT sha256 FROM submissions WHERE rows_accepted > 0"
+                ).fetchall()
             ]
         assert subs == (len(files), len(files))
 
