@@ -7,6 +7,8 @@ text of every typed field is kept beside it (scrubbed) so a value that does not 
 named in quarantine.
 """
 
+import contextlib
+import functools
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -50,33 +52,35 @@ def _anonymised(settings: CbmSettings, todo, key, names, by_label) -> Iterator:
         for sha, kind, party in todo
     ]
     workers = min(settings.worker_count, len(todo))
-    if workers <= 1:
-        for args in staged:
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            rows = [functools.partial(anonymise_staged, *args) for args in staged]
+        else:
+            out = Path(settings.workdir) / "anon"
+            out.mkdir(parents=True, exist_ok=True)
+            context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+            rows = []
+            for (sha, _, _), args in zip(todo, staged, strict=True):
+                target = out / f"{sha}.parquet"
+                job = pool.submit(anonymise_to_file, target, *args)
+                rows.append(functools.partial(_read_back, job, target))
+        for submission_rows in rows:
             try:
-                yield anonymise_staged(*args)
+                yield submission_rows()
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - reported per submission
                 yield exc
-        return
-    out = Path(settings.workdir) / "anon"
-    out.mkdir(parents=True, exist_ok=True)
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        targets = [out / f"{sha}.parquet" for sha, _, _ in todo]
-        futures = [
-            pool.submit(anonymise_to_file, t, *a) for t, a in zip(targets, staged, strict=True)
-        ]
-        for target, future in zip(targets, futures, strict=True):
-            try:
-                future.result()
-                yield pl.read_parquet(target)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - reported per submission
-                yield exc
-            finally:
-                target.unlink(missing_ok=True)
+
+
+def _read_back(future, target: Path) -> pl.DataFrame:
+    """A worker's rows, from the file it wrote (removed once read)."""
+    try:
+        future.result()
+        return pl.read_parquet(target)
+    finally:
+        target.unlink(missing_ok=True)
 
 
 @dg.multi_asset(

@@ -34,8 +34,8 @@ OWNER = "team:ingestion"
     pool="warehouse",
     description=(
         "One row per submission (file hash) in table `landed_submissions`: party, kind, "
-        "format, file name, size, signature. The bytes are kept in the workdir's `landing/` "
-        "folder. A file that fails a file-level rule (unregistered party, unknown kind or "
+        "format, file name, size, signature. The bytes are kept in the landing area (the "
+        "workdir's `landing/` folder, or `CBM_LANDING` on object storage). A file that fails a file-level rule (unregistered party, unknown kind or "
         "format, empty, missing or bad signature, symlink) is rejected whole here, with the "
         "rule and the reason."
     ),

@@ -78,7 +78,8 @@ def _changelog_entry(
     owners=[OWNER],
     pool="warehouse",
     description=(
-        "A release in the publish folder, `releases/RELEASE_ID/`: indicators (after small-cell and "
+        "A release in the publish folder, `releases/RELEASE_ID/` (on object storage: built in a "
+        "local mirror, then copied files first, manifest next, LATEST last and conditionally): indicators (after small-cell and "
         "secondary suppression, with the reason), compliance and events (CLEAR/GREEN-derived "
         "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
         "release, `calendar/` (notified activities and milestones, Parquet and calendar.ics; "

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cbm.intake import Landing
+from cbm.intake import Landing, worker_count
 from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
 from cbm.signatures import SigningKey
@@ -56,16 +56,7 @@ class CbmSettings(dg.ConfigurableResource):
 
     @property
     def worker_count(self) -> int:
-        value = self.workers or os.environ.get("CBM_WORKERS") or 1
-        try:
-            count = int(value)
-        except ValueError:
-            raise ValueError(
-                f"CBM_WORKERS={value!r}: a whole number of workers, 1 or more"
-            ) from None
-        if count < 1:
-            raise ValueError(f"CBM_WORKERS={value!r}: a whole number of workers, 1 or more")
-        return count
+        return worker_count(self.workers or os.environ.get("CBM_WORKERS"))
 
     @property
     def publish_dir(self) -> Path:

@@ -165,22 +165,15 @@ class Landing:
         ]
 
     def put_bytes(self, sha: str, inbox: Location, rel: str, content: str) -> int:
-        """Copy an inbox file in; check the copy against the hash it was landed under."""
+        """Copy an inbox file in; check the copy against the hash it was landed under. On
+        object storage the checked copy is the cache's, then uploaded."""
+        local = self.cache / self.rel(sha)
+        inbox.get(rel, local)
+        if sha256_file(local) != content:
+            raise OSError(f"landing copy of {inbox.where(rel)} does not match its hash")
         if self.store.remote:
-            staging = self.cache / self.rel(sha)
-            inbox.get(rel, staging)
-            if sha256_file(staging) != content:
-                raise OSError(f"landing copy of {inbox.where(rel)} does not match its hash")
-            self.store.put(staging, self.rel(sha))
-            return staging.stat().st_size
-        target = self.store.path(self.rel(sha))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        inbox.get(rel, target)
-        if sha256_file(target) != content:
-            raise OSError(
-                f"landing copy of {inbox.where(rel)} does not match its hash; disk problem?"
-            )
-        return target.stat().st_size
+            self.store.put(local, self.rel(sha))
+        return local.stat().st_size
 
     def put_marker(self, sha: str) -> None:
         self.store.write_bytes(self.rel(sha), b"")
@@ -221,16 +214,6 @@ def staged_path(staged_dir: Path, sha: str) -> Path:
     return staged_dir / f"{sha}.parquet"
 
 
-def inbox_files(inbox: Location | Path | str) -> list[tuple[Entry, str, str]]:
-    """(entry, party directory, file name) of every submission file, in a stable order.
-
-    Detached signatures (``*.sig``) travel with their file. Nothing else is skipped: hidden
-    files and files outside a party directory become submissions that are rejected with a
-    reason, so nothing handed in disappears silently. Symlinked directories are not entered.
-    """
-    return inbox_files_of(as_location(inbox).entries())
-
-
 def inbox_fingerprint(inbox: Location | Path | str) -> str:
     """Changes whenever a file or a signature is added, replaced or removed (names, sizes,
     modification times): the cheap test of whether the inbox needs another plan."""
@@ -257,19 +240,22 @@ def submission_key(party: str, file_sha256: str) -> str:
     return hashlib.sha256(f"{party}\x00{file_sha256}".encode()).hexdigest()
 
 
+def worker_count(value: str | int | None) -> int:
+    """How many submissions to take side by side: ``CBM_WORKERS`` (or a setting), 1 when
+    unset. ``ValueError``, naming the value, unless it is a whole number of at least 1."""
+    text = str(value if value is not None else 1).strip()
+    if not (text.isdigit() and int(text) >= 1):
+        raise ValueError(f"CBM_WORKERS={value!r}: a whole number of workers, 1 or more")
+    return int(text)
+
+
 def _in_order(function, items: list, workers: int, progress=None) -> list:
     """``function`` over ``items`` on ``workers`` threads (I/O: hashing, copying, object
     storage); results in the items' order, ``progress(done, total)`` as they come."""
-    if workers <= 1 or len(items) < 2:
+    with ThreadPoolExecutor(max(1, min(workers, len(items)))) as pool:
+        mapped = pool.map(function, items) if workers > 1 else map(function, items)
         results = []
-        for number, item in enumerate(items, 1):
-            if progress:
-                progress(number, len(items))
-            results.append(function(item))
-        return results
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        results = []
-        for number, result in enumerate(pool.map(function, items), 1):
+        for number, result in enumerate(mapped, 1):
             if progress:
                 progress(number, len(items))
             results.append(result)
@@ -299,7 +285,7 @@ def scan_inbox(
     landed: list[LandedFile] = []
     entries = inbox.entries()
     signatures = {e.rel for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
-    files = inbox_files_of(entries)
+    files = inbox_files(entries)
 
     def content_of(item) -> str:
         entry, party, name = item
@@ -310,10 +296,11 @@ def scan_inbox(
 
     contents = _in_order(content_of, files, workers, progress)
     shas = [submission_key(party, c) for (_, party, _), c in zip(files, contents, strict=True)]
+    present = {sha: landing.has(sha) for sha in dict.fromkeys(shas)}  # one look each
     # the new submissions' bytes, one copy each, side by side
     copies: dict[str, tuple[str, str]] = {}
     for (entry, _, _), content, sha in zip(files, contents, shas, strict=True):
-        if entry.kind == "file" and sha not in copies and not landing.has(sha):
+        if entry.kind == "file" and sha not in copies and not present[sha]:
             copies[sha] = (entry.rel, content)
     sizes = dict(
         zip(
@@ -328,14 +315,11 @@ def scan_inbox(
         regular = entry.kind == "file"
         sig_rel = entry.rel + ".sig"
         sig_bytes = inbox.read_bytes(sig_rel) if regular and sig_rel in signatures else None
-        new = not landing.has(sha)
+        new = not present[sha]
         if new:
+            present[sha] = True
             if regular:
-                size = (
-                    sizes[sha]
-                    if sha in sizes
-                    else landing.put_bytes(sha, inbox, entry.rel, content)
-                )
+                size = sizes[sha]
             else:
                 landing.put_marker(sha)
                 size = 0
@@ -382,7 +366,14 @@ def scan_inbox(
     return landed
 
 
-def inbox_files_of(entries: list[Entry]) -> list[tuple[Entry, str, str]]:
+def inbox_files(entries: list[Entry]) -> list[tuple[Entry, str, str]]:
+    """(entry, party directory, file name) of every submission file of an inbox listing, in
+    its order.
+
+    Detached signatures (``*.sig``) travel with their file. Nothing else is skipped: hidden
+    files and files outside a party directory become submissions that are rejected with a
+    reason, so nothing handed in disappears silently. Symlinked directories are not entered.
+    """
     found = []
     for entry in entries:
         if entry.rel.endswith(".sig"):

@@ -70,6 +70,7 @@ def _check_folder(flag: str, path: Path, must_exist: bool) -> None:
 
 
 def _check_inputs(inbox: Path, registry_dir: Path):
+    from cbm.intake import worker_count
     from cbm.protection import KeyError_, load_key
     from cbm.registry import RegistryError, load_registry
 
@@ -83,9 +84,10 @@ def _check_inputs(inbox: Path, registry_dir: Path):
         key = load_key()
     except KeyError_ as exc:
         raise CannotRun(str(exc)) from exc
-    workers = os.environ.get("CBM_WORKERS")
-    if workers is not None and not (workers.isdigit() and int(workers) >= 1):
-        raise CannotRun(f"CBM_WORKERS={workers!r}: a whole number of workers, 1 or more")
+    try:
+        worker_count(os.environ.get("CBM_WORKERS"))
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
     return registry, key
 
 
@@ -289,7 +291,7 @@ def _run_pipeline_locked(
     ingest_only: bool = False,
 ) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
-    from cbm.intake import plan_intake
+    from cbm.intake import plan_intake, worker_count
 
     t0 = time.monotonic()
     landing_dir = workdir / "landing"
@@ -299,7 +301,7 @@ def _run_pipeline_locked(
         inbox,
         landing_dir,
         progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
-        workers=int(os.environ.get("CBM_WORKERS") or 1),  # checked by _check_inputs
+        workers=worker_count(os.environ.get("CBM_WORKERS")),  # checked by _check_inputs
     )
     progress.clear()
     shas = plan.submissions
