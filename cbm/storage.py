@@ -182,6 +182,7 @@ class S3Location(Location):
         self.bucket, self.prefix = bucket, prefix
         self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self._fs = None
+        self._client = None
 
     @property
     def fs(self):
@@ -193,6 +194,14 @@ class S3Location(Location):
                 region=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "")),
             )
         return self._fs
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3")
+        return self._client
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -231,8 +240,9 @@ class S3Location(Location):
         return self.fs.get_file_info(self._path(rel)).type == pafs.FileType.File
 
     def read_bytes(self, rel: str) -> bytes:
-        with self.fs.open_input_stream(self._path(rel)) as fh:
-            return fh.read()
+        # one GET: pyarrow's stream takes the size first and then reads ranges, so an object
+        # replaced in between (a sidecar rewritten by another process) came back torn
+        return self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.fs.open_output_stream(self._path(rel)) as fh:
@@ -266,10 +276,9 @@ class S3Location(Location):
         return sorted(i.base_name for i in infos)
 
     def replace_if(self, rel: str, data: bytes, expected: bytes | None) -> None:
-        import boto3
         from botocore.exceptions import ClientError
 
-        s3 = boto3.client("s3")
+        s3 = self.client
         key = self.key(rel)
         try:
             head = s3.get_object(Bucket=self.bucket, Key=key)
