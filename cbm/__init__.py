@@ -4,3 +4,7 @@ The contract, the registries, source protection, signatures, the inbox and its o
 ingestion plan, the readers, incident clustering and the release files. Everything else
 (assets, checks, warehouse, pipelines) calls this package; it calls nothing above it.
 """
+
+from cbm._imports import defer_iri_grammar
+
+defer_iri_grammar()

@@ -6,6 +6,7 @@ import neither Dagster nor Great Expectations.
 """
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,30 @@ def test_quick_commands_load_neither_dagster_nor_great_expectations():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+IRI_CASES = ["http://example.org/ä", "not an iri", "urn:x", "a/b", "http://[::1", ""]
+
+
+def _iri_verdicts(prelude: str) -> list:
+    """What jsonschema's iri and iri-reference checks say of IRI_CASES after ``prelude``, and
+    whether the grammar (lark) was imported before the first check."""
+    code = (
+        f"{prelude}; import sys, json, jsonschema; lark = 'lark' in sys.modules; "
+        "fc = jsonschema.FormatChecker(); "
+        f"print(json.dumps([lark] + [[fc.conforms(v, f) for f in ('iri', 'iri-reference')] "
+        f"for v in {IRI_CASES!r}]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    return json.loads(out)
+
+
+def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same():
+    deferred = _iri_verdicts("import pipelines.definitions")
+    eager = _iri_verdicts("import jsonschema")
+    assert deferred[0] is False, "importing the pipeline compiled rfc3987_syntax's grammar"
+    assert eager[0] is True  # without cbm, jsonschema imports it at once
+    assert deferred[1:] == eager[1:]
+    assert [True, True] in deferred[1:] and [False, False] in deferred[1:]

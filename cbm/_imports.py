@@ -1,0 +1,54 @@
+"""Import-time work that no run needs at import time, put off until it is used.
+
+jsonschema (imported by Great Expectations through altair, and by the STIX validator)
+registers its ``iri`` format checks with ``rfc3987_syntax``, whose module compiles a Lark
+Earley grammar as it is imported: 1.8 s of the 6.5 s it took to import Great Expectations on
+this project's machine (``python -X importtime``), paid by every process that validates
+(each ``cbm run``, each run of a Dagster deployment) though no suite checks an IRI.
+``defer_iri_grammar`` puts a stand-in module in its place whose functions import the real
+module on first use, so a format check behaves exactly as before, only later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+import types
+
+_NAME = "rfc3987_syntax"
+_lock = threading.Lock()
+
+
+def _real() -> types.ModuleType:
+    with _lock:
+        module = sys.modules.get(_NAME)
+        if module is None or getattr(module, "__cbm_stand_in__", False):
+            sys.modules.pop(_NAME, None)
+            module = importlib.import_module(_NAME)
+        return module
+
+
+class _StandIn(types.ModuleType):
+    __cbm_stand_in__ = True
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(_real(), name)
+
+
+def is_valid_syntax(term: str, value: str) -> bool:
+    """``rfc3987_syntax.is_valid_syntax``, from the real module, imported on first call."""
+    return _real().is_valid_syntax(term, value)
+
+
+def defer_iri_grammar() -> None:
+    """Stand in for ``rfc3987_syntax`` until a format check needs it (idempotent; nothing
+    happens once the real module is imported, or when it is not installed)."""
+    if _NAME in sys.modules or importlib.util.find_spec(_NAME) is None:
+        return
+    stand_in = _StandIn(_NAME, "stands in for rfc3987_syntax until it is used (cbm._imports)")
+    stand_in.is_valid_syntax = is_valid_syntax
+    sys.modules[_NAME] = stand_in
