@@ -249,7 +249,7 @@ def test_stix_submissions_flow_like_any_other(project):
     (project.inbox / "INTLORG" / "incidents_feed.stix.json").write_bytes(
         bundle_of(_incident(9, alleged_party="Alphaland"), bare)
     )
-    project.run()
+    project.run(ingest_only=True)
     (row,) = project.query(
         "SELECT status, rows_read, rows_accepted, rows_quarantined FROM submissions"
     )

@@ -100,7 +100,14 @@ def ruled(tmp_path_factory):
     )
     from pipelines.cli import run_pipeline
 
-    run_pipeline(inbox, write_registry(base / "registry"), base / "work", base / "publish")
+    # validation is ingestion: nothing verified or published is looked at here
+    run_pipeline(
+        inbox,
+        write_registry(base / "registry"),
+        base / "work",
+        base / "publish",
+        ingest_only=True,
+    )
     from warehouse.db import Warehouse
 
     with Warehouse(path=str(base / "work" / "warehouse.duckdb")).connect() as con:
