@@ -9,7 +9,6 @@ named in quarantine.
 
 import contextlib
 import functools
-import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ import polars as pl
 from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from cbm.children import child_context
 from cbm.contract import KINDS
 from cbm.intake import staged_path, submissions_of
 from cbm.protection import anonymise_staged, anonymise_to_file
@@ -58,8 +58,7 @@ def _anonymised(settings: CbmSettings, todo, key, names, by_label) -> Iterator:
         else:
             out = Path(settings.workdir) / "anon"
             out.mkdir(parents=True, exist_ok=True)
-            context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=child_context()))
             rows = []
             for (sha, _, _), args in zip(todo, staged, strict=True):
                 target = out / f"{sha}.parquet"

@@ -5,18 +5,19 @@ of address space (the child's ``RLIMIT_AS``) nor more than ``limits.reader_secon
 file: past either, the child is stopped, that submission is rejected with the reason, and a
 new child takes the next file. The parent (the Dagster run, holding the workdir lock) never
 waits on a reader that cannot finish. The child writes the staged rows itself, as Parquet,
-so no frame travels between the processes.
+so no frame travels between the processes. Children come from the fork server of
+``cbm.children``.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from cbm.children import child_context
 from cbm.registry import Limits
 
 
@@ -72,7 +73,7 @@ class ReaderProcess:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        self._context = child_context()
         self._child = None
         self._conn = None
 
