@@ -446,7 +446,10 @@ def _raised(info) -> str | None:
 
 def _close_engines(datasources) -> None:
     """Release GX's DuckDB connections (the persisted one and the pooled one GX opened to test
-    the datasource), so the warehouse file is not held open after validation."""
+    the datasource), so the warehouse file is not held open after validation; then forget
+    the closed engines, which GX keeps on the datasource: the next checkpoint on the same
+    context (the second of a run, or the next run in the process) builds new ones instead
+    of failing its first query on a closed connection and printing GX's traceback."""
     for ds in datasources:
         steps = (
             lambda d: d.get_execution_engine().close(),
@@ -457,3 +460,6 @@ def _close_engines(datasources) -> None:
             # best effort: a failure to close is not a validation result
             with contextlib.suppress(Exception):
                 close(ds)
+        for cached in ("_execution_engine", "_engine"):
+            with contextlib.suppress(Exception):  # GX keeps them as private attributes
+                object.__setattr__(ds, cached, None)

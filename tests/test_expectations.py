@@ -214,3 +214,21 @@ def test_a_gx_context_is_loaded_once_per_folder_until_its_config_changes(tmp_pat
     config = tmp_path / "gx" / "gx" / "great_expectations.yml"
     config.write_text(config.read_text() + "\n")  # another process changed it
     assert _context(tmp_path / "gx") is not first
+
+
+def test_a_later_checkpoint_on_a_cached_context_opens_its_own_connection(
+    tmp_path, table, monkeypatch, caplog
+):
+    """The engines closed after a checkpoint are not reused by the next one on the same
+    (cached) context: no query fails on a closed connection, nothing is logged by GX."""
+    import logging
+
+    # the first run stores the datasource, which changes the config: the second loads the
+    # context again and the third finds it cached
+    first = _run(tmp_path, table, monkeypatch, ("b", "b = 1"))
+    with caplog.at_level(logging.ERROR, logger="great_expectations"):
+        later = [_run(tmp_path, table, monkeypatch, ("b", "b = 1")) for _ in range(2)]
+    assert [r.findings[0].unexpected_count for r in [first, *later]] == [10, 10, 10]
+    assert not [r for r in caplog.records if r.name.startswith("great_expectations")], [
+        r.getMessage()[:200] for r in caplog.records
+    ]
