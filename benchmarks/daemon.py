@@ -71,7 +71,9 @@ def main() -> int:
     home, inbox, workdir, publish = (base / n for n in ("dagster_home", "inbox", "work", "publish"))
     for d in (home, inbox, workdir, publish):
         d.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    from pipelines.event_log import default_instance_yaml  # the instance cbm run makes
+
+    (home / "dagster.yaml").write_text(default_instance_yaml(home))
     key = new_key_file(base / "pseudonym.key")
     env = os.environ | {
         "DAGSTER_HOME": str(home),

@@ -39,7 +39,10 @@ def one_run(inbox: Path, registry: Path, key: Path, workers: int, base: Path) ->
         "DAGSTER_HOME": str(workdir / "dagster_home"),
     }
     (workdir / "dagster_home").mkdir(parents=True)
-    (workdir / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from pipelines.event_log import default_instance_yaml  # the instance cbm run makes
+
+    home = workdir / "dagster_home"
+    (home / "dagster.yaml").write_text(default_instance_yaml(home))
     total = bench.run_cbm(inbox, registry, workdir, publish, env)
     stages = bench.stage_seconds(workdir / "dagster_home")
     release = (publish / "LATEST").read_text().strip()

@@ -34,14 +34,9 @@ def _prepare_dagster_home(workdir: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(
-            "telemetry:\n  enabled: false\n"
-            # no sign-up dialog: verification often runs on closed networks
-            "nux:\n  enabled: false\n"
-            # one run at a time: DuckDB has one writer. (No op pool limit: a run killed with
-            # SIGKILL would keep its slot and block every later run.)
-            "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
-        )
+        from pipelines.event_log import default_instance_yaml
+
+        config.write_text(default_instance_yaml(home))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

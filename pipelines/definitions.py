@@ -32,6 +32,7 @@ from assets.verified import (
     release_context,
     warehouse_table_checks,
 )
+from pipelines.event_log import batch_events
 from pipelines.jobs import JOBS, publish_release
 from pipelines.sensors import inbox_sensor
 from warehouse.resource import WarehouseResource
@@ -89,7 +90,10 @@ def build_definitions(
     registry: RegistryResource,
     signing_key: SigningKeyResource | None = None,
 ) -> dg.Definitions:
-    """The Definitions for one deployment: its folders, its registry, the publisher's key."""
+    """The Definitions for one deployment: its folders, its registry, the publisher's key.
+    Every process that builds them (a code server, a run worker, ``cbm run``) has Dagster
+    write its asset events in batches (``pipelines.event_log``)."""
+    batch_events()
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,

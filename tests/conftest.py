@@ -22,7 +22,9 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.delenv("CBM_KEY_FILE", raising=False)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from pipelines.event_log import default_instance_yaml  # the instance cbm run makes
+
+    (home / "dagster.yaml").write_text(default_instance_yaml(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
 
@@ -187,8 +189,10 @@ def generated_run(tmp_path_factory, worker_id):
                 env.delenv("CBM_KEY_FILE", raising=False)
                 env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
                 (root / "dagster_home").mkdir()
+                from pipelines.event_log import default_instance_yaml
+
                 (root / "dagster_home" / "dagster.yaml").write_text(
-                    "telemetry:\n  enabled: false\n"
+                    default_instance_yaml(root / "dagster_home")
                 )
                 summary = deployment.run()
             done.write_text(json.dumps(summary, default=str))

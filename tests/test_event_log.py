@@ -1,0 +1,84 @@
+"""The Dagster event log written in batches (pipelines/event_log.py) holds what Dagster's
+SQLite event log holds when every event is stored on its own."""
+
+import sqlite3
+from pathlib import Path
+
+from pipelines.event_log import BatchingSqliteEventLogStorage, default_instance_yaml
+from tests.conftest import Project, attestation, compliance, incident, write_csv
+
+
+def _snapshot(home: Path) -> dict:
+    """What the instance recorded, without the ids, run ids and times that differ between
+    two runs: each run's events in order, the index shard's asset events and tags, the last
+    event per asset key, the dynamic partitions."""
+    history = home / "history"
+    runs = sqlite3.connect(history / "runs.db")
+    run_ids = [
+        (run_id, job)
+        for run_id, job in runs.execute(
+            "SELECT run_id, pipeline_name FROM runs ORDER BY create_timestamp, id"
+        )
+    ]
+    out: dict = {"runs": []}
+    for run_id, job in run_ids:
+        shard = sqlite3.connect(history / "runs" / f"{run_id}.db")
+        out["runs"].append(
+            (
+                job,
+                shard.execute(
+                    "SELECT dagster_event_type, asset_key, partition FROM event_logs "
+                    "WHERE dagster_event_type IS NOT NULL ORDER BY id"
+                ).fetchall(),
+            )
+        )
+    index = sqlite3.connect(history / "runs" / "index.db")
+    out["index_events"] = sorted(
+        index.execute(
+            "SELECT dagster_event_type, asset_key, coalesce(partition, '') FROM event_logs "
+            "WHERE asset_key IS NOT NULL"
+        ).fetchall()
+    )
+    out["tags"] = sorted(
+        index.execute("SELECT asset_key, key, count(*) FROM asset_event_tags GROUP BY 1, 2")
+    )
+    out["last_event"] = sorted(
+        (key, '"partition"' in (last or ""), (last or "").count("ASSET_MATERIALIZATION"))
+        for key, last in index.execute("SELECT asset_key, last_materialization FROM asset_keys")
+    )
+    out["partitions"] = sorted(
+        index.execute("SELECT partitions_def_name, partition FROM dynamic_partitions")
+    )
+    return out
+
+
+def test_batched_writes_record_what_one_by_one_writes_record(tmp_path, monkeypatch):
+    batches: list[int] = []
+    store = BatchingSqliteEventLogStorage.store_event_batch
+
+    def counted(self, events):
+        batches.append(len(events))
+        return store(self, events)
+
+    monkeypatch.setattr(BatchingSqliteEventLogStorage, "store_event_batch", counted)
+    snapshots = {}
+    for name, size in (("one_by_one", "0"), ("batched", "500")):
+        project = Project(tmp_path / name)
+        write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1"), incident("A-2")])
+        write_csv(project.inbox / "BRAVO" / "compliance_b.csv", [compliance("C-1")])
+        write_csv(project.inbox / "CHARLIE" / "attestations_c.csv", [attestation("T-1")])
+        home = tmp_path / name / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(default_instance_yaml(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
+        project.run(ingest_only=True)
+        snapshots[name] = _snapshot(home)
+        if size == "0":
+            assert batches == [], "one by one, yet a batch was written"
+    # the planned events and the materializations of the three partitions came in batches
+    assert len(batches) >= 2 and sum(batches) >= 2 * 3 * 9
+    single, batched = snapshots["one_by_one"], snapshots["batched"]
+    assert single["runs"] and any(events for _, events in single["runs"])
+    for key in single:
+        assert batched[key] == single[key], key
