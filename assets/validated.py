@@ -14,7 +14,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
 )
 
-from assets.metadata import declared_schema
+from assets.metadata import declared_schema, partitions_read_once
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.contract import KINDS
@@ -356,13 +356,16 @@ def validated_reports(
     for sha, intake_key in intake_keys:
         mark_ingested(settings.landing_area, sha, intake_key)
     key_of = dict(zip(shas, context.partition_keys, strict=True))
-    for outcome in outcomes:
-        for asset in ("validation_findings", f"reports_{outcome['kind']}"):
-            if asset == "reports_None":  # rejected before its kind was known
-                continue
-            context.add_asset_metadata(
-                outcome_metadata(outcome), asset_key=asset, partition_key=key_of[outcome["sha256"]]
-            )
+    with partitions_read_once(context.instance):
+        for outcome in outcomes:
+            for asset in ("validation_findings", f"reports_{outcome['kind']}"):
+                if asset == "reports_None":  # rejected before its kind was known
+                    continue
+                context.add_asset_metadata(
+                    outcome_metadata(outcome),
+                    asset_key=asset,
+                    partition_key=key_of[outcome["sha256"]],
+                )
     yield dg.MaterializeResult(
         asset_key="validation_findings",
         metadata={
