@@ -16,6 +16,7 @@ still goes through ``store_event``. ``DEFAULT_INSTANCE`` is the ``dagster.yaml``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from itertools import groupby
@@ -52,7 +53,8 @@ event_log_storage:
 def default_instance_yaml(home) -> str:
     """The ``dagster.yaml`` of a new Dagster home at ``home``: the event log where Dagster's
     default SQLite storage keeps it (``history/runs``)."""
-    return DEFAULT_INSTANCE.format(base_dir=os.path.join(os.fspath(home), "history", "runs"))
+    base_dir = os.path.join(os.fspath(home), "history", "runs")
+    return DEFAULT_INSTANCE.format(base_dir=json.dumps(base_dir))  # a YAML-safe quoted string
 
 
 def batch_events() -> None:

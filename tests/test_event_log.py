@@ -82,3 +82,12 @@ def test_batched_writes_record_what_one_by_one_writes_record(tmp_path, monkeypat
     assert single["runs"] and any(events for _, events in single["runs"])
     for key in single:
         assert batched[key] == single[key], key
+
+
+def test_the_instance_file_names_the_home_whatever_its_path(tmp_path):
+    import yaml
+
+    home = tmp_path / "a home: #1"
+    config = yaml.safe_load(default_instance_yaml(home))
+    assert config["event_log_storage"]["config"]["base_dir"] == str(home / "history" / "runs")
+    assert config["event_log_storage"]["class"] == BatchingSqliteEventLogStorage.__name__
