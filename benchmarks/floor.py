@@ -120,3 +120,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter noise after the JSON (DuckDB's "nanobind: leaked" at exit)
