@@ -83,6 +83,12 @@ def _check_inputs(inbox: Path, registry_dir: Path):
         worker_count(os.environ.get("CBM_WORKERS"))
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
+    batch = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")  # read by Dagster (pipelines/event_log.py)
+    if batch is not None and not batch.strip().isdigit():
+        raise CannotRun(
+            "DAGSTER_EVENT_BATCH_SIZE must be a whole number >= 0 (0: Dagster stores events "
+            f"one by one), not {batch!r}"
+        )
     return registry, key
 
 

@@ -62,6 +62,11 @@ CASES = {
         ["CBM_WORKERS", "'two'", "1 or more"],
     ),
     "workers zero": (lambda b: run_args(b), {"CBM_WORKERS": "0"}, ["CBM_WORKERS", "'0'"]),
+    "event batch size not a number": (
+        lambda b: run_args(b),
+        {"DAGSTER_EVENT_BATCH_SIZE": "abc"},
+        ["DAGSTER_EVENT_BATCH_SIZE", "'abc'", ">= 0"],
+    ),
     "inbox on object storage": (
         lambda b: run_args(b, inbox="s3://bucket/inbox"),
         {},
