@@ -12,6 +12,7 @@ reported), a short ``rule`` name and the human ``reason``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -226,7 +227,7 @@ def _delete_if_stored(factory, name: str) -> None:
         factory.delete(name)
 
 
-def _checkpoint(ctx, runs, warehouse_path, index_columns):
+def _checkpoint(ctx, runs, warehouse_path):
     """One GX checkpoint validating every (suite, table) of ``runs``: one run, one engine,
     one result store pass (about 0.1 s less per suite than a checkpoint each)."""
     vds, rebuilt = [], False
@@ -237,16 +238,11 @@ def _checkpoint(ctx, runs, warehouse_path, index_columns):
         vds.append(vd)
         rebuilt |= new
     name = "+".join(vd.name for vd in vds)
-    # BASIC + return_unexpected_index_query: GX hands back the SQL selecting the failing rows
-    # without fetching every unexpected value into Python. With index columns the samples
-    # come from that SQL (run_suites), so GX is asked for none: its sample query per column
-    # map expectation is a full scan whenever the expectation passes.
-    result_format = {"result_format": "BASIC", "return_unexpected_index_query": True}
-    if index_columns:
-        result_format["unexpected_index_column_names"] = index_columns
-        result_format["partial_unexpected_count"] = 0
-    else:
-        result_format["partial_unexpected_count"] = SAMPLES
+    # Pass/fail first (BOOLEAN_ONLY): GX then computes one bundled aggregate per rule and no
+    # failing-row query, sample or per-rule detail for the rules that pass, which are most;
+    # about a third less GX time per suite whatever the data. The rules that fail are
+    # evaluated again with ``_detail_format`` (``_detail_failures``).
+    result_format = {"result_format": "BOOLEAN_ONLY"}
     if not rebuilt:
         try:
             checkpoint = ctx.checkpoints.get(name)
@@ -261,6 +257,65 @@ def _checkpoint(ctx, runs, warehouse_path, index_columns):
             name=name, validation_definitions=vds, actions=[], result_format=result_format
         )
     )
+
+
+def _detail_format(index_columns: list[str]) -> dict:
+    """How a failing rule is reported. BASIC + return_unexpected_index_query: GX hands back
+    the SQL selecting the failing rows without fetching every unexpected value into Python.
+    With index columns the samples come from that SQL (run_suites), so GX is asked for none:
+    its sample query per column map expectation is a full scan."""
+    result_format = {"result_format": "BASIC", "return_unexpected_index_query": True}
+    if index_columns:
+        result_format["unexpected_index_column_names"] = index_columns
+        result_format["partial_unexpected_count"] = 0
+    else:
+        result_format["partial_unexpected_count"] = SAMPLES
+    return result_format
+
+
+def _detail_failures(ctx, checkpoint, result, index_columns: list[str]) -> None:
+    """The second pass: every rule of a suite that did not pass (failed, or could not be
+    evaluated) is evaluated again on the same batch, together, with ``_detail_format`` (its
+    count and the query selecting its rows), and its detailed result replaces the pass/fail
+    one in the checkpoint's result and in the stored result that Data Docs renders."""
+    definitions = {
+        (vd.suite.name, vd.data.data_asset.name): vd for vd in checkpoint.validation_definitions
+    }
+    for result_id, validation in result.run_results.items():
+        failed = {r.expectation_config.id for r in validation.results if not r.success}
+        if not failed:
+            continue
+        vd = definitions[
+            result_id.expectation_suite_identifier.name,
+            validation.meta["active_batch_definition"]["data_asset_name"],
+        ]
+        # copies: GX lets an expectation belong to one suite. A copy has no id, and GX orders
+        # results its own way, so each detailed result is matched to the first one by rule.
+        again = gx.ExpectationSuite(
+            name=vd.suite.name,
+            expectations=[copy.copy(e) for e in vd.suite.expectations if e.id in failed],
+        )
+        detailed: dict[str, list] = {}
+        for r in (
+            vd.batch_definition.get_batch()
+            .validate(again, result_format=_detail_format(index_columns))
+            .results
+        ):
+            detailed.setdefault(_rule_key(r.expectation_config), []).append(r)
+        merged = []
+        for r in validation.results:
+            if not r.success:
+                detail = (detailed.get(_rule_key(r.expectation_config)) or [None]).pop(0)
+                if detail is None or detail.success:
+                    raise SuiteError(
+                        f"suite {vd.suite.name} on {vd.data.data_asset.name}: "
+                        f"{r.expectation_config.type} failed, then did not fail again on the "
+                        "same data"
+                    )
+                detail.expectation_config.id = r.expectation_config.id
+            merged.append(r if r.success else detail)
+        validation.results = merged
+        ctx.validation_results_store.set(result_id, validation)
 
 
 def build_data_docs(
@@ -347,9 +402,10 @@ def run_suites(
     gx_duckdb.install()
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
     ctx = _context(gx_dir)
-    checkpoint = _checkpoint(ctx, runs, warehouse_path, index_columns)
+    checkpoint = _checkpoint(ctx, runs, warehouse_path)
     try:
         result = checkpoint.run()
+        _detail_failures(ctx, checkpoint, result, index_columns)
     finally:
         _close_engines([v.data.data_asset.datasource for v in checkpoint.validation_definitions])
     by_run = {
@@ -430,6 +486,10 @@ def _suite_result(con, suite_name, table, result_id, validation, index_columns) 
         docs_url=None,
         result_id=result_id,
     )
+
+
+def _rule_key(config) -> str:
+    return json.dumps([config.type, config.kwargs, config.meta], sort_keys=True, default=str)
 
 
 def _raised(info) -> str | None:

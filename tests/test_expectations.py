@@ -232,3 +232,31 @@ def test_a_later_checkpoint_on_a_cached_context_opens_its_own_connection(
     assert not [r for r in caplog.records if r.name.startswith("great_expectations")], [
         r.getMessage()[:200] for r in caplog.records
     ]
+
+
+def test_rules_that_fail_the_pass_fail_run_are_stored_and_rendered_with_their_details(
+    tmp_path, table, monkeypatch
+):
+    """The checkpoint asks GX for pass/fail only; the rules that fail are evaluated again for
+    their count and failing-row query, and that detailed result is what the store keeps and
+    Data Docs shows. Rules that pass keep their pass/fail result."""
+    result = _run(tmp_path, table, monkeypatch, ("b", "b = 3"), ("a", "a < 0"), ("a", "a IS NULL"))
+    assert sorted((f.rule, f.unexpected_count) for f in result.findings) == [("r0", 10), ("r2", 4)]
+    ctx = validation._context(tmp_path / "gx")
+    stored = ctx.validation_results_store.get(result.result_id)
+    by_rule = {r.expectation_config.meta["rule"]: r for r in stored.results}
+    assert {rule: r.success for rule, r in by_rule.items()} == {"r0": False, "r1": True, "r2": False}
+    assert by_rule["r0"].result["unexpected_count"] == 10
+    assert "unexpected_index_query" in by_rule["r2"].result
+    assert by_rule["r1"].result == {}  # pass/fail only
+    # the ids are the suite's, so Data Docs links each result to its expectation
+    suite_ids = {e.meta["rule"]: e.id for e in ctx.suites.get("rules").expectations}
+    assert {rule: r.expectation_config.id for rule, r in by_rule.items()} == suite_ids
+    docs = validation.build_data_docs(tmp_path / "gx", [result])
+    page = next((tmp_path / "gx").rglob("validations/rules/*/*/*.html")).read_text()
+    assert docs and "10 unexpected values found" in page and "4 unexpected values found" in page
+
+
+def test_a_rule_that_cannot_be_evaluated_is_an_error_not_a_finding(tmp_path, table, monkeypatch):
+    with pytest.raises(validation.SuiteError, match="could not be evaluated"):
+        _run(tmp_path, table, monkeypatch, ("b", "no_such_column = 1"))
