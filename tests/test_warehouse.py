@@ -48,6 +48,50 @@ def test_current_is_the_highest_version_as_submissions_come_and_go(tmp_path):
         assert con.execute("SELECT count(*) FROM superseded_incidents").fetchone()[0] > 0
 
 
+# from scratch: copies of one version with different content conflict and are all set
+# aside; the current row is the highest version of the rest
+CONFLICTS = """SELECT submission_sha, row_number FROM (
+  SELECT *, count(DISTINCT severity) OVER (PARTITION BY source, report_id, version) AS n
+  FROM reports_incidents) WHERE n > 1"""
+RANKED_WITHOUT_CONFLICTS = f"""SELECT submission_sha, row_number FROM (
+  SELECT *, row_number() OVER (PARTITION BY source, report_id
+                               ORDER BY version DESC, submission_sha, row_number) AS rn
+  FROM reports_incidents WHERE (submission_sha, row_number) NOT IN ({CONFLICTS})) WHERE rn = 1"""
+
+
+def test_conflicts_and_current_rows_match_a_recomputation_from_scratch(tmp_path):
+    """Random histories with re-sent versions, copies with other content and reports sent
+    once: after each submission the kept conflicts and current rows are what ranking and
+    hashing the whole table gives (only reports with several rows are re-examined)."""
+    rng = random.Random(11)
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
+        for i in range(12):
+            sha = f"{i:064x}"
+            rows = [
+                (
+                    n,
+                    rng.choice(["P-a", "P-b"]),
+                    f"R{rng.randrange(30)}",
+                    rng.randrange(3),
+                    rng.choice([1, 1, 1, 2]),
+                )
+                for n in range(15)
+            ]
+            for table in ("anon_incidents", "reports_incidents"):
+                con.executemany(
+                    f"INSERT INTO {table} (submission_sha, row_number, source, report_id, "
+                    "version, severity) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(sha, *r) for r in rows],
+                )
+            refresh_superseded(con, "incidents", [sha])
+            conflicts = sorted(
+                con.execute("SELECT submission_sha, row_number FROM version_conflicts").fetchall()
+            )
+            assert conflicts == sorted(con.execute(CONFLICTS).fetchall())
+            assert _current(con) == sorted(con.execute(RANKED_WITHOUT_CONFLICTS).fetchall())
+        assert conflicts and con.execute("SELECT count(*) FROM superseded_incidents").fetchone()[0]
+
+
 def test_an_older_warehouse_gets_its_superseded_rows_on_first_connection(tmp_path):
     path = tmp_path / "w.duckdb"
     with Warehouse(path=str(path)).connect() as con:

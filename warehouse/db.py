@@ -195,25 +195,35 @@ def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str
         WHERE c.kind = '{kind}' AND c.source = t.source AND c.report_id = t.report_id"""
     )
     con.execute(
+        f"""DELETE FROM superseded_{kind} s USING touched_reports t
+        WHERE s.source = t.source AND s.report_id = t.report_id"""
+    )
+    # A report with one accepted row has no other version and no other copy: only reports
+    # with several rows are ranked and hashed (on a first ingestion of a million reports,
+    # hashing every row's content took 1.5 s of the 2.2 s this function took).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE repeated_reports AS
+        SELECT r.source, r.report_id FROM reports_{kind} r SEMI JOIN touched_reports t
+          ON r.source = t.source AND r.report_id = t.report_id
+        GROUP BY ALL HAVING count(*) > 1"""
+    )
+    con.execute(
         f"""INSERT INTO version_conflicts
         SELECT '{kind}', submission_sha, row_number, source, report_id, version, copies FROM (
           SELECT r.submission_sha, r.row_number, r.source, r.report_id, r.version,
                  count(DISTINCT {content_hash_sql(kind)}) OVER (
                    PARTITION BY r.source, r.report_id, r.version) AS copies
-          FROM reports_{kind} r SEMI JOIN touched_reports t
+          FROM reports_{kind} r SEMI JOIN repeated_reports t
             ON r.source = t.source AND r.report_id = t.report_id
         ) WHERE copies > 1"""
     )
-    con.execute(
-        f"""DELETE FROM superseded_{kind} s USING touched_reports t
-        WHERE s.source = t.source AND s.report_id = t.report_id"""
-    )
-    only = "SEMI JOIN touched_reports t ON r.source = t.source AND r.report_id = t.report_id"
+    only = "SEMI JOIN repeated_reports t ON r.source = t.source AND r.report_id = t.report_id"
     con.execute(
         f"""INSERT INTO superseded_{kind}
         SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind, only)})
         WHERE rn > 1"""
     )
+    con.execute("DROP TABLE repeated_reports")
     con.execute("DROP TABLE touched_reports")
 
 
