@@ -5,6 +5,7 @@ ingestion plan, the readers, incident clustering and the release files. Everythi
 (assets, checks, warehouse, pipelines) calls this package; it calls nothing above it.
 """
 
-from cbm._imports import defer_iri_grammar
+from cbm._imports import defer_iri_grammar, defer_unused
 
 defer_iri_grammar()
+defer_unused()

@@ -7,6 +7,14 @@ this project's machine (``python -X importtime``), paid by every process that va
 (each ``cbm run``, each run of a Dagster deployment) though no suite checks an IRI.
 ``defer_iri_grammar`` puts a stand-in module in its place whose functions import the real
 module on first use, so a format check behaves exactly as before, only later.
+
+Great Expectations also imports ``scipy.stats`` for an expectation no suite of ours uses (KL
+divergence): about 1 s of every validating process's start. ``defer_unused`` has Python's own
+``importlib.util.LazyLoader`` run it on its first attribute access instead: importing is the
+same, only later. (It only helps a submodule reached through its package, as GX reaches
+``from scipy import stats``: ``import altair``, just as unused, reads the module at once. Not
+boto3, which GX imports too: object storage uses it from several threads, and the lazy loader
+of this Python is not thread-safe.)
 """
 
 from __future__ import annotations
@@ -42,6 +50,30 @@ class _StandIn(types.ModuleType):
 def is_valid_syntax(term: str, value: str) -> bool:
     """``rfc3987_syntax.is_valid_syntax``, from the real module, imported on first call."""
     return _real().is_valid_syntax(term, value)
+
+
+UNUSED_AT_IMPORT = ("scipy.stats",)
+
+
+def defer_unused(names: tuple[str, ...] = UNUSED_AT_IMPORT) -> None:
+    """Make each of ``names`` a lazily loaded module until something reads an attribute of
+    it (idempotent; a module already imported or not installed is left alone)."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except ImportError:
+            continue
+        if spec is None or spec.loader is None:
+            continue
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        parent, _, child = name.rpartition(".")
+        if parent:  # as an import would: the package's attribute names its submodule
+            setattr(sys.modules[parent], child, module)
 
 
 def defer_iri_grammar() -> None:

@@ -101,3 +101,30 @@ def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same():
     assert eager[0] is True  # without cbm, jsonschema imports it at once
     assert deferred[1:] == eager[1:]
     assert [True, True] in deferred[1:] and [False, False] in deferred[1:]
+
+
+def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same():
+    """Great Expectations imports scipy.stats for an expectation no suite uses; cbm has it
+    loaded on first use (cbm._imports.defer_unused), and it then answers as ever."""
+    code = (
+        "import sys, json; {prelude}; "
+        "loaded = 'scipy.stats._stats_py' in sys.modules; "
+        "from scipy import stats; "
+        "print(json.dumps([loaded, stats.entropy([0.25, 0.75]), 'scipy.stats._stats_py' in sys.modules]))"
+    )
+
+    def run(prelude: str) -> list:
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(prelude=prelude)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+        return json.loads(out)
+
+    deferred = run("import pipelines.definitions")
+    eager = run("import great_expectations")
+    assert deferred[0] is False, "importing the pipeline executed scipy.stats"
+    assert eager[0] is True  # without cbm, GX imports it at once
+    assert deferred[1:] == eager[1:] and deferred[2] is True
