@@ -28,7 +28,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
 from cbm.contract import FIELDS, typed_fields
-from checks import expectations, gx_duckdb  # noqa: F401  (expectations: registers ours with GX)
+from checks import expectations, gx_duckdb, gx_templates  # noqa: F401  (expectations: registers ours with GX)
 from checks.offline_docs import data_docs_site, make_offline
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
@@ -325,6 +325,7 @@ def build_data_docs(
     validations) and the index, or with ``results=None`` every stored validation result.
     With ``keep``, only the ``keep`` newest results of each suite and table stay stored
     (``prune_validation_results``) before the index is rendered."""
+    gx_templates.install()
     ctx = _context(gx_dir)
     if keep is not None:
         prune_validation_results(ctx, gx_dir, keep)

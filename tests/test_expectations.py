@@ -245,7 +245,11 @@ def test_rules_that_fail_the_pass_fail_run_are_stored_and_rendered_with_their_de
     ctx = validation._context(tmp_path / "gx")
     stored = ctx.validation_results_store.get(result.result_id)
     by_rule = {r.expectation_config.meta["rule"]: r for r in stored.results}
-    assert {rule: r.success for rule, r in by_rule.items()} == {"r0": False, "r1": True, "r2": False}
+    assert {rule: r.success for rule, r in by_rule.items()} == {
+        "r0": False,
+        "r1": True,
+        "r2": False,
+    }
     assert by_rule["r0"].result["unexpected_count"] == 10
     assert "unexpected_index_query" in by_rule["r2"].result
     assert by_rule["r1"].result == {}  # pass/fail only
@@ -260,3 +264,38 @@ def test_rules_that_fail_the_pass_fail_run_are_stored_and_rendered_with_their_de
 def test_a_rule_that_cannot_be_evaluated_is_an_error_not_a_finding(tmp_path, table, monkeypatch):
     with pytest.raises(validation.SuiteError, match="could not be evaluated"):
         _run(tmp_path, table, monkeypatch, ("b", "no_such_column = 1"))
+
+
+def test_data_docs_templates_are_compiled_once_and_render_the_same_pages(
+    tmp_path, table, monkeypatch
+):
+    """GX's Data Docs views each make a new Jinja environment; checks.gx_templates keeps the
+    compiled templates for the process. A second build compiles none of them and writes the
+    same pages as a build that compiled them all."""
+    import jinja2
+
+    from checks.gx_templates import TEMPLATES
+
+    result = _run(tmp_path, table, monkeypatch, ("b", "b = 3"), ("a", "a < 0"))
+    compiled = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self, source, name=None, *args, **kwargs):
+        if name is not None:  # a template of GX's loaders, not a string rendered once
+            compiled.append(name)
+        return compile_(self, source, name, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    site = tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+    def build() -> dict[str, bytes]:
+        compiled.clear()
+        validation.build_data_docs(tmp_path / "gx", [result])
+        return {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*.html")}
+
+    TEMPLATES.clear()
+    first = build()
+    assert compiled and len(TEMPLATES) == len(set(compiled))
+    second = build()
+    assert compiled == []
+    assert len(first) == 3 and second == first  # index, suite page, result page
