@@ -286,7 +286,13 @@ def validated_reports(
             con.execute("CHECKPOINT")  # GX reads the file through its own connection
             started = time.perf_counter()
             # no connection for samples: they come from the findings (_record_findings)
-            found = run_suites(None, settings.warehouse_path, settings.gx_dir, runs)
+            found = run_suites(
+                None,
+                settings.warehouse_path,
+                settings.gx_dir,
+                runs,
+                rows=sum(batch_rows[kind] for kind, _ in runs),
+            )
             for (kind, _), result in zip(runs, found, strict=True):
                 results[kind] = result
                 _record_findings(con, kind, shas, result)

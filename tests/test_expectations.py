@@ -299,3 +299,28 @@ def test_data_docs_templates_are_compiled_once_and_render_the_same_pages(
     second = build()
     assert compiled == []
     assert len(first) == 3 and second == first  # index, suite page, result page
+
+
+def test_a_large_batch_gets_its_details_in_one_pass_with_the_same_findings(
+    tmp_path, table, monkeypatch
+):
+    """Above DETAILS_IN_ONE_PASS_ROWS the checkpoint asks for the details at once (a second
+    evaluation of the failing rules would scan the batch again): the same findings, and the
+    rules that pass carry their counts too."""
+    rules = (("b", "b = 3"), ("a", "a < 0"), ("a", "a IS NULL"))
+    small = _run(tmp_path, table, monkeypatch, *rules)
+    monkeypatch.setattr(validation, "DETAILS_IN_ONE_PASS_ROWS", 39)
+    large = validation.run_suite(None, table, tmp_path / "gx", "rules", "t", rows=40)
+
+    def found(result):
+        return sorted((f.rule, f.unexpected_count, f.query) for f in result.findings)
+
+    assert found(large) == found(small) and len(found(large)) == 2
+    stored = validation._context(tmp_path / "gx").validation_results_store.get(large.result_id)
+    passing = next(r for r in stored.results if r.expectation_config.meta["rule"] == "r1")
+    assert passing.success and passing.result["unexpected_count"] == 0
+    checkpoints = validation._context(tmp_path / "gx").checkpoints.all()
+    assert sorted(c.result_format["result_format"] for c in checkpoints) == [
+        "BASIC",
+        "BOOLEAN_ONLY",
+    ]
