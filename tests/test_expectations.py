@@ -5,6 +5,7 @@ import duckdb
 import pytest
 
 import checks.validation as validation
+from checks.offline_docs import data_docs_site
 from warehouse.db import connection_config
 
 
@@ -196,7 +197,7 @@ def test_only_the_newest_validation_results_stay_stored(tmp_path, table, monkeyp
     assert [(k[0], k[2], k[3]) for k in kept] == sorted(
         ("s", run, batch) for run in run_ids[-2:] for batch in ("warehouse-t", "warehouse-t2")
     )
-    site = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+    site = data_docs_site(gx_dir)
     pages = sorted(p.parent.name for p in site.glob("validations/s/*/*/*.html"))
     assert pages == sorted(run_ids[-2:] * 2)
     index = (site / "index.html").read_text()
@@ -257,7 +258,7 @@ def test_rules_that_fail_the_pass_fail_run_are_stored_and_rendered_with_their_de
     suite_ids = {e.meta["rule"]: e.id for e in ctx.suites.get("rules").expectations}
     assert {rule: r.expectation_config.id for rule, r in by_rule.items()} == suite_ids
     docs = validation.build_data_docs(tmp_path / "gx", [result])
-    page = next((tmp_path / "gx").rglob("validations/rules/*/*/*.html")).read_text()
+    page = next(data_docs_site(tmp_path / "gx").glob("validations/rules/*/*/*.html")).read_text()
     assert docs and "10 unexpected values found" in page and "4 unexpected values found" in page
 
 
@@ -286,7 +287,7 @@ def test_data_docs_templates_are_compiled_once_and_render_the_same_pages(
         return compile_(self, source, name, *args, **kwargs)
 
     monkeypatch.setattr(jinja2.Environment, "compile", counting)
-    site = tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    site = data_docs_site(tmp_path / "gx")
 
     def build() -> dict[str, bytes]:
         compiled.clear()
