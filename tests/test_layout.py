@@ -78,19 +78,23 @@ def test_quick_commands_load_neither_dagster_nor_great_expectations():
 IRI_CASES = ["http://example.org/ä", "not an iri", "urn:x", "a/b", "http://[::1", ""]
 
 
+def _fresh_python(code: str) -> list:
+    """What ``code`` prints as JSON in a new interpreter (nothing imported yet)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    return json.loads(out)
+
+
 def _iri_verdicts(prelude: str) -> list:
     """What jsonschema's iri and iri-reference checks say of IRI_CASES after ``prelude``, and
     whether the grammar (lark) was imported before the first check."""
-    code = (
+    return _fresh_python(
         f"{prelude}; import sys, json, jsonschema; lark = 'lark' in sys.modules; "
         "fc = jsonschema.FormatChecker(); "
         f"print(json.dumps([lark] + [[fc.conforms(v, f) for f in ('iri', 'iri-reference')] "
         f"for v in {IRI_CASES!r}]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
-    ).stdout
-    return json.loads(out)
 
 
 def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same():
@@ -112,19 +116,8 @@ def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same():
         "from scipy import stats; "
         "print(json.dumps([loaded, stats.entropy([0.25, 0.75]), 'scipy.stats._stats_py' in sys.modules]))"
     )
-
-    def run(prelude: str) -> list:
-        out = subprocess.run(
-            [sys.executable, "-c", code.format(prelude=prelude)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=True,
-        ).stdout
-        return json.loads(out)
-
-    deferred = run("import pipelines.definitions")
-    eager = run("import great_expectations")
+    deferred = _fresh_python(code.format(prelude="import pipelines.definitions"))
+    eager = _fresh_python(code.format(prelude="import great_expectations"))
     assert deferred[0] is False, "importing the pipeline executed scipy.stats"
     assert eager[0] is True  # without cbm, GX imports it at once
     assert deferred[1:] == eager[1:] and deferred[2] is True

@@ -11,13 +11,14 @@ RANKED = """SELECT submission_sha, row_number FROM (
   FROM reports_incidents) WHERE rn = 1"""
 
 
-def _submit(con, sha, rows):
-    """Rows (row_number, source, report_id, version) of one submission, accepted as they are."""
+def _submit(con, sha, rows, columns=("row_number", "source", "report_id", "version")):
+    """Rows (by default: row_number, source, report_id, version) of one submission, accepted
+    as they are."""
+    names = ", ".join(("submission_sha", *columns))
+    marks = ", ".join("?" * (len(columns) + 1))
     for table in ("anon_incidents", "reports_incidents"):
         con.executemany(
-            f"INSERT INTO {table} (submission_sha, row_number, source, report_id, version) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(sha, *r) for r in rows],
+            f"INSERT INTO {table} ({names}) VALUES ({marks})", [(sha, *r) for r in rows]
         )
 
 
@@ -77,12 +78,7 @@ def test_conflicts_and_current_rows_match_a_recomputation_from_scratch(tmp_path)
                 )
                 for n in range(15)
             ]
-            for table in ("anon_incidents", "reports_incidents"):
-                con.executemany(
-                    f"INSERT INTO {table} (submission_sha, row_number, source, report_id, "
-                    "version, severity) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(sha, *r) for r in rows],
-                )
+            _submit(con, sha, rows, ("row_number", "source", "report_id", "version", "severity"))
             refresh_superseded(con, "incidents", [sha])
             conflicts = sorted(
                 con.execute("SELECT submission_sha, row_number FROM version_conflicts").fetchall()
