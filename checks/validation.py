@@ -282,48 +282,52 @@ def _detail_format(index_columns: list[str]) -> dict:
 
 
 def _detail_failures(ctx, checkpoint, result, index_columns: list[str]) -> None:
-    """The second pass: every rule of a suite that did not pass (failed, or could not be
-    evaluated) is evaluated again on the same batch, together, with ``_detail_format`` (its
-    count and the query selecting its rows), and its detailed result replaces the pass/fail
-    one in the checkpoint's result and in the stored result that Data Docs renders."""
+    """The second pass: in each validation of ``result``, the rules that did not pass get
+    their detailed results (``_with_details``), in the checkpoint's result and in the stored
+    result that Data Docs renders."""
     definitions = {
         (vd.suite.name, vd.data.data_asset.name): vd for vd in checkpoint.validation_definitions
     }
     for result_id, validation in result.run_results.items():
-        failed = {r.expectation_config.id for r in validation.results if not r.success}
-        if not failed:
+        if all(r.success for r in validation.results):
             continue
         vd = definitions[
             result_id.expectation_suite_identifier.name,
             validation.meta["active_batch_definition"]["data_asset_name"],
         ]
-        # copies: GX lets an expectation belong to one suite. A copy has no id, and GX orders
-        # results its own way, so each detailed result is matched to the first one by rule.
-        again = gx.ExpectationSuite(
-            name=vd.suite.name,
-            expectations=[copy.copy(e) for e in vd.suite.expectations if e.id in failed],
-        )
-        detailed: dict[str, list] = {}
-        for r in (
-            vd.batch_definition.get_batch()
-            .validate(again, result_format=_detail_format(index_columns))
-            .results
-        ):
-            detailed.setdefault(_rule_key(r.expectation_config), []).append(r)
-        merged = []
-        for r in validation.results:
-            if not r.success:
-                detail = (detailed.get(_rule_key(r.expectation_config)) or [None]).pop(0)
-                if detail is None or detail.success:
-                    raise SuiteError(
-                        f"suite {vd.suite.name} on {vd.data.data_asset.name}: "
-                        f"{r.expectation_config.type} failed, then did not fail again on the "
-                        "same data"
-                    )
-                detail.expectation_config.id = r.expectation_config.id
-            merged.append(r if r.success else detail)
-        validation.results = merged
+        validation.results = _with_details(vd, validation.results, index_columns)
         ctx.validation_results_store.set(result_id, validation)
+
+
+def _with_details(vd, results: list, index_columns: list[str]) -> list:
+    """``results`` with every rule that did not pass (failed, or could not be evaluated)
+    evaluated again on the same batch, together, with ``_detail_format`` (its count and the
+    query selecting its rows)."""
+    failed = {r.expectation_config.id for r in results if not r.success}
+    # copies: GX lets an expectation belong to one suite. A copy has no id, and GX orders
+    # results its own way, so each detailed result is matched to the first one by rule.
+    again = gx.ExpectationSuite(
+        name=vd.suite.name,
+        expectations=[copy.copy(e) for e in vd.suite.expectations if e.id in failed],
+    )
+    detailed: dict[str, list] = {}
+    batch = vd.batch_definition.get_batch()
+    for r in batch.validate(again, result_format=_detail_format(index_columns)).results:
+        detailed.setdefault(_rule_key(r.expectation_config), []).append(r)
+    merged = []
+    for r in results:
+        if r.success:
+            merged.append(r)
+            continue
+        detail = (detailed.get(_rule_key(r.expectation_config)) or [None]).pop(0)
+        if detail is None or detail.success:
+            raise SuiteError(
+                f"suite {vd.suite.name} on {vd.data.data_asset.name}: "
+                f"{r.expectation_config.type} failed, then did not fail again on the same data"
+            )
+        detail.expectation_config.id = r.expectation_config.id  # the suite's, as stored
+        merged.append(detail)
+    return merged
 
 
 def build_data_docs(
