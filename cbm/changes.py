@@ -78,7 +78,7 @@ def product_changes(
         differs = " OR ".join(f"o.{c} IS DISTINCT FROM n.{c}" for c in COMPARED[product])
         # every row has a status: a NULL one means the row is not on that side
         key_cols = ", ".join(f"CAST(coalesce(n.{k}, o.{k}) AS VARCHAR) AS {k}" for k in keys)
-        return con.execute(
+        return con.sql(  # a relation: Arrow output of con.execute copies the rows once more
             f"""SELECT {key_cols},
                    CASE WHEN o.status IS NULL THEN 'added'
                         WHEN n.status IS NULL AND r.successor IS NOT NULL THEN 'replaced_by'
