@@ -68,6 +68,7 @@ def _check_inputs(inbox: Path, registry_dir: Path):
     from cbm.intake import worker_count
     from cbm.protection import KeyError_, load_key
     from cbm.registry import RegistryError, load_registry
+    from warehouse.db import memory_limit
 
     _check_folder("--inbox", inbox, must_exist=True)
     _check_folder("--registry", registry_dir, must_exist=True)
@@ -81,6 +82,7 @@ def _check_inputs(inbox: Path, registry_dir: Path):
         raise CannotRun(str(exc)) from exc
     try:
         worker_count(os.environ.get("CBM_WORKERS"))
+        memory_limit(os.environ.get("CBM_DUCKDB_MEMORY"))
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
     batch = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")  # read by Dagster (pipelines/event_log.py)

@@ -62,6 +62,16 @@ CASES = {
         ["CBM_WORKERS", "'two'", "1 or more"],
     ),
     "workers zero": (lambda b: run_args(b), {"CBM_WORKERS": "0"}, ["CBM_WORKERS", "'0'"]),
+    "DuckDB memory limit not an amount": (
+        lambda b: run_args(b),
+        {"CBM_DUCKDB_MEMORY": "lots"},
+        ["CBM_DUCKDB_MEMORY", "'lots'", "2GiB"],
+    ),
+    "DuckDB memory limit with a quote": (
+        lambda b: run_args(b),
+        {"CBM_DUCKDB_MEMORY": "1GB'; DROP TABLE x; --"},
+        ["CBM_DUCKDB_MEMORY", "memory limit"],
+    ),
     "event batch size not a number": (
         lambda b: run_args(b),
         {"DAGSTER_EVENT_BATCH_SIZE": "abc"},

@@ -3,6 +3,8 @@ version of every report on each read."""
 
 import random
 
+import pytest
+
 from warehouse.db import Warehouse, refresh_superseded
 
 RANKED = """SELECT submission_sha, row_number FROM (
@@ -128,3 +130,30 @@ def test_a_warehouse_of_the_old_layout_is_migrated_and_rebuilt_from_landing(proj
         project.query("SELECT file_name, status, rows_read, rows_accepted FROM submissions")
         == before
     )
+
+
+def test_the_warehouse_keeps_duckdb_within_its_memory_limit(tmp_path, monkeypatch):
+    """DuckDB's memory limit reaches every connection: the default, a setting, or
+    CBM_DUCKDB_MEMORY; a value DuckDB would not take is refused, naming it."""
+    from warehouse.db import DEFAULT_MEMORY_LIMIT, memory_limit
+    from warehouse.resource import WarehouseResource
+
+    def limit_of(connect):
+        with connect() as con:
+            return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    path = str(tmp_path / "warehouse.duckdb")
+    assert DEFAULT_MEMORY_LIMIT == "1.5GiB"
+    assert limit_of(Warehouse(path).connect) == "1.5 GiB"
+    assert limit_of(lambda: Warehouse(path, memory_limit="700MiB").connect(read_only=True)) == (
+        "700.0 MiB"
+    )
+    monkeypatch.setenv("CBM_DUCKDB_MEMORY", "300MiB")
+    assert limit_of(WarehouseResource(workdir=str(tmp_path)).connect) == "300.0 MiB"
+    setting = WarehouseResource(workdir=str(tmp_path), memory_limit="2GiB")
+    assert limit_of(setting.connect) == "2.0 GiB"  # the setting wins over the variable
+    assert memory_limit(None) == memory_limit(" ") == DEFAULT_MEMORY_LIMIT
+    assert memory_limit(" 25% ") == "25%"
+    for wrong in ("lots", "-1GB", "1GB'; DROP TABLE x; --"):
+        with pytest.raises(ValueError, match="CBM_DUCKDB_MEMORY=.*memory limit"):
+            memory_limit(wrong)

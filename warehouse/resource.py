@@ -1,5 +1,6 @@
 """The warehouse as a Dagster resource: the DuckDB file of a workdir, for assets and checks."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, memory_limit
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -15,6 +16,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     workdir: str
     lock_wait_seconds: float = 120.0
+    # DuckDB's memory limit: this, else CBM_DUCKDB_MEMORY, else warehouse.db.DEFAULT_MEMORY_LIMIT
+    memory_limit: str | None = None
 
     @property
     def path(self) -> Path:
@@ -22,5 +25,6 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with Warehouse(str(self.path), self.lock_wait_seconds).connect(read_only) as con:
+        limit = memory_limit(self.memory_limit or os.environ.get("CBM_DUCKDB_MEMORY"))
+        with Warehouse(str(self.path), self.lock_wait_seconds, limit).connect(read_only) as con:
             yield con
