@@ -224,25 +224,27 @@ def incident_clustering(
     policy = registry.registry.policy
     with warehouse.connect() as con:
         as_of = read_release_context(con).as_of
+        # The rows stay in DuckDB, sorted once into a temporary table (within the warehouse's
+        # memory limit, spilled beyond it); polars sees only the five columns the region pass
+        # needs, read back in that order, and its two result columns are joined on by
+        # position. At 4,000,000 reports, holding every column in Python as well took 0.6 GiB
+        # more at the peak (benchmarks/README.md, "Memory").
+        windows = policy.association_window_hours
         con.execute(
-            """CREATE OR REPLACE TEMP VIEW incident_rows AS
+            f"""CREATE OR REPLACE TEMP TABLE incident_rows AS
             SELECT source, report_id, category, region, occurred_at,
                    reported_at, severity, alleged_party, tlp, tlp_rank(tlp) AS tlp_rank,
                    lat, lon, technical_keys
-            FROM verification_incidents WHERE determination <> 'false_positive'"""
+            FROM verification_incidents WHERE determination <> 'false_positive'
+            ORDER BY {ORDER_SQL}"""
         )
-        # The rows come out sorted by DuckDB as one Arrow table; polars sees the five columns
-        # the region pass needs, and the rows go back with their region event appended in
-        # place. The association statement reads them several times: joining the events back
-        # onto the rows by (source, report_id) for each read cost a second at 1M reports.
-        windows = policy.association_window_hours
-        rows = fetch_arrow(con, f"SELECT * FROM incident_rows ORDER BY {ORDER_SQL}")
-        events = assign_events(pl.from_arrow(rows.select(ORDER)), windows, presorted=True)
-        con.register(
-            "region_members",
-            rows.append_column("event_id", events["event_id"].to_arrow()).append_column(
-                "is_origin", events["is_origin"].to_arrow()
-            ),
+        keys = pl.from_arrow(fetch_arrow(con, f"SELECT {', '.join(ORDER)} FROM incident_rows"))
+        events = assign_events(keys, windows, presorted=True).select("event_id", "is_origin")
+        del keys
+        con.register("region_events", events.to_arrow())
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW region_members AS "
+            "SELECT * FROM incident_rows POSITIONAL JOIN region_events"
         )
         con.register(
             "association_windows",
@@ -250,8 +252,9 @@ def incident_clustering(
         )
         con.execute(sql_file("event_members"), {"radius_km": policy.association_radius_km})
         con.unregister("association_windows")
-        con.unregister("region_members")
-        con.execute("DROP VIEW incident_rows")
+        con.execute("DROP VIEW region_members")
+        con.unregister("region_events")
+        con.execute("DROP TABLE incident_rows")
         con.execute(sql_file("event_evidence"))
         con.execute(sql_file("disputes"), {"as_of": as_of})
         con.execute(
