@@ -242,7 +242,17 @@ class S3Location(Location):
     def read_bytes(self, rel: str) -> bytes:
         # one GET: pyarrow's stream takes the size first and then reads ranges, so an object
         # replaced in between (a sidecar rewritten by another process) came back torn
-        return self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+        except ClientError as exc:  # as a local folder says it: missing, or unusable
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{self.where(rel)} does not exist") from None
+            raise StorageError(f"{self.where(rel)}: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"{self.where(rel)}: {exc}") from None
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.fs.open_output_stream(self._path(rel)) as fh:

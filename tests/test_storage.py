@@ -89,6 +89,14 @@ def test_objects_round_trip_and_latest_moves_only_from_what_was_read(tmp_path, r
         loc.replace_if("LATEST", b"r-3\n", b"r-0\n")  # stale expectation
     loc.replace_if("LATEST", b"r-2\n", b"r-1\n")
     assert loc.read_bytes("LATEST") == b"r-2\n"
+    with pytest.raises(FileNotFoundError, match="releases/r-1/nope"):  # gone since listed
+        loc.read_bytes("releases/r-1/nope")
+
+
+def test_an_unusable_bucket_is_a_storage_error_naming_it(s3):
+    missing = location(f"s3://{s3}-not-made/pub")
+    with pytest.raises(StorageError, match=f"s3://{s3}-not-made/pub/LATEST: NoSuchBucket"):
+        missing.read_bytes("LATEST")
 
 
 def _file(tmp_path, data: bytes):
