@@ -130,6 +130,16 @@ def test_run_refuses_a_bad_gx_keep_results(project, capsys, monkeypatch):
     assert code == 2 and "CBM_GX_KEEP_RESULTS" in err and len(err.splitlines()) == 1
 
 
+def test_duckdb_out_of_memory_names_the_limit_and_how_to_raise_it(project, capsys, monkeypatch):
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    monkeypatch.setenv("CBM_DUCKDB_MEMORY", "1MB")  # too little for DuckDB to write anything
+    assert main([*run_args(project), "--ingest-only"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("cbm run: failed: ingest_submissions failed: "), last
+    for words in ("ran out of memory", "CBM_DUCKDB_MEMORY=1MB", "raise CBM_DUCKDB_MEMORY"):
+        assert words in last, (words, last)
+
+
 def test_a_run_with_nothing_new_says_so_without_loading_dagster(project, capsys):
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     assert main([*run_args(project), "--ingest-only"]) == 0
