@@ -99,18 +99,7 @@ def _failure_reason(result) -> str:
         if event.event_type_value == "STEP_FAILURE":
             err = event.event_specific_data.error
             cause = err.cause or err
-            lines = cause.message.strip().splitlines()
-            if "Out of Memory Error" in cause.message:  # DuckDB's advice follows; ours is:
-                from warehouse.db import memory_limit
-
-                limit = memory_limit(os.environ.get("CBM_DUCKDB_MEMORY"))
-                detail = lines[0].partition("Out of Memory Error: ")[2] or lines[0]
-                return (
-                    f"{event.step_key}: DuckDB ran out of memory within the warehouse's limit "
-                    f"(CBM_DUCKDB_MEMORY={limit}): {detail}; raise CBM_DUCKDB_MEMORY "
-                    '(docs/operations.md, "Memory")'
-                )
-            return f"{event.step_key}: {lines[-1]}"
+            return f"{event.step_key}: {cause.message.strip().splitlines()[-1]}"
     return "the run failed (see the Dagster UI for the event log)"
 
 

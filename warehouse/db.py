@@ -51,7 +51,6 @@ def memory_limit(value: str | None) -> str:
 
 @functools.lru_cache(maxsize=8)  # every connection of a run asks again
 def _checked_memory_limit(text: str) -> str:
-    value = text
     try:
         if "'" in text or text.startswith("-"):  # DuckDB reads a negative one as no limit
             raise duckdb.InvalidInputException(text)
@@ -59,7 +58,7 @@ def _checked_memory_limit(text: str) -> str:
             con.execute(f"SET memory_limit = '{text}'")
     except duckdb.Error:
         raise ValueError(
-            f"CBM_DUCKDB_MEMORY={value!r}: DuckDB's memory limit, an amount such as 2GiB or "
+            f"CBM_DUCKDB_MEMORY={text!r}: DuckDB's memory limit, an amount such as 2GiB or "
             "1500MB, or a share of this machine's memory such as 25% (DuckDB's own default: 80%)"
         ) from None
     return text
@@ -67,6 +66,20 @@ def _checked_memory_limit(text: str) -> str:
 
 class WarehouseBusy(RuntimeError):
     """Another process holds the warehouse's write lock for longer than we wait."""
+
+
+class WarehouseOutOfMemory(RuntimeError):
+    """DuckDB needed more than the warehouse's memory limit and could not spill it; one line
+    naming the limit and how to raise it (DuckDB's own message ends with general advice)."""
+
+    def __init__(self, limit: str, error: duckdb.OutOfMemoryException):
+        first = str(error).strip().splitlines()[0]
+        detail = first.partition("Out of Memory Error: ")[2] or first
+        super().__init__(
+            f"DuckDB ran out of memory within the warehouse's limit (CBM_DUCKDB_MEMORY={limit}): "
+            f"{detail}; raise CBM_DUCKDB_MEMORY "
+            '(docs/operations.md, "Memory")'
+        )
 
 
 def sql_file(name: str) -> str:
@@ -290,6 +303,8 @@ class Warehouse:
             if not read_only:
                 _ensure_schema(con, self.path)
             yield con
+        except duckdb.OutOfMemoryException as exc:  # said the same in `cbm run` and the UI
+            raise WarehouseOutOfMemory(self.memory_limit, exc) from exc
         finally:
             con.close()
 
