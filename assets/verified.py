@@ -227,8 +227,8 @@ def incident_clustering(
         # The rows stay in DuckDB, sorted once into a temporary table (within the warehouse's
         # memory limit, spilled beyond it); polars sees only the five columns the region pass
         # needs, read back in that order, and its two result columns are joined on by
-        # position. At 4,000,000 reports, holding every column in Python as well took 0.6 GiB
-        # more at the peak (benchmarks/README.md, "Memory").
+        # position. At 4,000,000 reports, holding every column in Python as well took 0.3 GiB
+        # more at the peak, within the 1.5 GiB limit (benchmarks/README.md, item 30).
         windows = policy.association_window_hours
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE incident_rows AS
