@@ -91,3 +91,63 @@ def test_the_instance_file_names_the_home_whatever_its_path(tmp_path):
     config = yaml.safe_load(default_instance_yaml(home))
     assert config["event_log_storage"]["config"]["base_dir"] == str(home / "history" / "runs")
     assert config["event_log_storage"]["class"] == BatchingSqliteEventLogStorage.__name__
+
+
+def _log_entry(run_id: str, message: str):
+    import time
+
+    from dagster._core.events.log import EventLogEntry
+
+    return EventLogEntry(None, "INFO", message, run_id, time.time())
+
+
+def test_a_result_left_unread_does_not_hide_later_events(tmp_path):
+    """Each shard's connection stays open between uses; a result a caller left unread must
+    not keep that connection on an old snapshot of the file: another process's writes (here
+    a second storage on the same folder) are seen by the next read, as with Dagster's own."""
+    from sqlalchemy import text
+
+    reader = BatchingSqliteEventLogStorage(str(tmp_path))
+    writer = BatchingSqliteEventLogStorage(str(tmp_path))
+    assert reader.get_dynamic_partitions("submissions") == []
+    with reader.index_connection() as conn:
+        left = conn.execute(text("SELECT name FROM secondary_indexes"))
+        assert left.fetchone() is not None  # and the other rows never read
+    writer.add_dynamic_partitions("submissions", ["p-1"])
+    assert reader.get_dynamic_partitions("submissions") == ["p-1"]
+    for i in range(2):
+        writer.store_event(_log_entry("run-a", f"event {i}"))
+    with reader.run_connection("run-a") as conn:
+        left = conn.execute(text("SELECT id FROM event_logs"))
+        assert left.fetchone() is not None
+    writer.store_event(_log_entry("run-a", "event 2"))
+    messages = [r.event_log_entry.user_message for r in reader.get_records_for_run("run-a").records]
+    assert messages == ["event 0", "event 1", "event 2"]
+
+
+def test_the_run_view_is_told_of_each_event_while_the_writer_keeps_its_connection(tmp_path):
+    """The Dagster UI follows a running run by watching its shard's .db file (Dagster's
+    SqliteEventLogStorageWatchdog); events written on a connection that stays open must
+    still reach that file, one by one."""
+    import threading
+
+    writer = BatchingSqliteEventLogStorage(str(tmp_path))
+    viewer = BatchingSqliteEventLogStorage(str(tmp_path))
+    writer.store_event(_log_entry("run-b", "started"))
+    seen: list[str] = []
+    arrived = threading.Event()
+
+    def callback(entry, cursor):
+        seen.append(entry.user_message)
+        arrived.set()
+
+    viewer.watch("run-b", None, callback)
+    try:
+        for i in range(3):
+            arrived.clear()
+            writer.store_event(_log_entry("run-b", f"step {i}"))
+            assert arrived.wait(10), f"the watcher was not told of step {i}"
+        assert seen[-1] == "step 2" and "step 0" in seen
+    finally:
+        viewer.dispose()
+        writer.dispose()
