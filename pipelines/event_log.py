@@ -14,7 +14,7 @@ still goes through ``store_event``.
 
 Dagster's SQLite event log also opens every connection anew: a new SQLAlchemy engine, a
 connection, and on close SQLite's checkpoint of the write-ahead log, for each of the about
-600 reads and writes of a small ``cbm run`` (2.3-2.5 ms each, 1.5-2 s a run).
+560 reads and writes of a small ``cbm run`` (2.3-2.5 ms each, 1.5-2 s a run).
 ``BatchingSqliteEventLogStorage`` keeps one open connection per shard instead (the index
 shard and the few newest run shards), under the storage's own lock as before. A write to a
 run shard ends with a passive checkpoint, so the run's ``.db`` file changes with every event
