@@ -143,6 +143,13 @@ def test_the_run_view_is_told_of_each_event_while_the_writer_keeps_its_connectio
 
     viewer.watch("run-b", None, callback)
     try:
+        # the watch starts on the observer's own thread: write until it answers once
+        for _ in range(50):
+            writer.store_event(_log_entry("run-b", "are you there"))
+            if arrived.wait(0.2):
+                break
+        else:
+            raise AssertionError("the watcher was never told of an event")
         for i in range(3):
             arrived.clear()
             writer.store_event(_log_entry("run-b", f"step {i}"))
