@@ -46,7 +46,8 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from sqlalchemy import event, text
+from sqlalchemy import event as sqla_event
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
@@ -117,7 +118,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 poolclass=StaticPool,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             )
-            event.listen(engine, "after_cursor_execute", self._note_cursor)
+            sqla_event.listen(engine, "after_cursor_execute", self._note_cursor)
             self._open[shard] = engine
             while len(self._open) > OPEN_SHARDS:
                 self._open.popitem(last=False)[1].dispose()
