@@ -139,6 +139,8 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         # as SqliteEventLogStorage._connect, on the shard's open connection
         with self._db_lock:
             if shard not in self._initialized_dbs:
+                # Dagster's schema set-up opens several connections of its own engine: on
+                # the one open connection, its unread results would block its commits
                 fresh = create_engine(
                     self.conn_string_for_shard(shard),
                     poolclass=NullPool,
@@ -150,11 +152,9 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             engine = self._engine(shard)
             try:
                 with engine.connect() as conn:
-                    try:
-                        with conn.begin():
-                            yield conn
-                    finally:
-                        self._close_cursors()
+                    with conn.begin():
+                        yield conn
+                    self._close_cursors()  # the checkpoint needs no statement running
                     if shard != INDEX_SHARD_NAME:  # the UI watches a run's .db file
                         conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
             finally:

@@ -2,7 +2,12 @@
 SQLite event log holds when every event is stored on its own."""
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
+
+from dagster._core.events.log import EventLogEntry
+from sqlalchemy import text
 
 from pipelines.event_log import BatchingSqliteEventLogStorage, default_instance_yaml
 from tests.conftest import Project, attestation, compliance, incident, write_csv
@@ -93,11 +98,7 @@ def test_the_instance_file_names_the_home_whatever_its_path(tmp_path):
     assert config["event_log_storage"]["class"] == BatchingSqliteEventLogStorage.__name__
 
 
-def _log_entry(run_id: str, message: str):
-    import time
-
-    from dagster._core.events.log import EventLogEntry
-
+def _log_entry(run_id: str, message: str) -> EventLogEntry:
     return EventLogEntry(None, "INFO", message, run_id, time.time())
 
 
@@ -105,8 +106,6 @@ def test_a_result_left_unread_does_not_hide_later_events(tmp_path):
     """Each shard's connection stays open between uses; a result a caller left unread must
     not keep that connection on an old snapshot of the file: another process's writes (here
     a second storage on the same folder) are seen by the next read, as with Dagster's own."""
-    from sqlalchemy import text
-
     reader = BatchingSqliteEventLogStorage(str(tmp_path))
     writer = BatchingSqliteEventLogStorage(str(tmp_path))
     assert reader.get_dynamic_partitions("submissions") == []
@@ -129,8 +128,6 @@ def test_the_run_view_is_told_of_each_event_while_the_writer_keeps_its_connectio
     """The Dagster UI follows a running run by watching its shard's .db file (Dagster's
     SqliteEventLogStorageWatchdog); events written on a connection that stays open must
     still reach that file, one by one."""
-    import threading
-
     writer = BatchingSqliteEventLogStorage(str(tmp_path))
     viewer = BatchingSqliteEventLogStorage(str(tmp_path))
     writer.store_event(_log_entry("run-b", "started"))
