@@ -217,6 +217,22 @@ def test_a_gx_context_is_loaded_once_per_folder_until_its_config_changes(tmp_pat
     assert _context(tmp_path / "gx") is not first
 
 
+def test_a_gx_context_does_not_keep_the_config_variables_template(tmp_path):
+    """GX parses uncommitted/config_variables.yml on every context-variable read (hundreds a
+    run); the template it writes is removed, and a reloaded context does not bring it back."""
+    from checks.validation import _context
+
+    template = tmp_path / "gx" / "gx" / "uncommitted" / "config_variables.yml"
+    ctx = _context(tmp_path / "gx")
+    assert (tmp_path / "gx" / "gx" / "great_expectations.yml").is_file()
+    assert not template.exists()
+    assert ctx.variables.data_docs_sites  # still readable without it
+    config = tmp_path / "gx" / "gx" / "great_expectations.yml"
+    config.write_text(config.read_text() + "\n")
+    assert _context(tmp_path / "gx") is not ctx
+    assert not template.exists()
+
+
 def test_a_later_checkpoint_on_a_cached_context_opens_its_own_connection(
     tmp_path, table, monkeypatch, caplog
 ):
