@@ -29,16 +29,29 @@ from warehouse.resource import WarehouseResource
 OWNER = "team:ingestion"
 
 
-BATCH_ROWS = 250_000
+# DuckDB stores a table in row groups of 122,880 rows. An insert whose rows arrive as many
+# Arrow chunks, or that ends in a part-filled row group, leaves small row groups that the
+# next checkpoint merges by rewriting the table's data (1M incident rows: 2.1 s to insert,
+# then 2.2 s to checkpoint). So each insert is one contiguous chunk of whole row groups;
+# the rest waits for the next batch, and only the last insert of a kind may end part-filled.
+ROW_GROUP_ROWS = 122_880
+BATCH_ROWS = 2 * ROW_GROUP_ROWS
 
 
-def _insert(con, kind: str, frames: list[pl.DataFrame]) -> None:
+def _insert(con, kind: str, frames: list[pl.DataFrame], last: bool = False) -> None:
+    """Write the pending ``frames`` of ``kind``: all of them if ``last``, otherwise as many
+    whole row groups as they fill, keeping the remainder pending (memory stays bounded)."""
     if not frames:
         return
-    con.register("anon_frame", pl.concat(frames, how="vertical").to_arrow())
-    con.execute(anon_insert_sql(kind))
-    con.unregister("anon_frame")
+    rows = pl.concat(frames, how="vertical", rechunk=True)
     frames.clear()
+    cut = rows.height if last else rows.height - rows.height % ROW_GROUP_ROWS
+    if cut < rows.height:
+        frames.append(rows.slice(cut))
+    if cut:
+        con.register("anon_frame", rows.slice(0, cut).to_arrow())
+        con.execute(anon_insert_sql(kind))
+        con.unregister("anon_frame")
 
 
 def _anonymised(settings: CbmSettings, todo, key, names, by_label) -> Iterator:
@@ -130,7 +143,7 @@ def anonymised_reports(
                 [shas],
             )
         # Appends are batched (one large insert beats many small ones into the DuckDB file);
-        # a batch is written once it holds BATCH_ROWS rows, so memory stays bounded.
+        # a batch is written once it holds BATCH_ROWS rows, in whole row groups (_insert).
         pending: dict[str, list[pl.DataFrame]] = {k: [] for k in KINDS}
         con.execute(
             "DELETE FROM anonymisation_failures WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
@@ -150,7 +163,7 @@ def anonymised_reports(
             if sum(f.height for f in pending[kind]) >= BATCH_ROWS:
                 _insert(con, kind, pending[kind])
         for kind, frames in pending.items():
-            _insert(con, kind, frames)
+            _insert(con, kind, frames, last=True)
         context.log.info(f"anonymised {sum(counts.values())} rows from {len(todo)} submissions")
         for kind in KINDS:
             metadata = {

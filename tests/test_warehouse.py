@@ -157,3 +157,45 @@ def test_the_warehouse_keeps_duckdb_within_its_memory_limit(tmp_path, monkeypatc
     for wrong in ("lots", "-1GB", "1GB'; DROP TABLE x; --"):
         with pytest.raises(ValueError, match="CBM_DUCKDB_MEMORY=.*memory limit"):
             memory_limit(wrong)
+
+
+def test_anonymised_rows_are_written_in_order_and_in_whole_row_groups(tmp_path):
+    """Many submissions' frames go in as whole DuckDB row groups (only the last may be part
+    filled), in the order they came: part-filled row groups made the next checkpoint rewrite
+    the table (1M incident rows: 2.2 s, as long as the insert itself)."""
+    import polars as pl
+
+    from assets.anonymised import BATCH_ROWS, ROW_GROUP_ROWS, _insert
+    from cbm.contract import FIELDS
+
+    def frame(start, n):
+        numbers = pl.int_range(start, start + n, eager=True, dtype=pl.Int64)
+        fields = {f: pl.Series(f, [None] * n, dtype=pl.String) for f in FIELDS["compliance"]}
+        fields["report_id"] = ("C-" + numbers.cast(pl.String)).alias("report_id")
+        fields["version"] = pl.Series("version", ["1"] * n)
+        return pl.DataFrame(
+            {"source": ["P-a"] * n, "row_number": numbers, **fields, "row_error": None}
+        ).with_columns(pl.lit("s" * 64).alias("_sha"))
+
+    sizes = [7_001, 30_000, 123_457, 2, 99_999, 64_000, 50_000, 11]
+    pending, start = [], 0
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
+        for n in sizes:
+            pending.append(frame(start, n))
+            start += n
+            if sum(f.height for f in pending) >= BATCH_ROWS:
+                _insert(con, "compliance", pending)
+                assert sum(f.height for f in pending) < ROW_GROUP_ROWS
+        _insert(con, "compliance", pending, last=True)
+        assert pending == []
+        groups = con.execute(
+            "SELECT row_group_id, sum(count) FROM pragma_storage_info('anon_compliance') "
+            "WHERE column_name = 'row_number' AND segment_type = 'BIGINT' GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        stored = [n for (n,) in con.execute("SELECT row_number FROM anon_compliance").fetchall()]
+        versions = con.execute("SELECT DISTINCT version FROM anon_compliance").fetchall()
+    assert stored == list(range(sum(sizes)))  # every row, in the order handed over
+    assert versions == [(1,)]  # cast as before
+    counts = [n for _, n in groups]
+    assert counts[:-1] == [ROW_GROUP_ROWS] * (len(counts) - 1), counts
+    assert sum(counts) == sum(sizes)
