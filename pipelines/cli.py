@@ -1032,10 +1032,18 @@ def cmd_docs(args) -> int:
         def log_message(self, *args):  # one line per page would drown the address
             pass
 
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            # a browser that leaves a page before it has loaded hangs up mid-answer
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    # main() lets SIGPIPE end the quick commands quietly (`cbm status | head`); a server must
+    # not die when one client hangs up, so a write to a closed connection raises instead
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", args.port), functools.partial(Quiet, directory=str(site))
-        )
+        server = Server(("127.0.0.1", args.port), functools.partial(Quiet, directory=str(site)))
     except OSError as exc:
         raise CannotRun(
             f"--port {args.port}: cannot listen on 127.0.0.1 ({exc.strerror})"

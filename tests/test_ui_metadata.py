@@ -2,6 +2,7 @@
 in calendar order, a meaning for every column, and Data Docs pointed at local copies."""
 
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -136,6 +137,43 @@ def test_cbm_docs_serves_the_site_over_http(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_cbm_docs_outlives_a_browser_that_hangs_up_mid_page(tmp_path):
+    """A browser that leaves a page before it has loaded closes the connection while the
+    server is still writing. That must cost the one request, not the server: with SIGPIPE
+    left at its default (as the quick commands want it, for `cbm status | head`) the process
+    died without a word, and the browser suite met a refused connection."""
+    site = tmp_path / "work" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<h1>Data Docs</h1>")
+    (site / "large.js").write_bytes(b"x" * 16_000_000)  # more than the socket buffers hold
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "docs", "--workdir", str(tmp_path / "work")]
+        + ["--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert f"http://127.0.0.1:{port}/index.html" in server.stdout.readline()
+        for reset in (False, True) * 3:  # hang up at once, as a close or with a reset
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"GET /large.js HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert client.recv(1024).startswith(b"HTTP/1.0 200")
+                if reset:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            time.sleep(0.3)
+            assert server.poll() is None, f"cbm docs died (exit {server.returncode})"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as r:
+            assert b"Data Docs" in r.read()
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=10)
+    assert "Traceback" not in err, err  # a hung-up client is not an error worth a page
 
 
 def _outcomes(instance) -> dict[str, object]:
