@@ -1152,11 +1152,16 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def _whole_number(minimum: int):
+def _whole_number(minimum: int, maximum: int | None = None):
     def parse(text: str) -> int:
-        if not text.lstrip("-").isdigit() or int(text) < minimum:
+        number = int(text) if text.lstrip("-").isdigit() else None
+        if maximum is not None and (number is None or not minimum <= number <= maximum):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number from {minimum} to {maximum}"
+            )
+        if number is None or number < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
-        return int(text)
+        return number
 
     return parse
 
@@ -1332,7 +1337,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dd.add_argument(
         "--port",
-        type=_whole_number(1),
+        type=_whole_number(1, 65535),
         default=8765,
         help="port on 127.0.0.1 (default 8765, the address the data_docs links use)",
     )

@@ -208,6 +208,11 @@ CASES = {
         {},
         ["no Data Docs", "cbm run"],
     ),
+    "docs on a port that does not exist": (
+        lambda b: ["docs", "--workdir", str(b / "inbox"), "--port", "99999"],
+        {},
+        ["--port", "99999", "from 1 to 65535"],
+    ),
     "keygen into a file's folder": (
         lambda b: ["keygen", "--party", "ALPHA", "--out", str(b / "a_file" / "k.json")],
         {},
