@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -1038,10 +1037,6 @@ def cmd_docs(args) -> int:
             if not isinstance(sys.exc_info()[1], ConnectionError):
                 super().handle_error(request, client_address)
 
-    # main() lets SIGPIPE end the quick commands quietly (`cbm status | head`); a server must
-    # not die when one client hangs up, so a write to a closed connection raises instead
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         server = Server(("127.0.0.1", args.port), functools.partial(Quiet, directory=str(site)))
     except OSError as exc:
@@ -1116,6 +1111,7 @@ exit codes:
   0  success (quarantined rows are not a failure)
   1  the run started but a step failed, or a release does not verify
   2  it could not start: a wrong path, flag, registry value or key (one line says which)
+  141  the reader of its output left first (`cbm status | head`), quietly
 """
 
 
@@ -1153,14 +1149,12 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _whole_number(minimum: int, maximum: int | None = None):
+    wanted = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
     def parse(text: str) -> int:
         number = int(text) if text.lstrip("-").isdigit() else None
-        if maximum is not None and (number is None or not minimum <= number <= maximum):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number from {minimum} to {maximum}"
-            )
-        if number is None or number < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        if number is None or number < minimum or (maximum is not None and number > maximum):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number {wanted}")
         return number
 
     return parse
@@ -1360,8 +1354,6 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if hasattr(signal, "SIGPIPE"):  # `cbm status | head` ends quietly
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
@@ -1379,6 +1371,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cbm {args.command}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # an unexpected error still ends in one line (traceback on demand)
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            raise  # the reader of our output left: console_main ends quietly
         if os.environ.get("CBM_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -1390,15 +1384,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+# How a command ends when the reader of its output leaves first (`cbm status | head`): as
+# the shell reports a process ended by SIGPIPE, without a word.
+EXIT_READER_GONE = 128 + 13
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has left (the kernel reports
+    an error or hang-up on it; a failed write has already dropped what it held)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real stdout
+        return False
+
+
 def console_main() -> None:
     """Console-script entry point.
+
+    SIGPIPE stays ignored, as Python sets it: a connection that a peer closes (a browser
+    leaving a `cbm docs` page, an alert endpoint, object storage) raises an error where it
+    happened instead of ending the process. Only a reader of standard output that leaves
+    first ends a command, quietly (``EXIT_READER_GONE``).
 
     Exits with ``os._exit`` after flushing: DuckDB's bindings print "nanobind: leaked ..."
     warnings at interpreter shutdown while GX still holds type objects; they say nothing about
     the run and would bury its last line.
     """
-    code = main()
-    sys.stdout.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_READER_GONE
     sys.stderr.flush()
     os._exit(code)
 

@@ -180,3 +180,38 @@ def test_progress_replaces_one_line_on_a_terminal_and_is_silent_in_a_pipe():
         progress.clear()
     assert pipe.getvalue() == ""
     assert tty.getvalue() == "\r\x1b[Klanding 1/2 files\r\x1b[K"
+
+
+def test_a_reader_that_leaves_first_ends_a_command_quietly(tmp_path):
+    """`cbm ... | head`: the command ends without a word when its output has no reader, as
+    a process ended by SIGPIPE would (exit 141 in the shell), while SIGPIPE itself stays
+    ignored so that a closed connection elsewhere cannot end a process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "generate", "--out", str(tmp_path / "g")]
+        + ["--reports", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    proc.stdout.close()  # the reader leaves before a line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert err == ""
+
+
+def test_a_broken_connection_that_is_not_the_output_is_a_failure(monkeypatch, tmp_path, capsys):
+    """A peer hanging up elsewhere (an alert endpoint, object storage) is not the reader of
+    our output leaving: it fails in one line, as any unexpected error does."""
+    import pipelines.cli as cli
+
+    def hung_up(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_status", hung_up)
+    assert main(["status", "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cbm status: failed: BrokenPipeError") and "\n" not in err

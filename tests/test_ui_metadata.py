@@ -142,8 +142,8 @@ def test_cbm_docs_serves_the_site_over_http(tmp_path):
 def test_cbm_docs_outlives_a_browser_that_hangs_up_mid_page(tmp_path):
     """A browser that leaves a page before it has loaded closes the connection while the
     server is still writing. That must cost the one request, not the server: with SIGPIPE
-    left at its default (as the quick commands want it, for `cbm status | head`) the process
-    died without a word, and the browser suite met a refused connection."""
+    set to its default (as `cbm` once did for `cbm status | head`) the process died without
+    a word, and the browser suite met a refused connection."""
     site = tmp_path / "work" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
     site.mkdir(parents=True)
     (site / "index.html").write_text("<h1>Data Docs</h1>")
