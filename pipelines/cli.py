@@ -596,7 +596,56 @@ def cmd_generate(args) -> int:
     return EXIT_OK
 
 
+class _OutputMayGoUnread:
+    """A standard stream of a command that finishes its work whoever reads it: once the
+    reader has left (``cbm run | head -3``), what is still written goes to /dev/null instead
+    of raising in the middle of the run (a run stopped by its own progress line had published
+    nothing). The stream's descriptor is pointed at /dev/null, so its buffer empties there."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _finish_whoever_reads():
+    """``sys.stdout`` and ``sys.stderr`` as ``_OutputMayGoUnread`` for the duration."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _OutputMayGoUnread(sys.stdout), _OutputMayGoUnread(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def cmd_run(args) -> int:
+    with _finish_whoever_reads():
+        return _cmd_run(args)
+
+
+def _cmd_run(args) -> int:
     for flag in ("inbox", "registry", "workdir", "publish"):
         if "://" in getattr(args, flag):
             raise CannotRun(
@@ -1111,7 +1160,8 @@ exit codes:
   0  success (quarantined rows are not a failure)
   1  the run started but a step failed, or a release does not verify
   2  it could not start: a wrong path, flag, registry value or key (one line says which)
-  141  the reader of its output left first (`cbm status | head`), quietly
+  141  the reader of its output left first (`cbm status | head`), quietly; `cbm run`
+       instead finishes its run unheard and exits as it would have
 """
 
 

@@ -146,3 +146,24 @@ def test_two_runs_at_once_both_finish_and_agree(setup):
     got = state(base, "concurrent")
     for key in reference:
         assert got[key] == reference[key], key
+
+
+def test_a_reader_that_leaves_does_not_stop_the_run(setup):
+    """`cbm run | head -1`: the run goes on after its reader has left (its output goes
+    nowhere), ends as an unread run would, and says nothing of it."""
+    base, gen, env, reference = setup
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *run_args(base, gen.inbox, gen.registry, "unread")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.stdout.readline().startswith(b"[1/3] landing")
+    proc.stdout.close()  # the reader leaves after one line, as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert err == ""
+    got = state(base, "unread")
+    for key in reference:
+        assert got[key] == reference[key], key
