@@ -184,6 +184,31 @@ def _binary_as_text(table: pa.Table) -> pa.Table:
     return table
 
 
+def _plain_field(field: pa.Field) -> pa.Field:
+    """The field without metadata, at every level of a nested type."""
+    t = field.type
+    if pa.types.is_struct(t):
+        t = pa.struct([_plain_field(t.field(i)) for i in range(t.num_fields)])
+    elif pa.types.is_large_list(t):
+        t = pa.large_list(_plain_field(t.value_field))
+    elif pa.types.is_fixed_size_list(t):
+        t = pa.list_(_plain_field(t.value_field), t.list_size)
+    elif pa.types.is_list(t):
+        t = pa.list_(_plain_field(t.value_field))
+    elif pa.types.is_map(t):
+        t = pa.map_(_plain_field(t.key_field), _plain_field(t.item_field))
+    return pa.field(field.name, t, field.nullable)
+
+
+def _without_metadata(table: pa.Table) -> pa.Table:
+    """The table without Arrow metadata (the writer's schema, notes on fields), which nothing
+    here reads: a key or value in it that is not UTF-8 makes Polars' import panic, and Rust
+    prints the panic with its backtrace to the run's log before it is caught."""
+    table = table.replace_schema_metadata(None)
+    plain = pa.schema([_plain_field(f) for f in table.schema])
+    return table if plain.equals(table.schema, check_metadata=True) else table.cast(plain)
+
+
 def read_parquet(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataFrame, list[str]]:
     """Rows and decoded size are read from the footer first; the batches are then counted as
     they are decoded, so a footer that understates them cannot take more memory than the
@@ -207,7 +232,9 @@ def read_parquet(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataF
                     limits.max_decoded_bytes,
                 )
             batches.append(batch)
-        table = _binary_as_text(pa.Table.from_batches(batches, schema=parquet.schema_arrow))
+        table = _without_metadata(
+            _binary_as_text(pa.Table.from_batches(batches, schema=parquet.schema_arrow))
+        )
         try:
             table.validate(full=True)  # text that is not UTF-8 would panic inside Polars
         except pa.ArrowInvalid as exc:

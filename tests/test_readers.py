@@ -74,6 +74,26 @@ def test_parquet_typed_columns_become_text():
     assert frame["severity"].to_list() == ["3"] and frame["lat"].to_list() == ["55.5"]
 
 
+def test_parquet_metadata_that_is_not_utf8_is_ignored_without_a_panic(capfd):
+    """Found by make fuzz: a flipped byte in the Arrow schema's metadata key, or a field note
+    that is not UTF-8, made Polars' import panic; the file was refused and Rust printed the
+    panic and its backtrace to the run's log. Nothing reads that metadata: the rows count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"report_id": ["A-1", "A-2"]}), buf)
+    flipped = buf.getvalue().replace(b"ARROW:schema", b"ARROW\xb7schema")
+    assert flipped != buf.getvalue()
+    noted = pa.schema([pa.field("report_id", pa.string(), metadata={b"note\xff": b"\xfe"})])
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"report_id": ["B-1"]}, schema=noted), buf)
+    for data, ids in ((flipped, ["A-1", "A-2"]), (buf.getvalue(), ["B-1"])):
+        frame, _ = stage_rows(data, "parquet", "incidents")
+        assert frame["report_id"].to_list() == ids
+    assert capfd.readouterr().err == ""
+
+
 def test_header_names_match_ignoring_case_and_spaces_and_extras_are_named():
     data = b" Report_ID ,VERSION,Severity,Colour\nA-1,1,3,blue\n"
     frame, notes = stage_rows(data, "csv", "incidents")
