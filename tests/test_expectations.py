@@ -23,13 +23,21 @@ def table(tmp_path):
 
 
 def _run(tmp_path, table, monkeypatch, *rules, con=None):
+    """Run a suite of ``rules`` on table t: (column, failing_when) for a SQL rule, or a whole
+    expectation (type, kwargs)."""
     expectations = [
         {
-            "type": "expect_column_values_to_pass_sql_rule",
-            "kwargs": {"column": column, "failing_when": failing_when},
+            **(
+                {"type": rule["type"], "kwargs": rule["kwargs"]}
+                if isinstance(rule, dict)
+                else {
+                    "type": "expect_column_values_to_pass_sql_rule",
+                    "kwargs": {"column": rule[0], "failing_when": rule[1]},
+                }
+            ),
             "meta": {"rule": f"r{i}", "severity": "critical", "reason": "test"},
         }
-        for i, (column, failing_when) in enumerate(rules)
+        for i, rule in enumerate(rules)
     ]
     monkeypatch.setattr(validation, "load_suite", lambda name: {"expectations": expectations})
     return validation.run_suite(con, table, tmp_path / "gx", "rules", "t")
@@ -256,8 +264,11 @@ def test_rules_that_fail_the_pass_fail_run_are_stored_and_rendered_with_their_de
 ):
     """The checkpoint asks GX for pass/fail only; the rules that fail are evaluated again for
     their count and failing-row query, and that detailed result is what the store keeps and
-    Data Docs shows. Rules that pass keep their pass/fail result."""
-    result = _run(tmp_path, table, monkeypatch, ("b", "b = 3"), ("a", "a < 0"), ("a", "a IS NULL"))
+    Data Docs shows. Rules that pass are shown with nothing unexpected."""
+    not_null = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "b"}}
+    result = _run(
+        tmp_path, table, monkeypatch, ("b", "b = 3"), ("a", "a < 0"), ("a", "a IS NULL"), not_null
+    )
     assert sorted((f.rule, f.unexpected_count) for f in result.findings) == [("r0", 10), ("r2", 4)]
     ctx = validation._context(tmp_path / "gx")
     stored = ctx.validation_results_store.get(result.result_id)
@@ -266,16 +277,20 @@ def test_rules_that_fail_the_pass_fail_run_are_stored_and_rendered_with_their_de
         "r0": False,
         "r1": True,
         "r2": False,
+        "r3": True,
     }
     assert by_rule["r0"].result["unexpected_count"] == 10
     assert "unexpected_index_query" in by_rule["r2"].result
-    assert by_rule["r1"].result == {}  # pass/fail only
+    # a rule that passed was not counted; without `mostly`, a pass means nothing unexpected
+    assert by_rule["r1"].result == by_rule["r3"].result == validation.PASSED_COUNTS
     # the ids are the suite's, so Data Docs links each result to its expectation
     suite_ids = {e.meta["rule"]: e.id for e in ctx.suites.get("rules").expectations}
     assert {rule: r.expectation_config.id for rule, r in by_rule.items()} == suite_ids
     docs = validation.build_data_docs(tmp_path / "gx", [result])
     page = next(data_docs_site(tmp_path / "gx").glob("validations/rules/*/*/*.html")).read_text()
     assert docs and "10 unexpected values found" in page and "4 unexpected values found" in page
+    # what the passing rules found, not "--" and "unknown % not null"
+    assert "0% unexpected" in page and "100% not null" in page and "unknown" not in page
 
 
 def test_a_rule_that_cannot_be_evaluated_is_an_error_not_a_finding(tmp_path, table, monkeypatch):

@@ -239,6 +239,9 @@ def test_data_docs_work_offline(page, deployment):
     # the pass/fail icons are font-awesome glyphs: the vendored font must have loaded
     p.wait_for_function("document.fonts.check('900 16px \"Font Awesome 6 Free\"')", timeout=SLOW)
     assert p.locator(".fa-check-circle, .fa-times").count() > 0
+    # a rule that passed says what it found
+    assert p.get_by_text("0% unexpected").count() > 0
+    assert p.get_by_text("unknown %").count() == 0
     page.shot("12-data-docs-result")
     href = p.locator("a[href*='expectations/']").first.get_attribute("href")
     assert href
