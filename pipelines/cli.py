@@ -637,6 +637,9 @@ def _finish_whoever_reads():
     try:
         yield
     finally:
+        # what is still buffered goes out while a reader that left is no error
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
         sys.stdout, sys.stderr = saved
 
 
