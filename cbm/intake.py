@@ -10,6 +10,7 @@ not a regular file).
 import hashlib
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -286,15 +287,17 @@ def scan_inbox(
     entries = inbox.entries()
     signatures = {e.rel for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
     files = inbox_files(entries)
+    hashes = InboxHashes.load(landing, inbox)
 
     def content_of(item) -> str:
         entry, party, name = item
         if entry.kind == "file":
-            return inbox.sha256(entry.rel)
+            return hashes.sha256(entry, inbox)
         marker = f"{party}/{name}\x00{entry.kind}".encode()
         return hashlib.sha256(b"cbm-not-a-file\x00" + marker).hexdigest()
 
     contents = _in_order(content_of, files, workers, progress)
+    hashes.save([entry for entry, _, _ in files])
     shas = [submission_key(party, c) for (_, party, _), c in zip(files, contents, strict=True)]
     present = {sha: landing.has(sha) for sha in dict.fromkeys(shas)}  # one look each
     # the new submissions' bytes, one copy each, side by side
@@ -364,6 +367,65 @@ def scan_inbox(
             )
         )
     return landed
+
+
+class InboxHashes:
+    """The SHA-256 of each inbox file as last taken, kept in the landing area (``HASHES``,
+    JSON lines: the inbox, then one file a line; not ``.json``, which names a submission's
+    sidecar), so that a scan reads only the files that changed: a plan of a large inbox
+    (every ``cbm run``, every sensor tick that sees a change) no longer reads every byte,
+    and on object storage no longer downloads every object.
+
+    A kept hash is used only for the same path with the same size, modification time and
+    ``Entry.change`` (local folders: inode and change time), and only when the file had
+    not been modified for ``SETTLE_NS`` before it was hashed: a file still being written
+    (or, on object storage, whose clock is not ours) is hashed again on the next scan.
+    Whatever is wrong with the kept file (missing, unreadable, another inbox's) only means
+    hashing again."""
+
+    HASHES = "inbox-hashes.jsonl"
+    SETTLE_NS = 60 * 10**9
+
+    def __init__(self, landing: "Landing", inbox: Location, kept: dict[str, list]):
+        self.landing, self.inbox, self.kept = landing, inbox, kept
+        self.taken: dict[str, list] = {}
+
+    @classmethod
+    def load(cls, landing: "Landing", inbox: Location) -> "InboxHashes":
+        kept: dict[str, list] = {}
+        try:
+            head, *lines = landing.store.read_bytes(cls.HASHES).decode().splitlines()
+            if json.loads(head) == {"inbox": inbox.uri}:
+                for line in lines:
+                    rel, *record = json.loads(line)
+                    kept[rel] = record
+        except (OSError, ValueError, TypeError):
+            kept = {}
+        return cls(landing, inbox, kept)
+
+    def sha256(self, entry: Entry, inbox: Location) -> str:
+        record = self.kept.get(entry.rel)
+        if (
+            isinstance(record, list)
+            and len(record) == 5
+            and record[:3] == [entry.size, entry.mtime_ns, entry.change]
+            and entry.mtime_ns < record[4] - self.SETTLE_NS
+        ):
+            self.taken[entry.rel] = record
+            return record[3]
+        hashed_at = time.time_ns()
+        sha = inbox.sha256(entry.rel)
+        self.taken[entry.rel] = [entry.size, entry.mtime_ns, entry.change, sha, hashed_at]
+        return sha
+
+    def save(self, files: list[Entry]) -> None:
+        """Keep the hashes of ``files`` (the inbox as scanned), if any was taken anew."""
+        current = {e.rel: self.taken[e.rel] for e in files if e.rel in self.taken}
+        if current == self.kept:
+            return
+        lines = [json.dumps({"inbox": self.inbox.uri})]
+        lines += [json.dumps([rel, *record]) for rel, record in sorted(current.items())]
+        self.landing.store.write_bytes(self.HASHES, ("\n".join(lines) + "\n").encode())
 
 
 def inbox_files(entries: list[Entry]) -> list[tuple[Entry, str, str]]:

@@ -32,12 +32,14 @@ class Conflict(Exception):
 class Entry:
     """One object of a location: its path below the location (``/``-separated), size and
     modification time, and what it is: ``file``, or (local folders only) ``symlink:<target>``
-    or ``special:<mode>``, which are never followed or read."""
+    or ``special:<mode>``, which are never followed or read. ``change`` (local folders only):
+    the inode and the time of its last change, which no one sets back without the clock."""
 
     rel: str
     size: int
     mtime_ns: int
     kind: str = "file"
+    change: str = ""
 
 
 def is_remote(uri: str | Path) -> bool:
@@ -129,7 +131,8 @@ class LocalLocation(Location):
                 else:
                     kind = f"special:{st.st_mode}"
                 rel = path.relative_to(self.root).as_posix()
-                found.append(Entry(rel, st.st_size, st.st_mtime_ns, kind))
+                change = f"{st.st_ino}:{st.st_ctime_ns}"
+                found.append(Entry(rel, st.st_size, st.st_mtime_ns, kind, change))
         return sorted(found, key=lambda e: e.rel.split("/"))
 
     def path(self, rel: str) -> Path:

@@ -112,3 +112,65 @@ def test_unknown_columns_and_header_case_are_warnings_not_rejections(project, ca
     (listed,) = status(project, capsys)
     assert listed["status"] == "accepted"
     assert listed["warnings"] == ["columns not in the contract were ignored: COLOUR"]
+
+
+def _counting_hashes(monkeypatch, location_class):
+    """The paths whose bytes a scan reads to hash them."""
+    read = []
+    hash_file = location_class.sha256
+    monkeypatch.setattr(
+        location_class, "sha256", lambda self, rel: (read.append(rel), hash_file(self, rel))[1]
+    )
+    return read
+
+
+def test_a_scan_hashes_only_the_inbox_files_that_changed(tmp_path, monkeypatch):
+    """The kept hashes: an unchanged inbox is planned without reading a file; a file
+    rewritten in place, even with its size and modification time put back, is read again
+    and lands as the new submission it is."""
+    import os
+    import time
+
+    from cbm.intake import InboxHashes, plan_intake
+    from cbm.storage import LocalLocation
+
+    read = _counting_hashes(monkeypatch, LocalLocation)
+    inbox, landing = tmp_path / "inbox", tmp_path / "landing"
+    write_csv(inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    write_csv(inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    settled = time.time() - 3600  # written an hour ago: no longer being written
+    for path in inbox.rglob("*.csv"):
+        os.utime(path, (settled, settled))
+    first = plan_intake(inbox, landing)
+    assert sorted(read) == ["ALPHA/incidents_a.csv", "BRAVO/incidents_b.csv"]
+    read.clear()
+    again = plan_intake(inbox, landing)
+    assert read == [] and again.to_ingest == first.to_ingest
+    # same size, same modification time, other bytes: its change time gives it away
+    changed = inbox / "ALPHA" / "incidents_a.csv"
+    before = changed.read_bytes()
+    changed.write_bytes(before.replace(b"A-1", b"A-2"))
+    os.utime(changed, (settled, settled))
+    later = plan_intake(inbox, landing)
+    assert read == ["ALPHA/incidents_a.csv"]
+    (new,) = set(later.to_ingest) - set(first.to_ingest)
+    assert [f.file_name for f in later.files if f.sha256 == new] == ["incidents_a.csv"]
+    # the kept hashes unreadable: every file is read again, nothing else differs
+    read.clear()
+    (landing / InboxHashes.HASHES).write_text("{not json")
+    assert plan_intake(inbox, landing).to_ingest == later.to_ingest
+    assert sorted(read) == ["ALPHA/incidents_a.csv", "BRAVO/incidents_b.csv"]
+
+
+def test_a_file_hashed_while_it_could_still_be_written_is_hashed_again(tmp_path, monkeypatch):
+    """A hash taken less than ``SETTLE_NS`` after the file's last modification is not used:
+    a write in that instant (or on object storage, by a clock not ours) may leave its time as
+    it was."""
+    from cbm.intake import plan_intake
+    from cbm.storage import LocalLocation
+
+    read = _counting_hashes(monkeypatch, LocalLocation)
+    write_csv(tmp_path / "inbox" / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    for _ in range(2):
+        plan_intake(tmp_path / "inbox", tmp_path / "landing")
+    assert read == ["ALPHA/incidents_a.csv"] * 2

@@ -132,6 +132,36 @@ def test_the_ingestion_plan_on_s3_lands_once_and_looks_again_at_a_late_signature
     assert other.meta(sha) == landing.meta(sha) and other.find(sha[:16]) == [sha]
 
 
+def test_a_plan_on_s3_downloads_only_the_objects_that_changed(s3, tmp_path, monkeypatch):
+    """The kept hashes on object storage: a settled object is not downloaded again to hash
+    it; one replaced (same size, other bytes) is, and lands as a new submission. Objects
+    modified less than ``SETTLE_NS`` before their hashing are hashed again (S3's times have
+    whole seconds and another clock)."""
+    from cbm.intake import InboxHashes
+    from cbm.storage import S3Location
+
+    read = []
+    hash_object = S3Location.sha256
+    monkeypatch.setattr(
+        S3Location, "sha256", lambda self, rel: (read.append(rel), hash_object(self, rel))[1]
+    )
+    inbox, landing = location(f"s3://{s3}/inbox"), Landing(f"s3://{s3}/landing", tmp_path / "c")
+    write_csv(tmp_path / "incidents_a.csv", [incident("A-1")])
+    inbox.put(tmp_path / "incidents_a.csv", "ALPHA/incidents_a.csv")
+    first = plan_intake(inbox, landing)
+    plan_intake(inbox, landing)
+    assert read == ["ALPHA/incidents_a.csv"] * 2  # just written: not settled yet
+    monkeypatch.setattr(InboxHashes, "SETTLE_NS", 0)  # as if written long before
+    assert plan_intake(inbox, landing).to_ingest == first.to_ingest
+    assert read == ["ALPHA/incidents_a.csv"] * 2  # not downloaded again
+    monkeypatch.setattr(InboxHashes, "SETTLE_NS", 60 * 10**9)
+    read.clear()
+    write_csv(tmp_path / "incidents_a.csv", [incident("A-2")])  # the same size
+    inbox.put(tmp_path / "incidents_a.csv", "ALPHA/incidents_a.csv")
+    later = plan_intake(inbox, landing)
+    assert read == ["ALPHA/incidents_a.csv"] and later.to_ingest != first.to_ingest
+
+
 def test_a_release_reaches_s3_files_first_latest_last_and_never_over_another(s3, tmp_path):
     mirror, target = tmp_path / "mirror", location(f"s3://{s3}/publish")
     new_party_key("SECRETARIAT", tmp_path / "k.json")
