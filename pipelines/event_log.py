@@ -23,6 +23,9 @@ the connection is handed back, as closing the connection did, so no reader stays
 snapshot. Nothing else differs; in particular SQLite's ``synchronous`` setting (how often
 it flushes to disk) stays Dagster's.
 
+A new run's shard is a copy of an empty one that Dagster's own set-up made once
+(``TEMPLATE``): the set-up (the tables, then Alembic's stamp) took about 59 ms a run.
+
 ``DEFAULT_INSTANCE`` is the ``dagster.yaml`` that ``cbm run`` writes into a new Dagster home
 (and that the tests use).
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,11 +50,15 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster.version import __version__ as dagster_version
 from sqlalchemy import event as sqla_event
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
+# an empty run shard, copied for each new run (``_new_shard_from_template``); not ``*.db``,
+# which Dagster lists as runs
+TEMPLATE = "empty-run-shard-{version}.sqlite"
 BATCH_SIZE = "500"  # events Dagster buffers before a write (it writes sooner at a batch's end)
 OPEN_SHARDS = 4  # connections kept open: the index shard and the newest run shards
 
@@ -139,15 +147,16 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         # as SqliteEventLogStorage._connect, on the shard's open connection
         with self._db_lock:
             if shard not in self._initialized_dbs:
-                # Dagster's schema set-up opens several connections of its own engine: on
-                # the one open connection, its unread results would block its commits
-                fresh = create_engine(
-                    self.conn_string_for_shard(shard),
-                    poolclass=NullPool,
-                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-                )
-                self._initdb(fresh)
-                fresh.dispose()
+                if shard == INDEX_SHARD_NAME or not self._new_shard_from_template(shard):
+                    # Dagster's schema set-up opens several connections of its own engine:
+                    # on the one open connection, its unread results would block its commits
+                    fresh = create_engine(
+                        self.conn_string_for_shard(shard),
+                        poolclass=NullPool,
+                        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                    )
+                    self._initdb(fresh)
+                    fresh.dispose()
                 self._initialized_dbs.add(shard)
             engine = self._engine(shard)
             try:
@@ -159,6 +168,44 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                         conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
             finally:
                 self._close_cursors()
+
+    def _new_shard_from_template(self, shard: str) -> bool:
+        """Make a run's new shard as a copy of an empty one (``TEMPLATE``) instead of running
+        Dagster's schema set-up, which takes about 55 ms a run (the tables, then Alembic's
+        stamp). The template is made once, by that set-up, for this Dagster version. False
+        when the shard exists already (another process made it first, or an older run's):
+        Dagster's own set-up then checks it, as before."""
+        path = self.path_for_shard(shard)
+        if os.path.exists(path):
+            return False
+        template = os.path.join(self._base_dir, TEMPLATE.format(version=dagster_version))
+        if not os.path.exists(template):
+            self._make_template(template)
+        copy = f"{path}.{os.getpid()}.tmp"
+        shutil.copyfile(template, copy)
+        try:
+            os.link(copy, path)  # never over a shard another process has made meanwhile
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(copy)
+        return True
+
+    def _make_template(self, template: str) -> None:
+        """An empty run shard as Dagster's set-up makes it, outside the ``*.db`` names that
+        Dagster reads as runs, put in place whole."""
+        made = f"{template}.{os.getpid()}.tmp"
+        engine = create_engine(f"sqlite:///{os.path.abspath(made)}", poolclass=NullPool)
+        try:
+            self._initdb(engine)
+            with engine.connect() as conn:  # everything in the file itself, none in a -wal
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        finally:
+            engine.dispose()
+        for leftover in (f"{made}-wal", f"{made}-shm"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        os.replace(made, template)
 
     def _close_cursors(self) -> None:
         # a result left unread would keep its snapshot on the open connection, and the next

@@ -155,3 +155,44 @@ def test_the_run_view_is_told_of_each_event_while_the_writer_keeps_its_connectio
     finally:
         viewer.dispose()
         writer.dispose()
+
+
+def test_a_new_run_shard_is_a_copy_of_the_empty_one_dagster_makes(tmp_path, monkeypatch):
+    """A run's shard is copied from an empty one that Dagster's own set-up made once: the
+    same tables, indexes, Alembic revision and journal mode as Dagster's own storage gives a
+    run, without the set-up for each run; the template is not a run."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    def schema(path: Path) -> dict:
+        con = sqlite3.connect(path)
+        try:
+            return {
+                "objects": sorted(
+                    con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
+                ),
+                "alembic": con.execute("SELECT version_num FROM alembic_version").fetchall(),
+                "journal": con.execute("PRAGMA journal_mode").fetchone(),
+            }
+        finally:
+            con.close()
+
+    dagster_own = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    dagster_own.store_event(_log_entry("run-a", "event"))
+    set_ups = []
+    initdb = BatchingSqliteEventLogStorage._initdb
+    monkeypatch.setattr(
+        BatchingSqliteEventLogStorage,
+        "_initdb",
+        lambda self, engine, **kw: (set_ups.append(str(engine.url)), initdb(self, engine, **kw))[1],
+    )
+    ours = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
+    for run in ("run-a", "run-b", "run-c"):
+        ours.store_event(_log_entry(run, "event"))
+    assert len([u for u in set_ups if "empty-run-shard" in u]) == 1
+    assert not [u for u in set_ups if u.endswith(("run-a.db", "run-b.db", "run-c.db"))]
+    expected = schema(tmp_path / "dagster" / "run-a.db")
+    for run in ("run-a", "run-b", "run-c"):
+        assert schema(tmp_path / "ours" / f"{run}.db") == expected
+    assert sorted(ours.get_all_run_ids()) == ["run-a", "run-b", "run-c"]
+    messages = [r.event_log_entry.user_message for r in ours.get_records_for_run("run-b").records]
+    assert messages == ["event"]
