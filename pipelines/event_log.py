@@ -185,7 +185,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         shutil.copyfile(template, copy)
         try:
             os.link(copy, path)  # never over a shard another process has made meanwhile
-        except FileExistsError:
+        except OSError:  # made meanwhile, or no hard links on this file system
             return False
         finally:
             os.unlink(copy)
