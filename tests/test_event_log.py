@@ -196,3 +196,22 @@ def test_a_new_run_shard_is_a_copy_of_the_empty_one_dagster_makes(tmp_path, monk
     assert sorted(ours.get_all_run_ids()) == ["run-a", "run-b", "run-c"]
     messages = [r.event_log_entry.user_message for r in ours.get_records_for_run("run-b").records]
     assert messages == ["event"]
+
+
+def test_without_hard_links_a_run_shard_gets_dagsters_own_set_up(tmp_path, monkeypatch):
+    """A file system without hard links (some network file systems): the shard is set up
+    by Dagster as before, and nothing is left behind."""
+    import errno
+    import os
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    storage = BatchingSqliteEventLogStorage(str(tmp_path))
+    storage.store_event(_log_entry("run-a", "event"))
+    messages = [
+        r.event_log_entry.user_message for r in storage.get_records_for_run("run-a").records
+    ]
+    assert messages == ["event"]
+    assert not list(tmp_path.glob("*.tmp"))
