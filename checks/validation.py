@@ -29,7 +29,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
 from cbm.contract import FIELDS, typed_fields
-from checks import expectations, gx_duckdb, gx_templates  # noqa: F401  (expectations: registers ours with GX)
+from checks import expectations, gx_duckdb, gx_files, gx_templates  # noqa: F401  (expectations: registers ours with GX; gx_files: written whole)
 from checks.offline_docs import data_docs_site, make_offline
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
