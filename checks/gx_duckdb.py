@@ -1,4 +1,4 @@
-"""Great Expectations on DuckDB: the one workaround GX 1.24 needs, kept in one place.
+"""Great Expectations on DuckDB: the workaround GX 1.24 needs to run on DuckDB, in one place.
 
 GX has no DuckDB dialect. Through ``duckdb_engine`` every expectation errors
 (``IndexError`` in ``resolve_metric_bundle``; GX issues #10738, #11579) because query
