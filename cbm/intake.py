@@ -292,12 +292,12 @@ def scan_inbox(
     def content_of(item) -> str:
         entry, party, name = item
         if entry.kind == "file":
-            return hashes.sha256(entry, inbox)
+            return hashes.sha256(entry)
         marker = f"{party}/{name}\x00{entry.kind}".encode()
         return hashlib.sha256(b"cbm-not-a-file\x00" + marker).hexdigest()
 
     contents = _in_order(content_of, files, workers, progress)
-    hashes.save([entry for entry, _, _ in files])
+    hashes.save()
     shas = [submission_key(party, c) for (_, party, _), c in zip(files, contents, strict=True)]
     present = {sha: landing.has(sha) for sha in dict.fromkeys(shas)}  # one look each
     # the new submissions' bytes, one copy each, side by side
@@ -398,33 +398,33 @@ class InboxHashes:
             if json.loads(head) == {"inbox": inbox.uri}:
                 for line in lines:
                     rel, *record = json.loads(line)
-                    kept[rel] = record
+                    if len(record) == 5:  # size, mtime, change, sha256, hashed at
+                        kept[rel] = record
         except (OSError, ValueError, TypeError):
             kept = {}
         return cls(landing, inbox, kept)
 
-    def sha256(self, entry: Entry, inbox: Location) -> str:
+    def sha256(self, entry: Entry) -> str:
         record = self.kept.get(entry.rel)
         if (
-            isinstance(record, list)
-            and len(record) == 5
+            record is not None
             and record[:3] == [entry.size, entry.mtime_ns, entry.change]
             and entry.mtime_ns < record[4] - self.SETTLE_NS
         ):
             self.taken[entry.rel] = record
             return record[3]
         hashed_at = time.time_ns()
-        sha = inbox.sha256(entry.rel)
+        sha = self.inbox.sha256(entry.rel)
         self.taken[entry.rel] = [entry.size, entry.mtime_ns, entry.change, sha, hashed_at]
         return sha
 
-    def save(self, files: list[Entry]) -> None:
-        """Keep the hashes of ``files`` (the inbox as scanned), if any was taken anew."""
-        current = {e.rel: self.taken[e.rel] for e in files if e.rel in self.taken}
-        if current == self.kept:
+    def save(self) -> None:
+        """Keep the hashes of this scan's files (those of files gone from the inbox go), if
+        any differs from what was kept."""
+        if self.taken == self.kept:
             return
         lines = [json.dumps({"inbox": self.inbox.uri})]
-        lines += [json.dumps([rel, *record]) for rel, record in sorted(current.items())]
+        lines += [json.dumps([rel, *record]) for rel, record in sorted(self.taken.items())]
         self.landing.store.write_bytes(self.HASHES, ("\n".join(lines) + "\n").encode())
 
 
