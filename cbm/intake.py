@@ -217,10 +217,13 @@ def staged_path(staged_dir: Path, sha: str) -> Path:
 
 def inbox_fingerprint(inbox: Location | Path | str) -> str:
     """Changes whenever a file or a signature is added, replaced or removed (names, sizes,
-    modification times): the cheap test of whether the inbox needs another plan."""
+    modification times and, in local folders, ``Entry.change``, as ``InboxHashes`` reads
+    them): the cheap test of whether the inbox needs another plan."""
     h = hashlib.sha256()
     for entry in as_location(inbox).entries():
-        h.update(f"{entry.rel}\x1f{entry.size}\x1f{entry.mtime_ns}\x1f{entry.kind}\n".encode())
+        h.update(
+            f"{entry.rel}\x1f{entry.size}\x1f{entry.mtime_ns}\x1f{entry.kind}\x1f{entry.change}\n".encode()
+        )
     return h.hexdigest()
 
 

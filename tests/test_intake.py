@@ -131,7 +131,7 @@ def test_a_scan_hashes_only_the_inbox_files_that_changed(tmp_path, monkeypatch):
     import os
     import time
 
-    from cbm.intake import InboxHashes, plan_intake
+    from cbm.intake import InboxHashes, inbox_fingerprint, plan_intake
     from cbm.storage import LocalLocation
 
     read = _counting_hashes(monkeypatch, LocalLocation)
@@ -146,11 +146,14 @@ def test_a_scan_hashes_only_the_inbox_files_that_changed(tmp_path, monkeypatch):
     read.clear()
     again = plan_intake(inbox, landing)
     assert read == [] and again.to_ingest == first.to_ingest
-    # same size, same modification time, other bytes: its change time gives it away
+    # same size, same modification time, other bytes: its change time gives it away, to
+    # the plan and to the sensor's cheap test alike
+    fingerprint = inbox_fingerprint(inbox)
     changed = inbox / "ALPHA" / "incidents_a.csv"
     before = changed.read_bytes()
     changed.write_bytes(before.replace(b"A-1", b"A-2"))
     os.utime(changed, (settled, settled))
+    assert inbox_fingerprint(inbox) != fingerprint
     later = plan_intake(inbox, landing)
     assert read == ["ALPHA/incidents_a.csv"]
     (new,) = set(later.to_ingest) - set(first.to_ingest)
