@@ -148,15 +148,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         with self._db_lock:
             if shard not in self._initialized_dbs:
                 if shard == INDEX_SHARD_NAME or not self._new_shard_from_template(shard):
-                    # Dagster's schema set-up opens several connections of its own engine:
-                    # on the one open connection, its unread results would block its commits
-                    fresh = create_engine(
-                        self.conn_string_for_shard(shard),
-                        poolclass=NullPool,
-                        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-                    )
-                    self._initdb(fresh)
-                    fresh.dispose()
+                    self._set_up(self.conn_string_for_shard(shard))
                 self._initialized_dbs.add(shard)
             engine = self._engine(shard)
             try:
@@ -193,19 +185,23 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _make_template(self, template: str) -> None:
         """An empty run shard as Dagster's set-up makes it, outside the ``*.db`` names that
-        Dagster reads as runs, put in place whole."""
+        Dagster reads as runs, put in place whole. Once its last connection has closed,
+        SQLite has moved the write-ahead log into the file and removed it: the file is all."""
         made = f"{template}.{os.getpid()}.tmp"
-        engine = create_engine(f"sqlite:///{os.path.abspath(made)}", poolclass=NullPool)
+        self._set_up(f"sqlite:///{os.path.abspath(made)}")
+        os.replace(made, template)
+
+    def _set_up(self, url: str) -> None:
+        """Dagster's schema set-up of the SQLite file at ``url``, on an engine of its own: it
+        opens several connections, and on a shard's one open connection its unread results
+        would block its commits."""
+        engine = create_engine(
+            url, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        )
         try:
             self._initdb(engine)
-            with engine.connect() as conn:  # everything in the file itself, none in a -wal
-                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
         finally:
             engine.dispose()
-        for leftover in (f"{made}-wal", f"{made}-shm"):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
-        os.replace(made, template)
 
     def _close_cursors(self) -> None:
         # a result left unread would keep its snapshot on the open connection, and the next
