@@ -609,24 +609,27 @@ class _OutputMayGoUnread:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            self._to_devnull()
+            _to_devnull(self._stream)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            self._to_devnull()
-
-    def _to_devnull(self) -> None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, self._stream.fileno())
-        finally:
-            os.close(devnull)
+            _to_devnull(self._stream)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
+
+
+def _to_devnull(stream) -> None:
+    """Point the stream's descriptor at /dev/null: its reader has left, and what it still
+    holds or is given goes nowhere instead of failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 @contextmanager
@@ -1471,7 +1474,7 @@ def console_main() -> None:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_devnull(sys.stdout)
         code = EXIT_READER_GONE
     sys.stderr.flush()
     os._exit(code)
