@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 
@@ -18,9 +19,10 @@ def sha256_file(path: Path) -> str:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsynced and renamed into place:
-    a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    """Write ``data`` to ``path`` through a temporary file (one per process and thread),
+    fsynced and renamed into place: a reader sees the old file or the new one, never half of
+    one."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
     with tmp.open("wb") as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
         fh.flush()

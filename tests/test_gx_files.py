@@ -15,7 +15,7 @@ def _die_half_way(monkeypatch):
     """From now on, every write through GX's file ``open`` dies after its first half."""
 
     def half(self, data):
-        self._file.write(data[: len(data) // 2])
+        self._buffer.write(data[: len(data) // 2])
         raise Killed
 
     monkeypatch.setattr(gx_files._WholeFile, "write", half, raising=False)
