@@ -131,6 +131,7 @@ def anonymised_reports(
     by_label = registry.registry.code_by_label
     counts = dict.fromkeys(KINDS, 0)
     with warehouse.connect() as con:
+        pseudonym_key.claimed(con)
         todo = con.execute(
             "SELECT l.sha256, l.kind, l.party_code FROM landed_submissions l "
             "JOIN staged_submissions s USING (sha256) WHERE s.rule IS NULL "

@@ -37,7 +37,10 @@ OWNER = "team:ingestion"
         "format, file name, size, signature. The bytes are kept in the landing area (the "
         "workdir's `landing/` folder, or `CBM_LANDING` on object storage). A file that fails a file-level rule (unregistered party, unknown kind or "
         "format, empty, missing or bad signature, symlink) is rejected whole here, with the "
-        "rule and the reason."
+        "rule and the reason. Before it writes, the warehouse's key is checked: the first run "
+        "records the pseudonymisation key's version and fingerprint in `pseudonym_key`, and a "
+        "run with another key fails here, writing nothing (`cbm rotate-key` changes keys on "
+        "purpose and lists the rotation in `key_rotations` for the next release)."
     ),
 )
 def landed_submissions(
@@ -83,6 +86,7 @@ def landed_submissions(
         if reason:
             context.log.warning(reason)
     with warehouse.connect() as con:
+        pseudonym_key.claimed(con)  # another key stops the run here, before anything is written
         con.execute(
             "DELETE FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
             [shas],

@@ -13,6 +13,7 @@ from cbm import release as rel
 from cbm.calendar import calendar_ics
 from cbm.changes import count_changes, product_changes
 from cbm.dictionary import release_dictionary
+from cbm.guard import guard_findings, inputs_line
 from cbm.registry import RULES_VERSION, signing_key_problem
 from cbm.registry import publisher as publisher_of
 from cbm.report import EVENT_STATUSES, REPORT, build_report
@@ -22,6 +23,7 @@ from warehouse.db import (
     fetch_arrow,
     indicator_catalogue,
     read_release_context,
+    recorded_key,
     sql_file,
 )
 from warehouse.resource import WarehouseResource
@@ -90,7 +92,15 @@ def _changelog_entry(
         "one page that opens offline; metadata `report` links it), then manifest.json (signed when a publisher key is given), "
         "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
         "same release id and bytes. The reports behind each release's events are kept in the "
-        "warehouse table `published_event_members` (member tier), to name an event's successor. "
+        "warehouse table `published_event_members` (member tier), to name an event's successor; "
+        "its publisher identity, release id, event ids and their STIX ids in `own_publications`, "
+        "so the release handed back in is quarantined as a copy. Before it is signed and made "
+        "LATEST the release is checked: signed whenever the registry names the publisher's key "
+        "(unsigned only on purpose, `unsigned`); made after any key rotation's verification; and "
+        "compared with the previous release: when it removes or revises more than policy.yaml "
+        "`release_guard` allows, it is built unsigned under the workdir's `held/` folder and the "
+        "run fails naming the products, until accepted on purpose (`accept_change`, recorded in "
+        "the manifest). "
         "The member bundle of the release (the rows and registry it was derived from, for "
         "`cbm rederive`) is written to the workdir's `bundles/RELEASE_ID/`."
     ),
@@ -103,17 +113,14 @@ def release(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     registry_dir, registry = Path(registry.directory), registry.registry
-    signer = signing_key.key
-    if signer is not None:
-        problem = signing_key_problem(registry.parties, signer.public_key, signer.party)
-        if problem:
-            raise dg.Failure(f"the signing key {signer.path} cannot sign: {problem}")
+    signer = _signer(settings, registry, signing_key)
     # a publish location on object storage is served from a local mirror (cbm.release)
     target = location(settings.publish)
     publish = settings.publish_dir
     pulled = rel.pull_published(target, publish) if target.remote else None
     with warehouse.connect() as con:
         release_context = read_release_context(con)
+        rotation = _key_rotation(con, release_context)
         method_version, inputs = release_context.method_version, release_context.inputs
         as_of_text = release_context.as_of.isoformat()
         release_id = rel.release_id_for(
@@ -121,6 +128,7 @@ def release(
             method_version,
             as_of_text,
             f"{release_context.key_version}/{release_context.key_fingerprint}",
+            release_context.registry_digest,
         )
         params = {"release_id": release_id, "method_version": method_version}
         tables = {
@@ -191,7 +199,13 @@ def release(
                 root,
                 stix.BUNDLE,
                 stix.release_bundle(
-                    events, verdicts, release_id, release_context.as_of, method_version, publisher
+                    events,
+                    verdicts,
+                    release_id,
+                    release_context.as_of,
+                    method_version,
+                    publisher,
+                    who.public_key if who else None,
                 ),
             )
         )
@@ -207,20 +221,43 @@ def release(
         report = build_report(root, release_id, as_of_text, method_version)
         return entries + [rel.write_file(root, REPORT, report)]
 
+    manifest_base = {
+        "method_version": method_version,
+        "rules_version": RULES_VERSION,
+        "as_of": as_of_text,
+        "policy": registry.policy.raw,
+        "pseudonym_key_version": release_context.key_version,
+        "pseudonym_key_fingerprint": release_context.key_fingerprint,
+        "inputs": inputs,
+        **({"key_rotation": rotation} if rotation else {}),
+        **({"unsigned": "on purpose (--unsigned)"} if settings.unsigned and not signer else {}),
+    }
+    previous_manifest = _manifest(previous_root)
+    findings = (
+        guard_findings(
+            {p: count_changes(t) for p, t in changes.items()},
+            _rows_by_product(previous_manifest),
+            registry.policy.release_guard,
+        )
+        if previous_manifest and not (publish / "releases" / release_id / rel.MANIFEST).exists()
+        else []
+    )
+    if findings and not settings.accept_change:
+        held = rel.publish_atomically(
+            settings.held_dir, release_id, build, manifest_base | {"held": findings}
+        )
+        raise dg.Failure(
+            f"release {release_id} held, not signed and not LATEST: "
+            + "; ".join(findings)
+            + f"; {inputs_line(previous_manifest['inputs'], inputs)}. Built at {held.path}. "
+            "If the change is meant (a new policy, a correction), publish it with "
+            "'cbm run ... --accept-change REASON' (recorded in the manifest); if not, fix the "
+            "registry, key or inbox and run again (docs/reliability-and-security.md)"
+        )
+    if findings:
+        manifest_base["accepted_change"] = {"reason": settings.accept_change, "findings": findings}
     published = rel.publish_atomically(
-        publish,
-        release_id,
-        build,
-        {
-            "method_version": method_version,
-            "rules_version": RULES_VERSION,
-            "as_of": as_of_text,
-            "policy": registry.policy.raw,
-            "pseudonym_key_version": release_context.key_version,
-            "pseudonym_key_fingerprint": release_context.key_fingerprint,
-            "inputs": inputs,
-        },
-        sign=signer.sign if signer else None,
+        publish, release_id, build, manifest_base, sign=signer.sign if signer else None
     )
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.
@@ -244,6 +281,16 @@ def release(
             },
         )
     with warehouse.connect() as con:  # the reports behind this release's events (member tier)
+        if rotation:  # the rotation is recorded by its first release
+            con.execute(
+                "UPDATE key_rotations SET release_id = ? WHERE release_id IS NULL", [release_id]
+            )
+        _record_own_publications(
+            con,
+            release_id,
+            published_events,
+            stix.publisher_identity(who.public_key if who else None, publisher),
+        )
         con.execute("DELETE FROM published_event_members WHERE release_id = ?", [release_id])
         con.execute(
             "INSERT INTO published_event_members SELECT ?, event_id, source, report_id "
@@ -298,9 +345,7 @@ def release(
             "manifest": dg.MetadataValue.json(
                 json.loads((published.path / "manifest.json").read_text())["files"][:20]
             ),
-            "report": dg.MetadataValue.url(
-                f"{settings.docs_url.rstrip('/')}/releases/{release_id}/{REPORT}"
-            ),
+            "report": dg.MetadataValue.url(f"{settings.docs_base}/releases/{release_id}/{REPORT}"),
             "report_file": dg.MetadataValue.path(str(published.path / REPORT)),
             **{f"events_{s}": n for s, n in event_counts.items()},
             "suppressed_cells": suppressed_cells,
@@ -309,6 +354,78 @@ def release(
             **product_schemas(published.path),
         }
     )
+
+
+def _record_own_publications(con, release_id: str, events: list[str], identity: str) -> None:
+    """What this deployment published (table ``own_publications``), for the rule that
+    quarantines its own release handed back in (suite rule ``copy_of_own_release``)."""
+    rows = [(identity, "identity"), (release_id, "release")]
+    rows += [(e, "event") for e in events]
+    rows += [(stix.event_object_id(e), "stix_event") for e in events]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE new_publications AS "
+        "SELECT unnest(?::VARCHAR[]) AS token, unnest(?::VARCHAR[]) AS what",
+        [[t for t, _ in rows], [w for _, w in rows]],
+    )
+    con.execute(
+        "INSERT INTO own_publications SELECT DISTINCT token, what FROM new_publications "
+        "WHERE token NOT IN (SELECT token FROM own_publications) ORDER BY ALL"
+    )
+    con.execute("DROP TABLE new_publications")
+
+
+def _signer(settings: CbmSettings, registry, signing_key: SigningKeyResource):
+    """The publisher's key, checked against the registry; None only where the registry names
+    no publisher key, or ``settings.unsigned`` publishes unsigned on purpose."""
+    signer = signing_key.key
+    if signer is not None:
+        problem = signing_key_problem(registry.parties, signer.public_key, signer.party)
+        if problem:
+            raise dg.Failure(f"the signing key {signer.path} cannot sign: {problem}")
+        return signer
+    who = publisher_of(registry.parties)
+    if who is not None and who.public_key and not settings.unsigned:
+        raise dg.Failure(
+            f"the registry names the publisher's key ({who.code}) and this run has none: set "
+            "CBM_SIGNING_KEY_FILE (or cbm run --signing-key), or publish unsigned on purpose "
+            "(settings.unsigned, cbm run --unsigned)"
+        )
+    return None
+
+
+def _key_rotation(con, release_context) -> dict | None:
+    """The key rotation this release is the first after (``key_rotations``), for its manifest;
+    a failure when verification ran before the rotation (its pseudonyms are the old key's)."""
+    recorded = recorded_key(con)
+    if recorded and recorded[1] != release_context.key_fingerprint:
+        raise dg.Failure(
+            f"verification ran with key {release_context.key_version} "
+            f"({release_context.key_fingerprint}) but the warehouse's key is now {recorded[0]} "
+            f"({recorded[1]}): run verify_reports (cbm run does) before publishing"
+        )
+    rows = con.execute(
+        "SELECT from_version, from_fingerprint, to_version, to_fingerprint FROM key_rotations "
+        "WHERE release_id IS NULL ORDER BY rowid"
+    ).fetchall()
+    if not rows:
+        return None
+    return {
+        "from": {"version": rows[0][0], "fingerprint": rows[0][1]},
+        "to": {"version": rows[-1][2], "fingerprint": rows[-1][3]},
+    }
+
+
+def _manifest(root: Path | None) -> dict | None:
+    path = root / rel.MANIFEST if root else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
+def _rows_by_product(manifest: dict | None) -> dict[str, int]:
+    """Each product's rows in a release, from its manifest."""
+    files = manifest["files"] if manifest else []
+    return {
+        p: sum(f["rows"] or 0 for f in files if f["path"].startswith(p + "/")) for p in rel.PRODUCTS
+    }
 
 
 def changes_table(counts: dict[str, dict[str, int]]) -> dg.TableMetadataValue:

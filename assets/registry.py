@@ -64,6 +64,7 @@ def registry_tables(
         ],
     }
     with warehouse.connect() as con:
+        pseudonym_key.claimed(con)
         for table, values in rows.items():
             con.execute(f"DELETE FROM {table}")
             if values:

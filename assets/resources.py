@@ -18,6 +18,7 @@ from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
 from cbm.signatures import SigningKey
 from cbm.storage import is_remote
+from warehouse.db import KeyMismatch, claim_key
 
 DEFAULT_GX_KEEP_RESULTS = 30
 DEFAULT_DOCS_URL = "http://127.0.0.1:8765"
@@ -40,9 +41,21 @@ class CbmSettings(dg.ConfigurableResource):
     # stored GX validation results kept per suite and table (older ones and their Data Docs
     # pages are removed: the Data Docs index slows down with every one it lists)
     gx_keep_results: int = DEFAULT_GX_KEEP_RESULTS
-    # where `cbm docs` serves the Data Docs: the address the UI's data_docs links open
-    docs_url: str = DEFAULT_DOCS_URL
+    # where `cbm docs` serves the Data Docs: the address the UI's data_docs links open; this,
+    # else CBM_DOCS_URL when a run starts (cbm run and the code location alike), else 8765
+    docs_url: str | None = None
+    # the release guard (cbm.guard): why a release that changes more than the policy allows
+    # is published all the same (recorded in its manifest); for this run only
+    accept_change: str | None = None
+    # publish unsigned on purpose although the registry names the publisher's key (the
+    # manifest says so); without it such a release is refused
+    unsigned: bool = False
     _landing: Landing | None = PrivateAttr(default=None)
+
+    @property
+    def docs_base(self) -> str:
+        """The address ``cbm docs`` serves the Data Docs and releases at (no trailing /)."""
+        return (self.docs_url or os.environ.get("CBM_DOCS_URL") or DEFAULT_DOCS_URL).rstrip("/")
 
     @property
     def landing_area(self) -> Landing:
@@ -75,6 +88,12 @@ class CbmSettings(dg.ConfigurableResource):
         return Path(self.workdir) / "warehouse.duckdb"
 
     @property
+    def held_dir(self) -> Path:
+        """Where a release the release guard held is built (``held/releases/ID``): never the
+        publish folder, so no reader takes it for a release."""
+        return Path(self.workdir) / "held"
+
+    @property
     def bundles_dir(self) -> Path:
         return Path(self.workdir) / "bundles"
 
@@ -87,7 +106,7 @@ class CbmSettings(dg.ConfigurableResource):
         serves it: a browser refuses to open a ``file://`` link from the Dagster UI."""
         if not page:
             return None
-        return f"{self.docs_url.rstrip('/')}/{page.rpartition('/local_site/')[2]}"
+        return f"{self.docs_base}/{page.rpartition('/local_site/')[2]}"
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -122,6 +141,16 @@ class PseudonymKeyResource(dg.ConfigurableResource):
         if self._key is None:
             self._key = load_key()
         return self._key
+
+    def claimed(self, con) -> PseudonymKey:
+        """The key, once the warehouse behind ``con`` is known to be built with it (recorded
+        there when it has none yet); ``dg.Failure`` naming both keys, before anything is
+        written, when it was built with another (key continuity, contract §5)."""
+        try:
+            claim_key(con, self.key.version, self.key.fingerprint)
+        except KeyMismatch as exc:
+            raise dg.Failure(str(exc)) from None
+        return self.key
 
 
 class SigningKeyResource(dg.ConfigurableResource):

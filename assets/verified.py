@@ -83,7 +83,13 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
 
 
 @dg.asset(
-    deps=["submissions", *(f"reports_{k}" for k in KINDS)],
+    deps=[
+        "submissions",
+        *(f"reports_{k}" for k in KINDS),
+        "party_directory",
+        "registry_commitments",
+        "registry_obligations",
+    ],
     group_name="validated",
     kinds={"duckdb"},
     owners=[OWNER],
@@ -94,7 +100,8 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
         "`release_context`): `--as-of` when given, otherwise the latest timestamp among the rows "
         "verification reads (the `verification_*` views: current reports without free text, "
         "TLP:RED left out); the inputs are the submissions those rows came from, with the "
-        "pseudonymisation key's version and fingerprint. The warehouse-level Great Expectations suites run as blocking checks on the "
+        "pseudonymisation key's version and fingerprint, and a digest of the registry tables (which "
+        "the release id covers). The warehouse-level Great Expectations suites run as blocking checks on the "
         "accepted warehouse here: a critical failure stops verification and publication."
     ),
 )
@@ -106,8 +113,8 @@ def release_context(
 ) -> dg.MaterializeResult:
     method_version = registry.registry.method_version
     as_of = parse_as_of(settings.as_of) if settings.as_of else None
-    key = pseudonym_key.key
     with warehouse.connect() as con:
+        key = pseudonym_key.claimed(con)
         con.execute(
             sql_file("release_context"),
             {

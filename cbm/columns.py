@@ -74,6 +74,18 @@ PIPELINE = {
     "corrections": "accepted rows that revise an earlier version",
     "row_number": "the row's position in its file (1 = first data row); null for a whole file",
     "row_error": "why the reader could not parse this row",
+    "row_origin": "for a STIX row: its object's id, creator identity and the cbm release and "
+    "event it names (to recognise this deployment's own release handed back in)",
+    "token": "an id this deployment published: its publisher identity, a release, an event or "
+    "an event's STIX id",
+    "what": "which kind of id the token is: identity, release, event or stix_event",
+    "key_fingerprint": "fingerprint of the pseudonymisation key (never the key)",
+    "from_version": "the key version before the rotation",
+    "from_fingerprint": "the key fingerprint before the rotation",
+    "to_version": "the key version after the rotation",
+    "to_fingerprint": "the key fingerprint after the rotation",
+    "registry_digest": "SHA-256 of the registry tables' rows (parties, commitments, obligations) "
+    "that the release id covers",
     "stage": "where it was stopped: landing, staged, anonymised or validated",
     "rule": "the rule that failed (short name; the reason says it in words)",
     "expectation": "the Great Expectations expectation that found it",

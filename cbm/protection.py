@@ -57,9 +57,16 @@ class PseudonymKey:
         return "P-" + self.digest("party", party_code)[:12]
 
 
-def new_key_file(path: Path, version: str = "k1") -> Path:
+def new_key_file(path: Path, version: str | None = None) -> Path:
+    """Write a new random key to ``path`` (mode 0600). Without ``version``, the key's version
+    is named after its fingerprint (``k-3fa2c81b``), so two keys never share a version and a
+    manifest's key version shows a change of key."""
+    secret = secrets.token_bytes(32)
+    key = PseudonymKey(version or "", secret)
+    if not version:
+        key = PseudonymKey("k-" + key.fingerprint.removeprefix("F-")[:8], secret)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key_version": version, "key": secrets.token_hex(32)}) + "\n")
+    path.write_text(json.dumps({"key_version": key.version, "key": secret.hex()}) + "\n")
     path.chmod(0o600)
     return path
 
@@ -177,6 +184,9 @@ def anonymise_frame(
                 redact_identifiers(pl.col(field).str.strip_chars(), party_names).alias(field)
             )
     exprs.append(pl.col("row_error"))
+    # where a STIX row's object came from (ids only; staged files from before it have none)
+    origin = pl.col("row_origin") if "row_origin" in frame.columns else pl.lit(None, pl.String)
+    exprs.append(redact_identifiers(origin, party_names).alias("row_origin"))
     out = frame.select(exprs)
     if "technical_keys" in FIELDS[kind]:
         out = out.with_columns(keyed_technical_keys(frame, "technical_keys", key))

@@ -143,7 +143,7 @@ def read_stix(data: bytes, kind: str) -> tuple[pl.DataFrame, list[str]]:
         rows, more = read_bundle(text, kind)
     except StixError as exc:
         raise UnreadableSubmission(str(exc)) from None
-    fields = list(FIELDS[kind])
+    fields = [*FIELDS[kind], ORIGIN]
     frame = pl.DataFrame(
         {c: [r.get(c) for r in rows] for c in fields} | {"row_error": [None] * len(rows)},
         schema={c: pl.String for c in [*fields, "row_error"]},
@@ -283,6 +283,12 @@ def _no_contract_columns(frame: pl.DataFrame, kind: str) -> str:
     )
 
 
+# Where a row's object came from, as the STIX bundle says (cbm.stix.row_origin): kept beside
+# the contract's columns so the suites can tell this deployment's own releases handed back in.
+# Only STIX rows carry it; a column of that name in any other file is an unknown column.
+ORIGIN = "row_origin"
+
+
 def stage_rows(
     data: bytes, fmt: str, kind: str, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -303,6 +309,9 @@ def stage_rows(
     if frame.height > limits.max_rows:
         raise _over("rows", frame.height, "max_rows", limits.max_rows)
     fields = list(FIELDS[kind])
+    origin = frame.get_column(ORIGIN) if fmt == "stix.json" else None
+    if origin is not None:
+        frame = frame.drop(ORIGIN)
     names = [c for c in frame.columns if c != "row_error"]
     keys = [_header_key(c) for c in names]
     clashes = sorted({k for k in keys if keys.count(k) > 1 and k in FIELDS[kind]})
@@ -339,6 +348,7 @@ def stage_rows(
             pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row_number"),
             *[pl.col(c).cast(pl.String) for c in fields],
             pl.col("row_error"),
+            (pl.lit(origin) if origin is not None else pl.lit(None, pl.String)).alias(ORIGIN),
         ),
         notes,
     )

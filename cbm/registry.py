@@ -96,6 +96,17 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ReleaseGuard:
+    """policy.yaml ``release_guard:`` (a publication rule, not part of the method): a release
+    that removes or revises more than ``max_changed_share`` of a product's rows in the
+    previous release is held, unsigned and not LATEST, until accepted on purpose. Products
+    with fewer than ``min_rows`` rows in the previous release are not held."""
+
+    max_changed_share: float = 0.2
+    min_rows: int = 20
+
+
+@dataclass(frozen=True)
 class Webhook:
     url: str
     hmac_key_file: Path | None = None  # relative paths are read from the registry folder
@@ -136,7 +147,9 @@ class Policy:
     tentative_max_escalation: int
     limits: Limits = field(default_factory=Limits)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    raw: dict = field(default_factory=dict, compare=False)  # the agreed method: alerts left out
+    release_guard: ReleaseGuard = field(default_factory=ReleaseGuard)
+    # the agreed method: alerts and the release guard (who is told, what is held) left out
+    raw: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -364,7 +377,34 @@ def load_policy(path: Path) -> Policy:
         tentative_max_escalation=number("tentative_max_escalation"),
         limits=_limits(data.get("limits"), where),
         alerts=_alerts(data.get("alerts"), where, path.parent),
-        raw=json.loads(json.dumps({k: v for k, v in data.items() if k != "alerts"}, default=str)),
+        release_guard=_release_guard(data.get("release_guard"), where),
+        raw=json.loads(
+            json.dumps({k: v for k, v in data.items() if k not in NOT_METHOD}, default=str)
+        ),
+    )
+
+
+NOT_METHOD = ("alerts", "release_guard")  # policy.yaml sections that change no published figure
+
+
+def _release_guard(data, where: str) -> ReleaseGuard:
+    if data is None:
+        return ReleaseGuard()
+    known = set(ReleaseGuard.__dataclass_fields__)
+    if not isinstance(data, dict) or set(data) - known:
+        raise RegistryError(
+            f"{where}: 'release_guard' must be a mapping with {', '.join(sorted(known))}"
+        )
+    share = _number(
+        data.get("max_changed_share", 0.2), where, "release_guard.max_changed_share", float, 0
+    )
+    if share > 1:
+        raise RegistryError(
+            f"{where}: 'release_guard.max_changed_share' is a share from 0 to 1, got {share!r}"
+        )
+    return ReleaseGuard(
+        max_changed_share=share,
+        min_rows=_number(data.get("min_rows", 20), where, "release_guard.min_rows", minimum=0),
     )
 
 

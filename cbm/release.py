@@ -45,17 +45,28 @@ def parse_as_of(text: str) -> datetime:
     return value
 
 
-def release_id_for(inputs: list[str], method_version: str, as_of: str, key_version: str) -> str:
-    blob = json.dumps(
-        {
-            "inputs": sorted(inputs),
-            "method": method_version,
-            "as_of": as_of,
-            "key": key_version,
-            "schema": SCHEMA_VERSION,
-        },
-        sort_keys=True,
-    )
+def release_id_for(
+    inputs: list[str],
+    method_version: str,
+    as_of: str,
+    key_version: str,
+    registry_digest: str | None = None,
+) -> str:
+    """The id of the release of these inputs by this method at this as-of time, with this key
+    and registry (its parties' classes, blocs and labels, its commitments and obligations, as
+    verification read them): what it depends on, so a release with other figures never takes
+    an existing id. ``registry_digest`` None (a bundle from before it was recorded) keeps the
+    id such a release had."""
+    fields = {
+        "inputs": sorted(inputs),
+        "method": method_version,
+        "as_of": as_of,
+        "key": key_version,
+        "schema": SCHEMA_VERSION,
+    }
+    if registry_digest is not None:
+        fields["registry"] = registry_digest
+    blob = json.dumps(fields, sort_keys=True)
     return "r-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

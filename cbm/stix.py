@@ -198,6 +198,33 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def row_origin(obj: dict) -> str | None:
+    """What a STIX object says of where it came from, as space-separated tokens: its id, its
+    creator's identity (``created_by_ref``) and, for an event of a cbm-verify release, that
+    release's id and the event's id. The suites compare them with this deployment's own
+    publications (table ``own_publications``): its own release handed back in is a copy."""
+    event = _dict(_dict(obj.get("extensions")).get(EVENT_EXTENSION))
+    tokens = [
+        obj.get("id"),
+        obj.get("created_by_ref"),
+        event.get("release_id"),
+        event.get("event_id"),
+    ]
+    found = sorted({t for t in tokens if isinstance(t, str) and t and " " not in t})
+    return " ".join(found) or None
+
+
+def event_object_id(event_id: str) -> str:
+    """The STIX id of a release's event (the same in every release that publishes it)."""
+    return _uuid("incident", event_id)
+
+
+def publisher_identity(publisher_key: str | None, publisher_label: str) -> str:
+    """The STIX identity of a deployment's publisher: named after its public key (its label
+    where it has none), so two secretariats never share one and each knows its own."""
+    return _uuid("identity", f"publisher:{publisher_key or publisher_label}")
+
+
 def _incident_row(obj: dict, notes: dict) -> dict:
     ext = _dict(obj.get("extensions"))
     core = _dict(ext.get(INCIDENT_CORE))
@@ -224,6 +251,7 @@ def _incident_row(obj: dict, notes: dict) -> dict:
         ] = True
     determination = core.get("determination")
     return {
+        "row_origin": row_origin(obj),
         "report_id": _text(obj.get("id")),
         "version": _version(obj),
         "tlp": _tlp(obj, notes),
@@ -250,11 +278,14 @@ def _opinion_rows(obj: dict, notes: dict) -> list[dict]:
     targets = [mine["subject_report_id"]] if mine.get("subject_report_id") else refs
     rows = []
     for i, ref in enumerate(targets, 1):
+        # an opinion on anything but an incident names that thing's STIX type as its kind,
+        # which the suite quarantines (an attestation names a report of the three kinds)
         kind = mine.get("subject_kind") or (
-            "incidents" if str(ref).startswith("incident--") else None
+            "incidents" if str(ref).startswith("incident--") else str(ref).partition("--")[0]
         )
         rows.append(
             {
+                "row_origin": row_origin(obj),
                 "report_id": _text(obj.get("id")) if len(targets) == 1 else f"{obj.get('id')}.{i}",
                 "version": _version(obj),
                 "tlp": _tlp(obj, notes),
@@ -343,12 +374,13 @@ def release_bundle(
     as_of: datetime,
     method_version: str,
     publisher_label: str,
+    publisher_key: str | None = None,
 ) -> bytes:
     """The release's events and verdicts as one STIX 2.1 bundle (rows as the Parquet
     products publish them)."""
     stamp = _stamp(as_of)
     epoch = "2026-01-01T00:00:00.000Z"  # our extension definitions' creation (fixed)
-    identity = _uuid("identity", "publisher")
+    identity = publisher_identity(publisher_key, publisher_label)
     green = [TLP2["GREEN"]]
     objects: list[dict] = [
         {
@@ -387,7 +419,7 @@ def release_bundle(
         obj = {
             "type": "incident",
             "spec_version": "2.1",
-            "id": _uuid("incident", e["event_id"]),
+            "id": event_object_id(e["event_id"]),
             "created": min(created, stamp),
             "modified": stamp,
             "created_by_ref": identity,

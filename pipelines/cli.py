@@ -32,10 +32,12 @@ def _prepare_dagster_home(workdir: Path) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        from pipelines.event_log import default_instance_yaml
+    from pipelines.event_log import default_instance_yaml, relocatable_instance_yaml
 
+    if not config.exists():
         config.write_text(default_instance_yaml(home))
+    elif fixed := relocatable_instance_yaml(config.read_text()):
+        config.write_text(fixed)  # made before its event log's path was relative: a copy
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -194,11 +196,17 @@ def run_pipeline(
     wait_seconds: float = 600,
     signing_key: str | None = None,
     ingest_only: bool = False,
+    accept_change: str | None = None,
+    unsigned: bool = False,
 ) -> dict:
     """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError.
 
     ``signing_key`` (or ``CBM_SIGNING_KEY_FILE``): the publisher's key file; the release is
-    signed with it, and is published unsigned (saying so) without one.
+    signed with it. When the registry names the publisher's public key, a run without one
+    cannot start unless ``unsigned`` says so on purpose (the manifest then says so too).
+
+    ``accept_change``: why a release that changes more than the release guard allows is
+    published all the same (recorded in its manifest).
 
     ``ingest_only``: land and ingest, and stop there; the next run without it verifies and
     publishes (it is never taken for "nothing new").
@@ -224,20 +232,44 @@ def run_pipeline(
         keep_results = gx_keep_results_from_env()
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
-    signer = _check_signing_key(signing_key or os.environ.get("CBM_SIGNING_KEY_FILE"), registry_dir)
+    signer = _check_signing_key(
+        signing_key or os.environ.get("CBM_SIGNING_KEY_FILE"), registry_dir, unsigned
+    )
+    if accept_change is not None and not accept_change.strip():
+        raise CannotRun("--accept-change needs the reason, e.g. --accept-change 'policy v2'")
     workdir.mkdir(parents=True, exist_ok=True)
     with _workdir_lock(workdir, wait_seconds):
         return _run_pipeline_locked(
-            inbox, registry_dir, workdir, publish, as_of, keep_results, signer, ingest_only
+            inbox,
+            registry_dir,
+            workdir,
+            publish,
+            as_of,
+            keep_results,
+            signer,
+            ingest_only,
+            accept_change,
+            unsigned,
         )
 
 
-def _check_signing_key(key_file: str | None, registry_dir: Path):
-    """The publisher's key, checked against the registry before anything runs."""
-    if not key_file:
-        return None
-    from cbm.registry import load_parties, signing_key_problem
+def _check_signing_key(key_file: str | None, registry_dir: Path, unsigned: bool = False):
+    """The publisher's key, checked against the registry before anything runs; none when
+    the registry names no publisher key or ``unsigned`` says so on purpose."""
+    from cbm.registry import load_parties, publisher, signing_key_problem
     from cbm.signatures import SigningError, SigningKey
+
+    if unsigned and key_file:
+        raise CannotRun("--unsigned and --signing-key (or CBM_SIGNING_KEY_FILE) contradict")
+    if not key_file:
+        who = publisher(load_parties(registry_dir / "parties.yaml"))
+        if who is not None and who.public_key and not unsigned:
+            raise CannotRun(
+                f"{registry_dir / 'parties.yaml'} names the publisher's key ({who.code}): give "
+                "--signing-key FILE or CBM_SIGNING_KEY_FILE, or --unsigned to publish unsigned "
+                "on purpose"
+            )
+        return None
 
     try:
         key = SigningKey(Path(key_file))
@@ -291,11 +323,20 @@ def _run_pipeline_locked(
     keep_results: int,
     signer=None,
     ingest_only: bool = False,
+    accept_change: str | None = None,
+    unsigned: bool = False,
 ) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
     from cbm.intake import plan_intake, worker_count
+    from cbm.protection import load_key
+    from warehouse.db import warehouse_key_problem
 
     t0 = time.monotonic()
+    key = load_key()  # checked by _check_inputs
+    # key continuity: another key stops here, before landing or the warehouse is touched
+    problem = warehouse_key_problem(workdir / "warehouse.duckdb", key.version, key.fingerprint)
+    if problem:
+        raise CannotRun(problem)
     landing_dir = workdir / "landing"
     _say(f"[1/3] landing {inbox}")
     progress = Progress()
@@ -321,7 +362,18 @@ def _run_pipeline_locked(
     if ingest_only:
         _forget_last_run_state(workdir)  # the next full run verifies and publishes
     summary = _run_jobs(
-        plan, inbox, registry_dir, workdir, publish, as_of, keep_results, t0, signer, ingest_only
+        plan,
+        inbox,
+        registry_dir,
+        workdir,
+        publish,
+        as_of,
+        keep_results,
+        t0,
+        signer,
+        ingest_only,
+        accept_change,
+        unsigned,
     )
     if not ingest_only:
         _write_last_run_state(workdir, state)
@@ -339,13 +391,14 @@ def _run_jobs(
     t0,
     signer=None,
     ingest_only=False,
+    accept_change=None,
+    unsigned=False,
 ) -> dict:
     """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
 
     from assets.partitions import submissions_partitions
     from assets.resources import (
-        DEFAULT_DOCS_URL,
         CbmSettings,
         RegistryResource,
         SigningKeyResource,
@@ -362,7 +415,8 @@ def _run_jobs(
         publish=str(publish.resolve()),
         as_of=as_of,
         gx_keep_results=keep_results,
-        docs_url=os.environ.get("CBM_DOCS_URL") or DEFAULT_DOCS_URL,
+        accept_change=accept_change,
+        unsigned=unsigned,
     )
     defs = build_definitions(
         settings,
@@ -457,7 +511,7 @@ class Progress:
 
 def _run_state(plan, registry_dir: Path, as_of: str | None) -> dict:
     """What a release depends on, cheaply: the submissions (with their signatures), the
-    method, the as-of flag, the key, and the code itself. Equal to the last successful run's
+    method and the registry files, the as-of flag, the key, and the code itself. Equal to the last successful run's
     state with nothing to ingest = nothing new to publish."""
     from cbm.protection import load_key
     from cbm.registry import load_registry
@@ -472,6 +526,13 @@ def _run_state(plan, registry_dir: Path, as_of: str | None) -> dict:
     return {
         "intake_keys": sorted({f.intake_key for f in plan.files}),
         "method_version": load_registry(registry_dir).method_version,
+        # any edit of the registry (a commitment, a party's class) is something new to verify
+        "registry": hashlib.sha256(
+            b"".join(
+                (registry_dir / name).read_bytes()
+                for name in ("parties.yaml", "commitments.yaml", "policy.yaml")
+            )
+        ).hexdigest(),
         "as_of": as_of,
         "key": load_key().fingerprint,
         "code": code.hexdigest(),
@@ -666,6 +727,8 @@ def _cmd_run(args) -> int:
         args.as_of,
         signing_key=args.signing_key,
         ingest_only=args.ingest_only,
+        accept_change=args.accept_change,
+        unsigned=args.unsigned,
     )
     _print_summary(summary)
     _say(f"\ndone in {summary['seconds']}s")
@@ -881,15 +944,54 @@ def cmd_cosign(args) -> int:
 
 
 def cmd_keygen_pseudonym(args) -> int:
-    from cbm.protection import new_key_file
+    from cbm.protection import load_key, new_key_file
 
     out = Path(args.out)
     _check_folder("--out", out.parent, must_exist=False)
     if out.exists() and not args.force:
         raise CannotRun(f"{out} exists; pass --force to replace it (pseudonyms will change)")
-    new_key_file(out, args.key_version)
+    key = load_key({"CBM_KEY_FILE": str(new_key_file(out, args.key_version))})
     _say(
-        f"wrote pseudonymisation key {args.key_version} to {out}; keep it outside the repository and set CBM_KEY_FILE={out}"
+        f"wrote pseudonymisation key {key.version} ({key.fingerprint}) to {out}; keep it outside "
+        f"the repository and set CBM_KEY_FILE={out} (a warehouse built with another key: "
+        "'cbm rotate-key --new-key FILE')"
+    )
+    return EXIT_OK
+
+
+def cmd_rotate_key(args) -> int:
+    """Re-pseudonymise a warehouse from the key in CBM_KEY_FILE to ``--new-key``."""
+    from cbm.protection import KeyError_, load_key
+    from warehouse.db import Warehouse
+    from warehouse.rotation import RotationError, rotate_key
+
+    workdir = Path(args.workdir)
+    _check_folder("--workdir", workdir, must_exist=True)
+    path = workdir / "warehouse.duckdb"
+    if not path.is_file():
+        raise CannotRun(f"no warehouse in {workdir} (has 'cbm run' been run with this --workdir?)")
+    try:
+        old = load_key()
+    except KeyError_ as exc:
+        raise CannotRun(f"the current key: {exc}") from exc
+    try:
+        new = load_key({"CBM_KEY_FILE": args.new_key})
+    except KeyError_ as exc:
+        raise CannotRun(f"--new-key: {exc}") from exc
+    with _workdir_lock(workdir, wait_seconds=600), Warehouse(str(path)).connect() as con:
+        try:
+            done = rotate_key(con, old, new, workdir / "staged")
+        except RotationError as exc:
+            raise CannotRun(str(exc)) from exc
+        _forget_last_run_state(workdir)  # the next run verifies and publishes again
+    _say(
+        f"rotated {path} from {done.old[0]} ({done.old[1]}) to {done.new[0]} ({done.new[1]}): "
+        f"{_count(done.parties, 'party pseudonym')}, {_count(done.technical_keys, 'technical key')}, "
+        f"{done.rows:,} values"
+    )
+    _say(
+        f"next: set CBM_KEY_FILE={args.new_key} and run 'cbm run'; it verifies again and its "
+        "release names the rotation (its event ids change: changes/events lists each successor)"
     )
     return EXIT_OK
 
@@ -1156,6 +1258,7 @@ def cmd_demo(args) -> int:
 EPILOG = """environment:
   CBM_KEY_FILE          the pseudonymisation key file (cbm keygen-pseudonym), kept outside
                         the repository; or CBM_PSEUDONYM_KEY=<version>:<hex> (32+ hex digits)
+  CBM_SIGNING_KEY_FILE  the publisher's signing key file (cbm keygen), as --signing-key
   DAGSTER_HOME          Dagster's instance (default: <workdir>/dagster_home)
   CBM_GX_KEEP_RESULTS   validation results kept per suite and table in Data Docs (default 30)
   CBM_DOCS_URL          where 'cbm docs' serves the Data Docs, for the UI's links
@@ -1290,7 +1393,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--signing-key",
         help="the publisher's key file ('cbm keygen --party <secretariat code>'), kept outside "
-        "the repository; default CBM_SIGNING_KEY_FILE; without one the release is unsigned",
+        "the repository; default CBM_SIGNING_KEY_FILE. Required when parties.yaml names the "
+        "publisher's public_key (unless --unsigned); run again with it to sign a release "
+        "published unsigned",
+    )
+    r.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="publish unsigned on purpose although parties.yaml names the publisher's key "
+        "(the manifest says so)",
+    )
+    r.add_argument(
+        "--accept-change",
+        metavar="REASON",
+        help="publish a release the release guard held (it removes or revises more than "
+        "policy.yaml release_guard allows), recording REASON in its manifest",
     )
     r.add_argument(
         "--ingest-only",
@@ -1361,8 +1478,22 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("path", help="the release folder")
     k = command("keygen-pseudonym", "write a new pseudonymisation key file", cmd_keygen_pseudonym)
     k.add_argument("--out", required=True, help="the key file to write (mode 0600)")
-    k.add_argument("--key-version", default="k1", help="recorded in every release (default k1)")
+    k.add_argument(
+        "--key-version",
+        help="recorded in every release (default: k- and the start of the key's fingerprint, "
+        "so every new key has its own)",
+    )
     k.add_argument("--force", action="store_true", help="replace an existing key file")
+    rk = command(
+        "rotate-key",
+        "re-pseudonymise the warehouse with a new pseudonymisation key (the current one in "
+        "CBM_KEY_FILE); the next release records the rotation",
+        cmd_rotate_key,
+    )
+    rk.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
+    rk.add_argument(
+        "--new-key", required=True, help="the new key file ('cbm keygen-pseudonym --out FILE')"
+    )
     kg = command(
         "keygen",
         "a party's Ed25519 signing key (private file + public key to register)",

@@ -63,8 +63,9 @@ monthly_release_schedule = dg.ScheduleDefinition(
     job=publish_release,
     cron_schedule="0 6 1 * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Cut a release on the first of every month at 06:00 UTC from the indicators, verdicts "
+        "Running by default. Cut a release on the first of every month at 06:00 UTC from the indicators, verdicts "
         "and events that declarative automation keeps current."
     ),
 )

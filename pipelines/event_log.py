@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -83,11 +84,27 @@ event_log_storage:
 """
 
 
-def default_instance_yaml(home) -> str:
-    """The ``dagster.yaml`` of a new Dagster home at ``home``: the event log where Dagster's
-    default SQLite storage keeps it (``history/runs``)."""
-    base_dir = os.path.join(os.fspath(home), "history", "runs")
-    return DEFAULT_INSTANCE.format(base_dir=json.dumps(base_dir))  # a YAML-safe quoted string
+# the event log's folder, relative to DAGSTER_HOME: a copied or moved Dagster home writes
+# its own, never the folder it was copied from
+RELATIVE_BASE_DIR = os.path.join("history", "runs")
+
+
+def default_instance_yaml(home=None) -> str:
+    """The ``dagster.yaml`` of a new Dagster home: the event log where Dagster's default
+    SQLite storage keeps it (``history/runs``), named relative to the home, so the file
+    holds no absolute path (``home`` is accepted for callers that name it; it is not written)."""
+    return DEFAULT_INSTANCE.format(base_dir=json.dumps(RELATIVE_BASE_DIR))
+
+
+def relocatable_instance_yaml(text: str) -> str | None:
+    """A ``dagster.yaml`` this project wrote, unchanged since, with the absolute path of its
+    home's event log (before it was relative): the same file made relative. None for any
+    other file (an operator's own configuration is never rewritten)."""
+    match = re.search(r"(?m)^    base_dir: (\".*\")$", text)
+    if not match or text != DEFAULT_INSTANCE.format(base_dir=match.group(1)):
+        return None
+    fixed = default_instance_yaml()
+    return None if fixed == text else fixed
 
 
 def batch_events() -> None:
@@ -113,7 +130,17 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> BatchingSqliteEventLogStorage:
-        return cls(inst_data=inst_data, **config_value)
+        config = dict(config_value)
+        if not os.path.isabs(config["base_dir"]):
+            # relative to the Dagster home, found as every Dagster process finds its instance
+            home = os.environ.get("DAGSTER_HOME")
+            if not home:
+                raise DagsterInvariantViolationError(
+                    f"the event log's base_dir {config['base_dir']!r} is relative to the Dagster "
+                    "home, and DAGSTER_HOME is not set"
+                )
+            config["base_dir"] = os.path.join(home, config["base_dir"])
+        return cls(inst_data=inst_data, **config)
 
     def _engine(self, shard: str) -> Engine:
         """The shard's engine over one open connection (called under ``_db_lock``)."""

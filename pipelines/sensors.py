@@ -5,15 +5,33 @@ import dagster as dg
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.intake import inbox_fingerprint, plan_intake
+from cbm.protection import KeyError_, load_key
 from cbm.storage import location
 from pipelines.jobs import ingest_submissions
+from warehouse.db import WarehouseBusy, warehouse_key_problem
+
+
+def _key_problem(settings: CbmSettings) -> str | None:
+    """Why no run should start: no usable key, or not the warehouse's (key continuity). A
+    warehouse busy with a run is not waited for: the run's own assets check the key."""
+    try:
+        key = load_key()
+    except KeyError_ as exc:
+        return str(exc)
+    try:
+        return warehouse_key_problem(
+            settings.warehouse_path, key.version, key.fingerprint, wait_seconds=2
+        )
+    except WarehouseBusy:
+        return None
 
 
 @dg.sensor(
     job=ingest_submissions,
     minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Watches the inbox (files and their .sig signatures); lands what is new and requests "
+        "Running by default. Watches the inbox (files and their .sig signatures); lands what is new and requests "
         "the ingestion of every submission the ingestion plan names (a new file, or a file "
         "whose signature arrived or changed): one run per stretch of consecutive submission "
         "partitions, as `cbm run` does, so many files dropped at once are one run (a lone "
@@ -33,6 +51,8 @@ def inbox_sensor(
     fingerprint = inbox_fingerprint(inbox)
     if fingerprint == context.cursor:
         return dg.SkipReason("no change in the inbox")
+    if problem := _key_problem(settings):
+        return dg.SkipReason(problem)  # nothing landed; the cursor stays, so it asks again
     plan = plan_intake(
         inbox, settings.landing_area, log=context.log.info, workers=settings.worker_count
     )

@@ -48,7 +48,7 @@ EXPECTED_GRAPH = {
         False,
         True,
     ),
-    "release_context": ("validated", [*REPORTS, "submissions"], False, True),
+    "release_context": ("validated", [*REPORTS, *REGISTRY, "submissions"], False, True),
     "event_members": ("verified", ["release_context", "reports_incidents"], False, True),
     "disputes": (
         "verified",

@@ -89,13 +89,24 @@ def test_batched_writes_record_what_one_by_one_writes_record(tmp_path, monkeypat
         assert batched[key] == single[key], key
 
 
-def test_the_instance_file_names_the_home_whatever_its_path(tmp_path):
+def test_the_instance_file_holds_no_absolute_path_and_resolves_in_its_home(tmp_path, monkeypatch):
     import yaml
 
+    from pipelines.event_log import relocatable_instance_yaml
+
     home = tmp_path / "a home: #1"
-    config = yaml.safe_load(default_instance_yaml(home))
-    assert config["event_log_storage"]["config"]["base_dir"] == str(home / "history" / "runs")
-    assert config["event_log_storage"]["class"] == BatchingSqliteEventLogStorage.__name__
+    text = default_instance_yaml(home)
+    assert str(tmp_path) not in text  # a copied home writes its own event log
+    config = yaml.safe_load(text)["event_log_storage"]
+    assert config["class"] == BatchingSqliteEventLogStorage.__name__
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    storage = BatchingSqliteEventLogStorage.from_config_value(None, config["config"])
+    assert storage._base_dir == str(home / "history" / "runs")
+    # a file written before (an absolute path) is made relative; an operator's own is kept
+    old = text.replace('"history/runs"', '"/elsewhere/dagster_home/history/runs"')
+    assert relocatable_instance_yaml(old) == text
+    assert relocatable_instance_yaml(text) is None
+    assert relocatable_instance_yaml(old + "run_monitoring:\n  enabled: true\n") is None
 
 
 def _log_entry(run_id: str, message: str) -> EventLogEntry:

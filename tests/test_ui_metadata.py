@@ -187,11 +187,14 @@ def _outcomes(instance) -> dict[str, object]:
     return latest
 
 
-def test_each_submission_partition_says_what_came_of_it(generated_run):
+def test_each_submission_partition_says_what_came_of_it(generated_run, monkeypatch):
     """cbm run ingests a range of partitions in one run: each still gets its own outcome."""
     from dagster._core.instance.ref import InstanceRef
 
     project, _ = generated_run
+    # the instance's event log is named relative to its home, as every Dagster process finds
+    # it: through DAGSTER_HOME
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
     expected = {
         partition_key(party, name, sha): (status, read, accepted, quarantined)
         for sha, party, name, status, read, accepted, quarantined in project.query(

@@ -174,7 +174,13 @@ def test_anonymised_rows_are_written_in_order_and_in_whole_row_groups(tmp_path):
         fields["report_id"] = ("C-" + numbers.cast(pl.String)).alias("report_id")
         fields["version"] = pl.Series("version", ["1"] * n)
         return pl.DataFrame(
-            {"source": ["P-a"] * n, "row_number": numbers, **fields, "row_error": None}
+            {
+                "source": ["P-a"] * n,
+                "row_number": numbers,
+                **fields,
+                "row_error": None,
+                "row_origin": None,
+            }
         ).with_columns(pl.lit("s" * 64).alias("_sha"))
 
     sizes = [7_001, 30_000, 123_457, 2, 99_999, 64_000, 50_000, 11]

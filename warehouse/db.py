@@ -31,6 +31,9 @@ PROVENANCE = {"submission_sha": "VARCHAR", "row_number": "BIGINT", "source": "VA
 # code as handed in, so a quarantine reason can say which code was wrong.
 ANON_EXTRAS = {"row_error": "VARCHAR"}
 ANON_EXTRAS_BY_KIND = {"attestations": {"subject_party__code": "VARCHAR"}}
+# Last (added to older warehouses' tables at the end): where a STIX row's object came from
+# (cbm.readers.ORIGIN), for the rule that quarantines this deployment's own releases.
+ANON_ORIGIN = {"row_origin": "VARCHAR"}
 
 
 # DuckDB's memory limit for the warehouse (its own default is 80 % of the machine's memory).
@@ -104,7 +107,7 @@ def report_columns(kind: str, with_raw: bool) -> dict[str, str]:
     cols |= {f: SQL_TYPES[t] for f, t in FIELDS[kind].items()}
     if with_raw:
         cols |= {f"{f}__raw": "VARCHAR" for f in typed_fields(kind)}
-        cols |= ANON_EXTRAS | ANON_EXTRAS_BY_KIND.get(kind, {})
+        cols |= ANON_EXTRAS | ANON_EXTRAS_BY_KIND.get(kind, {}) | ANON_ORIGIN
     return cols
 
 
@@ -162,6 +165,10 @@ def schema_ddl() -> str:
     for kind in KINDS:
         # anonymised: every staged row, typed where it parses, raw text kept for the checks.
         parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
+        parts += [
+            f"ALTER TABLE anon_{kind} ADD COLUMN IF NOT EXISTS {c} {t};"
+            for c, t in ANON_ORIGIN.items()
+        ]
         # accepted: rows that passed validation; all versions kept.
         parts.append(_create_table(f"reports_{kind}", report_columns(kind, with_raw=False)))
         # superseded: accepted rows that are not the current version of their report (kept
@@ -385,19 +392,26 @@ class ReleaseContext:
     inputs: list[str]
     key_version: str
     key_fingerprint: str
+    registry_digest: str | None = None  # None: a bundle's context from before it was kept
 
 
 def read_release_context(con: duckdb.DuckDBPyConnection) -> ReleaseContext:
+    has_digest = con.execute(
+        "SELECT count(*) FROM duckdb_columns() "
+        "WHERE table_name = 'release_context' AND column_name = 'registry_digest'"
+    ).fetchone()[0]
     row = con.execute(
-        "SELECT as_of, method_version, inputs, pseudonym_key_version, pseudonym_key_fingerprint "
-        "FROM release_context"
+        "SELECT as_of, method_version, inputs, pseudonym_key_version, pseudonym_key_fingerprint, "
+        f"{'registry_digest' if has_digest else 'NULL'} FROM release_context"
     ).fetchone()
     if row is None or row[0] is None:
         raise RuntimeError(
             "no as-of time: the warehouse has no accepted reports and no --as-of was given"
         )
-    as_of, method_version, inputs, key_version, key_fingerprint = row
-    return ReleaseContext(as_of, method_version, sorted(inputs or []), key_version, key_fingerprint)
+    as_of, method_version, inputs, key_version, key_fingerprint, digest = row
+    return ReleaseContext(
+        as_of, method_version, sorted(inputs or []), key_version, key_fingerprint, digest
+    )
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
@@ -429,3 +443,64 @@ def indicator_period_range(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | 
         "WHERE period <= (SELECT strftime(as_of, '%Y-%m') FROM release_context)"
     ).fetchone()
     return None if first is None else (first, last)
+
+
+class KeyMismatch(RuntimeError):
+    """The pseudonymisation key of this run is not the one the warehouse was built with."""
+
+
+def recorded_key(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+    """The (version, fingerprint) of the key the warehouse's pseudonyms were made with: the
+    ``pseudonym_key`` row, else (a warehouse from before it was kept) the last release
+    context's; None for a warehouse that has made no pseudonym yet."""
+    tables = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE table_name IN ('pseudonym_key', 'release_context')"
+        ).fetchall()
+    }
+    if "pseudonym_key" in tables:
+        row = con.execute("SELECT key_version, key_fingerprint FROM pseudonym_key").fetchone()
+        if row:
+            return row
+    if "release_context" in tables:
+        row = con.execute(
+            "SELECT pseudonym_key_version, pseudonym_key_fingerprint FROM release_context"
+        ).fetchone()
+        if row and row[1]:
+            return row
+    return None
+
+
+def key_problem(recorded: tuple[str, str] | None, version: str, fingerprint: str) -> str | None:
+    """One line when a key (version, fingerprint) is not the recorded one; None when it is."""
+    if recorded is None or recorded[1] == fingerprint:
+        return None
+    return (
+        f"the pseudonymisation key {version} ({fingerprint}) is not the key this warehouse's "
+        f"pseudonyms were made with ({recorded[0]}, {recorded[1]}): set CBM_KEY_FILE to that key, "
+        "or change keys on purpose with 'cbm rotate-key' (docs/reliability-and-security.md)"
+    )
+
+
+def warehouse_key_problem(
+    path: Path, version: str, fingerprint: str, wait_seconds: float = 120.0
+) -> str | None:
+    """``key_problem`` for the warehouse file at ``path``, read-only (None: no such file);
+    ``WarehouseBusy`` when a writer holds it longer than ``wait_seconds``."""
+    if not Path(path).exists():
+        return None
+    with Warehouse(str(path), wait_seconds).connect(read_only=True) as con:
+        return key_problem(recorded_key(con), version, fingerprint)
+
+
+def claim_key(con: duckdb.DuckDBPyConnection, version: str, fingerprint: str) -> None:
+    """Before an asset writes a pseudonym: record the key when the warehouse has none,
+    raise ``KeyMismatch`` (nothing written) when it was built with another."""
+    recorded = recorded_key(con)
+    problem = key_problem(recorded, version, fingerprint)
+    if problem:
+        raise KeyMismatch(problem)
+    if not con.execute("SELECT count(*) FROM pseudonym_key").fetchone()[0]:
+        con.execute("INSERT INTO pseudonym_key VALUES (?, ?)", [version, fingerprint])

@@ -151,7 +151,9 @@ def reader_target(fmt: str):
                 frame, notes = stage_rows(data, fmt, kind, LIMITS)
             except UnreadableSubmission:
                 continue  # rejected whole, with a reason: accounted for
-            assert frame.columns == ["row_number", *FIELDS[kind], "row_error"]
+            assert frame.columns == ["row_number", *FIELDS[kind], "row_error", "row_origin"]
+            if fmt != "stix.json":  # only a STIX object says where it came from
+                assert frame["row_origin"].null_count() == frame.height
             assert frame["row_number"].to_list() == list(range(1, frame.height + 1))
             assert all(dtype == pl.String for c, dtype in frame.schema.items() if c != "row_number")
             assert all(isinstance(n, str) for n in notes)

@@ -177,10 +177,22 @@ class Deployment:
             [BIN / "dagster-webserver", *ws, "-h", "127.0.0.1", "-p", self.web_port],
             self.web_port,
         )
-        subprocess.run(
-            [BIN / "dagster", "sensor", "start", "inbox_sensor", *ws],
-            env=self.env, cwd=ROOT, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        # scheduling as documented: nothing to start, the sensors and the schedule run by default
+        for what, name in (
+            ("sensor", "inbox_sensor"),
+            ("sensor", "keep_verification_current"),
+            ("schedule", "monthly_release"),
+        ):
+            listed = subprocess.run(
+                [BIN / "dagster", what, "list", *ws],
+                env=self.env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+            assert f"{what.title()}: {name} [RUNNING]" in listed, listed
         self.spawn("daemon", [BIN / "dagster-daemon", "run", *ws])
 
     def __exit__(self, *exc) -> None:

@@ -157,3 +157,32 @@ CREATE TABLE IF NOT EXISTS alert_acks (
     acked_at        TIMESTAMPTZ NOT NULL,
     note            VARCHAR
 );
+
+-- Key continuity (contract §5): the pseudonymisation key this warehouse's pseudonyms and keyed
+-- hashes were made with (one row, version and fingerprint, never the key). Recorded by the
+-- first asset that writes a pseudonym (warehouse.db.claim_key); a run with another key stops
+-- before writing. Changed only by `cbm rotate-key` (warehouse/rotation.py).
+CREATE TABLE IF NOT EXISTS pseudonym_key (
+    key_version     VARCHAR NOT NULL,
+    key_fingerprint VARCHAR NOT NULL
+);
+
+-- Key rotations (cbm rotate-key): what the next release records in its manifest, and what
+-- explains its changes to the release guard. release_id: the first release after the rotation.
+CREATE TABLE IF NOT EXISTS key_rotations (
+    from_version     VARCHAR NOT NULL,
+    from_fingerprint VARCHAR NOT NULL,
+    to_version       VARCHAR NOT NULL,
+    to_fingerprint   VARCHAR NOT NULL,
+    release_id       VARCHAR
+);
+
+-- This deployment's own publications (asset release): its publisher identity, release ids,
+-- event ids and the STIX ids of its events. A row that carries one (a STIX object created by
+-- the publisher or naming one of its releases, a report_id restating an event) is quarantined
+-- as a copy of this deployment's own release (suite rule copy_of_own_release): a re-sent
+-- release is never evidence.
+CREATE TABLE IF NOT EXISTS own_publications (
+    token           VARCHAR NOT NULL,
+    what            VARCHAR NOT NULL       -- identity | release | event | stix_event
+);
