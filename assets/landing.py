@@ -76,7 +76,7 @@ def landed_submissions(
                 meta.get("paths", [meta["file_name"]]),
                 meta["size_bytes"],
                 meta["received_at"],
-                landing.where(sha),
+                landing.recorded_where(sha),
                 "valid" if signed else "none",
                 current_intake_key(landing, sha),
                 rule,

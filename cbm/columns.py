@@ -60,7 +60,8 @@ PIPELINE = {
     "paths": "every name the same bytes were handed in under by this party",
     "size_bytes": "the file's size",
     "received_at": "when the file was landed (UTC)",
-    "landing_path": "where the bytes are kept in the landing area (sensitive tier)",
+    "landing_path": "where the bytes are kept in the landing area (sensitive tier): relative to "
+    "the landing area (<workdir>/landing or CBM_LANDING), or the object's s3:// URI",
     "signature": "valid when the party signs and its signature verified; none otherwise",
     "intake_key": "the submission with its signature and paths: what an ingestion looked at",
     "copy_of": "the submission of another party that handed in the same bytes first",

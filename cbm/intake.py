@@ -157,6 +157,12 @@ class Landing:
     def where(self, sha: str) -> str:
         return self.store.where(self.rel(sha))
 
+    def recorded_where(self, sha: str) -> str:
+        """Where the warehouse says a submission's bytes are: on object storage the object's
+        URI; in a local folder the path relative to the landing area, so a copied or moved
+        workdir never points into the folder it was copied from."""
+        return self.where(sha) if self.store.remote else self.rel(sha)
+
     def find(self, prefix: str) -> list[str]:
         """The submissions whose SHA-256 starts with ``prefix``."""
         return [

@@ -133,6 +133,16 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
     assert defs.resolve_job_def("compute_indicators").partitions_def.name == "months"
     assert defs.resolve_sensor_def("inbox_sensor")
     assert defs.resolve_schedule_def("monthly_release").cron_schedule == "0 6 1 * *"
+    # scheduling as documented (docs/operations.md): all three run on a new instance
+    assert defs.resolve_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert (
+        defs.resolve_sensor_def("keep_verification_current").default_status
+        == dg.DefaultSensorStatus.RUNNING
+    )
+    assert (
+        defs.resolve_schedule_def("monthly_release").default_status
+        == dg.DefaultScheduleStatus.RUNNING
+    )
     checks = {
         (k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys
     }

@@ -51,7 +51,7 @@ def hostile(tmp_path_factory):
     after = _snapshot(base, (work, publish, base / "dh"))
     with Warehouse(path=str(work / "warehouse.duckdb")).connect() as con:
         subs = {
-            (party, name): (sha, status, read, acc, quar, Path(path))
+            (party, name): (sha, status, read, acc, quar, work / "landing" / path)
             for sha, party, name, status, read, acc, quar, path in con.execute(
                 "SELECT sha256, party_code, file_name, status, rows_read, rows_accepted, rows_quarantined, landing_path FROM submissions"
             ).fetchall()

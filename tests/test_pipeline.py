@@ -54,7 +54,9 @@ def test_file_level_rejections_are_kept_with_specific_reasons(project, tmp_path)
     assert statuses.pop("incidents_ok.csv") == "accepted"
     assert set(statuses.values()) == {"rejected"}
     # every submission is in the landing area, byte for byte; the link's target never is
-    landed = [Path(p) for (p,) in project.query("SELECT landing_path FROM submissions")]
+    recorded = [Path(p) for (p,) in project.query("SELECT landing_path FROM submissions")]
+    assert not any(p.is_absolute() for p in recorded)  # relative to the landing area
+    landed = [project.workdir / "landing" / p for p in recorded]
     assert len(landed) == 8 and all(p.exists() for p in landed)
     assert not any(b"do not read me" in p.read_bytes() for p in landed)
     assert summary["submissions_rejected"] == 7
