@@ -23,21 +23,29 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     fsynced and renamed into place: a reader sees the old file or the new one, never half of
     one."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
-    with tmp.open("wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: nothing half-written stays behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` the same way (temporary file, fsync, rename)."""
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-    with src.open("rb") as fin, tmp.open("wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dst)
+    try:
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:  # a full disk, a file that went away: nothing half-written stays
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fsync_dir(path: Path) -> None:

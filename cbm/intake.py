@@ -12,7 +12,7 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +42,8 @@ class IntakePlan:
 
     files: list[LandedFile]
     to_ingest: list[str]
+    # files that could not be read whole this time (path, why): not landed, looked at again
+    deferred: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def submissions(self) -> list[str]:
@@ -177,7 +179,11 @@ class Landing:
         local = self.cache / self.rel(sha)
         inbox.get(rel, local)
         if sha256_file(local) != content:
-            raise OSError(f"landing copy of {inbox.where(rel)} does not match its hash")
+            local.unlink(missing_ok=True)
+            raise LandingMismatch(
+                f"{rel} changed while it was read (still being written?): not landed this "
+                "time, looked at again next run"
+            )
         if self.store.remote:
             self.store.put(local, self.rel(sha))
         return local.stat().st_size
@@ -228,7 +234,10 @@ def inbox_fingerprint(inbox: Location | Path | str) -> str:
     h = hashlib.sha256()
     for entry in as_location(inbox).entries():
         h.update(
-            f"{entry.rel}\x1f{entry.size}\x1f{entry.mtime_ns}\x1f{entry.kind}\x1f{entry.change}\n".encode()
+            f"{entry.rel}\x1f{entry.size}\x1f{entry.mtime_ns}\x1f{entry.kind}\x1f{entry.change}\n".encode(
+                "utf-8",
+                "surrogateescape",  # a name that is not UTF-8 is that file's problem
+            )
         )
     return h.hexdigest()
 
@@ -272,12 +281,38 @@ def _in_order(function, items: list, workers: int, progress=None) -> list:
         return results
 
 
+class Unsettled(str):
+    """Why a file could not be read whole this time (it is looked at again next run)."""
+
+
+def _or_failure(function):
+    """``function`` of one file, or ``Unsettled`` with the reason when reading it failed."""
+
+    def attempt(item):
+        try:
+            return function(item)
+        except OSError as exc:
+            return Unsettled(
+                f"{exc.strerror or exc}: not landed this time, looked at again next run "
+                "(a file still being written, removed or unreadable)"
+                if not isinstance(exc, LandingMismatch)
+                else str(exc)
+            )
+
+    return attempt
+
+
+class LandingMismatch(OSError):
+    """The bytes copied to landing are not those that were hashed: the file changed between."""
+
+
 def scan_inbox(
     inbox: Location | Path | str,
     landing: Landing | Path,
     log=None,
     progress=None,
     workers: int = 1,
+    deferred: list[tuple[str, str]] | None = None,
 ) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
@@ -292,6 +327,7 @@ def scan_inbox(
     in inbox order, as with one.
     """
     inbox, landing = as_location(inbox), as_landing(landing)
+    deferred = [] if deferred is None else deferred  # (path, why): files left for a later run
     landed: list[LandedFile] = []
     entries = inbox.entries()
     signatures = {e.rel for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
@@ -305,8 +341,15 @@ def scan_inbox(
         marker = f"{party}/{name}\x00{entry.kind}".encode()
         return hashlib.sha256(b"cbm-not-a-file\x00" + marker).hexdigest()
 
-    contents = _in_order(content_of, files, workers, progress)
+    contents = _in_order(_or_failure(content_of), files, workers, progress)
     hashes.save()
+    # a file that cannot be read whole now (removed, unreadable, still being written) waits
+    # for a later run; it stops no one else's
+    failed = [(f, c) for f, c in zip(files, contents, strict=True) if isinstance(c, Unsettled)]
+    for (_, party, name), reason in failed:
+        deferred.append((f"{party}/{name}" if party else name, str(reason)))
+    files = [f for f, c in zip(files, contents, strict=True) if not isinstance(c, Unsettled)]
+    contents = [c for c in contents if not isinstance(c, Unsettled)]
     shas = [submission_key(party, c) for (_, party, _), c in zip(files, contents, strict=True)]
     present = {sha: landing.has(sha) for sha in dict.fromkeys(shas)}  # one look each
     # the new submissions' bytes, one copy each, side by side
@@ -318,12 +361,20 @@ def scan_inbox(
         zip(
             copies,
             _in_order(
-                lambda kv: landing.put_bytes(kv[0], inbox, *kv[1]), list(copies.items()), workers
+                _or_failure(lambda kv: landing.put_bytes(kv[0], inbox, *kv[1])),
+                list(copies.items()),
+                workers,
             ),
             strict=True,
         )
     )
+    unsettled = {sha: why for sha, why in sizes.items() if isinstance(why, Unsettled)}
     for (entry, party, name), content, sha in zip(files, contents, shas, strict=True):
+        if sha in unsettled:
+            if unsettled[sha]:  # told once, for the first path of those bytes
+                deferred.append((f"{party}/{name}" if party else name, str(unsettled[sha])))
+                unsettled[sha] = Unsettled("")
+            continue
         regular = entry.kind == "file"
         sig_rel = entry.rel + ".sig"
         sig_bytes = inbox.read_bytes(sig_rel) if regular and sig_rel in signatures else None
@@ -348,6 +399,8 @@ def scan_inbox(
                 "has_signature": sig_bytes is not None,
                 "received_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
+            if not name_is_utf8(entry.rel):
+                info["name_not_utf8"] = True
             landing.write_meta(sha, info)
             if log:
                 log(f"landed {party}/{name} as {sha[:12]}")
@@ -442,16 +495,33 @@ def inbox_files(entries: list[Entry]) -> list[tuple[Entry, str, str]]:
     its order.
 
     Detached signatures (``*.sig``) travel with their file. Nothing else is skipped: hidden
-    files and files outside a party directory become submissions that are rejected with a
+    files, files outside a party directory and a ``.sig`` without its file (an orphan
+    signature, or a data file named ``.sig``) become submissions that are rejected with a
     reason, so nothing handed in disappears silently. Symlinked directories are not entered.
     """
     found = []
+    present = {e.rel for e in entries}
     for entry in entries:
-        if entry.rel.endswith(".sig"):
-            continue
-        party, _, name = entry.rel.partition("/")
+        if entry.rel.endswith(".sig") and entry.rel.removesuffix(".sig") in present:
+            continue  # travels with its file
+        party, _, name = shown_name(entry.rel).partition("/")
         found.append((entry, party, name) if name else (entry, "", party))
     return found
+
+
+def shown_name(rel: str) -> str:
+    """A path as the pipeline records and prints it: UTF-8 as it is; bytes that are not UTF-8
+    (which Python hands over as lone surrogates, and which no database, JSON document or
+    partition key takes) as ``\\xNN`` escapes. The file itself is read by its real path."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def name_is_utf8(rel: str) -> bool:
+    return shown_name(rel) == rel
 
 
 def plan_intake(
@@ -466,13 +536,17 @@ def plan_intake(
     ingested yet (new files, files whose signature arrived or changed, and files whose
     ingestion never finished)."""
     landing = as_landing(landing)
-    files = scan_inbox(inbox, landing, log, progress, workers)
+    deferred: list[tuple[str, str]] = []
+    files = scan_inbox(inbox, landing, log, progress, workers, deferred)
+    if log:
+        for path, why in deferred:
+            log(f"deferred {path}: {why}")
     to_ingest = [
         sha
         for sha, key in {f.sha256: f.intake_key for f in files}.items()
         if landing.meta(sha).get("ingested_key") != key
     ]
-    return IntakePlan(files, to_ingest)
+    return IntakePlan(files, to_ingest, deferred)
 
 
 def mark_ingested(landing: Landing | Path, sha: str, intake_key: str) -> None:
@@ -497,6 +571,12 @@ def file_level_rejection(
             "not_a_regular_file",
             f"{where}: is a symbolic link or special file; only regular files are accepted",
         )
+    if meta.get("name_not_utf8"):
+        return (
+            "file_name_not_utf8",
+            f"{where}: the path is not UTF-8 (its other bytes shown as \\xNN); name the "
+            "folder and the file in UTF-8 and hand the file in again",
+        )
     if not party:
         return (
             "outside_party_directory",
@@ -506,6 +586,13 @@ def file_level_rejection(
         return (
             "unregistered_party",
             f"{where}: party code '{party}' is not registered in parties.yaml",
+        )
+    if name.endswith(".sig"):
+        return (
+            "orphan_signature",
+            f"{where}: a .sig without its file ({name.removesuffix('.sig')} is not in the "
+            "inbox): a signature is handed in beside the file it signs, and a data file is "
+            "named .csv, .jsonl, .parquet or .stix.json",
         )
     if kind_of(Path(name).name) is None:
         return "unknown_kind", (

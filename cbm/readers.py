@@ -9,6 +9,7 @@ not an object becomes a row with ``row_error`` set, which the suites quarantine.
 import csv
 import io
 import json
+from collections import Counter
 
 import polars as pl
 import pyarrow as pa
@@ -89,7 +90,7 @@ def read_csv(data: bytes) -> tuple[pl.DataFrame, list[str]]:
         header = next(csv.reader(io.StringIO(text)), [])
     except csv.Error as exc:  # e.g. a lone carriage return inside the header line
         raise UnreadableSubmission(f"not a readable CSV file: the header line: {exc}") from exc
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = sorted(h for h, n in Counter(header).items() if n > 1)
     if dupes:
         raise UnreadableSubmission(f"duplicate column names in the header: {', '.join(dupes)}")
     try:
@@ -289,6 +290,15 @@ def _no_contract_columns(frame: pl.DataFrame, kind: str) -> str:
 ORIGIN = "row_origin"
 
 
+LISTED_NAMES = 20  # a note names this many columns at most, then says how many in all
+
+
+def _listed(names: list[str]) -> str:
+    if len(names) <= LISTED_NAMES:
+        return ", ".join(names)
+    return f"{', '.join(names[:LISTED_NAMES])}, ... ({len(names):,} in all)"
+
+
 def stage_rows(
     data: bytes, fmt: str, kind: str, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -314,7 +324,8 @@ def stage_rows(
         frame = frame.drop(ORIGIN)
     names = [c for c in frame.columns if c != "row_error"]
     keys = [_header_key(c) for c in names]
-    clashes = sorted({k for k in keys if keys.count(k) > 1 and k in FIELDS[kind]})
+    counts = Counter(keys)  # linear: a header of 100,000 columns is counted once
+    clashes = sorted(k for k, n in counts.items() if n > 1 and k in FIELDS[kind])
     if clashes:
         raise UnreadableSubmission(
             f"columns named twice once case and spaces are ignored: {', '.join(clashes)}"
@@ -331,7 +342,7 @@ def stage_rows(
     extra = sorted(c for c in frame.columns if c not in FIELDS[kind] and c != "row_error")
     missing = [c for c in fields if c not in frame.columns]
     if extra:
-        notes.append(f"columns not in the contract were ignored: {', '.join(extra)}")
+        notes.append(f"columns not in the contract were ignored: {_listed(extra)}")
     named = [c for c in missing if c not in LATER_OPTIONAL.get(kind, ())]
     if named:
         notes.append(f"columns missing from the file (read as empty): {', '.join(named)}")

@@ -17,7 +17,7 @@ import yaml
 
 from cbm.contract import INCIDENT_CATEGORIES
 
-PARTY_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+PARTY_CODE_RE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")  # matched whole (fullmatch): "$" let "HOTEL\n" in
 PARTY_CLASSES = (
     "state",
     "observer_academic",
@@ -226,7 +226,7 @@ def load_parties(path: Path) -> dict[str, Party]:
             raise RegistryError(f"{where}: expected a mapping")
         code = str(_req(entry, "code", where))
         where = f"{path} party {code}"
-        if not PARTY_CODE_RE.match(code):
+        if not PARTY_CODE_RE.fullmatch(code):
             raise RegistryError(f"{where}: code must match [A-Z][A-Z0-9_]{{1,31}}")
         if code in parties:
             raise RegistryError(f"{where}: duplicate code")

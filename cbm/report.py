@@ -401,6 +401,15 @@ nav a { margin-right: 1em; } code, pre { background: #f4f4f4; }
 """
 
 
+def script_json(value) -> str:
+    """JSON to embed in a ``<script>`` element: ``<``, ``>`` and ``&`` as ``\\u`` escapes
+    (the same string to a JSON reader), so no registry or party string (``</script>``,
+    ``<!--<script>``) can end the element or change how the HTML parser reads it; U+2028 and
+    U+2029 are escaped by ``json.dumps`` already."""
+    text = json.dumps(value, sort_keys=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def build_report(root: Path, release_id: str, as_of: str, method_version: str) -> bytes:
     """The report of the release whose files are in ``root`` (products, changes, dictionary)."""
     charts = _charts(root)
@@ -411,7 +420,7 @@ def build_report(root: Path, release_id: str, as_of: str, method_version: str) -
     )
     embeds = "".join(
         f"vegaEmbed('#chart-{anchor}', "
-        + json.dumps(spec, sort_keys=True).replace("</", "<\\/")
+        + script_json(spec)
         + ", {actions: false, renderer: 'svg'}).catch(function (e) { console.error(e); });\n"
         for anchor, _, spec in charts
     )

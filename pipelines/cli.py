@@ -28,6 +28,22 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def printable(text: str) -> str:
+    """Text for a terminal: control and format characters (escape sequences, newlines,
+    bidirectional overrides) that a party put in a file name or a value shown as ``\\x1b``,
+    ``\\n``, ``\\u202e``, so what is printed cannot move the cursor, recolour or retitle the
+    terminal, or hide a line."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def _show(line: str) -> None:
+    """``_say`` of a line that holds names or values a party chose."""
+    _say(printable(line))
+
+
 def _prepare_dagster_home(workdir: Path) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -352,6 +368,8 @@ def _run_pipeline_locked(
         f"      {_count(len(plan.files), 'file')}, {sum(f.new for f in plan.files):,} new, "
         f"{_count(len(shas), 'submission')}"
     )
+    for path, why in plan.deferred:  # one party's unsettled file waits; it stops no one
+        _show(f"      deferred {path}: {why}")
     state = _run_state(plan, registry_dir, as_of) | {"signer": signer and signer.public_key}
     if not plan.to_ingest and _last_run_state(workdir) == state:
         summary = summarize(workdir, publish)
@@ -791,32 +809,32 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"submissions": subs, "totals": totals}, indent=2, sort_keys=False))
         return EXIT_OK
-    _say(
+    _show(
         f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} "
         f"{'quarant.':>8}  file"
     )
     for s in subs:
-        _say(
+        _show(
             f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} "
             f"{s['rows_read']:>7,} {s['rows_accepted']:>8,} {s['rows_quarantined']:>8,}  {s['file_name']}"
         )
         if s["duplicate_of"]:
-            _say(f"{'':13}a repeat of {s['duplicate_of']} (the same bytes): counted once")
+            _show(f"{'':13}a repeat of {s['duplicate_of']} (the same bytes): counted once")
         if s["superseded_by"]:
             fixed = next((t for t in subs if t["submission"] == s["superseded_by"]), None)
             name = f"{fixed['party']}/{fixed['file_name']}" if fixed else s["superseded_by"][:12]
-            _say(f"{'':13}superseded by {name}, handed in again and {fixed and fixed['status']}")
+            _show(f"{'':13}superseded by {name}, handed in again and {fixed and fixed['status']}")
         if s["copy_of"]:
-            _say(f"{'':13}a copy of {s['copy_of']} (another party's bytes): rows quarantined")
+            _show(f"{'':13}a copy of {s['copy_of']} (another party's bytes): rows quarantined")
         for rule, n in s["reasons"].items():
-            _say(f"{'':13}{rule} ({n:,}): {s['messages'][rule]}")
+            _show(f"{'':13}{rule} ({n:,}): {s['messages'][rule]}")
         for warning in s["warnings"]:
-            _say(f"{'':13}warning: {warning}")
+            _show(f"{'':13}warning: {warning}")
     statuses = ", ".join(f"{n:,} {k}" for k, n in totals["by_status"].items())
     if totals["rejected_superseded"]:
         statuses += f", {totals['rejected_superseded']:,} of the rejected since handed in fixed"
     repeats = f" and {_count(totals['repeats'], 'repeat')}" if totals["repeats"] else ""
-    _say(
+    _show(
         f"\nTotal: {_count(totals['submissions'], 'submission')}{repeats} ({statuses}); "
         f"{totals['rows_read']:,} rows read = {totals['rows_accepted']:,} accepted + "
         f"{totals['rows_quarantined']:,} quarantined"
@@ -848,12 +866,12 @@ def _print_quarantine(rows: list[dict], args) -> int:
     for r in rows:
         where = "whole file" if r["row_number"] is None else f"row {r['row_number']}"
         column = f" {r['column_name']}={r['value']!r}" if r["column_name"] else ""
-        _say(
+        _show(
             f"{r['submission']} {r['party']}/{r['file_name']} {where} [{r['rule']}]{column}: "
             f"{r['reason']}"
         )
     narrowed = " ".join(f"--{k} {v}" for k, v in (("party", args.party), ("rule", args.rule)) if v)
-    _say(f"{len(rows):,} quarantined rows and files{' (' + narrowed + ')' if narrowed else ''}")
+    _show(f"{len(rows):,} quarantined rows and files{' (' + narrowed + ')' if narrowed else ''}")
     return EXIT_OK
 
 

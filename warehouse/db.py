@@ -161,7 +161,9 @@ def tlp_macros() -> str:
 
 @functools.cache
 def schema_ddl() -> str:
-    parts = [tlp_macros(), sql_file("schema")]
+    # submission_copies first: the report views leave out the rows of a submission that
+    # became a copy after it was accepted (a signed original arrived later)
+    parts = [tlp_macros(), sql_file("schema"), sql_file("submission_copies")]
     for kind in KINDS:
         # anonymised: every staged row, typed where it parses, raw text kept for the checks.
         parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
@@ -185,7 +187,8 @@ def schema_ddl() -> str:
             SELECT r.* FROM reports_{kind} r
             ANTI JOIN superseded_{kind} s USING (submission_sha, row_number)
             ANTI JOIN (SELECT * FROM version_conflicts WHERE kind = '{kind}') c
-              USING (submission_sha, row_number);"""
+              USING (submission_sha, row_number)
+            ANTI JOIN submission_copies k ON k.sha256 = r.submission_sha;"""
         )
         # what verification reads: the current rows without free text and without TLP:RED
         # (an unknown level ranks as RED), so no RED row influences a released byte and the
@@ -194,22 +197,30 @@ def schema_ddl() -> str:
             f"""CREATE OR REPLACE VIEW verification_{kind} AS
             SELECT * EXCLUDE (summary) FROM current_{kind} WHERE tlp_rank(tlp) < tlp_rank('RED');"""
         )
-    # every accepted row of every kind, by submission (version conflicts are quarantined, not
-    # accepted): the one union of the report tables
+    # every accepted row of every kind, by submission (version conflicts, and the rows of a
+    # submission that became a copy later, are quarantined, not accepted): the one union of
+    # the report tables
     union = " UNION ALL ".join(
         f"SELECT '{k}' AS kind, submission_sha, row_number, report_id, version FROM reports_{k}"
         for k in KINDS
     )
     parts.append(
         f"""CREATE OR REPLACE VIEW accepted_reports AS SELECT * FROM ({union}) a
-        ANTI JOIN version_conflicts c USING (kind, submission_sha, row_number);"""
+        ANTI JOIN version_conflicts c USING (kind, submission_sha, row_number)
+        ANTI JOIN submission_copies k ON k.sha256 = a.submission_sha;"""
+    )
+    # the accepted rows of a submission that became a copy after it was accepted (a signed
+    # original arrived later): quarantined from then on (views quarantine and submissions)
+    parts.append(
+        f"""CREATE OR REPLACE VIEW copied_reports AS SELECT a.*, k.copy_of FROM ({union}) a
+        JOIN submission_copies k ON k.sha256 = a.submission_sha;"""
     )
     parts += [sql_file(view) for view in VIEWS]
     return "\n".join(parts)
 
 
 # Views over the stored tables, created with the schema (one SQL file each, named after it).
-VIEWS = ("submission_copies", "submissions", "quarantine")
+VIEWS = ("submissions", "quarantine")
 
 
 def content_hash_sql(kind: str) -> str:

@@ -9,7 +9,8 @@ WITH accepted AS (
 quarantined AS (
   SELECT submission_sha, count(DISTINCT row_number) AS n FROM (
     SELECT submission_sha, row_number FROM validation_findings WHERE severity = 'critical'
-    UNION ALL SELECT submission_sha, row_number FROM version_conflicts) GROUP BY ALL
+    UNION ALL SELECT submission_sha, row_number FROM version_conflicts
+    UNION ALL SELECT submission_sha, row_number FROM copied_reports) GROUP BY ALL
 )
 SELECT l.sha256, l.file_sha256, l.party_code, l.source, l.key_version, l.kind, l.format,
        l.file_name, l.paths, l.size_bytes, l.received_at, l.landing_path, l.signature,

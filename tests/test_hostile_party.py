@@ -1,0 +1,180 @@
+"""A hostile party cannot steal, stall or break anyone else's submissions (contract §1 v3;
+docs/reliability-and-security.md, "A hostile party"): the original is the author's, and one
+party's file fails alone."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from cbm.intake import inbox_fingerprint
+from cbm.signatures import sign_file
+from pipelines.cli import main
+from tests.conftest import incident, write_csv
+from tests.test_trust import register
+
+
+def status(project, capsys) -> dict[tuple[str, str], dict]:
+    capsys.readouterr()
+    assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["submissions"]
+    return {(s["party"], s["file_name"]): s for s in listed}
+
+
+def holds(s: dict) -> bool:
+    return s["rows_read"] == s["rows_accepted"] + s["rows_quarantined"]
+
+
+def test_a_signed_file_is_its_authors_and_an_earlier_unsigned_copy_becomes_the_copy(
+    project, tmp_path, capsys
+):
+    key = tmp_path / "bravo.key"
+    register(project, "BRAVO", key)
+    rows = [incident("B-1"), incident("B-2")]
+    # ACADEMY hands in BRAVO's bytes first, unsigned: accepted as its own for now
+    write_csv(project.inbox / "ACADEMY" / "incidents_copy.csv", rows)
+    project.run()
+    first = status(project, capsys)[("ACADEMY", "incidents_copy.csv")]
+    assert first["status"] == "accepted" and first["copy_of"] is None
+    # BRAVO's signed file arrives later: it is the original, never a copy
+    original = write_csv(project.inbox / "BRAVO" / "incidents_h1.csv", rows)
+    sign_file(key, original)
+    project.run()
+    listed = status(project, capsys)
+    bravo, academy = (
+        listed[("BRAVO", "incidents_h1.csv")],
+        listed[("ACADEMY", "incidents_copy.csv")],
+    )
+    assert (bravo["status"], bravo["copy_of"], bravo["rows_accepted"]) == ("accepted", None, 2)
+    assert academy["copy_of"] == "BRAVO/incidents_h1.csv"
+    assert (academy["status"], academy["rows_accepted"], academy["rows_quarantined"]) == (
+        "rejected",
+        0,
+        2,
+    )
+    assert academy["reasons"] == {"copy_of_other_party": 2}
+    assert "which its author signed" in academy["messages"]["copy_of_other_party"]
+    assert holds(bravo) and holds(academy)
+    # only BRAVO's rows are read by verification: the copy corroborates nothing
+    sources = project.query("SELECT DISTINCT source FROM verification_incidents")
+    assert sources == project.query("SELECT pseudonym FROM party_directory WHERE code = 'BRAVO'")
+
+
+def test_a_submission_rejected_whole_is_never_anyones_original(project, capsys):
+    rows = [incident("A-1")]
+    theirs = write_csv(project.inbox / "ALPHA" / "incidents_a.csv", rows)
+    os.link(theirs, project.inbox / "incidents_a.csv")  # a hard link in the inbox root
+    write_csv(project.inbox / "ZULU" / "incidents_z.csv", rows)  # an unregistered party
+    project.run()
+    listed = status(project, capsys)
+    assert listed[("", "incidents_a.csv")]["reasons"] == {"outside_party_directory": 1}
+    alpha = listed[("ALPHA", "incidents_a.csv")]
+    assert (alpha["status"], alpha["copy_of"], alpha["rows_accepted"]) == ("accepted", None, 1)
+
+
+def test_names_that_are_not_utf8_fail_alone(project, capsys):
+    write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
+    inbox = os.fsencode(project.inbox)
+    with open(inbox + b"/ALPHA/incidents_\xff\xfebad.csv", "wb") as fh:
+        fh.write(
+            (project.inbox / "ALPHA" / "incidents_ok.csv").read_bytes().replace(b"A-1", b"A-2")
+        )
+    os.makedirs(inbox + b"/X\xff")
+    with open(inbox + b"/X\xff/incidents_x.csv", "wb") as fh:
+        fh.write(b"report_id\nZ\n")
+    assert inbox_fingerprint(project.inbox)  # the sensor's look at the inbox
+    for _ in range(2):  # every later run as well
+        capsys.readouterr()
+        assert main(project.run_args()) == 0, capsys.readouterr().err
+    listed = status(project, capsys)
+    assert listed[("ALPHA", "incidents_ok.csv")]["status"] == "accepted"
+    bad = listed[("ALPHA", "incidents_\\xff\\xfebad.csv")]
+    folder = listed[("X\\xff", "incidents_x.csv")]
+    for s in (bad, folder):
+        assert s["status"] == "rejected" and s["reasons"] == {"file_name_not_utf8": 1}
+        assert "not UTF-8" in s["messages"]["file_name_not_utf8"]
+
+
+def test_a_file_that_changes_while_it_is_read_waits_and_stops_no_one(project, capsys, monkeypatch):
+    from cbm.storage import LocalLocation
+
+    write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
+    write_csv(project.inbox / "BRAVO" / "incidents_big.csv", [incident("B-1")])
+    real_get = LocalLocation.get
+
+    def appended_meanwhile(self, rel, dest):  # the party's writer appends as the copy is made
+        real_get(self, rel, dest)
+        if rel.endswith("incidents_big.csv"):
+            with dest.open("ab") as fh:
+                fh.write(b"B-2,partial")
+
+    monkeypatch.setattr(LocalLocation, "get", appended_meanwhile)
+    capsys.readouterr()
+    assert main(project.run_args()) == 0
+    out = capsys.readouterr().out
+    assert "deferred BRAVO/incidents_big.csv: BRAVO/incidents_big.csv changed while it" in out
+    monkeypatch.setattr(LocalLocation, "get", real_get)  # the file has settled
+    listed = status(project, capsys)
+    assert set(listed) == {("ALPHA", "incidents_ok.csv")}  # everyone else's went through
+    leftovers = [p for p in (project.workdir / "landing").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+    assert main(project.run_args()) == 0  # settled now: landed and ingested
+    assert status(project, capsys)[("BRAVO", "incidents_big.csv")]["status"] == "accepted"
+
+
+def test_an_orphan_signature_and_a_data_file_named_sig_are_listed(project, capsys):
+    write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
+    (project.inbox / "ALPHA" / "incidents_gone.csv.sig").write_text("c2lnbmF0dXJl\n")
+    (project.inbox / "ALPHA" / "incidents_data.sig").write_text("report_id\nA-9\n")
+    project.run()
+    listed = status(project, capsys)
+    for name in ("incidents_gone.csv.sig", "incidents_data.sig"):
+        assert listed[("ALPHA", name)]["reasons"] == {"orphan_signature": 1}
+    assert listed[("ALPHA", "incidents_ok.csv")]["status"] == "accepted"
+
+
+def test_status_prints_a_partys_control_characters_escaped(project, capsys):
+    name = "incidents_\x1b[31mred\x1b]0;pwned\x07.csv"
+    write_csv(project.inbox / "ALPHA" / name, [incident("A-1")])
+    project.run()
+    capsys.readouterr()
+    assert main(["status", "--workdir", str(project.workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "incidents_\\x1b[31mred\\x1b]0;pwned\\x07.csv" in out
+
+
+def test_a_registry_code_is_matched_whole(tmp_path):
+    from cbm.registry import RegistryError, load_registry
+    from tests.conftest import write_registry
+
+    registry = write_registry(tmp_path / "registry")
+    parties = yaml.safe_load((registry / "parties.yaml").read_text())
+    parties[0]["code"] = "HOTEL\n"
+    write_registry(registry, parties)
+    with pytest.raises(RegistryError, match="HOTEL"):
+        load_registry(registry)
+
+
+@pytest.mark.parametrize("label", ["<!--<script>", "</script><b>x</b>", "a\u2028b"])
+def test_no_registry_string_can_break_the_reports_script(label):
+    from html.parser import HTMLParser
+
+    from cbm.report import script_json
+
+    embedded = script_json({"public_label": label})
+    assert "<" not in embedded and ">" not in embedded and "\u2028" not in embedded
+    assert json.loads(embedded) == {"public_label": label}  # the same data to the chart
+
+    class Scripts(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.data: list[str] = []
+
+        def handle_data(self, data):
+            self.data.append(data)
+
+    page = Scripts()
+    page.feed(f"<script>var rows = {embedded};</script><p>after</p>")
+    assert page.data == [f"var rows = {embedded};", "after"]
