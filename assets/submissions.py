@@ -45,7 +45,9 @@ INTAKE_TABLES = [
         "kind, file name, status (landed, staged, accepted, partial, rejected), rows read, "
         "accepted and quarantined, and the corrections among the accepted rows. Beside it the "
         "views `accepted_reports` (every accepted row of every kind, by submission) and "
-        "`submission_copies` (submissions whose bytes another party handed in first)."
+        "`submission_copies` (submissions whose bytes another party handed in first or its "
+        "author signed) and `copied_reports` (accepted rows of a submission that became a copy "
+        "when a signed original arrived: quarantined from then on)."
     ),
 )
 def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:

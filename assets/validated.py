@@ -23,6 +23,7 @@ from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
 from warehouse.db import refresh_superseded, report_columns, sql_file
 from warehouse.resource import WarehouseResource
 
+FETCH_AT_ONCE = 1_000  # partitions whose materializations are fetched in one request
 OWNER = "team:verification"
 # One GX checkpoint per step. Reports first, then attestations: an attestation about a report
 # handed in in the same batch finds it among the accepted reports (rule dangling_subject).
@@ -148,16 +149,18 @@ def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
     # UI counts it as that partition's current status
     asset = dg.AssetKey("validation_findings")
     targets = {}
-    for record in context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=list(key_of.values())),
-        limit=len(key_of),
-    ).records:
-        targets.setdefault(
-            record.partition_key,
-            AssetCheckEvaluationTargetMaterializationData(
-                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-            ),
-        )
+    partitions = list(key_of.values())
+    for start in range(0, len(partitions), FETCH_AT_ONCE):  # Dagster fetches 10,000 at most
+        chunk = partitions[start : start + FETCH_AT_ONCE]
+        for record in context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset, asset_partitions=chunk), limit=len(chunk)
+        ).records:
+            targets.setdefault(
+                record.partition_key,
+                AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                ),
+            )
     for outcome in outcomes:
         context.log_event(
             dg.AssetCheckEvaluation(

@@ -281,6 +281,11 @@ def _in_order(function, items: list, workers: int, progress=None) -> list:
         return results
 
 
+# An Ed25519 signature is 64 bytes, 88 in base64: a .sig larger than this is not one, and is
+# not read (a sparse .sig of gigabytes cost a run its whole size in memory)
+SIGNATURE_MAX_BYTES = 4096
+
+
 class Unsettled(str):
     """Why a file could not be read whole this time (it is looked at again next run)."""
 
@@ -313,6 +318,7 @@ def scan_inbox(
     progress=None,
     workers: int = 1,
     deferred: list[tuple[str, str]] | None = None,
+    max_bytes: int | None = None,
 ) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
@@ -330,15 +336,21 @@ def scan_inbox(
     deferred = [] if deferred is None else deferred  # (path, why): files left for a later run
     landed: list[LandedFile] = []
     entries = inbox.entries()
-    signatures = {e.rel for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
+    signatures = {e.rel: e.size for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
     files = inbox_files(entries)
     hashes = InboxHashes.load(landing, inbox)
 
+    def oversize(entry: Entry) -> bool:
+        """Over the size limit by its metadata: never read, hashed or copied (a sparse file
+        costs its party nothing to hand in, and us its whole size)."""
+        return entry.kind == "file" and max_bytes is not None and entry.size > max_bytes
+
     def content_of(item) -> str:
         entry, party, name = item
-        if entry.kind == "file":
+        if entry.kind == "file" and not oversize(entry):
             return hashes.sha256(entry)
-        marker = f"{party}/{name}\x00{entry.kind}".encode()
+        what = f"over:{entry.size}:{entry.mtime_ns}" if oversize(entry) else entry.kind
+        marker = f"{party}/{name}\x00{what}".encode("utf-8", "surrogateescape")
         return hashlib.sha256(b"cbm-not-a-file\x00" + marker).hexdigest()
 
     contents = _in_order(_or_failure(content_of), files, workers, progress)
@@ -355,7 +367,7 @@ def scan_inbox(
     # the new submissions' bytes, one copy each, side by side
     copies: dict[str, tuple[str, str]] = {}
     for (entry, _, _), content, sha in zip(files, contents, shas, strict=True):
-        if entry.kind == "file" and sha not in copies and not present[sha]:
+        if entry.kind == "file" and not oversize(entry) and sha not in copies and not present[sha]:
             copies[sha] = (entry.rel, content)
     sizes = dict(
         zip(
@@ -375,9 +387,12 @@ def scan_inbox(
                 deferred.append((f"{party}/{name}" if party else name, str(unsettled[sha])))
                 unsettled[sha] = Unsettled("")
             continue
-        regular = entry.kind == "file"
+        regular = entry.kind == "file" and not oversize(entry)
         sig_rel = entry.rel + ".sig"
-        sig_bytes = inbox.read_bytes(sig_rel) if regular and sig_rel in signatures else None
+        sig_bytes = None
+        if regular and sig_rel in signatures:  # read only when it can be a signature at all
+            too_big = signatures[sig_rel] > SIGNATURE_MAX_BYTES
+            sig_bytes = b"" if too_big else inbox.read_bytes(sig_rel)[: SIGNATURE_MAX_BYTES + 1]
         new = not present[sha]
         if new:
             present[sha] = True
@@ -385,7 +400,7 @@ def scan_inbox(
                 size = sizes[sha]
             else:
                 landing.put_marker(sha)
-                size = 0
+                size = entry.size if oversize(entry) else 0
             if sig_bytes is not None:
                 landing.put_signature(sha, sig_bytes)
             info = {
@@ -395,12 +410,14 @@ def scan_inbox(
                 "file_name": name,
                 "paths": [name],
                 "size_bytes": size,
-                "symlink": not regular,
+                "symlink": entry.kind != "file",
                 "has_signature": sig_bytes is not None,
                 "received_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             if not name_is_utf8(entry.rel):
                 info["name_not_utf8"] = True
+            if oversize(entry):
+                info["over_limit"] = {"bytes": entry.size, "max_bytes": max_bytes}
             landing.write_meta(sha, info)
             if log:
                 log(f"landed {party}/{name} as {sha[:12]}")
@@ -530,14 +547,16 @@ def plan_intake(
     log=None,
     progress=None,
     workers: int = 1,
+    max_bytes: int | None = None,
 ) -> IntakePlan:
     """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
     (files and late signatures), then ingest every submission whose intake key has not been
     ingested yet (new files, files whose signature arrived or changed, and files whose
-    ingestion never finished)."""
+    ingestion never finished). A file larger than ``max_bytes`` (policy ``limits.
+    max_decoded_bytes``) by its metadata is landed as a marker, never read, and rejected."""
     landing = as_landing(landing)
     deferred: list[tuple[str, str]] = []
-    files = scan_inbox(inbox, landing, log, progress, workers, deferred)
+    files = scan_inbox(inbox, landing, log, progress, workers, deferred, max_bytes)
     if log:
         for path, why in deferred:
             log(f"deferred {path}: {why}")
@@ -570,6 +589,12 @@ def file_level_rejection(
         return (
             "not_a_regular_file",
             f"{where}: is a symbolic link or special file; only regular files are accepted",
+        )
+    if over := meta.get("over_limit"):
+        return (
+            "over_limit",
+            f"{where}: {over['bytes']:,} bytes, over the limit of {over['max_bytes']:,} (policy.yaml "
+            "limits.max_decoded_bytes); not read or copied",
         )
     if meta.get("name_not_utf8"):
         return (
@@ -610,6 +635,12 @@ def file_level_rejection(
             return (
                 "signature_missing",
                 f"{where}: party {party} signs its submissions; no {name}.sig",
+            )
+        if not sig or len(sig) > SIGNATURE_MAX_BYTES:
+            return (
+                "signature_invalid",
+                f"{where}: {name}.sig is empty or over {SIGNATURE_MAX_BYTES:,} bytes: not an "
+                "Ed25519 signature",
             )
         blob = landing.local(meta["sha256"]).read_bytes()
         if not verify_signature(public_key, blob, sig):

@@ -17,7 +17,9 @@ import yaml
 
 from cbm.contract import INCIDENT_CATEGORIES
 
-PARTY_CODE_RE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")  # matched whole (fullmatch): "$" let "HOTEL\n" in
+PARTY_CODE_RE = re.compile(
+    r"[A-Z][A-Z0-9_]{1,31}"
+)  # matched whole (fullmatch): "$" let "HOTEL\n" in
 PARTY_CLASSES = (
     "state",
     "observer_academic",

@@ -356,9 +356,13 @@ def _run_pipeline_locked(
     landing_dir = workdir / "landing"
     _say(f"[1/3] landing {inbox}")
     progress = Progress()
+    from cbm.registry import load_registry
+
+    limits = load_registry(registry_dir).policy.limits  # checked by _check_inputs
     plan = plan_intake(
         inbox,
         landing_dir,
+        max_bytes=limits.max_decoded_bytes,
         progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
         workers=worker_count(os.environ.get("CBM_WORKERS")),  # checked by _check_inputs
     )

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.partitions import submissions_partitions
-from assets.resources import CbmSettings
+from assets.resources import CbmSettings, RegistryResource
 from cbm.intake import inbox_fingerprint, plan_intake
 from cbm.protection import KeyError_, load_key
 from cbm.storage import location
@@ -40,7 +40,7 @@ def _key_problem(settings: CbmSettings) -> str | None:
     ),
 )
 def inbox_sensor(
-    context: dg.SensorEvaluationContext, settings: CbmSettings
+    context: dg.SensorEvaluationContext, settings: CbmSettings, registry: RegistryResource
 ) -> dg.SensorResult | dg.SkipReason:
     inbox = location(settings.inbox)
     if not inbox.is_dir():
@@ -54,7 +54,11 @@ def inbox_sensor(
     if problem := _key_problem(settings):
         return dg.SkipReason(problem)  # nothing landed; the cursor stays, so it asks again
     plan = plan_intake(
-        inbox, settings.landing_area, log=context.log.info, workers=settings.worker_count
+        inbox,
+        settings.landing_area,
+        log=context.log.info,
+        workers=settings.worker_count,
+        max_bytes=registry.registry.policy.limits.max_decoded_bytes,
     )
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
     new = [k for k in plan.partition_keys if k not in set(known)]

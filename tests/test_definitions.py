@@ -202,7 +202,10 @@ def deployment(tmp_path):
             local = self.definitions
             context = dg.build_sensor_context(
                 instance=instance,
-                resources={"settings": self.settings},
+                resources={
+                    "settings": self.settings,
+                    "registry": RegistryResource(directory=str(self.registry)),
+                },
                 cursor=cursor,
                 definitions=local,
             )

@@ -178,3 +178,37 @@ def test_no_registry_string_can_break_the_reports_script(label):
     page = Scripts()
     page.feed(f"<script>var rows = {embedded};</script><p>after</p>")
     assert page.data == [f"var rows = {embedded};", "after"]
+
+
+def test_a_file_over_the_size_limit_is_never_read_and_a_huge_sig_is_not_a_signature(
+    project, tmp_path, capsys, monkeypatch
+):
+    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
+    policy["limits"] = {"max_decoded_bytes": 10_000}
+    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    key = tmp_path / "bravo.key"
+    register(project, "BRAVO", key)
+    write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
+    sparse = project.inbox / "ALPHA" / "incidents_sparse.csv"
+    with sparse.open("wb") as fh:  # 3 GB that take no room on disk
+        fh.truncate(3 * 1024**3)
+    signed = write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    with (signed.parent / (signed.name + ".sig")).open("wb") as fh:
+        fh.truncate(3 * 1024**3)
+    read: list[str] = []
+    from cbm.storage import LocalLocation
+
+    real_read = LocalLocation.read_bytes
+    monkeypatch.setattr(
+        LocalLocation, "read_bytes", lambda self, rel: read.append(rel) or real_read(self, rel)
+    )
+    project.run()
+    assert not any(r.endswith(("incidents_sparse.csv", "incidents_b.csv.sig")) for r in read)
+    listed = status(project, capsys)
+    sparse_status = listed[("ALPHA", "incidents_sparse.csv")]
+    assert sparse_status["reasons"] == {"over_limit": 1}
+    assert "limits.max_decoded_bytes" in sparse_status["messages"]["over_limit"]
+    assert listed[("BRAVO", "incidents_b.csv")]["reasons"] == {"signature_invalid": 1}
+    assert listed[("ALPHA", "incidents_ok.csv")]["status"] == "accepted"
+    landed = sum(p.stat().st_size for p in (project.workdir / "landing").rglob("*") if p.is_file())
+    assert landed < 1_000_000  # neither was copied to landing
