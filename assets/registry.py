@@ -9,6 +9,17 @@ from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
 
+
+def regions(extra: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(code, name) of every region an incident may name: ISO 3166-1 alpha-3, then the
+    registry's own additions."""
+    from iso3166 import countries_by_alpha3
+
+    iso = {code: country.name for code, country in countries_by_alpha3.items()}
+    added = {code: "added by policy.yaml extra_regions" for code in extra if code not in iso}
+    return sorted((iso | added).items())
+
+
 REGISTRY_TABLES = {
     "party_directory": "Registered parties by code: keyed pseudonym, stakeholder class, bloc "
     "and public label (parties.yaml). Real names never enter the warehouse.",
@@ -16,6 +27,8 @@ REGISTRY_TABLES = {
     "response window, grace days and validity.",
     "registry_obligations": "Who owes each commitment: one row per commitment and obligated "
     "party code (all_states expanded).",
+    "registry_regions": "The regions an incident may name: every ISO 3166-1 alpha-3 code, and "
+    "the codes policy.yaml adds (extra_regions, e.g. a disputed territory).",
 }
 
 
@@ -62,6 +75,7 @@ def registry_tables(
             for c in commitments
             for code in c.obligated_parties(reg.parties)
         ],
+        "registry_regions": regions(reg.policy.extra_regions),
     }
     with warehouse.connect() as con:
         pseudonym_key.claimed(con)

@@ -210,7 +210,8 @@ REPORT_TABLE_TEXT = (
         dg.AssetSpec(
             "validation_findings",
             metadata=declared_schema("validation_findings"),
-            deps=[f"anon_{k}" for k in KINDS] + ["party_directory", "registry_commitments"],
+            deps=[f"anon_{k}" for k in KINDS]
+            + ["party_directory", "registry_commitments", "registry_regions"],
             partitions_def=submissions_partitions,
             group_name="validated",
             kinds={"great_expectations", "duckdb"},

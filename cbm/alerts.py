@@ -11,10 +11,12 @@ Delivery tries each notifier up to ``attempts`` times with a short back-off and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import smtplib
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -157,6 +159,28 @@ def send_email(config: AlertsConfig, alert: Alert, payload: dict) -> str:
     return f"accepted by {mail.host}:{mail.port} for {len(mail.to)} recipient(s)"
 
 
+def within(seconds: float, send: Callable[[], str]) -> str:
+    """``send()`` with a deadline for the whole of it: a socket timeout bounds each read, so
+    an endpoint answering a byte every few seconds held a run for minutes. Past the deadline
+    the attempt is a failure; the call goes on in a daemon thread that dies with the process."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["detail"] = send()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="cbm-alert-delivery", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise RuntimeError(f"no complete answer within {seconds:g} s (the endpoint is too slow)")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["detail"]  # type: ignore[return-value]
+
+
 def deliver(
     config: AlertsConfig,
     alerts: list[Alert],
@@ -165,23 +189,32 @@ def deliver(
     thresholds: tuple[int, ...],
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[Attempt]:
     """Send each alert through each configured notifier for which ``pending(alert_id,
-    notifier)`` is true, trying up to ``config.attempts`` times (back-off 0.5 s, 1 s, 2 s ...).
-    Every try is returned, so a failure is on record with its reason."""
+    notifier)`` is true, trying up to ``config.attempts`` times (back-off 0.5 s, 1 s, 2 s ...),
+    each try within ``config.timeout_seconds`` in all. Every try is returned, so a failure is
+    on record with its reason. Delivery stops after ``config.budget_seconds`` for the whole
+    call: what is left stays pending (not delivered) and is tried by the next update, so a
+    run finishes and publishes whatever the endpoints do."""
     senders = {
         "webhook": lambda alert, payload: post_webhook(config, payload),
         "email": lambda alert, payload: send_email(config, alert, payload),
     }
     attempts: list[Attempt] = []
+    stop_at = clock() + config.budget_seconds
     for alert in alerts:
         payload = alert.payload(method_version, thresholds)
         for notifier in config.notifiers:
             if not pending(alert.alert_id, notifier):
                 continue
             for n in range(1, config.attempts + 1):
+                if clock() >= stop_at:
+                    return attempts  # the rest is tried next time
                 try:
-                    detail, ok = senders[notifier](alert, payload), True
+                    send = functools.partial(senders[notifier], alert, payload)
+                    detail = within(config.timeout_seconds, send)
+                    ok = True
                 except RuntimeError as exc:
                     detail, ok = str(exc), False
                 attempts.append(Attempt(alert.alert_id, notifier, n, now(), ok, detail))

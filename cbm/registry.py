@@ -130,7 +130,8 @@ class AlertsConfig:
     webhook: Webhook | None = None
     email: Email | None = None
     attempts: int = 3  # per notifier and alert, within one run; a failed one is tried next run
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # for one try as a whole (connect, send, the whole answer)
+    budget_seconds: float = 60.0  # for all deliveries of one update; the rest: next update
 
     @property
     def notifiers(self) -> tuple[str, ...]:
@@ -150,6 +151,7 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     release_guard: ReleaseGuard = field(default_factory=ReleaseGuard)
+    extra_regions: tuple[str, ...] = ()  # region codes beyond ISO 3166-1 alpha-3
     # the agreed method: alerts and the release guard (who is told, what is held) left out
     raw: dict = field(default_factory=dict, compare=False)
 
@@ -380,6 +382,7 @@ def load_policy(path: Path) -> Policy:
         limits=_limits(data.get("limits"), where),
         alerts=_alerts(data.get("alerts"), where, path.parent),
         release_guard=_release_guard(data.get("release_guard"), where),
+        extra_regions=_extra_regions(data.get("extra_regions"), where),
         raw=json.loads(
             json.dumps({k: v for k, v in data.items() if k not in NOT_METHOD}, default=str)
         ),
@@ -387,6 +390,18 @@ def load_policy(path: Path) -> Policy:
 
 
 NOT_METHOD = ("alerts", "release_guard")  # policy.yaml sections that change no published figure
+
+
+def _extra_regions(data, where: str) -> tuple[str, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list) or not all(
+        isinstance(c, str) and re.fullmatch(r"[A-Z]{3}", c) for c in data
+    ):
+        raise RegistryError(
+            f"{where}: 'extra_regions' must be a list of three-letter codes (A-Z), got {data!r}"
+        )
+    return tuple(sorted(set(data)))
 
 
 def _release_guard(data, where: str) -> ReleaseGuard:
@@ -416,11 +431,10 @@ def _alerts(data, where: str, folder: Path) -> AlertsConfig:
     where = f"{where} alerts"
     if not isinstance(data, dict):
         raise RegistryError(f"{where}: must be a mapping with webhook and/or email")
-    unknown = sorted(set(data) - {"webhook", "email", "attempts", "timeout_seconds"})
+    known = ("webhook", "email", "attempts", "timeout_seconds", "budget_seconds")
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise RegistryError(
-            f"{where}: unknown keys {unknown}; known: webhook, email, attempts, timeout_seconds"
-        )
+        raise RegistryError(f"{where}: unknown keys {unknown}; known: {', '.join(known)}")
     webhook = email = None
     if data.get("webhook") is not None:
         hook = data["webhook"]
@@ -457,6 +471,7 @@ def _alerts(data, where: str, folder: Path) -> AlertsConfig:
         timeout_seconds=_number(
             data.get("timeout_seconds", 10), where, "timeout_seconds", float, 0.1
         ),
+        budget_seconds=_number(data.get("budget_seconds", 60), where, "budget_seconds", float, 1),
     )
 
 

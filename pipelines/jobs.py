@@ -4,7 +4,7 @@ first two, so a run always checks and verifies against the registry it was given
 
 import dagster as dg
 
-REGISTRY = ["party_directory", "registry_commitments", "registry_obligations"]
+REGISTRY = ["party_directory", "registry_commitments", "registry_obligations", "registry_regions"]
 
 ingest_submissions = dg.define_asset_job(
     name="ingest_submissions",

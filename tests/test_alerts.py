@@ -271,3 +271,75 @@ def test_registry_with_alerts_loads_from_its_folder(tmp_path):
     policy["alerts"] = {"webhook": {"url": "http://127.0.0.1:9/x", "hmac_key_file": "k"}}
     (registry / "policy.yaml").write_text(yaml.safe_dump(policy))
     assert load_registry(registry).policy.alerts.webhook.hmac_key_file == registry / "k"
+
+
+class _TricklingServer:
+    """An endpoint on loopback that answers one header byte every ``every`` seconds, for at
+    most ``bytes_`` bytes (bounded: it stops by itself)."""
+
+    def __init__(self, every: float = 0.4, bytes_: int = 40):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.every, self.bytes_ = every, bytes_
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import time
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    for byte in b"HTTP/1.1 200 OK\r\n"[: self.bytes_]:
+                        conn.sendall(bytes([byte]))
+                        time.sleep(self.every)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_trickling_webhook_is_a_failure_within_its_deadline():
+    import time
+
+    server = _TricklingServer()
+    try:
+        config = AlertsConfig(webhook=Webhook(server.url), attempts=1, timeout_seconds=1.0)
+        started = time.monotonic()
+        attempts, _ = _deliver(config)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    # each read came within the socket timeout: only a deadline for the whole try ends it
+    assert took < 3, took
+    assert [(a.ok, a.detail) for a in attempts] == [
+        (False, "no complete answer within 1 s (the endpoint is too slow)")
+    ]
+
+
+def test_delivery_stops_at_its_budget_and_leaves_the_rest_pending():
+    server = _TricklingServer()
+    alerts = [ALERT, *(Alert(**{**ALERT.__dict__, "alert_id": f"A-{i:016x}"}) for i in range(5))]
+    ticks = iter(range(0, 1000, 10))  # a clock that moves 10 s a look
+    try:
+        config = AlertsConfig(
+            webhook=Webhook(server.url), attempts=1, timeout_seconds=0.2, budget_seconds=25
+        )
+        attempts = deliver(
+            config, alerts, lambda a, n: True, "m", (5, 15, 30, 60, 100), lambda s: None,
+            clock=lambda: next(ticks),
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert [a.alert_id for a in attempts] == [alerts[0].alert_id, alerts[1].alert_id]

@@ -21,6 +21,7 @@ EXPECTED_GRAPH = {
     "party_directory": ("registry", [], False, False),
     "registry_commitments": ("registry", [], False, False),
     "registry_obligations": ("registry", [], False, False),
+    "registry_regions": ("registry", [], False, False),
     "landed_submissions": ("landing", [], True, False),
     "staged_submissions": ("staged", ["landed_submissions"], True, False),
     "anon_attestations": ("anonymised", ["staged_submissions"], True, False),
@@ -29,7 +30,7 @@ EXPECTED_GRAPH = {
     "validation_findings": (
         "validated",
         ["anon_attestations", "anon_compliance", "anon_incidents"]
-        + ["party_directory", "registry_commitments"],
+        + ["party_directory", "registry_commitments", "registry_regions"],
         True,
         False,
     ),

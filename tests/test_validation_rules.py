@@ -21,6 +21,7 @@ INCIDENT_CASES = {  # report_id -> (overrides, rule expected)
     "i-precision": ({"time_precision": "second"}, "time_precision_allowed_values"),
     "i-region": ({"region": "Estonia"}, "region_format"),
     "i-region-missing": ({"region": None}, "region_required"),
+    "i-region-invented": ({"region": "XAA"}, "region_known"),
     "i-lat": ({"lat": 91, "lon": 10}, "lat_range"),
     "i-lon": ({"lat": 50, "lon": 181}, "lon_range"),
     "i-lat-alone": ({"lat": 50}, "lat_lon_pair"),

@@ -71,6 +71,13 @@ CREATE TABLE IF NOT EXISTS party_directory (
     public_label    VARCHAR                -- how the party appears when it is a subject
 );
 
+-- The regions an incident may name: ISO 3166-1 alpha-3, and the codes policy.yaml adds
+-- (extra_regions); the suite rule region_known reads it.
+CREATE TABLE IF NOT EXISTS registry_regions (
+    code            VARCHAR PRIMARY KEY,
+    name            VARCHAR NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS registry_commitments (
     commitment_id   VARCHAR PRIMARY KEY,
     type            VARCHAR NOT NULL,
