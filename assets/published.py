@@ -288,7 +288,7 @@ def release(
         _record_own_publications(
             con,
             release_id,
-            published_events,
+            tables["events"],
             stix.publisher_identity(who.public_key if who else None, publisher),
         )
         con.execute("DELETE FROM published_event_members WHERE release_id = ?", [release_id])
@@ -356,19 +356,24 @@ def release(
     )
 
 
-def _record_own_publications(con, release_id: str, events: list[str], identity: str) -> None:
-    """What this deployment published (table ``own_publications``), for the rule that
-    quarantines its own release handed back in (suite rule ``copy_of_own_release``)."""
-    rows = [(identity, "identity"), (release_id, "release")]
-    rows += [(e, "event") for e in events]
-    rows += [(stix.event_object_id(e), "stix_event") for e in events]
+def _record_own_publications(con, release_id: str, events, identity: str) -> None:
+    """What this deployment published (table ``own_publications``): its identity, the
+    release, its events (with their published fields) and their STIX ids, for the rules that
+    quarantine its own release handed back in (``copy_of_own_release``,
+    ``restates_own_release``). ``events``: the release's events product."""
+    fields = ("category", "region", "week", "severity_band")
+    rows = [(identity, "identity", *[None] * 4), (release_id, "release", *[None] * 4)]
+    for e in events.select(["event_id", *fields]).to_pylist():
+        rows.append((e["event_id"], "event", *(e[f] for f in fields)))
+        rows.append((stix.event_object_id(e["event_id"]), "stix_event", *[None] * 4))
+    columns = ("token", "what", *fields)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE new_publications AS "
-        "SELECT unnest(?::VARCHAR[]) AS token, unnest(?::VARCHAR[]) AS what",
-        [[t for t, _ in rows], [w for _, w in rows]],
+        "CREATE OR REPLACE TEMP TABLE new_publications AS SELECT "
+        + ", ".join(f"unnest(${c}::VARCHAR[]) AS {c}" for c in columns),
+        {c: [r[i] for r in rows] for i, c in enumerate(columns)},
     )
     con.execute(
-        "INSERT INTO own_publications SELECT DISTINCT token, what FROM new_publications "
+        "INSERT INTO own_publications BY NAME SELECT DISTINCT * FROM new_publications "
         "WHERE token NOT IN (SELECT token FROM own_publications) ORDER BY ALL"
     )
     con.execute("DROP TABLE new_publications")

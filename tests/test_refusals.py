@@ -7,6 +7,7 @@ original."""
 import hashlib
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -204,27 +205,42 @@ def _relay_release(project: Project, party: str) -> Path:
 def test_the_own_release_handed_back_is_a_copy_and_moves_nothing(deployment, capsys):
     before = latest_manifest(deployment)
     _relay_release(deployment, "GOLF")
-    ((event_id,),) = deployment.query(
-        "SELECT min(token) FROM own_publications WHERE what = 'event'"
+    ((event_id, category, region, week, band),) = deployment.query(
+        "SELECT token, category, region, week, severity_band FROM own_publications "
+        "WHERE what = 'event' ORDER BY token LIMIT 1"
     )
     restated = incident("RESTATED-1") | {"report_id": event_id}
     write_csv(deployment.inbox / "CIVNET" / "incidents_restated.csv", [restated])
+    # the same event's published fields, as a release read back states them, under a new id
+    year, number = (int(x) for x in week.split("-W"))
+    monday = datetime.fromisocalendar(year, number, 1).replace(tzinfo=UTC).isoformat()
+    fields = {"category": category, "region": region, "time_precision": "day"}
+    fields |= {"occurred_at": monday, "reported_at": monday, "lat": None, "lon": None}
+    fields |= {"severity": {"low": 2, "medium": 3, "high": 4}[band]}
+    write_csv(
+        deployment.inbox / "INTLORG" / "incidents_fields.csv", [incident("RETOLD-1") | fields]
+    )
     code, _, err = run(deployment, capsys)
     assert code == 0, err
+    files = ("incidents_relay.stix.json", "incidents_restated.csv", "incidents_fields.csv")
     rules = dict(
         deployment.query(
             "SELECT s.file_name, list_distinct(list(q.rule)) FROM quarantine q "
             "JOIN submissions s ON s.sha256 = q.submission_sha "
-            "WHERE s.file_name IN ('incidents_relay.stix.json', 'incidents_restated.csv') GROUP BY 1"
+            "WHERE s.file_name IN (SELECT unnest(?::VARCHAR[])) AND q.severity = 'critical' "
+            "GROUP BY 1",
+            [list(files)],
         )
     )
-    assert rules == {
-        "incidents_relay.stix.json": ["copy_of_own_release"],
-        "incidents_restated.csv": ["copy_of_own_release"],
+    assert {name: set(found) for name, found in rules.items()} == {
+        # read back, a release's events restate their own fields too
+        "incidents_relay.stix.json": {"copy_of_own_release", "restates_own_release"},
+        "incidents_restated.csv": {"copy_of_own_release"},
+        "incidents_fields.csv": {"restates_own_release"},
     }
     accepted = deployment.query(
-        "SELECT sum(rows_accepted) FROM submissions "
-        "WHERE file_name IN ('incidents_relay.stix.json', 'incidents_restated.csv')"
+        "SELECT sum(rows_accepted) FROM submissions WHERE file_name IN (SELECT unnest(?::VARCHAR[]))",
+        [list(files)],
     )
     assert accepted == [(0,)]
     after = latest_manifest(deployment)

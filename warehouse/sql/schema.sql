@@ -187,9 +187,14 @@ CREATE TABLE IF NOT EXISTS key_rotations (
 -- This deployment's own publications (asset release): its publisher identity, release ids,
 -- event ids and the STIX ids of its events. A row that carries one (a STIX object created by
 -- the publisher or naming one of its releases, a report_id restating an event) is quarantined
--- as a copy of this deployment's own release (suite rule copy_of_own_release): a re-sent
--- release is never evidence.
+-- as a copy of this deployment's own release (suite rule copy_of_own_release), and so is an
+-- incident that restates a published event's fields (restates_own_release): a re-sent release
+-- is never evidence.
 CREATE TABLE IF NOT EXISTS own_publications (
     token           VARCHAR NOT NULL,
-    what            VARCHAR NOT NULL       -- identity | release | event | stix_event
+    what            VARCHAR NOT NULL,      -- identity | release | event | stix_event
+    category        VARCHAR,               -- an event's published fields (what = 'event'), for
+    region          VARCHAR,               -- the rule restates_own_release: a row that states
+    week            VARCHAR,               -- them as a release read back does
+    severity_band   VARCHAR
 );
