@@ -120,3 +120,16 @@ def test_parquet_bytes_that_are_not_utf8_are_named_not_a_crash():
     pq.write_table(bad, buf)
     with pytest.raises(UnreadableSubmission, match="not a readable Parquet file: .*UTF8"):
         stage_rows(buf.getvalue(), "parquet", "incidents")
+
+
+def test_a_header_of_100000_columns_is_read_and_noted_in_brief():
+    n = 100_000
+    header = ",".join(f"c{i}" for i in range(n)) + ",report_id\n"
+    row = ",".join("x" for _ in range(n)) + ",R-1\n"
+    frame, notes = stage_rows((header + row).encode(), "csv", "incidents")
+    assert frame["report_id"].to_list() == ["R-1"]
+    (extra,) = [note for note in notes if note.startswith("columns not in the contract")]
+    assert extra.endswith(f"({n:,} in all)") and len(extra) < 400
+    twice = (header.replace("c99999", "c5") + row).encode()  # a duplicate at the far end
+    with pytest.raises(UnreadableSubmission, match="duplicate column names in the header: c5"):
+        stage_rows(twice, "csv", "incidents")
