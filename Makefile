@@ -50,7 +50,9 @@ docs: $(STAMP)
 ui: $(STAMP)
 	@test -d $(CBM_INBOX) || { echo "run 'make demo' first: $(CBM_INBOX) does not exist"; exit 1; }
 	$(BIN)/cbm docs --workdir $(CBM_WORKDIR) --publish $(CBM_PUBLISH) & docs=$$!; trap "kill $$docs" EXIT INT TERM; \
-	CBM_KEY_FILE=$${CBM_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/pseudonym.key} $(BIN)/dagster dev -w workspace.yaml
+	CBM_KEY_FILE=$${CBM_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/pseudonym.key} \
+	CBM_SIGNING_KEY_FILE=$${CBM_SIGNING_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/secretariat.key} \
+	$(BIN)/dagster dev -w workspace.yaml
 
 validate: $(STAMP)
 	$(BIN)/dagster definitions validate -w workspace.yaml

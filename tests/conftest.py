@@ -39,6 +39,14 @@ def write_registry(directory: Path, parties_override: list[dict] | None = None) 
     return directory
 
 
+def add_regions(registry: Path, codes) -> None:
+    """Let incidents name ``codes`` as regions (policy.yaml extra_regions): scenario labels
+    such as "TWO" or "AMB" that are not ISO 3166-1 alpha-3 codes."""
+    policy = yaml.safe_load((registry / "policy.yaml").read_text())
+    policy["extra_regions"] = sorted(set(codes))
+    (registry / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+
+
 def write_csv(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(k for r in rows for k in r))

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
-from tests.conftest import compliance, incident, write_csv
+from tests.conftest import add_regions, compliance, incident, write_csv
 from warehouse.db import sql_file
 
 CELLS = [  # subject, period, indicator, value, numerator, denominator, disclosure
@@ -98,6 +98,7 @@ def test_suppressed_rows_carry_no_numbers(published):
 
 
 def test_amber_and_red_reports_never_reach_events_or_compliance(project):
+    add_regions(project.registry, ["AMB", "RED", "GRN"])  # the regions name the TLP levels
     t = datetime(2026, 3, 1, tzinfo=UTC)
     for party in ("ALPHA", "BRAVO", "ACADEMY"):
         write_csv(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
-from tests.conftest import attestation, compliance, incident, write_csv, write_registry
+from tests.conftest import add_regions, attestation, compliance, incident, write_csv, write_registry
 
 AS_OF = datetime(2026, 6, 30, tzinfo=UTC)
 
@@ -285,6 +285,10 @@ def verified(tmp_path_factory):
         }
     )
     write_registry(registry, parties)
+    # the scenarios' regions are their labels ("TWO", "BLC"): let incidents name them
+    add_regions(
+        registry, {r["region"] for rows in scenario_rows().values() for r in rows if "region" in r}
+    )
     for (party, kind), rows in scenario_rows().items():
         write_csv(base / "inbox" / party / f"{kind}_scenarios.csv", rows)
     from pipelines.cli import run_pipeline

@@ -111,6 +111,8 @@ def deployment(tmp_path_factory) -> Deployment:
         "CBM_WORKDIR": str(base / "work"),
         "CBM_PUBLISH": str(base / "publish"),
         "CBM_KEY_FILE": str(base / "secrets" / "pseudonym.key"),
+        # the demo's registry names its publisher's key: a release cut in the UI is signed
+        "CBM_SIGNING_KEY_FILE": str(base / "secrets" / "secretariat.key"),
     }
     logs = base.parent
     servers = []
