@@ -22,6 +22,8 @@ from cbm.intake import (
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:ingestion"
+# what a signature that arrives after an accepted file can say, and never does to it
+LATE_SIGNATURE_RULES = ("signature_invalid", "signature_missing")
 
 
 @dg.asset(
@@ -53,7 +55,15 @@ def landed_submissions(
     parties, key = registry.registry.parties, pseudonym_key.key
     landing = settings.landing_area
     shas = submissions_of(settings.landing_area, context.partition_keys)
-    rows = []
+    with warehouse.connect() as con:  # what landing said of these before, if anything
+        before = dict(
+            con.execute(
+                "SELECT sha256, signature FROM landed_submissions WHERE rule IS NULL "
+                "AND sha256 IN (SELECT unnest(?::VARCHAR[]))",
+                [shas],
+            ).fetchall()
+        )
+    rows, kept = [], 0
     for sha in shas:
         meta = landing.meta(sha)
         rule, reason = file_level_rejection(meta, registry.registry, landing) or (
@@ -62,7 +72,16 @@ def landed_submissions(
         )
         party = meta["party_dir"]
         name = Path(meta["file_name"]).name
-        signed = party in parties and parties[party].public_key and rule is None
+        signature = (
+            "valid" if party in parties and parties[party].public_key and rule is None else "none"
+        )
+        if sha in before and rule in LATE_SIGNATURE_RULES:
+            # a signature that arrives later never revokes what was accepted: it is told
+            context.log.warning(
+                f"{party}/{name}: a .sig arrived after it was accepted ({reason.split(': ', 1)[-1]}); "
+                "the submission stays as it was: a late signature never revokes one"
+            )
+            rule, reason, signature, kept = None, None, before[sha], kept + 1
         rows.append(
             (
                 sha,
@@ -77,7 +96,7 @@ def landed_submissions(
                 meta["size_bytes"],
                 meta["received_at"],
                 landing.recorded_where(sha),
-                "valid" if signed else "none",
+                signature,
                 current_intake_key(landing, sha),
                 rule,
                 reason,
@@ -105,6 +124,7 @@ def landed_submissions(
         metadata={
             "dagster/row_count": len(rows),
             "rejected_whole": sum(1 for r in rows if r[-2]),
+            "late_signatures_not_revoking": kept,
             "preview": dg.MetadataValue.md(preview),
         }
     )

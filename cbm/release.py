@@ -211,6 +211,11 @@ def verify_release(path: str | Path) -> tuple[bool, list[str]]:
     except (ValueError, KeyError, TypeError) as exc:
         return False, [f"{manifest_path}: unreadable manifest ({exc.__class__.__name__}: {exc})"]
     problems: list[str] = []
+    named = manifest.get("release_id")
+    if root.parent.name == "releases" and named != root.name:  # a release copied under a new name
+        problems.append(
+            f"{root}: the folder is named {root.name} but its manifest is release {named}"
+        )
     listed: dict[str, dict] = {}
     for number, entry in enumerate(entries, 1):
         rel = entry.get("path") if isinstance(entry, dict) else None

@@ -909,7 +909,16 @@ def cmd_verify_release(args) -> int:
         checked += f", {args.require_cosigners} co-signature(s)"
     _say(f"OK: {path} ({checked}){': ' + '; '.join(notes) if notes else ''}")
     if parties is None:
-        _say("NOTE: authenticity not checked (give --keys parties.yaml to check the signatures)")
+        unchecked = sorted(
+            p.relative_to(path).as_posix()
+            for p in [path / "manifest.json.sig", *sorted((path / "cosign").glob("*.sig"))]
+            if p.is_file()
+        )
+        _show(
+            "NOTE: authenticity not checked: "
+            + (f"{', '.join(unchecked)} not verified" if unchecked else "the release is unsigned")
+            + " (give --keys parties.yaml to check the signatures)"
+        )
     return EXIT_OK
 
 

@@ -212,3 +212,23 @@ def test_a_file_over_the_size_limit_is_never_read_and_a_huge_sig_is_not_a_signat
     assert listed[("ALPHA", "incidents_ok.csv")]["status"] == "accepted"
     landed = sum(p.stat().st_size for p in (project.workdir / "landing").rglob("*") if p.is_file())
     assert landed < 1_000_000  # neither was copied to landing
+
+
+def test_a_late_signature_never_revokes_an_accepted_submission(project, tmp_path, capsys):
+    key = tmp_path / "bravo.key"
+    register(project, "BRAVO", key)
+    signed = write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    sign_file(key, signed)
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])  # no key: unsigned
+    project.run()
+    before = status(project, capsys)
+    # garbage dropped beside both accepted files afterwards
+    (signed.parent / "incidents_b.csv.sig").write_text("Z2FyYmFnZQ==\n")
+    (project.inbox / "ALPHA" / "incidents_a.csv.sig").write_text("Z2FyYmFnZQ==\n")
+    project.run()
+    after = status(project, capsys)
+    for where in (("BRAVO", "incidents_b.csv"), ("ALPHA", "incidents_a.csv")):
+        assert after[where]["status"] == before[where]["status"] == "accepted", after[where]
+        assert after[where]["rows_accepted"] == 1
+    signatures = dict(project.query("SELECT party_code, signature FROM landed_submissions"))
+    assert signatures == {"BRAVO": "valid", "ALPHA": "none"}

@@ -185,3 +185,23 @@ def test_the_consumer_guide_checks_run_as_written(signed, tmp_path):
     manifest.write_text(manifest.read_text().replace('"schema_version": 1', '"schema_version": 2'))
     done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True)
     assert done.returncode != 0 and "InvalidSignature" in done.stderr
+
+
+def test_without_keys_verify_release_names_the_signatures_it_did_not_check(signed, capsys):
+    project, _, summary = signed
+    release = Path(summary["release_path"])
+    (release / "cosign").mkdir(exist_ok=True)
+    (release / "cosign" / "X.sig").write_text("junk\n")
+    code, out = verify(release, capsys)
+    assert code == 0
+    assert "NOTE: authenticity not checked: cosign/X.sig, manifest.json.sig not verified" in out
+
+
+def test_a_release_copied_under_another_releases_name_fails(signed, capsys):
+    _, _, summary = signed
+    release = Path(summary["release_path"])
+    impostor = release.parent / "r-00000000000000000000"
+    shutil.copytree(release, impostor)
+    code, out = verify(impostor, capsys)
+    assert code == 1
+    assert f"named r-00000000000000000000 but its manifest is release {release.name}" in out
