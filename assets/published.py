@@ -113,14 +113,15 @@ def release(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     registry_dir, registry = Path(registry.directory), registry.registry
-    signer = _signer(settings, registry, signing_key)
+    rederiving = json.loads(settings.rederiving) if settings.rederiving is not None else None
+    signer = None if rederiving is not None else _signer(settings, registry, signing_key)
     # a publish location on object storage is served from a local mirror (cbm.release)
     target = location(settings.publish)
     publish = settings.publish_dir
     pulled = rel.pull_published(target, publish) if target.remote else None
     with warehouse.connect() as con:
         release_context = read_release_context(con)
-        rotation = _key_rotation(con, release_context)
+        rotation = _key_rotation(con, release_context) if rederiving is None else None
         method_version, inputs = release_context.method_version, release_context.inputs
         as_of_text = release_context.as_of.isoformat()
         release_id = rel.release_id_for(
@@ -221,6 +222,12 @@ def release(
         report = build_report(root, release_id, as_of_text, method_version)
         return entries + [rel.write_file(root, REPORT, report)]
 
+    # what the manifest declares beyond the figures (a re-derivation: what the bundle says)
+    declarations = rederiving if rederiving is not None else {}
+    if rederiving is None and rotation:
+        declarations["key_rotation"] = rotation
+    if rederiving is None and settings.unsigned and not signer:
+        declarations["unsigned"] = "on purpose (--unsigned)"
     manifest_base = {
         "method_version": method_version,
         "rules_version": RULES_VERSION,
@@ -229,8 +236,6 @@ def release(
         "pseudonym_key_version": release_context.key_version,
         "pseudonym_key_fingerprint": release_context.key_fingerprint,
         "inputs": inputs,
-        **({"key_rotation": rotation} if rotation else {}),
-        **({"unsigned": "on purpose (--unsigned)"} if settings.unsigned and not signer else {}),
     }
     previous_manifest = _manifest(previous_root)
     findings = (
@@ -239,12 +244,14 @@ def release(
             _rows_by_product(previous_manifest),
             registry.policy.release_guard,
         )
-        if previous_manifest and not (publish / "releases" / release_id / rel.MANIFEST).exists()
+        if rederiving is None
+        and previous_manifest
+        and not (publish / "releases" / release_id / rel.MANIFEST).exists()
         else []
     )
     if findings and not settings.accept_change:
         held = rel.publish_atomically(
-            settings.held_dir, release_id, build, manifest_base | {"held": findings}
+            settings.held_dir, release_id, build, manifest_base | declarations | {"held": findings}
         )
         raise dg.Failure(
             f"release {release_id} held, not signed and not LATEST: "
@@ -255,9 +262,13 @@ def release(
             "registry, key or inbox and run again (docs/reliability-and-security.md)"
         )
     if findings:
-        manifest_base["accepted_change"] = {"reason": settings.accept_change, "findings": findings}
+        declarations["accepted_change"] = {"reason": settings.accept_change, "findings": findings}
     published = rel.publish_atomically(
-        publish, release_id, build, manifest_base, sign=signer.sign if signer else None
+        publish,
+        release_id,
+        build,
+        manifest_base | declarations,
+        sign=signer.sign if signer else None,
     )
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.
@@ -304,6 +315,7 @@ def release(
             previous if previous != release_id else None,
             registry,
             registry_dir,
+            declarations,
         )
     rel.set_latest(publish, release_id)
     if target.remote:

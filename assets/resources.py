@@ -50,6 +50,11 @@ class CbmSettings(dg.ConfigurableResource):
     # publish unsigned on purpose although the registry names the publisher's key (the
     # manifest says so); without it such a release is refused
     unsigned: bool = False
+    # set by `cbm rederive` only: the manifest declarations of the release being re-derived
+    # (JSON, from its bundle). Nothing is signed or refused for want of a key, the release
+    # guard is not applied (it was, or was accepted, when the release was made), and the
+    # manifest declares what the bundle says
+    rederiving: str | None = None
     _landing: Landing | None = PrivateAttr(default=None)
 
     @property

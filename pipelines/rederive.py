@@ -8,6 +8,7 @@ adds once the bytes match); every other file of the release is, ``manifest.json`
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -80,13 +81,16 @@ def rederive(bundle: Path, release: Path, workdir: Path | None = None, say=print
             f"the previous release {previous} is needed beside {release} (changes/ are "
             "computed against it)"
         )
+    declarations = description.get("manifest_declarations", {})
     if workdir is not None:
-        return _rederive_in(Path(bundle), release, previous, Path(workdir), say)
+        return _rederive_in(Path(bundle), release, previous, Path(workdir), say, declarations)
     with tempfile.TemporaryDirectory(prefix="cbm-rederive-") as tmp:
-        return _rederive_in(Path(bundle), release, previous, Path(tmp), say)
+        return _rederive_in(Path(bundle), release, previous, Path(tmp), say, declarations)
 
 
-def _rederive_in(bundle: Path, release: Path, previous: str | None, base: Path, say) -> list[str]:
+def _rederive_in(
+    bundle: Path, release: Path, previous: str | None, base: Path, say, declarations: dict
+) -> list[str]:
     import dagster as dg
 
     from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
@@ -102,7 +106,12 @@ def _rederive_in(bundle: Path, release: Path, previous: str | None, base: Path, 
     if previous:  # the public previous release: what changes/ are computed against
         shutil.copytree(release.parent / previous, publish / "releases" / previous)
         rel.set_latest(publish, previous)
-    settings = CbmSettings(inbox=str(base / "inbox"), workdir=str(workdir), publish=str(publish))
+    settings = CbmSettings(
+        inbox=str(base / "inbox"),
+        workdir=str(workdir),
+        publish=str(publish),
+        rederiving=json.dumps(declarations, sort_keys=True),
+    )
     with Warehouse(str(settings.warehouse_path)).connect() as con:
         load_bundle(con, bundle)
     say(f"re-deriving {release.name} from {bundle} in {base}")

@@ -42,6 +42,22 @@ def run(project: Project, capsys, *extra: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def rederived(project: Project, capsys) -> None:
+    """``cbm rederive`` of the LATEST release from its member bundle: the same bytes."""
+    release = (project.publish / "LATEST").read_text().strip()
+    capsys.readouterr()
+    code = main(
+        [
+            "rederive",
+            str(project.workdir / "bundles" / release),
+            "--release",
+            str(project.publish / "releases" / release),
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 0 and "all identical" in out.out, out.out + out.err
+
+
 def latest_manifest(project: Project) -> dict:
     release = (project.publish / "LATEST").read_text().strip()
     return json.loads((project.publish / "releases" / release / "manifest.json").read_text())
@@ -139,6 +155,7 @@ def test_rotation_re_pseudonymises_and_the_next_release_names_it(
     assert pq.read_table(root / "compliance.parquet").num_rows == 0
     changes = pq.read_table(root / "events.parquet").column("change").to_pylist()
     assert "removed" not in changes and changes.count("replaced_by") == before_events(before)
+    rederived(deployment, capsys)  # the rotation is declared by the re-derivation too
 
 
 def before_events(manifest: dict) -> int:
@@ -189,6 +206,7 @@ def test_a_release_that_changes_too_much_is_held_until_accepted(deployment, caps
         accepted = latest_manifest(deployment)["accepted_change"]
         assert accepted["reason"] == "policy v2: k raised"
         assert any(f.startswith("events:") for f in accepted["findings"])
+        rederived(deployment, capsys)  # a member re-derives it, declaration included
 
 
 # ------------------------------------------------------------------ no laundering
@@ -336,6 +354,7 @@ def test_a_release_is_signed_whenever_the_registry_names_the_publishers_key(
     release = project.publish / "releases" / (project.publish / "LATEST").read_text().strip()
     assert json.loads((release / "manifest.json").read_text())["unsigned"].startswith("on purpose")
     assert not (release / "manifest.json.sig").exists()
+    rederived(project, capsys)  # a member holds no publisher key, and needs none
     # the same release signed afterwards: run again with the key
     code, _, err = run(project, capsys, "--signing-key", str(key))
     assert code == 0 and (release / "manifest.json.sig").is_file(), err

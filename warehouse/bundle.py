@@ -12,7 +12,8 @@ recompute the release without the raw inputs or the pseudonymisation key.
   release's events (to name an event's successor).
 - ``registry/``: ``policy.yaml`` and ``commitments.yaml`` as given, ``parties.yaml`` with
   public fields only (a party's name is replaced by its code).
-- ``bundle.json``: the release it derives, the previous release, every file with its SHA-256.
+- ``bundle.json``: the release it derives, the previous release, every file with its SHA-256,
+  and what the release's manifest declares beyond its figures (``manifest_declarations``).
 
 Same warehouse, same bytes: the bundle is written once per release id, atomically.
 """
@@ -49,8 +50,11 @@ def write_bundle(
     previous: str | None,
     registry: Registry,
     registry_dir: Path,
+    declarations: dict | None = None,
 ) -> Path:
-    """Write the bundle of ``release_id`` from the warehouse behind it (unless it exists)."""
+    """Write the bundle of ``release_id`` from the warehouse behind it (unless it exists).
+    ``declarations``: what the release's manifest declares beyond its figures (a key rotation,
+    a change accepted on purpose, unsigned on purpose), which a re-derivation declares alike."""
     root = bundles / release_id
     if (root / BUNDLE_FILE).is_file():
         return root
@@ -109,6 +113,8 @@ def write_bundle(
         "previous_release_id": previous,
         "files": sorted(files, key=lambda f: f["path"]),
     }
+    if declarations:
+        description["manifest_declarations"] = declarations
     write_file(
         tmp, BUNDLE_FILE, (json.dumps(description, indent=2, sort_keys=True) + "\n").encode()
     )
