@@ -72,6 +72,64 @@ class Alert:
         return f"Escalation {self.subject} / {self.counterpart}: {change} ({self.status})"
 
 
+DIGEST_SCHEMA = "cbm-verify/alert-digest/1"
+
+
+@dataclass(frozen=True)
+class Digest:
+    """Many alerts about one alleged party in one update, told in one message (a party that
+    floods the inbox cannot make a notifier send one message per alert). The count and every
+    alert are in it; each alert is acknowledged on its own as before."""
+
+    alerts: tuple[Alert, ...]
+
+    @property
+    def alert_id(self) -> str:
+        ids = "\n".join(sorted(a.alert_id for a in self.alerts))
+        return "D-" + hashlib.sha256(ids.encode()).hexdigest()[:16]
+
+    @property
+    def subject(self) -> str:
+        return self.alerts[0].subject
+
+    def headline(self) -> str:
+        top = max(a.level for a in self.alerts)
+        return (
+            f"{len(self.alerts)} escalation alerts for {self.subject} in one update "
+            f"(highest level {top})"
+        )
+
+    def payload(self, method_version: str, thresholds: tuple[int, ...]) -> dict:
+        members = [a.payload(method_version, thresholds) for a in self.alerts]
+        return {
+            "schema": DIGEST_SCHEMA,
+            "alert_id": self.alert_id,
+            "subject": self.subject,
+            "count": len(members),
+            "highest_level": max(a.level for a in self.alerts),
+            "alerts": members,
+            "thresholds": list(thresholds),
+            "method_version": method_version,
+            "tlp": TLP_LEVELS[max(a.tlp_rank for a in self.alerts)],
+        }
+
+
+def told_as(alerts: list[Alert], digest_after: int) -> list[Alert | Digest]:
+    """What is sent for ``alerts``: one message each, except that the alerts about one
+    alleged party beyond ``digest_after`` in one update go together as one ``Digest``."""
+    by_subject: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        by_subject.setdefault(alert.subject, []).append(alert)
+    out: list[Alert | Digest] = []
+    for alert in alerts:
+        group = by_subject[alert.subject]
+        if len(group) <= digest_after:
+            out.append(alert)
+        elif group[0] is alert:
+            out.append(Digest(tuple(group)))
+    return out
+
+
 def acknowledgement(unacknowledged: int) -> str:
     """What the check alerts_acknowledged says (the asset and ``cbm alerts --ack`` alike)."""
     if unacknowledged == 0:
@@ -121,13 +179,25 @@ def post_webhook(config: AlertsConfig, payload: dict) -> str:
         raise RuntimeError(f"{hook.url} could not be reached: {reason}") from None
 
 
-def email_message(config: AlertsConfig, alert: Alert, payload: dict) -> EmailMessage:
+def email_message(config: AlertsConfig, alert: Alert | Digest, payload: dict) -> EmailMessage:
     mail = config.email
     message = EmailMessage()
     message["From"] = mail.sender
     message["To"] = ", ".join(mail.to)
     message["Subject"] = f"[cbm-verify] {alert.headline()}"
     message["X-CBM-Alert-Id"] = alert.alert_id
+    if isinstance(alert, Digest):
+        lines = [
+            alert.headline() + ".",
+            "",
+            *(f"- {a.alert_id}: {a.headline()}" for a in alert.alerts),
+            "",
+            "Acknowledge each: cbm alerts --workdir DIR --ack ALERT_ID --by PARTY",
+            "",
+            json.dumps(payload, sort_keys=True, indent=2),
+        ]
+        message.set_content("\n".join(lines) + "\n")
+        return message
     lines = [
         alert.headline() + ".",
         "",
@@ -147,7 +217,7 @@ def email_message(config: AlertsConfig, alert: Alert, payload: dict) -> EmailMes
     return message
 
 
-def send_email(config: AlertsConfig, alert: Alert, payload: dict) -> str:
+def send_email(config: AlertsConfig, alert: Alert | Digest, payload: dict) -> str:
     mail = config.email
     try:
         with smtplib.SMTP(mail.host, mail.port, timeout=config.timeout_seconds) as smtp:
@@ -203,21 +273,24 @@ def deliver(
     }
     attempts: list[Attempt] = []
     stop_at = clock() + config.budget_seconds
-    for alert in alerts:
-        payload = alert.payload(method_version, thresholds)
-        for notifier in config.notifiers:
-            if not pending(alert.alert_id, notifier):
-                continue
+    for notifier in config.notifiers:
+        waiting = [a for a in alerts if pending(a.alert_id, notifier)]
+        for item in told_as(waiting, config.digest_after):
+            payload = item.payload(method_version, thresholds)
+            members = item.alerts if isinstance(item, Digest) else (item,)
             for n in range(1, config.attempts + 1):
                 if clock() >= stop_at:
                     return attempts  # the rest is tried next time
                 try:
-                    send = functools.partial(senders[notifier], alert, payload)
+                    send = functools.partial(senders[notifier], item, payload)
                     detail = within(config.timeout_seconds, send)
                     ok = True
                 except RuntimeError as exc:
                     detail, ok = str(exc), False
-                attempts.append(Attempt(alert.alert_id, notifier, n, now(), ok, detail))
+                if isinstance(item, Digest):
+                    detail = f"in digest {item.alert_id} of {len(members)}: {detail}"
+                at = now()
+                attempts += [Attempt(a.alert_id, notifier, n, at, ok, detail) for a in members]
                 if ok:
                     break
                 if n < config.attempts:

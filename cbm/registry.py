@@ -132,6 +132,7 @@ class AlertsConfig:
     attempts: int = 3  # per notifier and alert, within one run; a failed one is tried next run
     timeout_seconds: float = 10.0  # for one try as a whole (connect, send, the whole answer)
     budget_seconds: float = 60.0  # for all deliveries of one update; the rest: next update
+    digest_after: int = 3  # more alerts than this about one party in one update: one digest
 
     @property
     def notifiers(self) -> tuple[str, ...]:
@@ -431,7 +432,7 @@ def _alerts(data, where: str, folder: Path) -> AlertsConfig:
     where = f"{where} alerts"
     if not isinstance(data, dict):
         raise RegistryError(f"{where}: must be a mapping with webhook and/or email")
-    known = ("webhook", "email", "attempts", "timeout_seconds", "budget_seconds")
+    known = ("webhook", "email", "attempts", "timeout_seconds", "budget_seconds", "digest_after")
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise RegistryError(f"{where}: unknown keys {unknown}; known: {', '.join(known)}")
@@ -472,6 +473,7 @@ def _alerts(data, where: str, folder: Path) -> AlertsConfig:
             data.get("timeout_seconds", 10), where, "timeout_seconds", float, 0.1
         ),
         budget_seconds=_number(data.get("budget_seconds", 60), where, "budget_seconds", float, 1),
+        digest_after=_number(data.get("digest_after", 3), where, "digest_after", minimum=1),
     )
 
 

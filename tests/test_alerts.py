@@ -330,7 +330,13 @@ def test_a_trickling_webhook_is_a_failure_within_its_deadline():
 
 def test_delivery_stops_at_its_budget_and_leaves_the_rest_pending():
     server = _TricklingServer()
-    alerts = [ALERT, *(Alert(**{**ALERT.__dict__, "alert_id": f"A-{i:016x}"}) for i in range(5))]
+    alerts = [  # about five parties: no digest
+        ALERT,
+        *(
+            Alert(**{**ALERT.__dict__, "alert_id": f"A-{i:016x}", "subject": f"S{i}"})
+            for i in range(5)
+        ),
+    ]
     ticks = iter(range(0, 1000, 10))  # a clock that moves 10 s a look
     try:
         config = AlertsConfig(
@@ -343,3 +349,39 @@ def test_delivery_stops_at_its_budget_and_leaves_the_rest_pending():
     finally:
         server.close()
     assert [a.alert_id for a in attempts] == [alerts[0].alert_id, alerts[1].alert_id]
+
+
+def test_many_alerts_about_one_party_in_one_update_are_one_digest():
+    flood = [
+        Alert(**{**ALERT.__dict__, "alert_id": f"A-{i:016x}", "counterpart": f"R{i:02d}"})
+        for i in range(10)
+    ]
+    other = Alert(**{**ALERT.__dict__, "alert_id": "A-ffffffffffffffff", "subject": "Bravoland"})
+    with WebhookServer() as server:
+        attempts, _ = _deliver(AlertsConfig(webhook=Webhook(server.url)), alerts=[*flood, other])
+        posted = server.payloads()
+    assert len(posted) == 2  # one digest, one alert
+    digest = next(p for p in posted if p["schema"] == "cbm-verify/alert-digest/1")
+    assert digest["count"] == 10 and digest["subject"] == "Alphaland"
+    assert sorted(a["alert_id"] for a in digest["alerts"]) == sorted(a.alert_id for a in flood)
+    # every alert is on record as delivered, each with the digest named
+    assert sorted(a.alert_id for a in attempts if a.ok) == sorted(
+        a.alert_id for a in [*flood, other]
+    )
+    assert all("in digest D-" in a.detail for a in attempts if a.alert_id != other.alert_id)
+
+
+def test_a_digest_by_email_lists_every_alert():
+    flood = [Alert(**{**ALERT.__dict__, "alert_id": f"A-{i:016x}"}) for i in range(4)]
+    with SmtpServer() as smtp:
+        config = AlertsConfig(
+            email=Email("127.0.0.1", smtp.port, "cbm@secretariat.example", ("d@m.example",))
+        )
+        attempts, _ = _deliver(config, alerts=flood)
+    (message,) = smtp.messages
+    assert " ".join(message["Subject"].split()) == (  # a long subject is folded
+        "[cbm-verify] 4 escalation alerts for Alphaland in one update (highest level 2)"
+    )
+    body = message.get_payload(decode=True).decode()
+    assert all(f"- {a.alert_id}: Escalation Alphaland" in body for a in flood)
+    assert len([a for a in attempts if a.ok]) == 4
