@@ -217,6 +217,7 @@ LONGEST_FIRST = (
     "test_reliability.py",
     "test_pipeline.py",
     "test_definitions.py",
+    "test_refusals.py",
     "test_changes.py",
     "test_stix_misp.py",
     "test_intake.py",

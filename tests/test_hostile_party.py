@@ -1,6 +1,6 @@
 """A hostile party cannot steal, stall or break anyone else's submissions (contract §1 v3;
 docs/reliability-and-security.md, "A hostile party"): the original is the author's, and one
-party's file fails alone."""
+party's file fails alone. Intake is what these look at: runs are --ingest-only."""
 
 import json
 import os
@@ -34,13 +34,13 @@ def test_a_signed_file_is_its_authors_and_an_earlier_unsigned_copy_becomes_the_c
     rows = [incident("B-1"), incident("B-2")]
     # ACADEMY hands in BRAVO's bytes first, unsigned: accepted as its own for now
     write_csv(project.inbox / "ACADEMY" / "incidents_copy.csv", rows)
-    project.run()
+    project.run(ingest_only=True)
     first = status(project, capsys)[("ACADEMY", "incidents_copy.csv")]
     assert first["status"] == "accepted" and first["copy_of"] is None
     # BRAVO's signed file arrives later: it is the original, never a copy
     original = write_csv(project.inbox / "BRAVO" / "incidents_h1.csv", rows)
     sign_file(key, original)
-    project.run()
+    project.run(ingest_only=True)
     listed = status(project, capsys)
     bravo, academy = (
         listed[("BRAVO", "incidents_h1.csv")],
@@ -66,7 +66,7 @@ def test_a_submission_rejected_whole_is_never_anyones_original(project, capsys):
     theirs = write_csv(project.inbox / "ALPHA" / "incidents_a.csv", rows)
     os.link(theirs, project.inbox / "incidents_a.csv")  # a hard link in the inbox root
     write_csv(project.inbox / "ZULU" / "incidents_z.csv", rows)  # an unregistered party
-    project.run()
+    project.run(ingest_only=True)
     listed = status(project, capsys)
     assert listed[("", "incidents_a.csv")]["reasons"] == {"outside_party_directory": 1}
     alpha = listed[("ALPHA", "incidents_a.csv")]
@@ -86,7 +86,7 @@ def test_names_that_are_not_utf8_fail_alone(project, capsys):
     assert inbox_fingerprint(project.inbox)  # the sensor's look at the inbox
     for _ in range(2):  # every later run as well
         capsys.readouterr()
-        assert main(project.run_args()) == 0, capsys.readouterr().err
+        assert main([*project.run_args(), "--ingest-only"]) == 0, capsys.readouterr().err
     listed = status(project, capsys)
     assert listed[("ALPHA", "incidents_ok.csv")]["status"] == "accepted"
     bad = listed[("ALPHA", "incidents_\\xff\\xfebad.csv")]
@@ -111,7 +111,7 @@ def test_a_file_that_changes_while_it_is_read_waits_and_stops_no_one(project, ca
 
     monkeypatch.setattr(LocalLocation, "get", appended_meanwhile)
     capsys.readouterr()
-    assert main(project.run_args()) == 0
+    assert main([*project.run_args(), "--ingest-only"]) == 0
     out = capsys.readouterr().out
     assert "deferred BRAVO/incidents_big.csv: BRAVO/incidents_big.csv changed while it" in out
     monkeypatch.setattr(LocalLocation, "get", real_get)  # the file has settled
@@ -119,7 +119,7 @@ def test_a_file_that_changes_while_it_is_read_waits_and_stops_no_one(project, ca
     assert set(listed) == {("ALPHA", "incidents_ok.csv")}  # everyone else's went through
     leftovers = [p for p in (project.workdir / "landing").rglob("*") if ".tmp" in p.name]
     assert leftovers == []
-    assert main(project.run_args()) == 0  # settled now: landed and ingested
+    assert main([*project.run_args(), "--ingest-only"]) == 0  # settled now: landed and ingested
     assert status(project, capsys)[("BRAVO", "incidents_big.csv")]["status"] == "accepted"
 
 
@@ -127,7 +127,7 @@ def test_an_orphan_signature_and_a_data_file_named_sig_are_listed(project, capsy
     write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
     (project.inbox / "ALPHA" / "incidents_gone.csv.sig").write_text("c2lnbmF0dXJl\n")
     (project.inbox / "ALPHA" / "incidents_data.sig").write_text("report_id\nA-9\n")
-    project.run()
+    project.run(ingest_only=True)
     listed = status(project, capsys)
     for name in ("incidents_gone.csv.sig", "incidents_data.sig"):
         assert listed[("ALPHA", name)]["reasons"] == {"orphan_signature": 1}
@@ -137,7 +137,7 @@ def test_an_orphan_signature_and_a_data_file_named_sig_are_listed(project, capsy
 def test_status_prints_a_partys_control_characters_escaped(project, capsys):
     name = "incidents_\x1b[31mred\x1b]0;pwned\x07.csv"
     write_csv(project.inbox / "ALPHA" / name, [incident("A-1")])
-    project.run()
+    project.run(ingest_only=True)
     capsys.readouterr()
     assert main(["status", "--workdir", str(project.workdir)]) == 0
     out = capsys.readouterr().out
@@ -202,7 +202,7 @@ def test_a_file_over_the_size_limit_is_never_read_and_a_huge_sig_is_not_a_signat
     monkeypatch.setattr(
         LocalLocation, "read_bytes", lambda self, rel: read.append(rel) or real_read(self, rel)
     )
-    project.run()
+    project.run(ingest_only=True)
     assert not any(r.endswith(("incidents_sparse.csv", "incidents_b.csv.sig")) for r in read)
     listed = status(project, capsys)
     sparse_status = listed[("ALPHA", "incidents_sparse.csv")]
@@ -220,12 +220,12 @@ def test_a_late_signature_never_revokes_an_accepted_submission(project, tmp_path
     signed = write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
     sign_file(key, signed)
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])  # no key: unsigned
-    project.run()
+    project.run(ingest_only=True)
     before = status(project, capsys)
     # garbage dropped beside both accepted files afterwards
     (signed.parent / "incidents_b.csv.sig").write_text("Z2FyYmFnZQ==\n")
     (project.inbox / "ALPHA" / "incidents_a.csv.sig").write_text("Z2FyYmFnZQ==\n")
-    project.run()
+    project.run(ingest_only=True)
     after = status(project, capsys)
     for where in (("BRAVO", "incidents_b.csv"), ("ALPHA", "incidents_a.csv")):
         assert after[where]["status"] == before[where]["status"] == "accepted", after[where]
