@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -254,19 +255,36 @@ def run_pipeline(
     if accept_change is not None and not accept_change.strip():
         raise CannotRun("--accept-change needs the reason, e.g. --accept-change 'policy v2'")
     workdir.mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(
+        inbox,
+        registry_dir,
+        workdir,
+        publish,
+        as_of,
+        keep_results,
+        signer,
+        ingest_only,
+        accept_change,
+        unsigned,
+    )
     with _workdir_lock(workdir, wait_seconds):
-        return _run_pipeline_locked(
-            inbox,
-            registry_dir,
-            workdir,
-            publish,
-            as_of,
-            keep_results,
-            signer,
-            ingest_only,
-            accept_change,
-            unsigned,
-        )
+        return _run_pipeline_locked(spec)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run's folders and choices, checked by ``run_pipeline``."""
+
+    inbox: Path
+    registry_dir: Path
+    workdir: Path
+    publish: Path
+    as_of: str | None
+    keep_results: int
+    signer: object | None  # cbm.signatures.SigningKey
+    ingest_only: bool
+    accept_change: str | None
+    unsigned: bool
 
 
 def _check_signing_key(key_file: str | None, registry_dir: Path, unsigned: bool = False):
@@ -330,18 +348,7 @@ def _workdir_lock(workdir: Path, wait_seconds: float):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run_pipeline_locked(
-    inbox: Path,
-    registry_dir: Path,
-    workdir: Path,
-    publish: Path,
-    as_of: str | None,
-    keep_results: int,
-    signer=None,
-    ingest_only: bool = False,
-    accept_change: str | None = None,
-    unsigned: bool = False,
-) -> dict:
+def _run_pipeline_locked(spec: RunSpec) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
     from cbm.intake import plan_intake, worker_count
     from cbm.protection import load_key
@@ -350,17 +357,17 @@ def _run_pipeline_locked(
     t0 = time.monotonic()
     key = load_key()  # checked by _check_inputs
     # key continuity: another key stops here, before landing or the warehouse is touched
-    problem = warehouse_key_problem(workdir / "warehouse.duckdb", key.version, key.fingerprint)
+    problem = warehouse_key_problem(spec.workdir / "warehouse.duckdb", key.version, key.fingerprint)
     if problem:
         raise CannotRun(problem)
-    landing_dir = workdir / "landing"
-    _say(f"[1/3] landing {inbox}")
+    landing_dir = spec.workdir / "landing"
+    _say(f"[1/3] landing {spec.inbox}")
     progress = Progress()
     from cbm.registry import load_registry
 
-    limits = load_registry(registry_dir).policy.limits  # checked by _check_inputs
+    limits = load_registry(spec.registry_dir).policy.limits  # checked by _check_inputs
     plan = plan_intake(
-        inbox,
+        spec.inbox,
         landing_dir,
         max_bytes=limits.max_decoded_bytes,
         progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
@@ -374,48 +381,24 @@ def _run_pipeline_locked(
     )
     for path, why in plan.deferred:  # one party's unsettled file waits; it stops no one
         _show(f"      deferred {path}: {why}")
-    state = _run_state(plan, registry_dir, as_of) | {"signer": signer and signer.public_key}
-    if not plan.to_ingest and _last_run_state(workdir) == state:
-        summary = summarize(workdir, publish)
+    state = _run_state(plan, spec.registry_dir, spec.as_of) | {
+        "signer": spec.signer and spec.signer.public_key
+    }
+    if not plan.to_ingest and _last_run_state(spec.workdir) == state:
+        summary = summarize(spec.workdir, spec.publish)
         if summary["latest_release"] and Path(summary["release_path"], "manifest.json").exists():
             _say(f"nothing new: release {summary['latest_release']} is current")
             summary["seconds"] = round(time.monotonic() - t0, 1)
             return summary
-    if ingest_only:
-        _forget_last_run_state(workdir)  # the next full run verifies and publishes
-    summary = _run_jobs(
-        plan,
-        inbox,
-        registry_dir,
-        workdir,
-        publish,
-        as_of,
-        keep_results,
-        t0,
-        signer,
-        ingest_only,
-        accept_change,
-        unsigned,
-    )
-    if not ingest_only:
-        _write_last_run_state(workdir, state)
+    if spec.ingest_only:
+        _forget_last_run_state(spec.workdir)  # the next full run verifies and publishes
+    summary = _run_jobs(spec, plan, t0)
+    if not spec.ingest_only:
+        _write_last_run_state(spec.workdir, state)
     return summary
 
 
-def _run_jobs(
-    plan,
-    inbox,
-    registry_dir,
-    workdir,
-    publish,
-    as_of,
-    keep_results,
-    t0,
-    signer=None,
-    ingest_only=False,
-    accept_change=None,
-    unsigned=False,
-) -> dict:
+def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
     """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
 
@@ -429,21 +412,21 @@ def _run_jobs(
     from pipelines.definitions import build_definitions
     from warehouse.db import Warehouse
 
-    publish.mkdir(parents=True, exist_ok=True)
-    _prepare_dagster_home(workdir)
+    spec.publish.mkdir(parents=True, exist_ok=True)
+    _prepare_dagster_home(spec.workdir)
     settings = CbmSettings(
-        inbox=str(inbox.resolve()),
-        workdir=str(workdir.resolve()),
-        publish=str(publish.resolve()),
-        as_of=as_of,
-        gx_keep_results=keep_results,
-        accept_change=accept_change,
-        unsigned=unsigned,
+        inbox=str(spec.inbox.resolve()),
+        workdir=str(spec.workdir.resolve()),
+        publish=str(spec.publish.resolve()),
+        as_of=spec.as_of,
+        gx_keep_results=spec.keep_results,
+        accept_change=spec.accept_change,
+        unsigned=spec.unsigned,
     )
     defs = build_definitions(
         settings,
-        RegistryResource(directory=str(registry_dir.resolve())),
-        SigningKeyResource(key_file=str(signer.path.resolve()) if signer else ""),
+        RegistryResource(directory=str(spec.registry_dir.resolve())),
+        SigningKeyResource(key_file=str(spec.signer.path.resolve()) if spec.signer else ""),
     )
     instance = dg.DagsterInstance.get()
     if stale := _release_dead_runs(instance):
@@ -483,13 +466,13 @@ def _run_jobs(
             f"      {read:,} rows read = {accepted:,} accepted + {quarantined:,} quarantined "
             f"({read / max(seconds, 0.001):,.0f} rows/s)"
         )
-    if ingest_only or (not total_accepted and not as_of):
+    if spec.ingest_only or (not total_accepted and not spec.as_of):
         _say(
             "[3/3] not verifying or publishing (--ingest-only): the next 'cbm run' will"
-            if ingest_only
+            if spec.ingest_only
             else "[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)"
         )
-        summary = summarize(workdir, publish)
+        summary = summarize(spec.workdir, spec.publish)
         summary["seconds"] = round(time.monotonic() - t0, 1)
         summary["failed_submissions"] = [f for (f,) in failed]
         return summary
@@ -500,7 +483,7 @@ def _run_jobs(
         execute_job(defs, instance, "compute_indicators", months)
         _say(f"      indicators for {months[0]} .. {months[1]}")
     execute_job(defs, instance, "publish_release")
-    summary = summarize(workdir, publish)
+    summary = summarize(spec.workdir, spec.publish)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     summary["failed_submissions"] = [f for (f,) in failed]
     return summary
