@@ -311,6 +311,30 @@ class LandingMismatch(OSError):
     """The bytes copied to landing are not those that were hashed: the file changed between."""
 
 
+def _within_party_budget(files, hashes: "InboxHashes", most: int, deferred: list) -> list:
+    """The files of this scan within each party's budget of ``most`` files never seen before
+    (never hashed); the rest wait, one line per party in ``deferred``, for the next runs."""
+    seen_new: dict[str, int] = {}
+    kept = []
+    for item in files:
+        entry, party, _ = item
+        if entry.rel not in hashes.kept:
+            seen_new[party] = seen_new.get(party, 0) + 1
+            if seen_new[party] > most:
+                continue
+        kept.append(item)
+    for party, n in seen_new.items():
+        if n > most:
+            deferred.append(
+                (
+                    f"{party or '(inbox root)'}/",
+                    f"{n - most:,} more new files than the {most:,} one party lands in a run "
+                    "(policy.yaml limits.max_files_per_run): the next runs take them",
+                )
+            )
+    return kept
+
+
 def scan_inbox(
     inbox: Location | Path | str,
     landing: Landing | Path,
@@ -319,6 +343,7 @@ def scan_inbox(
     workers: int = 1,
     deferred: list[tuple[str, str]] | None = None,
     max_bytes: int | None = None,
+    max_new_per_party: int | None = None,
 ) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
@@ -339,6 +364,8 @@ def scan_inbox(
     signatures = {e.rel: e.size for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
     files = inbox_files(entries)
     hashes = InboxHashes.load(landing, inbox)
+    if max_new_per_party is not None:
+        files = _within_party_budget(files, hashes, max_new_per_party, deferred)
 
     def oversize(entry: Entry) -> bool:
         """Over the size limit by its metadata: never read, hashed or copied (a sparse file
@@ -548,6 +575,7 @@ def plan_intake(
     progress=None,
     workers: int = 1,
     max_bytes: int | None = None,
+    max_new_per_party: int | None = None,
 ) -> IntakePlan:
     """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
     (files and late signatures), then ingest every submission whose intake key has not been
@@ -556,7 +584,9 @@ def plan_intake(
     max_decoded_bytes``) by its metadata is landed as a marker, never read, and rejected."""
     landing = as_landing(landing)
     deferred: list[tuple[str, str]] = []
-    files = scan_inbox(inbox, landing, log, progress, workers, deferred, max_bytes)
+    files = scan_inbox(
+        inbox, landing, log, progress, workers, deferred, max_bytes, max_new_per_party
+    )
     if log:
         for path, why in deferred:
             log(f"deferred {path}: {why}")

@@ -95,6 +95,9 @@ class Limits:
     max_field_chars: int = 100_000
     reader_seconds: float = 600.0  # wall-clock time to parse one file
     reader_memory_bytes: int = 6_000_000_000  # the reader process's address space
+    # new files one party lands in one run; the rest wait for the next runs (a party that
+    # drops 10,000 files at once cannot make one run of them, or stall everyone else's)
+    max_files_per_run: int = 1_000
 
 
 @dataclass(frozen=True)

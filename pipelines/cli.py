@@ -370,6 +370,7 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
         spec.inbox,
         landing_dir,
         max_bytes=limits.max_decoded_bytes,
+        max_new_per_party=limits.max_files_per_run,
         progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
         workers=worker_count(os.environ.get("CBM_WORKERS")),  # checked by _check_inputs
     )

@@ -59,6 +59,7 @@ def inbox_sensor(
         log=context.log.info,
         workers=settings.worker_count,
         max_bytes=registry.registry.policy.limits.max_decoded_bytes,
+        max_new_per_party=registry.registry.policy.limits.max_files_per_run,
     )
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
     new = [k for k in plan.partition_keys if k not in set(known)]
@@ -76,5 +77,7 @@ def inbox_sensor(
             for b in plan.batches([*known, *new])  # the order once the new ones are added
         ],
         dynamic_partitions_requests=[submissions_partitions.build_add_request(new)] if new else [],
-        cursor=fingerprint,
+        # files left for a later run (a party's budget, a file still being written): the
+        # cursor stays, so the next tick plans again though the inbox did not change
+        cursor=context.cursor if plan.deferred else fingerprint,
     )

@@ -438,3 +438,21 @@ def test_an_update_upstream_after_the_assets_own_run_in_one_tick_still_refreshes
         assert dg.materialize([downstream], instance=instance).success
         quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
         assert quiet.get_num_requested(downstream.key) == 0
+
+
+def test_a_partys_files_beyond_its_budget_wait_and_the_sensor_comes_back_for_them(deployment):
+    import yaml
+
+    policy = yaml.safe_load((deployment.registry / "policy.yaml").read_text())
+    policy["limits"] = {"max_files_per_run": 2}
+    (deployment.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    for i in range(3):
+        write_csv(deployment.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
+    with dg.instance_for_test() as instance:
+        first = deployment.tick(instance)
+        assert len(instance.get_dynamic_partitions("submissions")) == 2
+        assert first.cursor is None  # one file waits: the next tick plans again
+        deployment.execute(instance, first)
+        second = deployment.tick(instance, cursor=first.cursor)
+        assert len(instance.get_dynamic_partitions("submissions")) == 3
+        assert second.cursor is not None  # nothing waits any more

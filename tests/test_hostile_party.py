@@ -232,3 +232,23 @@ def test_a_late_signature_never_revokes_an_accepted_submission(project, tmp_path
         assert after[where]["rows_accepted"] == 1
     signatures = dict(project.query("SELECT party_code, signature FROM landed_submissions"))
     assert signatures == {"BRAVO": "valid", "ALPHA": "none"}
+
+
+def test_a_party_that_drops_many_files_is_taken_a_budget_per_run(project, capsys):
+    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
+    policy["limits"] = {"max_files_per_run": 2}
+    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    for i in range(5):
+        write_csv(project.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
+    write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    landed = []
+    for _ in range(3):
+        capsys.readouterr()
+        assert main([*project.run_args(), "--ingest-only"]) == 0
+        out = capsys.readouterr().out
+        landed.append(len(status(project, capsys)))
+        if landed[-1] < 6:
+            assert "deferred ALPHA/: " in out and "limits.max_files_per_run" in out
+    assert landed == [3, 5, 6]  # BRAVO's file goes through at once; ALPHA's two a run
+    listed = status(project, capsys)
+    assert all(s["status"] == "accepted" and holds(s) for s in listed.values())
