@@ -117,7 +117,10 @@ def _failure_reason(result) -> str:
         if event.event_type_value == "STEP_FAILURE":
             err = event.event_specific_data.error
             cause = err.cause or err
-            return f"{event.step_key}: {cause.message.strip().splitlines()[-1]}"
+            text = cause.message.strip().splitlines()[-1]
+            if cause.cls_name == "Failure":  # ours, meant to be read: not the class's path
+                text = text.split("Failure: ", 1)[-1]
+            return f"{event.step_key}: {text}"
     return "the run failed (see the Dagster UI for the event log)"
 
 
@@ -162,7 +165,9 @@ def _alive(pid: int) -> bool:
 
 
 # Dagster's own console log stays quiet: cbm prints its progress lines itself.
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# A failed step is told in one line by cbm (``_failure_reason``), never as Dagster's error log
+# with its stack trace; the whole event log stays in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def execute_job(

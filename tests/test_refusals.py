@@ -194,6 +194,7 @@ def test_a_release_that_changes_too_much_is_held_until_accepted(deployment, caps
     code, _, err = run(deployment, capsys)
     assert code == 1, err
     assert "held, not signed and not LATEST" in err and "--accept-change" in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no Dagster log or stack trace
     assert "rows removed or revised" in err and "inputs" in err
     assert tree(deployment.publish) == before_publish  # nothing published, LATEST unchanged
     (held,) = (deployment.workdir / "held" / "releases").iterdir()
