@@ -786,6 +786,7 @@ def cmd_status(args) -> int:
         raise CannotRun("--party and --rule narrow --quarantine; add --quarantine")
     with Warehouse(str(path)).connect(read_only=True) as con:
         if args.quarantine:
+            _check_narrowing(con, args)
             cursor = con.execute(
                 sql_file("quarantine_listing"), {"party": args.party, "rule": args.rule}
             )
@@ -834,6 +835,30 @@ def cmd_status(args) -> int:
     )
     _say("Quarantined rows, in full: cbm status --workdir DIR --quarantine [--party P] [--rule R]")
     return EXIT_OK
+
+
+def _check_narrowing(con, args) -> None:
+    """``--party``/``--rule`` that name nothing in this workdir are a mistake (a typo, a code
+    in lower case), not an empty answer: one line naming the ones there are."""
+    for flag, value, sql in (
+        ("--party", args.party, "SELECT DISTINCT party_code FROM submissions"),
+        ("--rule", args.rule, "SELECT DISTINCT rule FROM quarantine WHERE severity = 'critical'"),
+    ):
+        if value is None:
+            continue
+        known = sorted(v for (v,) in con.execute(sql).fetchall() if v)
+        if value not in known:
+            near = [k for k in known if k.lower() == value.lower()]
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            what = (
+                ("no submission from that party", "parties")
+                if flag == "--party"
+                else ("no quarantined row with that rule", "rules")
+            )
+            raise CannotRun(
+                f"{flag} {printable(value)}: {what[0]} in this workdir{hint}; {what[1]} here: "
+                + (", ".join(known) or "none")
+            )
 
 
 def _status_totals(subs: list[dict]) -> dict:

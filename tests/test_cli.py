@@ -100,10 +100,16 @@ def test_run_status_and_verify_release(project, capsys):
         "ALPHA/incidents_a.csv row 2 [severity_range] severity='0': severity must be 1-5"
     )
     assert listing[-1] == "1 quarantined rows and files (--rule severity_range)"
-    assert (
-        main(["status", "--workdir", str(project.workdir), "--quarantine", "--party", "BRAVO"]) == 0
-    )
-    assert capsys.readouterr().out.strip() == "0 quarantined rows and files (--party BRAVO)"
+    # a value that names nothing here is a mistake, told with the ones there are (#38)
+    for flag, value, says in (
+        ("--party", "BRAVO", "--party BRAVO: no submission from that party in this workdir; "),
+        ("--party", "alpha", "(did you mean ALPHA?); parties here: ALPHA"),
+        ("--rule", "nosuchrule", "; rules here: empty_file, severity_range"),
+    ):
+        argv = ["status", "--workdir", str(project.workdir), "--quarantine", flag, value]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
     assert main(["verify-release", str(project.publish)]) == 0
     latest = (project.publish / "LATEST").read_text().strip()
     next((project.publish / "releases" / latest).rglob("*.parquet")).write_bytes(b"tampered")
