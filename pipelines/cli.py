@@ -237,7 +237,7 @@ def run_pipeline(
     and gives up with a clear message after ``wait_seconds``.
     """
     # every operator mistake is found here, before Dagster or GX is loaded
-    _check_inputs(inbox, registry_dir)
+    registry, key = _check_inputs(inbox, registry_dir)
     _check_folder("--workdir", workdir, must_exist=False)
     _check_folder("--publish", publish, must_exist=False)
     home = os.environ.get("DAGSTER_HOME")
@@ -255,7 +255,7 @@ def run_pipeline(
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
     signer = _check_signing_key(
-        signing_key or os.environ.get("CBM_SIGNING_KEY_FILE"), registry_dir, unsigned
+        signing_key or os.environ.get("CBM_SIGNING_KEY_FILE"), registry, registry_dir, unsigned
     )
     if accept_change is not None and not accept_change.strip():
         raise CannotRun("--accept-change needs the reason, e.g. --accept-change 'policy v2'")
@@ -263,6 +263,8 @@ def run_pipeline(
     spec = RunSpec(
         inbox,
         registry_dir,
+        registry,
+        key,
         workdir,
         publish,
         as_of,
@@ -282,6 +284,8 @@ class RunSpec:
 
     inbox: Path
     registry_dir: Path
+    registry: object  # cbm.registry.Registry, loaded once
+    key: object  # cbm.protection.PseudonymKey, loaded once
     workdir: Path
     publish: Path
     as_of: str | None
@@ -292,16 +296,16 @@ class RunSpec:
     unsigned: bool
 
 
-def _check_signing_key(key_file: str | None, registry_dir: Path, unsigned: bool = False):
+def _check_signing_key(key_file: str | None, registry, registry_dir: Path, unsigned: bool = False):
     """The publisher's key, checked against the registry before anything runs; none when
     the registry names no publisher key or ``unsigned`` says so on purpose."""
-    from cbm.registry import load_parties, publisher, signing_key_problem
+    from cbm.registry import publisher, signing_key_problem
     from cbm.signatures import SigningError, SigningKey
 
     if unsigned and key_file:
         raise CannotRun("--unsigned and --signing-key (or CBM_SIGNING_KEY_FILE) contradict")
     if not key_file:
-        who = publisher(load_parties(registry_dir / "parties.yaml"))
+        who = publisher(registry.parties)
         if who is not None and who.public_key and not unsigned:
             raise CannotRun(
                 f"{registry_dir / 'parties.yaml'} names the publisher's key ({who.code}): give "
@@ -314,9 +318,7 @@ def _check_signing_key(key_file: str | None, registry_dir: Path, unsigned: bool 
         key = SigningKey(Path(key_file))
     except SigningError as exc:
         raise CannotRun(f"--signing-key {exc}") from exc
-    problem = signing_key_problem(
-        load_parties(registry_dir / "parties.yaml"), key.public_key, key.party
-    )
+    problem = signing_key_problem(registry.parties, key.public_key, key.party)
     if problem:
         raise CannotRun(f"--signing-key {key_file}: {problem}")
     return key
@@ -356,11 +358,10 @@ def _workdir_lock(workdir: Path, wait_seconds: float):
 def _run_pipeline_locked(spec: RunSpec) -> dict:
     """The run itself; the caller checked the inputs and holds the workdir lock."""
     from cbm.intake import plan_intake, worker_count
-    from cbm.protection import load_key
     from warehouse.db import warehouse_key_problem
 
     t0 = time.monotonic()
-    key = load_key()  # checked by _check_inputs
+    key = spec.key
     # key continuity: another key stops here, before landing or the warehouse is touched
     problem = warehouse_key_problem(spec.workdir / "warehouse.duckdb", key.version, key.fingerprint)
     if problem:
@@ -368,14 +369,10 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
     landing_dir = spec.workdir / "landing"
     _say(f"[1/3] landing {spec.inbox}")
     progress = Progress()
-    from cbm.registry import load_registry
-
-    limits = load_registry(spec.registry_dir).policy.limits  # checked by _check_inputs
     plan = plan_intake(
         spec.inbox,
         landing_dir,
-        max_bytes=limits.max_decoded_bytes,
-        max_new_per_party=limits.max_files_per_run,
+        limits=spec.registry.policy.limits,
         progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
         workers=worker_count(os.environ.get("CBM_WORKERS")),  # checked by _check_inputs
     )
@@ -387,9 +384,7 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
     )
     for path, why in plan.deferred:  # one party's unsettled file waits; it stops no one
         _show(f"      deferred {path}: {why}")
-    state = _run_state(plan, spec.registry_dir, spec.as_of) | {
-        "signer": spec.signer and spec.signer.public_key
-    }
+    state = _run_state(plan, spec) | {"signer": spec.signer and spec.signer.public_key}
     if not plan.to_ingest and _last_run_state(spec.workdir) == state:
         summary = summarize(spec.workdir, spec.publish)
         if summary["latest_release"] and Path(summary["release_path"], "manifest.json").exists():
@@ -520,13 +515,11 @@ class Progress:
             self.stream.flush()
 
 
-def _run_state(plan, registry_dir: Path, as_of: str | None) -> dict:
+def _run_state(plan, spec: RunSpec) -> dict:
     """What a release depends on, cheaply: the submissions (with their signatures), the
-    method and the registry files, the as-of flag, the key, and the code itself. Equal to the last successful run's
-    state with nothing to ingest = nothing new to publish."""
-    from cbm.protection import load_key
-    from cbm.registry import load_registry
-
+    registry files (the method's policy among them), the as-of flag, the key, and the code
+    itself. Equal to the last successful run's state with nothing to ingest = nothing new to
+    publish."""
     code = hashlib.sha256()
     for package in ("cbm", "assets", "checks", "warehouse", "pipelines"):
         base = Path(__file__).resolve().parent.parent / package
@@ -536,16 +529,15 @@ def _run_state(plan, registry_dir: Path, as_of: str | None) -> dict:
                 code.update(f"{path.relative_to(base)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return {
         "intake_keys": sorted({f.intake_key for f in plan.files}),
-        "method_version": load_registry(registry_dir).method_version,
-        # any edit of the registry (a commitment, a party's class) is something new to verify
+        # any edit of the registry (a commitment, a party's class, the policy)
         "registry": hashlib.sha256(
             b"".join(
-                (registry_dir / name).read_bytes()
+                (spec.registry_dir / name).read_bytes()
                 for name in ("parties.yaml", "commitments.yaml", "policy.yaml")
             )
         ).hexdigest(),
-        "as_of": as_of,
-        "key": load_key().fingerprint,
+        "as_of": spec.as_of,
+        "key": spec.key.fingerprint,
         "code": code.hexdigest(),
     }
 
