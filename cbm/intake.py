@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cbm.contract import format_of, kind_of
 from cbm.files import sha256_file
-from cbm.registry import Registry
+from cbm.registry import Limits, Registry
 from cbm.signatures import verify_signature
 from cbm.storage import Entry, Location, location
 
@@ -296,12 +296,12 @@ def _or_failure(function):
     def attempt(item):
         try:
             return function(item)
+        except LandingMismatch as exc:
+            return Unsettled(str(exc))
         except OSError as exc:
             return Unsettled(
                 f"{exc.strerror or exc}: not landed this time, looked at again next run "
                 "(a file still being written, removed or unreadable)"
-                if not isinstance(exc, LandingMismatch)
-                else str(exc)
             )
 
     return attempt
@@ -386,7 +386,7 @@ def scan_inbox(
     # for a later run; it stops no one else's
     failed = [(f, c) for f, c in zip(files, contents, strict=True) if isinstance(c, Unsettled)]
     for (_, party, name), reason in failed:
-        deferred.append((f"{party}/{name}" if party else name, str(reason)))
+        deferred.append((f"{party}/{name}" if party else name, reason))
     files = [f for f, c in zip(files, contents, strict=True) if not isinstance(c, Unsettled)]
     contents = [c for c in contents if not isinstance(c, Unsettled)]
     shas = [submission_key(party, c) for (_, party, _), c in zip(files, contents, strict=True)]
@@ -408,11 +408,12 @@ def scan_inbox(
         )
     )
     unsettled = {sha: why for sha, why in sizes.items() if isinstance(why, Unsettled)}
+    told: set[str] = set()
     for (entry, party, name), content, sha in zip(files, contents, shas, strict=True):
         if sha in unsettled:
-            if unsettled[sha]:  # told once, for the first path of those bytes
-                deferred.append((f"{party}/{name}" if party else name, str(unsettled[sha])))
-                unsettled[sha] = Unsettled("")
+            if sha not in told:  # once, for the first path of those bytes
+                deferred.append((f"{party}/{name}" if party else name, unsettled[sha]))
+                told.add(sha)
             continue
         regular = entry.kind == "file" and not oversize(entry)
         sig_rel = entry.rel + ".sig"
@@ -574,18 +575,25 @@ def plan_intake(
     log=None,
     progress=None,
     workers: int = 1,
-    max_bytes: int | None = None,
-    max_new_per_party: int | None = None,
+    limits: Limits | None = None,
 ) -> IntakePlan:
     """The one ingestion plan, for the inbox sensor and ``cbm run`` alike: land what is new
     (files and late signatures), then ingest every submission whose intake key has not been
     ingested yet (new files, files whose signature arrived or changed, and files whose
-    ingestion never finished). A file larger than ``max_bytes`` (policy ``limits.
-    max_decoded_bytes``) by its metadata is landed as a marker, never read, and rejected."""
+    ingestion never finished). With the policy's ``limits``: a file larger than
+    ``max_decoded_bytes`` by its metadata is landed as a marker, never read, and rejected;
+    a party's new files beyond ``max_files_per_run`` wait for the next runs."""
     landing = as_landing(landing)
     deferred: list[tuple[str, str]] = []
     files = scan_inbox(
-        inbox, landing, log, progress, workers, deferred, max_bytes, max_new_per_party
+        inbox,
+        landing,
+        log,
+        progress,
+        workers,
+        deferred,
+        max_bytes=limits.max_decoded_bytes if limits else None,
+        max_new_per_party=limits.max_files_per_run if limits else None,
     )
     if log:
         for path, why in deferred:

@@ -58,8 +58,7 @@ def inbox_sensor(
         settings.landing_area,
         log=context.log.info,
         workers=settings.worker_count,
-        max_bytes=registry.registry.policy.limits.max_decoded_bytes,
-        max_new_per_party=registry.registry.policy.limits.max_files_per_run,
+        limits=registry.registry.policy.limits,
     )
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
     new = [k for k in plan.partition_keys if k not in set(known)]
