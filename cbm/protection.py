@@ -62,11 +62,9 @@ def new_key_file(path: Path, version: str | None = None) -> Path:
     is named after its fingerprint (``k-3fa2c81b``), so two keys never share a version and a
     manifest's key version shows a change of key."""
     secret = secrets.token_bytes(32)
-    key = PseudonymKey(version or "", secret)
-    if not version:
-        key = PseudonymKey("k-" + key.fingerprint.removeprefix("F-")[:8], secret)
+    version = version or "k-" + PseudonymKey("", secret).fingerprint.removeprefix("F-")[:8]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key_version": key.version, "key": secret.hex()}) + "\n")
+    path.write_text(json.dumps({"key_version": version, "key": secret.hex()}) + "\n")
     path.chmod(0o600)
     return path
 

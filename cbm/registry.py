@@ -17,9 +17,8 @@ import yaml
 
 from cbm.contract import INCIDENT_CATEGORIES
 
-PARTY_CODE_RE = re.compile(
-    r"[A-Z][A-Z0-9_]{1,31}"
-)  # matched whole (fullmatch): "$" let "HOTEL\n" in
+# matched whole (fullmatch): with match and "$", "HOTEL\n" passed
+PARTY_CODE_RE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 PARTY_CLASSES = (
     "state",
     "observer_academic",
@@ -416,8 +415,13 @@ def _release_guard(data, where: str) -> ReleaseGuard:
         raise RegistryError(
             f"{where}: 'release_guard' must be a mapping with {', '.join(sorted(known))}"
         )
+    defaults = ReleaseGuard()
     share = _number(
-        data.get("max_changed_share", 0.2), where, "release_guard.max_changed_share", float, 0
+        data.get("max_changed_share", defaults.max_changed_share),
+        where,
+        "release_guard.max_changed_share",
+        float,
+        0,
     )
     if share > 1:
         raise RegistryError(
@@ -425,8 +429,13 @@ def _release_guard(data, where: str) -> ReleaseGuard:
         )
     return ReleaseGuard(
         max_changed_share=share,
-        min_rows=_number(data.get("min_rows", 20), where, "release_guard.min_rows", minimum=0),
+        min_rows=_number(
+            data.get("min_rows", defaults.min_rows), where, "release_guard.min_rows", minimum=0
+        ),
     )
+
+
+DEFAULT_ALERTS = AlertsConfig()
 
 
 def _alerts(data, where: str, folder: Path) -> AlertsConfig:
@@ -435,7 +444,7 @@ def _alerts(data, where: str, folder: Path) -> AlertsConfig:
     where = f"{where} alerts"
     if not isinstance(data, dict):
         raise RegistryError(f"{where}: must be a mapping with webhook and/or email")
-    known = ("webhook", "email", "attempts", "timeout_seconds", "budget_seconds", "digest_after")
+    known = tuple(AlertsConfig.__dataclass_fields__)
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise RegistryError(f"{where}: unknown keys {unknown}; known: {', '.join(known)}")
@@ -471,12 +480,15 @@ def _alerts(data, where: str, folder: Path) -> AlertsConfig:
     return AlertsConfig(
         webhook=webhook,
         email=email,
-        attempts=_number(data.get("attempts", 3), where, "attempts", minimum=1),
-        timeout_seconds=_number(
-            data.get("timeout_seconds", 10), where, "timeout_seconds", float, 0.1
-        ),
-        budget_seconds=_number(data.get("budget_seconds", 60), where, "budget_seconds", float, 1),
-        digest_after=_number(data.get("digest_after", 3), where, "digest_after", minimum=1),
+        **{
+            name: _number(data.get(name, getattr(DEFAULT_ALERTS, name)), where, name, kind, least)
+            for name, kind, least in (
+                ("attempts", int, 1),
+                ("timeout_seconds", float, 0.1),
+                ("budget_seconds", float, 1),
+                ("digest_after", int, 1),
+            )
+        },
     )
 
 
