@@ -39,24 +39,23 @@ def _change_counts(release: Path) -> dict[str, dict[str, int]]:
 
 
 def _changelog_entry(
-    publish: Path,
-    previous: str | None,
+    previous_root: Path | None,
+    before: dict | None,
     release: Path,
     inputs: list[str],
     corrections: dict,
     counts: dict[str, dict[str, int]],
 ) -> dict:
-    """The CHANGELOG.jsonl line of a release: its counts are those of its changes/ files."""
-    manifest = publish / "releases" / str(previous) / "manifest.json"
-    before = json.loads(manifest.read_text()) if previous and manifest.exists() else None
+    """The CHANGELOG.jsonl line of a release: its counts are those of its changes/ files.
+    ``previous_root`` and ``before``: the previous release's folder and manifest (None: none)."""
 
     def periods(root: Path) -> set[str]:
         return {d.name.removeprefix("period=") for d in root.glob("indicators/period=*")}
 
     new_inputs = set(inputs) - set(before["inputs"] if before else ())
     return {
-        "previous_release_id": previous if before else None,
-        "new_periods": sorted(periods(release) - (periods(manifest.parent) if before else set())),
+        "previous_release_id": previous_root.name if before else None,
+        "new_periods": sorted(periods(release) - (periods(previous_root) if before else set())),
         "revised_values": counts["indicators"]["revised"] + counts["indicators"]["status_changed"],
         "changes": counts,
         "new_submissions": len(new_inputs),
@@ -241,7 +240,7 @@ def release(
     findings = (
         guard_findings(
             {p: count_changes(t) for p, t in changes.items()},
-            _rows_by_product(previous_manifest),
+            _rows_by_product(previous_manifest["files"] if previous_manifest else []),
             registry.policy.release_guard,
         )
         if rederiving is None
@@ -275,8 +274,8 @@ def release(
     counts = _change_counts(published.path)  # read once: the changelog and the UI
     if published.new or not rel.in_changelog(publish, release_id):
         entry = _changelog_entry(
-            publish,
-            previous if previous != release_id else None,
+            previous_root,
+            previous_manifest,
             published.path,
             inputs,
             corrections_by_sha,
@@ -324,10 +323,7 @@ def release(
         except Conflict as exc:
             raise dg.Failure(f"release {release_id} was not pointed at: {exc}") from None
         context.log.info(f"copied {copied} files of {release_id} to {target.uri}")
-    rows = {
-        p: sum(f["rows"] for f in published.files if f["path"].startswith(p + "/"))
-        for p in rel.PRODUCTS
-    }
+    rows = _rows_by_product(published.files)
     signed = (published.path / rel.SIGNATURE).is_file()
     # numbers the UI plots across releases
     events_status = tables["events"].column("status").to_pylist()
@@ -437,9 +433,8 @@ def _manifest(root: Path | None) -> dict | None:
     return json.loads(path.read_text()) if path and path.is_file() else None
 
 
-def _rows_by_product(manifest: dict | None) -> dict[str, int]:
-    """Each product's rows in a release, from its manifest."""
-    files = manifest["files"] if manifest else []
+def _rows_by_product(files: list[dict]) -> dict[str, int]:
+    """Each product's rows in a release, from its manifest's file entries."""
     return {
         p: sum(f["rows"] or 0 for f in files if f["path"].startswith(p + "/")) for p in rel.PRODUCTS
     }
