@@ -73,7 +73,7 @@ def main() -> int:
         d.mkdir(exist_ok=True)
     from pipelines.event_log import default_instance_yaml  # the instance cbm run makes
 
-    (home / "dagster.yaml").write_text(default_instance_yaml(home))
+    (home / "dagster.yaml").write_text(default_instance_yaml())
     key = new_key_file(base / "pseudonym.key")
     env = os.environ | {
         "DAGSTER_HOME": str(home),

@@ -42,7 +42,7 @@ def one_run(inbox: Path, registry: Path, key: Path, workers: int, base: Path) ->
     from pipelines.event_log import default_instance_yaml  # the instance cbm run makes
 
     home = workdir / "dagster_home"
-    (home / "dagster.yaml").write_text(default_instance_yaml(home))
+    (home / "dagster.yaml").write_text(default_instance_yaml())
     total = bench.run_cbm(inbox, registry, workdir, publish, env)
     stages = bench.stage_seconds(workdir / "dagster_home")
     release = (publish / "LATEST").read_text().strip()

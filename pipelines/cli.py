@@ -52,7 +52,7 @@ def _prepare_dagster_home(workdir: Path) -> Path:
     from pipelines.event_log import default_instance_yaml, relocatable_instance_yaml
 
     if not config.exists():
-        config.write_text(default_instance_yaml(home))
+        config.write_text(default_instance_yaml())
     elif fixed := relocatable_instance_yaml(config.read_text()):
         config.write_text(fixed)  # made before its event log's path was relative: a copy
     os.environ["DAGSTER_HOME"] = str(home)

@@ -89,10 +89,10 @@ event_log_storage:
 RELATIVE_BASE_DIR = os.path.join("history", "runs")
 
 
-def default_instance_yaml(home=None) -> str:
+def default_instance_yaml() -> str:
     """The ``dagster.yaml`` of a new Dagster home: the event log where Dagster's default
     SQLite storage keeps it (``history/runs``), named relative to the home, so the file
-    holds no absolute path (``home`` is accepted for callers that name it; it is not written)."""
+    holds no absolute path."""
     return DEFAULT_INSTANCE.format(base_dir=json.dumps(RELATIVE_BASE_DIR))
 
 

@@ -24,7 +24,7 @@ def isolated_env(tmp_path, monkeypatch):
     home.mkdir()
     from pipelines.event_log import default_instance_yaml  # the instance cbm run makes
 
-    (home / "dagster.yaml").write_text(default_instance_yaml(home))
+    (home / "dagster.yaml").write_text(default_instance_yaml())
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
 
@@ -199,9 +199,7 @@ def generated_run(tmp_path_factory, worker_id):
                 (root / "dagster_home").mkdir()
                 from pipelines.event_log import default_instance_yaml
 
-                (root / "dagster_home" / "dagster.yaml").write_text(
-                    default_instance_yaml(root / "dagster_home")
-                )
+                (root / "dagster_home" / "dagster.yaml").write_text(default_instance_yaml())
                 summary = deployment.run()
             done.write_text(json.dumps(summary, default=str))
     return Project(root, registry=False), json.loads(done.read_text())

@@ -74,7 +74,7 @@ def test_batched_writes_record_what_one_by_one_writes_record(tmp_path, monkeypat
         write_csv(project.inbox / "CHARLIE" / "attestations_c.csv", [attestation("T-1")])
         home = tmp_path / name / "dagster_home"
         home.mkdir()
-        (home / "dagster.yaml").write_text(default_instance_yaml(home))
+        (home / "dagster.yaml").write_text(default_instance_yaml())
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
         project.run(ingest_only=True)
@@ -95,7 +95,7 @@ def test_the_instance_file_holds_no_absolute_path_and_resolves_in_its_home(tmp_p
     from pipelines.event_log import relocatable_instance_yaml
 
     home = tmp_path / "a home: #1"
-    text = default_instance_yaml(home)
+    text = default_instance_yaml()
     assert str(tmp_path) not in text  # a copied home writes its own event log
     config = yaml.safe_load(text)["event_log_storage"]
     assert config["class"] == BatchingSqliteEventLogStorage.__name__
