@@ -11,7 +11,7 @@ export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
 
-.PHONY: demo test test-scale browser ui docs lint fmt validate clean bench bench-floor fuzz
+.PHONY: demo test test-scale browser ui docs lint fmt validate clean bench bench-floor bench-many-files fuzz
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -73,3 +73,7 @@ bench: $(STAMP)
 bench-floor: $(STAMP)
 	$(if $(BENCH_DIR),,$(error set BENCH_DIR to a folder kept by make bench BENCH_ARGS="--keep DIR"))
 	$(BIN)/python benchmarks/floor.py $(BENCH_DIR)/work $(FLOOR_ARGS)
+
+# what one party's many small files cost: runs, peak RSS, instance size (issue #35)
+bench-many-files: $(STAMP)
+	$(BIN)/python benchmarks/many_files.py $(MANY_ARGS)

@@ -311,27 +311,45 @@ class LandingMismatch(OSError):
     """The bytes copied to landing are not those that were hashed: the file changed between."""
 
 
-def _within_party_budget(files, hashes: "InboxHashes", most: int, deferred: list) -> list:
-    """The files of this scan within each party's budget of ``most`` files never seen before
-    (never hashed); the rest wait, one line per party in ``deferred``, for the next runs."""
-    seen_new: dict[str, int] = {}
+def _within_party_budget(files, hashes: "InboxHashes", limits: Limits, deferred: list) -> list:
+    """The files of this scan within each party's budget per run for files never seen before
+    (never hashed): at most ``max_files_per_run`` files and ``max_bytes_per_run`` bytes (a
+    party's first new file always goes: one file is held to the per-file limits; a file
+    over ``max_decoded_bytes`` is never read, so its size costs nothing). The rest wait, one
+    line per party in ``deferred``, for the next runs, in inbox order."""
+    taken: dict[str, list[int]] = {}  # party -> [files, bytes] taken
+    waiting: dict[str, list[int]] = {}  # party -> [files, bytes] left for later
     kept = []
     for item in files:
         entry, party, _ = item
         if entry.rel not in hashes.kept:
-            seen_new[party] = seen_new.get(party, 0) + 1
-            if seen_new[party] > most:
-                continue
-        kept.append(item)
-    for party, n in seen_new.items():
-        if n > most:
-            deferred.append(
-                (
-                    f"{party or '(inbox root)'}/",
-                    f"{n - most:,} more new files than the {most:,} one party lands in a run "
-                    "(policy.yaml limits.max_files_per_run): the next runs take them",
-                )
+            size = (
+                entry.size if entry.kind == "file" and entry.size <= limits.max_decoded_bytes else 0
             )
+            files_, bytes_ = taken.setdefault(party, [0, 0])
+            if party in waiting or (
+                files_
+                and (
+                    files_ + 1 > limits.max_files_per_run
+                    or bytes_ + size > limits.max_bytes_per_run
+                )
+            ):
+                left = waiting.setdefault(party, [0, 0])
+                left[0], left[1] = left[0] + 1, left[1] + size
+                continue
+            taken[party] = [files_ + 1, bytes_ + size]
+        kept.append(item)
+    for party, (n, size) in waiting.items():
+        files_, bytes_ = taken[party]
+        deferred.append(
+            (
+                f"{party or '(inbox root)'}/",
+                f"{n:,} more new files ({size:,} bytes) wait: one party lands at most "
+                f"{limits.max_files_per_run:,} files and {limits.max_bytes_per_run:,} bytes in a run "
+                f"(policy.yaml limits.max_files_per_run, max_bytes_per_run; this run took "
+                f"{files_:,} files, {bytes_:,} bytes): the next runs take them",
+            )
+        )
     return kept
 
 
@@ -342,8 +360,7 @@ def scan_inbox(
     progress=None,
     workers: int = 1,
     deferred: list[tuple[str, str]] | None = None,
-    max_bytes: int | None = None,
-    max_new_per_party: int | None = None,
+    limits: Limits | None = None,
 ) -> list[LandedFile]:
     """Copy every inbox file not yet landed into the landing area; return all files seen.
 
@@ -364,8 +381,9 @@ def scan_inbox(
     signatures = {e.rel: e.size for e in entries if e.rel.endswith(".sig") and e.kind == "file"}
     files = inbox_files(entries)
     hashes = InboxHashes.load(landing, inbox)
-    if max_new_per_party is not None:
-        files = _within_party_budget(files, hashes, max_new_per_party, deferred)
+    max_bytes = limits.max_decoded_bytes if limits else None
+    if limits is not None:
+        files = _within_party_budget(files, hashes, limits, deferred)
 
     def oversize(entry: Entry) -> bool:
         """Over the size limit by its metadata: never read, hashed or copied (a sparse file
@@ -582,7 +600,8 @@ def plan_intake(
     ingested yet (new files, files whose signature arrived or changed, and files whose
     ingestion never finished). With the policy's ``limits``: a file larger than
     ``max_decoded_bytes`` by its metadata is landed as a marker, never read, and rejected;
-    a party's new files beyond ``max_files_per_run`` wait for the next runs."""
+    a party's new files beyond ``max_files_per_run`` or ``max_bytes_per_run`` wait for the
+    next runs."""
     landing = as_landing(landing)
     deferred: list[tuple[str, str]] = []
     files = scan_inbox(
@@ -592,8 +611,7 @@ def plan_intake(
         progress,
         workers,
         deferred,
-        max_bytes=limits.max_decoded_bytes if limits else None,
-        max_new_per_party=limits.max_files_per_run if limits else None,
+        limits,
     )
     if log:
         for path, why in deferred:

@@ -84,12 +84,18 @@ def _to_text(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(out)
 
 
-def read_csv(data: bytes) -> tuple[pl.DataFrame, list[str]]:
+def check_columns(count: int, limits: Limits) -> None:
+    if count > limits.max_columns:
+        raise _over("columns", count, "max_columns", limits.max_columns)
+
+
+def read_csv(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataFrame, list[str]]:
     text, notes = _decode(data)
     try:
         header = next(csv.reader(io.StringIO(text)), [])
     except csv.Error as exc:  # e.g. a lone carriage return inside the header line
         raise UnreadableSubmission(f"not a readable CSV file: the header line: {exc}") from exc
+    check_columns(len(header), limits)  # from the header, before the rows are parsed
     dupes = sorted(h for h, n in Counter(header).items() if n > 1)
     if dupes:
         raise UnreadableSubmission(f"duplicate column names in the header: {', '.join(dupes)}")
@@ -102,7 +108,8 @@ def read_csv(data: bytes) -> tuple[pl.DataFrame, list[str]]:
     return frame.with_columns(pl.lit(None, pl.String).alias("row_error")), notes
 
 
-def read_jsonl(data: bytes) -> tuple[pl.DataFrame, list[str]]:
+def read_jsonl(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataFrame, list[str]]:
+    del limits  # the keys are known once the lines are parsed: stage_rows checks them
     text, notes = _decode(data)
     try:  # fast path: a well-formed file
         frame = pl.read_ndjson(io.StringIO(text), infer_schema_length=None)
@@ -217,6 +224,7 @@ def read_parquet(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataF
     try:
         parquet = pq.ParquetFile(io.BytesIO(data))
         meta = parquet.metadata
+        check_columns(len(parquet.schema_arrow), limits)
         if meta.num_rows > limits.max_rows:
             raise _over("rows", meta.num_rows, "max_rows", limits.max_rows)
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -315,9 +323,10 @@ def stage_rows(
         frame, notes = read_stix(data, kind)
     else:
         check_text_limits(data, limits)
-        frame, notes = READERS[fmt](data)
+        frame, notes = READERS[fmt](data, limits)
     if frame.height > limits.max_rows:
         raise _over("rows", frame.height, "max_rows", limits.max_rows)
+    check_columns(frame.width - 1, limits)  # row_error is ours
     fields = list(FIELDS[kind])
     origin = frame.get_column(ORIGIN) if fmt == "stix.json" else None
     if origin is not None:

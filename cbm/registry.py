@@ -92,11 +92,13 @@ class Limits:
     max_rows: int = 5_000_000
     max_decoded_bytes: int = 1_000_000_000
     max_field_chars: int = 100_000
+    max_columns: int = 1_000  # columns of one file (the contract has at most 17 per kind)
     reader_seconds: float = 600.0  # wall-clock time to parse one file
     reader_memory_bytes: int = 6_000_000_000  # the reader process's address space
     # new files one party lands in one run; the rest wait for the next runs (a party that
     # drops 10,000 files at once cannot make one run of them, or stall everyone else's)
     max_files_per_run: int = 1_000
+    max_bytes_per_run: int = 2_000_000_000  # bytes of those new files (the first always goes)
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,27 @@ def test_a_party_that_drops_many_files_is_taken_a_budget_per_run(project, capsys
     assert landed == [3, 5, 6]  # BRAVO's file goes through at once; ALPHA's two a run
     listed = status(project, capsys)
     assert all(s["status"] == "accepted" and holds(s) for s in listed.values())
+
+
+def test_a_partys_bytes_per_run_are_bounded_and_its_first_file_always_goes(project, capsys):
+    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
+    big = [incident(f"A-{i}", summary="x" * 2_000) for i in range(3)]  # about 6 KB a file
+    sizes = [
+        write_csv(project.inbox / "ALPHA" / f"incidents_{i}.csv", big).stat().st_size
+        for i in range(3)
+    ]
+    policy["limits"] = {"max_bytes_per_run": sizes[0] + sizes[1] - 1}  # under two files
+    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    landed = []
+    for _ in range(3):
+        capsys.readouterr()
+        assert main([*project.run_args(), "--ingest-only"]) == 0
+        out = capsys.readouterr().out
+        landed.append(sorted(status(project, capsys)))
+        if len(landed[-1]) < 4:
+            (line,) = [x for x in out.splitlines() if "deferred ALPHA/" in x]
+            assert "max_bytes_per_run" in line and f"took 1 files, {sizes[0]:,} bytes" in line
+    assert [len(x) for x in landed] == [2, 3, 4]  # one ALPHA file a run; BRAVO's at once
+    assert ("BRAVO", "incidents_b.csv") in landed[0]
+    assert all(s["status"] == "accepted" for s in status(project, capsys).values())

@@ -11,7 +11,8 @@ from cbm.readers import OverLimit, stage_rows
 from cbm.registry import Limits, RegistryError, load_policy
 from tests.conftest import incident, write_csv
 
-SMALL = Limits(max_rows=1_000, max_decoded_bytes=200_000, max_field_chars=500)
+SMALL = Limits(max_rows=1_000, max_decoded_bytes=200_000, max_field_chars=500, max_columns=30)
+WIDE = {f"c{i}": ["x"] for i in range(40)} | {"report_id": ["R-1"]}
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
@@ -39,6 +40,9 @@ def test_a_parquet_size_bomb_is_refused():
         (b"report_id\n" + b"x\n" * 5_000, "csv", "max_rows"),
         (b'{"report_id": "x"}\n' * 20_000, "jsonl", "max_decoded_bytes"),
         (b"report_id,summary\nx," + b"a" * 600 + b"\n", "csv", "max_field_chars"),
+        (pl.DataFrame(WIDE).write_csv().encode(), "csv", "columns 41, .*max_columns"),
+        (pl.DataFrame(WIDE).write_ndjson().encode(), "jsonl", "columns 41, .*max_columns"),
+        (parquet_bytes(pl.DataFrame(WIDE)), "parquet", "columns 41, .*max_columns"),
     ],
 )
 def test_text_formats_are_held_to_the_same_limits(data, fmt, limit):

@@ -5,7 +5,8 @@ import io
 import polars as pl
 import pytest
 
-from cbm.readers import UnreadableSubmission, stage_rows
+from cbm.readers import OverLimit, UnreadableSubmission, stage_rows
+from cbm.registry import Limits
 
 CSV = b"report_id,version,severity,extra_col\nA-1,1,3,x\nA-2,2,high,y\n"
 
@@ -122,14 +123,17 @@ def test_parquet_bytes_that_are_not_utf8_are_named_not_a_crash():
         stage_rows(buf.getvalue(), "parquet", "incidents")
 
 
-def test_a_header_of_100000_columns_is_read_and_noted_in_brief():
+def test_a_header_of_100000_columns_is_over_the_limit_or_read_in_linear_time_and_noted_in_brief():
     n = 100_000
     header = ",".join(f"c{i}" for i in range(n)) + ",report_id\n"
     row = ",".join("x" for _ in range(n)) + ",R-1\n"
-    frame, notes = stage_rows((header + row).encode(), "csv", "incidents")
+    with pytest.raises(OverLimit, match=r"columns 100,001, over the limit of 1,000 .*max_columns"):
+        stage_rows((header + row).encode(), "csv", "incidents")  # from the header alone
+    limits = Limits(max_columns=200_000)  # a deployment that raises it: still linear
+    frame, notes = stage_rows((header + row).encode(), "csv", "incidents", limits)
     assert frame["report_id"].to_list() == ["R-1"]
     (extra,) = [note for note in notes if note.startswith("columns not in the contract")]
     assert extra.endswith(f"({n:,} in all)") and len(extra) < 400
     twice = (header.replace("c99999", "c5") + row).encode()  # a duplicate at the far end
     with pytest.raises(UnreadableSubmission, match="duplicate column names in the header: c5"):
-        stage_rows(twice, "csv", "incidents")
+        stage_rows(twice, "csv", "incidents", limits)
