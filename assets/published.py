@@ -17,6 +17,7 @@ from cbm.guard import guard_findings, inputs_line
 from cbm.registry import RULES_VERSION, signing_key_problem
 from cbm.registry import publisher as publisher_of
 from cbm.report import EVENT_STATUSES, REPORT, build_report
+from cbm.signatures import SCHEME as SIGNATURE_SCHEME
 from cbm.storage import Conflict, location
 from warehouse.bundle import write_bundle
 from warehouse.db import (
@@ -123,12 +124,20 @@ def release(
         rotation = _key_rotation(con, release_context) if rederiving is None else None
         method_version, inputs = release_context.method_version, release_context.inputs
         as_of_text = release_context.as_of.isoformat()
-        release_id = rel.release_id_for(
+        content_id = rel.release_id_for(
             inputs,
             method_version,
             as_of_text,
             f"{release_context.key_version}/{release_context.key_fingerprint}",
             release_context.registry_digest,
+        )
+        # the release id covers the release it follows (LATEST): a chain that shows a fork
+        latest_id = rel.latest(publish)
+        latest_manifest = publish / "releases" / str(latest_id) / rel.MANIFEST
+        release_id, chain = rel.chained_release(
+            content_id,
+            latest_id,
+            latest_manifest.read_bytes() if latest_id and latest_manifest.is_file() else None,
         )
         params = {"release_id": release_id, "method_version": method_version}
         tables = {
@@ -147,7 +156,7 @@ def release(
             ).fetchall()
         )
         # reports that supersede an earlier version, per submission (corrections)
-        previous = rel.latest(publish)
+        previous = chain["release_id"] if chain else None
         published_events = tables["events"].column("event_id").to_pylist()
         successors = (
             dict(
@@ -228,6 +237,9 @@ def release(
     if rederiving is None and settings.unsigned and not signer:
         declarations["unsigned"] = "on purpose (--unsigned)"
     manifest_base = {
+        "content_id": content_id,
+        "previous_release": chain,
+        "signature_scheme": SIGNATURE_SCHEME,
         "method_version": method_version,
         "rules_version": RULES_VERSION,
         "as_of": as_of_text,
@@ -267,7 +279,9 @@ def release(
         release_id,
         build,
         manifest_base | declarations,
-        sign=signer.sign if signer else None,
+        sign=(lambda manifest: signer.sign(manifest, rel.signing_contexts(manifest)[0]))
+        if signer
+        else None,
     )
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.

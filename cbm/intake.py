@@ -19,7 +19,7 @@ from pathlib import Path
 from cbm.contract import format_of, kind_of
 from cbm.files import sha256_file
 from cbm.registry import Limits, Registry
-from cbm.signatures import verify_signature
+from cbm.signatures import submission_context, verify_signature
 from cbm.storage import Entry, Location, location
 
 
@@ -698,7 +698,11 @@ def file_level_rejection(
                 f"{where}: {name}.sig is empty or over {SIGNATURE_MAX_BYTES:,} bytes: not an "
                 "Ed25519 signature",
             )
-        blob = landing.local(meta["sha256"]).read_bytes()
-        if not verify_signature(public_key, blob, sig):
-            return "signature_invalid", f"{where}: {name}.sig does not verify with {party}'s key"
+        digest = sha256_file(landing.local(meta["sha256"]))  # streamed, never held whole
+        if not verify_signature(public_key, None, sig, submission_context(party), digest=digest):
+            return (
+                "signature_invalid",
+                f"{where}: {name}.sig does not verify with {party}'s key as {party}'s submission "
+                "signature (made by 'cbm sign', scheme cbm-sig/1)",
+            )
     return None

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +71,129 @@ def release_id_for(
     return "r-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def chained_release(
+    content_id: str, latest_id: str | None, latest_manifest: bytes | None
+) -> tuple[str, dict | None]:
+    """The id of a release and the previous release it names, ``(release_id, previous)``.
+
+    ``content_id`` (``release_id_for``) says what the release is derived from; the release id
+    also covers the release it follows: ``previous`` is ``{release_id, manifest_sha256}`` of
+    the publish folder's LATEST, so two histories that reach the same figures by different
+    paths (a partial inbox, then the full one; or the full one at once) have different ids.
+    When LATEST already has this content, it is this release (a run with nothing new), and
+    keeps the previous release it named. The first release's id is its content id."""
+    if latest_id is None or latest_manifest is None:
+        return content_id, None
+    try:
+        manifest = json.loads(latest_manifest)
+    except ValueError:
+        manifest = {}
+    if manifest.get("content_id", latest_id) == content_id:
+        return latest_id, manifest.get("previous_release")
+    previous = {
+        "release_id": latest_id,
+        "manifest_sha256": hashlib.sha256(latest_manifest).hexdigest(),
+    }
+    blob = json.dumps({"content": content_id, "previous": previous}, sort_keys=True)
+    return "r-" + hashlib.sha256(blob.encode()).hexdigest()[:20], previous
+
+
+def check_chain(release: Path, since: str | None = None) -> tuple[list[str], list[str]]:
+    """Follow a release's ``previous_release`` links through its sibling folders, checking
+    that each names the previous manifest's exact bytes: (problems, notes). With ``since``
+    (the release a reader saw last), the chain must reach it: a LATEST pointed back at an
+    older release, or a release of another history (a fork), does not."""
+    problems, notes, seen = [], [], []
+    current = release
+    while True:
+        try:
+            manifest = json.loads((current / MANIFEST).read_bytes())
+        except (OSError, ValueError):
+            problems.append(f"{current.name}: no readable {MANIFEST}: the chain cannot be followed")
+            break
+        seen.append(current.name)
+        if current.name == since:
+            break
+        previous = manifest.get("previous_release")
+        if not isinstance(previous, dict):
+            why = (
+                "the first release"
+                if "content_id" in manifest
+                else "published before releases named their previous one"
+            )
+            notes.append(f"chain: {len(seen)} release(s) back to {current.name} ({why})")
+            break
+        before = release.parent / str(previous.get("release_id"))
+        if not (before / MANIFEST).is_file():
+            text = f"{current.name} follows {previous.get('release_id')}, which is not here"
+            if since:
+                problems.append(text + f": the chain cannot be followed to {since}")
+            else:
+                notes.append(f"chain: {len(seen)} release(s), then " + text)
+            break
+        digest = hashlib.sha256((before / MANIFEST).read_bytes()).hexdigest()
+        if digest != previous.get("manifest_sha256"):
+            problems.append(
+                f"{current.name} follows {before.name} with manifest {str(previous.get('manifest_sha256'))[:12]}, "
+                f"but {before.name}/{MANIFEST} is {digest[:12]}: another history (a fork) or an edited release"
+            )
+            break
+        if before.name in seen:
+            problems.append(f"{before.name}: the chain goes round in a circle")
+            break
+        current = before
+    if since and since not in seen and not problems:
+        problems.append(
+            f"{release.name} does not follow {since} (its chain: {' <- '.join(seen)}): LATEST "
+            "moved back, or this publisher's history forked from the one you saw"
+        )
+    elif since and since in seen:
+        notes.append(f"follows {since} ({len(seen) - 1} release(s) since)")
+    return problems, notes
+
+
+def check_publish_root(publish: Path, release: Path) -> tuple[list[str], list[str]]:
+    """The files at the publish root a consumer subscribes to, against the signed release
+    LATEST names: ``calendar.ics`` must be that release's (covered by its manifest);
+    ``CHANGELOG.jsonl`` is not signed, and each of its lines must agree with the manifests it
+    names (release, previous release)."""
+    problems, notes = [], []
+    calendar = publish / "calendar.ics"
+    if calendar.is_file():
+        own = release / CALENDAR_ICS
+        if not own.is_file() or own.read_bytes() != calendar.read_bytes():
+            problems.append(
+                f"{calendar}: not the calendar of {release.name} (its {CALENDAR_ICS} is covered "
+                "by the manifest; this one is not)"
+            )
+    changelog = publish / "CHANGELOG.jsonl"
+    if changelog.is_file():
+        lines = changelog.read_text(errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                named = (entry["release_id"], entry.get("previous_release_id"))
+            except (ValueError, KeyError, TypeError):
+                problems.append(f"{changelog.name} line {number}: not a changelog entry")
+                continue
+            try:
+                manifest = json.loads(
+                    (publish / "releases" / str(named[0]) / MANIFEST).read_bytes()
+                )
+            except (OSError, ValueError):
+                continue  # a release no longer kept here: nothing to compare with
+            previous = manifest.get("previous_release")
+            if isinstance(previous, dict) and previous.get("release_id") != named[1]:
+                problems.append(
+                    f"{changelog.name} line {number}: {named[0]} follows {named[1]}, but its "
+                    f"signed manifest says {previous.get('release_id')}"
+                )
+        notes.append(
+            f"{changelog.name} is not signed: its {len(lines)} line(s) were compared with the manifests"
+        )
+    return problems, notes
+
+
 def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
     """One zstd Parquet file per period under ``product/period=YYYY-MM/``; returns file entries."""
     entries = []
@@ -112,6 +236,22 @@ class PublishedRelease:
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"  # the publisher's Ed25519 signature over the manifest bytes
 COSIGN_DIR = "cosign"  # cosign/<PARTY>.sig: a party's signature over the same bytes
+
+
+def signing_contexts(manifest_bytes: bytes) -> tuple[str | None, Callable[[str], str | None]]:
+    """The contexts a release's signatures cover, from its manifest: (the publisher's, a
+    function of a party code for a co-signature). A manifest without ``signature_scheme``
+    (published before it) was signed over its bare bytes: ``LEGACY`` for both."""
+    from cbm.signatures import LEGACY, SCHEME, cosign_context, manifest_context
+
+    try:
+        manifest = json.loads(manifest_bytes)
+        scheme, release_id = manifest.get("signature_scheme"), str(manifest.get("release_id"))
+    except (ValueError, AttributeError):
+        scheme = release_id = None
+    if scheme != SCHEME:
+        return LEGACY, lambda party: LEGACY
+    return manifest_context(release_id), lambda party: cosign_context(release_id, party)
 
 
 def publish_atomically(
@@ -252,6 +392,7 @@ def check_signatures(
 
     root = Path(path)
     manifest = (root / MANIFEST).read_bytes()
+    publisher_context, cosign_context = signing_contexts(manifest)
     problems, notes = [], []
     publisher = publisher_of(parties)
     if publisher is None or not publisher.public_key:
@@ -262,7 +403,9 @@ def check_signatures(
     signature = root / SIGNATURE
     if not signature.is_file():
         problems.append(f"{SIGNATURE} is missing: the release is not signed by its publisher")
-    elif not verify_signature(publisher.public_key, manifest, signature.read_bytes()):
+    elif not verify_signature(
+        publisher.public_key, manifest, signature.read_bytes(), publisher_context
+    ):
         problems.append(
             f"{SIGNATURE} does not verify with the publisher's key ({publisher.code}): the "
             "manifest was changed after signing, or another key signed it"
@@ -280,7 +423,9 @@ def check_signatures(
                 else "not a registered party with a public_key"
             )
             problems.append(f"{COSIGN_DIR}/{sig.name}: {why}; it does not count")
-        elif not verify_signature(party.public_key, manifest, sig.read_bytes()):
+        elif not verify_signature(
+            party.public_key, manifest, sig.read_bytes(), cosign_context(code)
+        ):
             problems.append(f"{COSIGN_DIR}/{sig.name} does not verify with {code}'s key")
         else:
             valid.append(code)

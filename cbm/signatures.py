@@ -1,19 +1,55 @@
 """Party signing keys (contract §5): Ed25519, detached ``.sig`` files.
 
 A key file is JSON ``{"party", "private_key", "public_key"}`` (base64 raw keys), written
-with mode 0600. The ``.sig`` beside a submission holds the base64 signature of its bytes.
-``verify_signature`` checks one.
+with mode 0600. A signature never covers bare bytes: it covers a *context* naming what is
+signed and for whom, then the SHA-256 of the bytes (``signed_message``), so a signature
+made for one purpose verifies for no other. The contexts (scheme ``cbm-sig/1``):
+
+- ``submission of party P``: the ``.sig`` beside a party's submission;
+- ``publisher manifest of release R``: the publisher's ``manifest.json.sig``;
+- ``co-signature of release R by party P``: ``cosign/P.sig``.
+
+Releases published before the scheme (their manifest has no ``signature_scheme``) were
+signed over the bare manifest bytes and keep verifying that way (``LEGACY``); submissions
+are only ever checked under the scheme. ``verify_signature`` checks one.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+SCHEME = "cbm-sig/1"
+LEGACY = None  # the context of a release manifest signed before SCHEME: its bare bytes
+
+
+def submission_context(party: str) -> str:
+    return f"submission of party {party}"
+
+
+def manifest_context(release_id: str) -> str:
+    return f"publisher manifest of release {release_id}"
+
+
+def cosign_context(release_id: str, party: str) -> str:
+    return f"co-signature of release {release_id} by party {party}"
+
+
+def signed_message(context: str | None, data: bytes | None, digest: str | None = None) -> bytes:
+    """What is signed: the scheme, the context and the SHA-256 of ``data`` (or its hex
+    ``digest``, for a file hashed as it was streamed); ``LEGACY``: ``data`` itself."""
+    if context is LEGACY:
+        return data
+    if "\n" in context:
+        raise ValueError("a signature context is one line")
+    digest = digest or hashlib.sha256(data).hexdigest()
+    return f"{SCHEME}\n{context}\n{digest}\n".encode()
 
 
 class SigningError(RuntimeError):
@@ -68,23 +104,31 @@ class SigningKey:
         )
         return base64.b64encode(raw).decode()
 
-    def sign(self, data: bytes) -> bytes:
-        """The detached signature file's bytes: base64 Ed25519 (deterministic) and a newline."""
-        return base64.b64encode(self._key.sign(data)) + b"\n"
+    def sign(self, data: bytes, context: str) -> bytes:
+        """The detached signature file's bytes over ``data`` in ``context``: base64 Ed25519
+        (deterministic) and a newline."""
+        return base64.b64encode(self._key.sign(signed_message(context, data))) + b"\n"
 
 
 def sign_file(key_file: Path, path: Path) -> Path:
-    """Write ``<path>.sig``; return its path."""
+    """Write ``<path>.sig``, the key's party's submission signature; return its path."""
     key = SigningKey(key_file)
     if not path.is_file():
         raise SigningError(f"{path}: no such file")
     sig = path.with_name(path.name + ".sig")
-    sig.write_bytes(key.sign(path.read_bytes()))
+    sig.write_bytes(key.sign(path.read_bytes(), submission_context(key.party)))
     return sig
 
 
-def verify_signature(public_key_b64: str, data: bytes, sig_bytes: bytes) -> bool:
-    """Ed25519 over the file bytes; the .sig holds the signature in base64 (or raw 64 bytes)."""
+def verify_signature(
+    public_key_b64: str,
+    data: bytes | None,
+    sig_bytes: bytes,
+    context: str | None,
+    digest: str | None = None,
+) -> bool:
+    """Ed25519 over ``data`` (or the bytes whose SHA-256 is ``digest``) in ``context``
+    (``signed_message``); the .sig holds the signature in base64 (or raw 64 bytes)."""
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
         sig = (
@@ -92,7 +136,7 @@ def verify_signature(public_key_b64: str, data: bytes, sig_bytes: bytes) -> bool
             if len(sig_bytes) == 64
             else base64.b64decode(sig_bytes.strip(), validate=True)
         )
-        key.verify(sig, data)
+        key.verify(sig, signed_message(context, data, digest))
         return True
     except (InvalidSignature, ValueError, TypeError):
         return False

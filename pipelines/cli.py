@@ -887,7 +887,13 @@ def _print_quarantine(rows: list[dict], args) -> int:
 
 def cmd_verify_release(args) -> int:
     from cbm.registry import RegistryError, load_parties
-    from cbm.release import check_signatures, release_folder, verify_release
+    from cbm.release import (
+        check_chain,
+        check_publish_root,
+        check_signatures,
+        release_folder,
+        verify_release,
+    )
 
     path = Path(args.path)
     if not path.is_dir():
@@ -900,12 +906,26 @@ def cmd_verify_release(args) -> int:
             raise CannotRun(f"--keys {exc}") from exc
     elif args.require_cosigners:
         raise CannotRun("--require-cosigners needs --keys parties.yaml (the parties' public keys)")
+    publish = (
+        path if (path / "LATEST").is_file() and not (path / "manifest.json").exists() else None
+    )
     path = release_folder(path)
+    if args.since and path.parent.name != "releases":
+        raise CannotRun(
+            f"--since needs the publish folder (or a release inside its releases/): {path} has no "
+            "sibling releases to follow"
+        )
     ok, problems = verify_release(path)
     notes: list[str] = []
     if parties is not None and (path / "manifest.json").is_file():
         more, notes = check_signatures(path, parties, args.require_cosigners)
         problems += more
+    if (path / "manifest.json").is_file() and path.parent.name == "releases":
+        more, chain_notes = check_chain(path, args.since)
+        problems, notes = problems + more, notes + chain_notes
+    if publish is not None:
+        more, root_notes = check_publish_root(publish, path)
+        problems, notes = problems + more, notes + root_notes
     for p in problems:
         _say(f"FAIL: {p}")
     if problems:
@@ -924,6 +944,11 @@ def cmd_verify_release(args) -> int:
             "NOTE: authenticity not checked: "
             + (f"{', '.join(unchecked)} not verified" if unchecked else "the release is unsigned")
             + " (give --keys parties.yaml to check the signatures)"
+        )
+    if not args.since and path.parent.name == "releases":
+        _show(
+            "NOTE: give --since RELEASE_ID (the release you saw last) to check that this one "
+            "follows it: a LATEST moved back or a forked history shows only that way"
         )
     return EXIT_OK
 
@@ -954,7 +979,7 @@ def cmd_rederive(args) -> int:
 
 
 def cmd_cosign(args) -> int:
-    from cbm.release import COSIGN_DIR, verify_release
+    from cbm.release import COSIGN_DIR, signing_contexts, verify_release
     from cbm.signatures import SigningError, SigningKey
 
     path = Path(args.path)
@@ -975,7 +1000,8 @@ def cmd_cosign(args) -> int:
 
     (path / COSIGN_DIR).mkdir(exist_ok=True)
     out = path / COSIGN_DIR / f"{args.party}.sig"
-    write_atomic(out, key.sign((path / "manifest.json").read_bytes()))
+    manifest = (path / "manifest.json").read_bytes()
+    write_atomic(out, key.sign(manifest, signing_contexts(manifest)[1](args.party)))
     _say(f"co-signed {path.name} as {args.party}: {out}")
     return EXIT_OK
 
@@ -1506,6 +1532,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="valid co-signatures by distinct registered parties other than the publisher "
         "that the release must carry (default 0)",
+    )
+    v.add_argument(
+        "--since",
+        metavar="RELEASE_ID",
+        help="the release you saw last: this one's chain of previous releases must reach it "
+        "(a LATEST moved back, or another history, fails)",
     )
     cs = command(
         "cosign", "sign a release this party re-derived: writes cosign/<PARTY>.sig", cmd_cosign

@@ -101,10 +101,12 @@ def test_a_missing_or_foreign_signature_fails(signed, capsys, tmp_path):
     project, keys, summary = signed
     release = Path(summary["release_path"])
     parties = str(project.registry / "parties.yaml")
-    from cbm.signatures import SigningKey
+    from cbm.signatures import SigningKey, manifest_context
 
     (release / "manifest.json.sig").write_bytes(
-        SigningKey(keys["BRAVO"]).sign((release / "manifest.json").read_bytes())
+        SigningKey(keys["BRAVO"]).sign(
+            (release / "manifest.json").read_bytes(), manifest_context(release.name)
+        )
     )
     code, out = verify(release, capsys, "--keys", parties)
     assert code == 1 and "does not verify with the publisher's key (SECRETARIAT)" in out

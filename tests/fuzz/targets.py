@@ -223,7 +223,8 @@ signature_inputs = st.tuples(
 
 def signature_target(args) -> None:
     key, data, sig = args
-    assert verify_signature(key, data, sig) in (True, False)
+    for context in ("submission of party ALPHA", None):  # the scheme, and bare bytes
+        assert verify_signature(key, data, sig, context) in (True, False)
 
 
 # ---------------------------------------------------------------- verify-release
