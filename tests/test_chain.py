@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cbm import release as rel
+from cbm.files import sha256_file
 from cbm.signatures import (
     LEGACY,
     SigningKey,
@@ -19,7 +20,6 @@ from cbm.signatures import (
     verify_signature,
 )
 from pipelines.cli import main
-from cbm.files import sha256_file
 from tests.conftest import Project, incident, write_csv
 from tests.test_trust import register, verify
 
