@@ -175,9 +175,11 @@ def anonymised_reports(
                 metadata["preview"] = dg.MetadataValue.md(
                     markdown_preview(
                         con,
-                        "SELECT source, report_id, category, occurred_at, region, severity, "
-                        "technical_keys, summary FROM anon_incidents "
-                        "WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
+                        # what a verifier may see (contract §5): publishable rows only, and
+                        # no free text or technical keys, whatever the scrubber left
+                        "SELECT source, report_id, tlp, category, occurred_at, region, severity "
+                        "FROM anon_incidents WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) "
+                        "AND tlp_publishable(tlp_rank(upper(trim(tlp)))) ORDER BY ALL",
                         [shas],
                     )
                 )

@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import re
 
 import dagster as dg
 import duckdb
@@ -36,9 +37,24 @@ def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str, params=None, limi
     return head + body
 
 
+# every character Markdown or HTML gives a meaning to: escaped, a party's text renders as text
+# (no image fetched from its host, no link, no HTML), whatever it holds
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+
+
+def md_text(value) -> str:
+    """Any text (a file name, a reason, a party's value) as Markdown that renders as that
+    text, on one line."""
+    text = " ".join(str(value).split())
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return "".join(_HTML.get(c, c) for c in text)
+
+
 def _cell(value) -> str:
-    """A Markdown table cell: the whole value on one line (a cell cannot hold a line break)."""
-    return " ".join(str(value).split()).replace("|", "\\|")
+    """A Markdown table cell: the whole value on one line (a cell cannot hold a line break),
+    escaped (``md_text``)."""
+    return md_text(value)
 
 
 TABLE_TYPES = {bool: "bool", int: "int", float: "float"}

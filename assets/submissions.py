@@ -96,6 +96,32 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
     )
 
 
+def shown_to_verifiers(listing: str) -> str:
+    """The first ``QUARANTINE_LISTED`` rows of the quarantine listing as the Dagster UI shows
+    them: a row's value and report id only where its TLP level is publishable (CLEAR, GREEN);
+    above that, or when the row's level is unknown, withheld (``cbm status --quarantine``, an
+    operator's command on the secretariat's machine, shows them)."""
+    anon = " UNION ALL ".join(
+        f"SELECT submission_sha, row_number, tlp FROM anon_{kind}" for kind in KINDS
+    )
+    return f"""
+        WITH listed AS (SELECT * FROM ({listing}) LIMIT {QUARANTINE_LISTED}),
+        levels AS (
+          SELECT left(submission_sha, 12) AS submission, row_number,
+                 tlp_publishable(tlp_rank(upper(trim(tlp)))) AS shown
+          FROM ({anon})
+          WHERE left(submission_sha, 12) IN (SELECT submission FROM listed)
+        )
+        SELECT l.* REPLACE (
+          CASE WHEN l.row_number IS NULL OR coalesce(v.shown, false) THEN l.report_id
+               ELSE '[withheld: TLP]' END AS report_id,
+          CASE WHEN l.row_number IS NULL OR coalesce(v.shown, false) THEN l.value
+               ELSE '[withheld: TLP]' END AS value)
+        FROM listed l
+        LEFT JOIN levels v ON v.submission = l.submission AND v.row_number = l.row_number
+        ORDER BY l.party, l.file_name, l.row_number NULLS FIRST, l.rule"""
+
+
 @dg.asset(
     deps=["landed_submissions", "staged_submissions", "validation_findings"],
     group_name="validated",
@@ -110,7 +136,9 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
         "the rule, the GX expectation, the column, the (scrubbed) value and the reason. "
         "Warnings (kept rows) are listed too, with severity 'warning'. Its metadata "
         "`quarantined` lists every quarantined row and file with its reason in full (the "
-        "first 500 when there are more; all of them: `cbm status --quarantine`)."
+        "first 500 when there are more; all of them: `cbm status --quarantine`); the value "
+        "and report id of a row above TLP:GREEN (or of unknown level) are withheld there, "
+        "since the UI shows no more than a verifier may see."
     ),
 )
 def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -126,11 +154,7 @@ def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "count(DISTINCT submission_sha) AS submissions, min(reason) AS reason "
             "FROM quarantine GROUP BY ALL ORDER BY findings DESC, rule",
         )
-        rows = table_metadata(
-            con,
-            f"SELECT * FROM ({listing}) LIMIT {QUARANTINE_LISTED}",
-            {"party": None, "rule": None},
-        )
+        rows = table_metadata(con, shown_to_verifiers(listing), {"party": None, "rule": None})
     shown = min(critical, QUARANTINE_LISTED)
     return dg.MaterializeResult(
         metadata={

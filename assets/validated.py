@@ -14,7 +14,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
 )
 
-from assets.metadata import declared_schema, partitions_read_once
+from assets.metadata import declared_schema, md_text, partitions_read_once
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.contract import KINDS
@@ -64,13 +64,16 @@ def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> No
                 "severity": f.severity,
             },
         )
+    # shown in the UI: values of rows whose TLP level is publishable only (contract §5)
     samples = {
         (rule, expectation, column): values
         for rule, expectation, column, values in con.execute(
             f"""SELECT q.rule, q.expectation, q.column_name,
                    list(coalesce(q.value, 'None') ORDER BY q.submission_sha, q.row_number)[:{SAMPLES}]
             FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha
+            JOIN anon_{kind} a ON a.submission_sha = q.submission_sha AND a.row_number = q.row_number
             WHERE s.kind = ? AND q.submission_sha IN (SELECT unnest(?::VARCHAR[]))
+              AND coalesce(tlp_publishable(tlp_rank(upper(trim(a.tlp)))), false)
             GROUP BY ALL""",
             [kind, shas],
         ).fetchall()
@@ -115,7 +118,7 @@ def outcome_text(o: dict) -> str:
 
 def outcome_metadata(o: dict) -> dict:
     """Partition metadata of a submission: who, what, how it went, and why, in full."""
-    reasons = "\n".join(f"- {r}" for r in o["reasons"]) or "_nothing quarantined_"
+    reasons = "\n".join(f"- {md_text(r)}" for r in o["reasons"]) or "_nothing quarantined_"
     return {
         "party": o["party"],
         "file_name": o["file_name"],
@@ -188,7 +191,7 @@ def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
         metadata={
             "submissions": len(outcomes),
             "not_accepted_whole": dg.MetadataValue.md(
-                "\n".join(f"- {outcome_text(o)}" for o in not_whole) or "_none_"
+                "\n".join(f"- {md_text(outcome_text(o))}" for o in not_whole) or "_none_"
             ),
         },
     )

@@ -22,7 +22,15 @@ import polars as pl
 from cbm.contract import FIELDS
 
 EMAIL_RE = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
-URL_RE = r"(?i)\b(?:https?|ftp)://[^\s\"'<>]+|\bwww\.[^\s\"'<>]+"
+# a URL with a scheme, a scheme-relative one (//host/...), www.…, and a bare host: one with a
+# path (phish.invalid/login) or ending in a common or reserved top-level domain (beacon.invalid)
+_HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+URL_RE = (
+    r"(?i)\b(?:https?|ftp)://[^\s\"'<>]+|\B//[^\s\"'<>]+|\bwww\.[^\s\"'<>]+"
+    rf"|\b{_HOST}[a-z]{{2,24}}(?::\d+)?/[^\s\"'<>]*"
+    rf"|\b{_HOST}(?:com|net|org|info|biz|io|ru|cn|ir|kp|gov|mil|int|edu|invalid|example|test|"
+    r"localhost|onion|local)\b"
+)
 IPV4_RE = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
 # Full eight-group form, or any compressed form with "::"; never a time like 10:00:00.
 IPV6_RE = (

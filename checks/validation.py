@@ -491,6 +491,31 @@ def run_suites(
     return out
 
 
+def _has_tlp(con, table: str) -> bool:
+    return con is None or bool(
+        con.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = 'tlp'",
+            [table],
+        ).fetchall()
+    )
+
+
+def _visible_samples(con, table: str, query: str, value_column: str, index_columns) -> list[str]:
+    """Up to ``SAMPLES`` failing values, as the Dagster UI shows them (contract §5): of a
+    table with a ``tlp`` column, only values of rows whose level is publishable (CLEAR,
+    GREEN); a row above that, or whose level is unreadable, gives none."""
+    failing = f'SELECT q."{value_column}" AS v FROM ({query.strip().rstrip(";")}) q'
+    if _has_tlp(con, table):
+        if not index_columns:
+            return []
+        on = " AND ".join(f'q."{c}" IS NOT DISTINCT FROM t."{c}"' for c in index_columns)
+        failing += (
+            f" JOIN {table} t ON {on} "
+            "WHERE coalesce(tlp_publishable(tlp_rank(upper(trim(t.tlp)))), false)"
+        )
+    return [str(v) for (v,) in con.execute(f"{failing} LIMIT {SAMPLES}").fetchall()]
+
+
 def _suite_result(con, suite_name, table, result_id, validation, index_columns) -> SuiteResult:
     findings: list[Finding] = []
     for r in validation.results:
@@ -527,13 +552,9 @@ def _suite_result(con, suite_name, table, result_id, validation, index_columns) 
                     f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query"
                 )
             if query and con is not None:
-                sample = [
-                    str(v)
-                    for (v,) in con.execute(
-                        f'SELECT q."{value_column}" FROM ({query.strip().rstrip(";")}) q '
-                        f"LIMIT {SAMPLES}"
-                    ).fetchall()
-                ]
+                sample = _visible_samples(con, table, query, value_column, index_columns)
+            elif _has_tlp(con, table):  # no way to tell the rows' levels: no values shown
+                sample = []
         findings.append(
             Finding(
                 rule=meta.get("rule", cfg.type),

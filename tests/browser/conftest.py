@@ -91,6 +91,30 @@ class Deployment:
             con.close()
 
 
+PLANTED_PARTY, PLANTED_FILE = "CIVNET", "incidents_[Verify your account](login).csv"
+PLANTED_LINK = "[Verify your account](login)"
+
+
+def plant_party_text(inbox: Path) -> None:
+    """A party's file of Markdown and TLP:RED canaries, handed in beside the demo's: what the
+    UI shows of it must render as text, and nothing of its RED rows may show at all."""
+    from tests.conftest import incident, write_csv
+
+    write_csv(
+        inbox / PLANTED_PARTY / PLANTED_FILE,
+        [
+            incident("PLANT1", region=PLANTED_LINK, alleged_party="DELTA"),  # quarantined
+            incident(
+                "PLANT2",
+                summary="![b](//beacon.invalid/x.png) [Verify your account](//phish.invalid/login)",
+                alleged_party="DELTA",
+            ),
+            incident("REDCANARY1", tlp="RED", region="REDCANARYREGION", alleged_party="DELTA"),
+            incident("REDCANARY2", tlp="RED", summary="REDCANARYSUMMARY", alleged_party="DELTA"),
+        ],
+    )
+
+
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory) -> Deployment:
     base = tmp_path_factory.mktemp("ui") / "demo"
@@ -100,6 +124,7 @@ def deployment(tmp_path_factory) -> Deployment:
         "CBM_DOCS_URL": docs
     }
     cbm = [sys.executable, "-m", "pipelines.cli"]
+    plant_party_text(base / "inbox")  # the demo's generator leaves it there
     demo = subprocess.run(
         [*cbm, "demo", "--dir", str(base)], cwd=ROOT, env=env, capture_output=True, text=True
     )

@@ -273,3 +273,26 @@ def test_an_unacknowledged_alert_warns_on_the_alerts_asset(page, deployment):
     p = open_page(page, f"{deployment.ui}/assets/alerts?view=events", "open_alerts")
     assert open_alerts[0][0] in body(p)
     page.shot("18-open-alerts")
+
+
+def test_party_text_renders_as_text_and_no_red_row_is_shown(page, deployment):
+    """Planted by the fixture (conftest.plant_party_text): Markdown links and images in a
+    party's values and file name, and TLP:RED canaries. The page fixture fails the test on any
+    request outside 127.0.0.1."""
+    from tests.browser.conftest import PLANTED_FILE, PLANTED_LINK
+
+    for asset, wait_for, expected in (
+        ("anon_incidents", "preview", []),
+        # the region as the party wrote it, as text; the RED row's value withheld
+        ("quarantine", "critical_findings", [PLANTED_LINK, "[withheld: TLP]"]),
+        ("landed_submissions", "preview", []),
+    ):
+        p = open_page(page, f"{deployment.ui}/assets/{asset}?view=events", wait_for)
+        page.shot(f"12-party-text-{asset}")
+        for shown in expected:
+            p.get_by_text(shown, exact=False).first.wait_for(timeout=SLOW)
+        text = body(p)
+        assert "REDCANARY" not in text, asset
+        assert p.locator("a", has_text="Verify your account").count() == 0, asset
+        assert p.locator("img[src*='login'], img[src*='beacon'], img[src*='x.png']").count() == 0
+    del PLANTED_FILE  # its name is in the partition keys and reasons, escaped like the rest
