@@ -279,9 +279,7 @@ def release(
         release_id,
         build,
         manifest_base | declarations,
-        sign=(lambda manifest: signer.sign(manifest, rel.signing_contexts(manifest)[0]))
-        if signer
-        else None,
+        sign=rel.manifest_signer(signer) if signer else None,
     )
     # Also when the release existed but its changelog line did not: a run killed between the
     # rename and the changelog must end like an uninterrupted one.

@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.metadata import declared_schema
 from assets.resources import PseudonymKeyResource, RegistryResource
+from cbm.registry import verification_max_tlp
 from warehouse.resource import WarehouseResource
 
 OWNER = "team:verification"
@@ -22,7 +23,10 @@ def regions(extra: tuple[str, ...]) -> list[tuple[str, str]]:
 
 REGISTRY_TABLES = {
     "party_directory": "Registered parties by code: keyed pseudonym, stakeholder class, bloc "
-    "and public label (parties.yaml). Real names never enter the warehouse.",
+    "and public label (parties.yaml). Real names never enter the warehouse. With it, table "
+    "`verification_scope` holds the highest TLP level verification reads: AMBER when "
+    "policy.yaml names the members as AMBER's recipients (`amber_recipients: members`), "
+    "else GREEN; never AMBER+STRICT or RED.",
     "registry_commitments": "Commitments (commitments.yaml): type, schedule, lead time, "
     "response window, grace days and validity.",
     "registry_obligations": "Who owes each commitment: one row per commitment and obligated "
@@ -79,6 +83,11 @@ def registry_tables(
     }
     with warehouse.connect() as con:
         pseudonym_key.claimed(con)
+        con.execute("DELETE FROM verification_scope")
+        con.execute(
+            "INSERT INTO verification_scope VALUES (tlp_rank(?))",
+            [verification_max_tlp(reg.policy)],
+        )
         for table, values in rows.items():
             con.execute(f"DELETE FROM {table}")
             if values:

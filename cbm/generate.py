@@ -54,6 +54,8 @@ POLICY = {
     "small_cell_k": 5,
     "escalation_thresholds": [5, 15, 30, 60, 100],
     "tentative_max_escalation": 2,
+    # the member parties receive TLP:AMBER reports: verification reads them, the bundle has them
+    "amber_recipients": "members",
 }
 COMMITMENTS = [
     {

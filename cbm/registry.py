@@ -157,6 +157,9 @@ class Policy:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     release_guard: ReleaseGuard = field(default_factory=ReleaseGuard)
     extra_regions: tuple[str, ...] = ()  # region codes beyond ISO 3166-1 alpha-3
+    # who receives TLP:AMBER reports beyond the secretariat: "members" (the member parties,
+    # who hold the bundle) makes them part of verification; None leaves them out of it
+    amber_recipients: str | None = None
     # the agreed method: alerts and the release guard (who is told, what is held) left out
     raw: dict = field(default_factory=dict, compare=False)
 
@@ -388,6 +391,7 @@ def load_policy(path: Path) -> Policy:
         alerts=_alerts(data.get("alerts"), where, path.parent),
         release_guard=_release_guard(data.get("release_guard"), where),
         extra_regions=_extra_regions(data.get("extra_regions"), where),
+        amber_recipients=_amber_recipients(data.get("amber_recipients"), where),
         raw=json.loads(
             json.dumps({k: v for k, v in data.items() if k not in NOT_METHOD}, default=str)
         ),
@@ -395,6 +399,22 @@ def load_policy(path: Path) -> Policy:
 
 
 NOT_METHOD = ("alerts", "release_guard")  # policy.yaml sections that change no published figure
+
+
+def _amber_recipients(value, where: str) -> str | None:
+    if value is None or value == "members":
+        return value
+    raise RegistryError(
+        f"{where}: amber_recipients must be 'members' (the member parties receive TLP:AMBER "
+        f"reports, which verification then reads) or absent, got {value!r}"
+    )
+
+
+def verification_max_tlp(policy: Policy) -> str:
+    """The highest TLP level verification reads: what the members who hold the bundle may see
+    (AMBER when the policy names them its recipients, else GREEN); AMBER+STRICT and RED
+    never."""
+    return "AMBER" if policy.amber_recipients == "members" else "GREEN"
 
 
 def _extra_regions(data, where: str) -> tuple[str, ...]:

@@ -254,6 +254,12 @@ def signing_contexts(manifest_bytes: bytes) -> tuple[str | None, Callable[[str],
     return manifest_context(release_id), lambda party: cosign_context(release_id, party)
 
 
+def manifest_signer(key) -> Callable[[bytes], bytes]:
+    """``publish_atomically``'s ``sign`` for a ``SigningKey``: the publisher's signature over a
+    manifest, in the context its manifest calls for (``signing_contexts``)."""
+    return lambda manifest: key.sign(manifest, signing_contexts(manifest)[0])
+
+
 def publish_atomically(
     publish: Path, release_id: str, build, manifest_base: dict, sign=None
 ) -> PublishedRelease:

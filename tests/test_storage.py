@@ -174,7 +174,7 @@ def test_a_release_reaches_s3_files_first_latest_last_and_never_over_another(s3,
             release_id,
             lambda root: [rel.write_file(root, "data/x.txt", value.encode())],
             {"inputs": []},
-            sign=signer.sign,
+            sign=rel.manifest_signer(signer),
         )
         rel.set_latest(mirror, release_id)
         rel.push_release(mirror, target, release_id, latest)

@@ -5,13 +5,16 @@ recompute the release without the raw inputs or the pseudonymisation key.
 
 - ``reports/<kind>.parquet``: the rows verification read (views ``verification_<kind>``):
   current versions, pseudonymised, validated; no free text, technical keys only as keyed
-  hashes, nothing TLP:RED.
-- ``tables/*.parquet``: the registry as the warehouse holds it (party pseudonyms, classes,
-  blocs, public labels; commitments; obligations), ``release_context`` (as-of time, method
-  version, input submissions, key version and fingerprint) and the members of the previous
-  release's events (to name an event's successor).
-- ``registry/``: ``policy.yaml`` and ``commitments.yaml`` as given, ``parties.yaml`` with
-  public fields only (a party's name is replaced by its code).
+  hashes, nothing above what the members may see (GREEN, or AMBER where policy.yaml names
+  them its recipients; never AMBER+STRICT or RED).
+- ``tables/*.parquet``: commitments, obligations, ``verification_scope``, ``release_context``
+  (as-of time, method version, input submissions, key version and fingerprint), the members
+  of the previous release's events (to name an event's successor), and ``party_directory``
+  reduced to what verification reads (``BUNDLE_DIRECTORY``): the parties a release can name
+  by code, every other source only as a pseudonym with its bloc and class.
+- ``registry/``: ``commitments.yaml`` as given; ``policy.yaml`` with the agreed method only
+  (no alerts, endpoints or recipients, no release guard); ``parties.yaml`` with the parties
+  a release can name and the publisher, public fields only (a party's name is its code).
 - ``bundle.json``: the release it derives, the previous release, every file with its SHA-256,
   and what the release's manifest declares beyond its figures (``manifest_declarations``).
 
@@ -34,13 +37,48 @@ from cbm.registry import Registry
 from cbm.release import write_file, write_table
 from warehouse.db import fetch_arrow
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: party_directory names no one it need not; verification_scope
 BUNDLE_FILE = "bundle.json"
-TABLES = ("party_directory", "registry_commitments", "registry_obligations", "release_context")
+TABLES = ("registry_commitments", "registry_obligations", "release_context", "verification_scope")
 
 
 class BundleError(ValueError):
     """A bundle that cannot be used: missing, incomplete or altered (the message says which)."""
+
+
+# the parties a release can name (subjects, alleged parties, the obligated): these keep their
+# code in the bundle; every other party is there only as its pseudonym
+NAMED = """
+    SELECT subject_party AS code FROM verification_compliance
+    UNION SELECT alleged_party FROM verification_incidents
+    UNION SELECT party_code FROM registry_obligations"""
+
+# party_directory as the bundle holds it (docs/disclosure.md, "What the member bundle
+# holds"): a named party keeps its code, class, bloc and label, and its pseudonym only where
+# verification matches it (its own compliance reports: self-reports) or a product publishes
+# it (no public label); every pseudonym otherwise stands alone, keyed by itself, with its bloc
+# and its class (a class other than state and secretariat as a token, the same within the
+# bundle: verification counts distinct classes and never reads their names)
+BUNDLE_DIRECTORY = f"""
+    WITH named AS ({NAMED}),
+    kept AS (
+      SELECT p.code FROM party_directory p
+      WHERE p.code IN (SELECT code FROM named)
+        AND (p.public_label IS NULL OR EXISTS (
+          SELECT 1 FROM verification_compliance c
+          WHERE c.subject_party = p.code AND c.source = p.pseudonym))
+    )
+    SELECT p.code, CASE WHEN p.code IN (SELECT code FROM kept) THEN p.pseudonym ELSE '' END
+             AS pseudonym,
+           p.party_class, p.bloc, p.public_label
+    FROM party_directory p WHERE p.code IN (SELECT code FROM named)
+    UNION ALL
+    SELECT p.pseudonym, p.pseudonym,
+           CASE WHEN p.party_class IN ('state', 'secretariat') THEN p.party_class
+                ELSE 'class-' || left(sha256($release_id || ':' || p.party_class), 10) END,
+           p.bloc, NULL
+    FROM party_directory p WHERE p.code NOT IN (SELECT code FROM kept)
+    ORDER BY ALL"""
 
 
 def write_bundle(
@@ -79,6 +117,13 @@ def write_bundle(
     files.append(
         write_table(
             tmp,
+            "tables/party_directory.parquet",
+            fetch_arrow(con, BUNDLE_DIRECTORY, {"release_id": release_id}),
+        )
+    )
+    files.append(
+        write_table(
+            tmp,
             "tables/published_event_members.parquet",
             fetch_arrow(
                 con,
@@ -87,7 +132,8 @@ def write_bundle(
             ),
         )
     )
-    public_parties = [
+    named = {code for (code,) in con.execute(NAMED).fetchall()}
+    public_parties = [  # the parties the release can name, and its publisher; no one else
         {
             "code": p.code,
             "name": p.code,  # real names stay with the secretariat
@@ -97,6 +143,7 @@ def write_bundle(
             "public_key": p.public_key,
         }
         for p in sorted(registry.parties.values(), key=lambda p: p.code)
+        if p.code in named or p.party_class == "secretariat"
     ]
     files.append(
         write_file(
@@ -105,8 +152,19 @@ def write_bundle(
             yaml.safe_dump(public_parties, sort_keys=False).encode(),
         )
     )
-    for name in ("commitments.yaml", "policy.yaml"):
-        files.append(write_file(tmp, f"registry/{name}", (registry_dir / name).read_bytes()))
+    files.append(
+        write_file(
+            tmp, "registry/commitments.yaml", (registry_dir / "commitments.yaml").read_bytes()
+        )
+    )
+    # the agreed method only: no alerts (endpoints, hosts, recipients) and no release guard
+    files.append(
+        write_file(
+            tmp,
+            "registry/policy.yaml",
+            yaml.safe_dump(registry.policy.raw, sort_keys=True).encode(),
+        )
+    )
     description = {
         "bundle_version": BUNDLE_VERSION,
         "release_id": release_id,
@@ -160,7 +218,7 @@ def load_bundle(con: duckdb.DuckDBPyConnection, root: Path) -> None:
             f"INSERT INTO reports_{kind} BY NAME SELECT * FROM read_parquet(?)",
             [str(root / "reports" / f"{kind}.parquet")],
         )
-    for table in (*TABLES, "published_event_members"):
+    for table in (*TABLES, "party_directory", "published_event_members"):
         source = str(root / "tables" / f"{table}.parquet")
         if table == "release_context":  # made by its asset, not by the schema
             con.execute(

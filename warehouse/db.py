@@ -190,12 +190,16 @@ def schema_ddl() -> str:
               USING (submission_sha, row_number)
             ANTI JOIN submission_copies k ON k.sha256 = r.submission_sha;"""
         )
-        # what verification reads: the current rows without free text and without TLP:RED
-        # (an unknown level ranks as RED), so no RED row influences a released byte and the
-        # member bundle (warehouse.bundle) holds exactly the rows a release was derived from
+        # what verification reads: the current rows without free text, up to the TLP level the
+        # members may see (verification_scope: GREEN, or AMBER where policy.yaml names them its
+        # recipients; never AMBER+STRICT or RED, and an unknown level ranks as RED), so no
+        # row above it influences a released byte and the member bundle (warehouse.bundle)
+        # holds exactly the rows a release was derived from
         parts.append(
             f"""CREATE OR REPLACE VIEW verification_{kind} AS
-            SELECT * EXCLUDE (summary) FROM current_{kind} WHERE tlp_rank(tlp) < tlp_rank('RED');"""
+            SELECT * EXCLUDE (summary) FROM current_{kind}
+            WHERE tlp_rank(tlp) <= (SELECT coalesce(max(max_tlp_rank), {MAX_PUBLISHABLE_TLP_RANK})
+                                    FROM verification_scope);"""
         )
     # every accepted row of every kind, by submission (version conflicts, and the rows of a
     # submission that became a copy later, are quarantined, not accepted): the one union of

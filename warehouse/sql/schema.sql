@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS validation_findings (
     severity        VARCHAR NOT NULL       -- critical (row quarantined) | warning (kept)
 );
 
+-- The highest TLP level verification reads (policy.yaml amber_recipients; written with
+-- party_directory): AMBER (2) when the members are AMBER's recipients, else GREEN (1).
+CREATE TABLE IF NOT EXISTS verification_scope (
+    max_tlp_rank    INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS party_directory (
     code            VARCHAR PRIMARY KEY,
     pseudonym       VARCHAR NOT NULL,
