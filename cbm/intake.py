@@ -616,12 +616,25 @@ def plan_intake(
     if log:
         for path, why in deferred:
             log(f"deferred {path}: {why}")
+    record_waiting(landing, deferred)
     to_ingest = [
         sha
         for sha, key in {f.sha256: f.intake_key for f in files}.items()
         if landing.meta(sha).get("ingested_key") != key
     ]
     return IntakePlan(files, to_ingest, deferred)
+
+
+WAITING = "WAITING.json"  # in the landing area: what the last look at the inbox left for later
+
+
+def record_waiting(landing: Landing, deferred: list[tuple[str, str]]) -> None:
+    """Keep what the last look at the inbox left for a later run (``cbm status`` lists it);
+    written only when it changed."""
+    data = (json.dumps([{"path": p, "why": w} for p, w in deferred], indent=1) + "\n").encode()
+    store = landing.store
+    if (store.read_bytes(WAITING) if store.exists(WAITING) else b"[]\n") != data:
+        store.write_bytes(WAITING, data)
 
 
 def mark_ingested(landing: Landing | Path, sha: str, intake_key: str) -> None:

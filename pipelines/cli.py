@@ -792,8 +792,15 @@ def cmd_status(args) -> int:
         for r in rows
     ]
     totals = _status_totals(subs)
+    waiting = _waiting(Path(args.workdir))
     if args.json:
-        print(json.dumps({"submissions": subs, "totals": totals}, indent=2, sort_keys=False))
+        print(
+            json.dumps(
+                {"submissions": subs, "totals": totals, "waiting": waiting},
+                indent=2,
+                sort_keys=False,
+            )
+        )
         return EXIT_OK
     _show(
         f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} "
@@ -825,8 +832,25 @@ def cmd_status(args) -> int:
         f"{totals['rows_read']:,} rows read = {totals['rows_accepted']:,} accepted + "
         f"{totals['rows_quarantined']:,} quarantined"
     )
+    if waiting:
+        _say("")
+        _say(f"Waiting for a later run (not landed yet): {len(waiting)}")
+        for w in waiting:
+            _show(f"  {w['path']}: {w['why']}")
     _say("Quarantined rows, in full: cbm status --workdir DIR --quarantine [--party P] [--rule R]")
     return EXIT_OK
+
+
+def _waiting(workdir: Path) -> list[dict]:
+    """What the last look at the inbox left for a later run (``WAITING.json`` in the landing
+    area: a party's files beyond its budget, files still being written)."""
+    from cbm.storage import location
+
+    store = location(os.environ.get("CBM_LANDING") or str(workdir / "landing"))
+    try:
+        return json.loads(store.read_bytes("WAITING.json")) if store.exists("WAITING.json") else []
+    except (OSError, ValueError):
+        return []
 
 
 def _check_narrowing(con, args) -> None:

@@ -249,6 +249,18 @@ def test_a_party_that_drops_many_files_is_taken_a_budget_per_run(project, capsys
         landed.append(len(status(project, capsys)))
         if landed[-1] < 6:
             assert "deferred ALPHA/: " in out and "limits.max_files_per_run" in out
+        # cbm status lists what waits, as text and as JSON
+        capsys.readouterr()
+        assert main(["status", "--workdir", str(project.workdir)]) == 0
+        text = capsys.readouterr().out
+        assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+        waiting = json.loads(capsys.readouterr().out)["waiting"]
+        if landed[-1] < 6:
+            assert [w["path"] for w in waiting] == ["ALPHA/"]
+            assert "Waiting for a later run (not landed yet): 1" in text
+            assert f"ALPHA/: {6 - landed[-1]} more new files" in text
+        else:
+            assert waiting == [] and "Waiting" not in text
     assert landed == [3, 5, 6]  # BRAVO's file goes through at once; ALPHA's two a run
     listed = status(project, capsys)
     assert all(s["status"] == "accepted" and holds(s) for s in listed.values())
