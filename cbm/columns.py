@@ -214,6 +214,8 @@ BY_TABLE = {
         "reason",
     ): "rise (the level rose) or confirmed (a tentative level became definitive)",
     ("alerts", "as_of"): "the data's time: the as-of time of the update that raised it",
+    ("verification_scope", "max_tlp_rank"): "the highest TLP rank verification reads: 2 "
+    "(AMBER) when policy.yaml names the members as AMBER's recipients, else 1 (GREEN)",
 }
 
 
