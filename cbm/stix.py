@@ -17,6 +17,7 @@ gives the same bytes. Nothing goes out that the Parquet products do not publish.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, date, datetime
 
@@ -144,12 +145,22 @@ def validate(doc: dict, text: str) -> list[str]:
             f"({exc.__class__.__name__}: {str(exc)[:200]})"
         ) from None
     if not result.is_valid:
-        errors = [str(e) for e in result.errors]
+        errors = list(dict.fromkeys(_brief(str(e)) for e in result.errors))
         raise StixError(
-            f"not valid STIX 2.1 (OASIS validator, {len(errors)} findings): "
+            f"not valid STIX 2.1 (OASIS validator, {len(result.errors)} findings): "
             + "; ".join(errors[:3])
+            + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
         )
     return [str(w) for w in result.warnings][:3]
+
+
+_PATTERN = re.compile(r"'\^[^']*\$'")
+
+
+def _brief(finding: str) -> str:
+    """A validator finding without the regular expressions it quotes whole (the id pattern
+    alone is 90 characters, repeated in every finding)."""
+    return _PATTERN.sub("the STIX pattern", finding)
 
 
 def _tlp(obj: dict, notes: dict) -> str | None:
@@ -338,7 +349,9 @@ def read_bundle(data: str, kind: str) -> tuple[list[dict], list[str]]:
         listed = ", ".join(f"{n} {t}" for t, n in sorted(skipped.items()))
         notes[f"objects of types an {kind} file does not use were ignored: {listed}"] = True
     if not rows:
-        raise StixError(f"the bundle holds no {ROW_TYPES[kind]} object for a {kind} file")
+        raise StixError(
+            f"the bundle holds no {ROW_TYPES[kind]} object: each row of an {kind} file is one"
+        )
     return rows, [*notes, *(f"STIX validator: {w}" for w in warnings)]
 
 
