@@ -1,6 +1,5 @@
 """Asset metadata the Dagster UI shows: column schemas and small Markdown previews."""
 
-import contextlib
 import functools
 import re
 
@@ -131,23 +130,3 @@ def counts_by(con: duckdb.DuckDBPyConnection, table: str, column: str, values, p
     UI plots across materializations."""
     found = dict(con.execute(f"SELECT {column}, count(*) FROM {table} GROUP BY ALL").fetchall())
     return {f"{prefix}{v}": int(found.get(v, 0)) for v in values}
-
-
-@contextlib.contextmanager
-def partitions_read_once(instance: dg.DagsterInstance):
-    """Within the block, the instance answers ``get_dynamic_partitions`` and
-    ``has_dynamic_partition`` from its first answer to the same question.
-
-    ``context.add_asset_metadata(partition_key=...)`` checks the key against the run's
-    partitions by reading every dynamic partition from the instance, and whether the range's
-    ends exist, on each call: three queries per call, 3.8 s for the 214 calls of a run of
-    107 submissions (py-spy, 1,000,000 reports). Nothing adds or removes a partition while a
-    run records its metadata."""
-    reads = ("get_dynamic_partitions", "has_dynamic_partition")
-    for name in reads:
-        setattr(instance, name, functools.cache(getattr(instance, name)))
-    try:
-        yield instance
-    finally:
-        for name in reads:
-            delattr(instance, name)  # the class's method again

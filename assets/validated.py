@@ -10,16 +10,17 @@ import re
 import time
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
-)
 
-from assets.metadata import declared_schema, md_text, partitions_read_once
+from assets.metadata import declared_schema, md_text
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from cbm.contract import KINDS
 from cbm.intake import mark_ingested, submissions_of
 from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
+from compat.dagster import (  # Dagster internals, in one place
+    AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
+    partitions_read_once,
+)
 from warehouse.db import refresh_superseded, report_columns, sql_file
 from warehouse.resource import WarehouseResource
 

@@ -29,12 +29,14 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
 from cbm.contract import FIELDS, typed_fields
-from checks import expectations, gx_duckdb, gx_files, gx_templates  # noqa: F401  (expectations: registers ours with GX; gx_files: written whole)
+from checks import expectations  # noqa: F401  (registers our expectations with GX)
 from checks.offline_docs import data_docs_site, make_offline
+from compat import gx as gx_compat
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
 SAMPLES = 5  # failing values kept per finding for the asset check metadata
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
+gx_compat.install()  # before any GX project is opened: every GX patch of compat/gx.py
 
 
 class SuiteError(RuntimeError):
@@ -384,7 +386,6 @@ def build_data_docs(
     validations) and the index, or with ``results=None`` every stored validation result.
     With ``keep``, only the ``keep`` newest results of each suite and table stay stored
     (``prune_validation_results``) before the index is rendered."""
-    gx_templates.install()
     ctx = _context(gx_dir)
     if keep is not None:
         prune_validation_results(ctx, gx_dir, keep)
@@ -465,7 +466,6 @@ def run_suites(
     caller knows; above ``DETAILS_IN_ONE_PASS_ROWS`` GX is asked for the details in one pass,
     otherwise for pass/fail first and then for the details of the rules that failed.
     """
-    gx_duckdb.install()
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
     ctx = _context(gx_dir)
     one_pass = rows > DETAILS_IN_ONE_PASS_ROWS

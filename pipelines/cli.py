@@ -1121,11 +1121,9 @@ def _report_acknowledgement(workdir: Path, still_open: int) -> str:
             f"instance at {home}; set DAGSTER_HOME to the deployment's to update it now)"
         )
     import dagster as dg
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData,  # not exported; names what was checked
-    )
 
     from cbm.alerts import CHECK, acknowledgement
+    from compat.dagster import AssetCheckEvaluationTargetMaterializationData
 
     key = dg.AssetKey("alerts")
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -1,33 +1,8 @@
-"""The Dagster instance's event log, written in batches over connections kept open.
-
-A run of N submissions records, per partitioned asset and submission, a planned event and a
-materialization. Dagster's SQLite event log stores each event on its own (a new engine and
-connection to the run's shard, then another to the index shard, a commit each): about 12 ms
-an event on this project's machine. At 1,000,000 reports in 107 files that was 24 s of a 55 s
-ingestion (py-spy; benchmarks/README.md).
-
-Dagster hands such events over in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set, and the
-PostgreSQL event log writes a batch in one statement; the SQLite one only loops over
-``store_event``. ``BatchingSqliteEventLogStorage`` writes each batch's asset events with one
-connection per shard, in order, with the same rows ``store_event`` writes; anything else
-still goes through ``store_event``.
-
-Dagster's SQLite event log also opens every connection anew: a new SQLAlchemy engine, a
-connection, and on close SQLite's checkpoint of the write-ahead log, for each of the about
-560 reads and writes of a small ``cbm run`` (2.3-2.5 ms each, 1.5-2 s a run).
-``BatchingSqliteEventLogStorage`` keeps one open connection per shard instead (the index
-shard and the few newest run shards), under the storage's own lock as before. A write to a
-run shard ends with a passive checkpoint, so the run's ``.db`` file changes with every event
-as before: the UI's run view watches that file. A result a caller left unread is closed when
-the connection is handed back, as closing the connection did, so no reader stays on an old
-snapshot. Nothing else differs; in particular SQLite's ``synchronous`` setting (how often
-it flushes to disk) stays Dagster's.
-
-A new run's shard is a copy of an empty one that Dagster's own set-up made once
-(``TEMPLATE``): the set-up (the tables, then Alembic's stamp) took about 59 ms a run.
-
-``DEFAULT_INSTANCE`` is the ``dagster.yaml`` that ``cbm run`` writes into a new Dagster home
-(and that the tests use).
+"""The Dagster instance this project makes: the ``dagster.yaml`` of a new Dagster home, and
+the event batching it asks of Dagster. The event log storage it names lives in
+``compat/dagster.py`` (it subclasses Dagster's private SQLite storage); this module re-exports
+it, so a ``dagster.yaml`` written before the move (``module: pipelines.event_log``) still
+loads.
 """
 
 from __future__ import annotations
@@ -35,33 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from itertools import groupby
 
-from dagster._core.errors import DagsterInvariantViolationError
-from dagster._core.events import ASSET_EVENTS
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    INDEX_SHARD_NAME,
-    SqliteEventLogStorage,
-)
-from dagster._core.storage.sql import create_engine
-from dagster._core.storage.sqlalchemy_compat import db_result
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster.version import __version__ as dagster_version
-from sqlalchemy import event as sqla_event
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool, StaticPool
+from compat.dagster import BatchingSqliteEventLogStorage  # noqa: F401  (named by older dagster.yaml)
 
-# an empty run shard, copied for each new run (``_new_shard_from_template``); not ``*.db``,
-# which Dagster lists as runs
-TEMPLATE = "empty-run-shard-{version}.sqlite"
 BATCH_SIZE = "500"  # events Dagster buffers before a write (it writes sooner at a batch's end)
-OPEN_SHARDS = 4  # connections kept open: the index shard and the newest run shards
 
 DEFAULT_INSTANCE = """\
 telemetry:
@@ -75,13 +27,20 @@ concurrency:
   runs:
     max_concurrent_runs: 1
 # Dagster's SQLite event log, writing the events Dagster batches in one go
-# (pipelines/event_log.py)
+# (compat/dagster.py)
 event_log_storage:
-  module: pipelines.event_log
+  module: compat.dagster
   class: BatchingSqliteEventLogStorage
   config:
     base_dir: {base_dir}
 """
+
+
+# the same, as written before the storage class moved to compat/ (rewritten when met)
+BEFORE_COMPAT = DEFAULT_INSTANCE.replace(
+    "(compat/dagster.py)\nevent_log_storage:\n  module: compat.dagster",
+    "(pipelines/event_log.py)\nevent_log_storage:\n  module: pipelines.event_log",
+)
 
 
 # the event log's folder, relative to DAGSTER_HOME: a copied or moved Dagster home writes
@@ -98,10 +57,12 @@ def default_instance_yaml() -> str:
 
 def relocatable_instance_yaml(text: str) -> str | None:
     """A ``dagster.yaml`` this project wrote, unchanged since, with the absolute path of its
-    home's event log (before it was relative): the same file made relative. None for any
-    other file (an operator's own configuration is never rewritten)."""
+    home's event log (before it was relative) or the storage's old module
+    (``pipelines.event_log``): the file as this version writes it. None for any other file (an
+    operator's own configuration is never rewritten)."""
     match = re.search(r"(?m)^    base_dir: (\".*\")$", text)
-    if not match or text != DEFAULT_INSTANCE.format(base_dir=match.group(1)):
+    written = [DEFAULT_INSTANCE, BEFORE_COMPAT]
+    if not match or text not in [t.format(base_dir=match.group(1)) for t in written]:
         return None
     fixed = default_instance_yaml()
     return None if fixed == text else fixed
@@ -111,169 +72,3 @@ def batch_events() -> None:
     """Have Dagster hand asset events to the event log in batches, in this process and the
     processes it starts, unless ``DAGSTER_EVENT_BATCH_SIZE`` is already set (0: one by one)."""
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", BATCH_SIZE)
-
-
-def _is_asset_event(event: EventLogEntry) -> bool:
-    return event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS
-
-
-class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
-    """Dagster's SQLite event log (``SqliteEventLogStorage``), with ``store_event_batch``
-    writing a batch's asset events through one connection to the run's shard and one
-    transaction on the index shard, and with a connection kept open per shard."""
-
-    def __init__(self, base_dir: str, inst_data=None):
-        self._open: OrderedDict[str, Engine] = OrderedDict()  # shard -> its one connection
-        self._open_pid = os.getpid()
-        self._cursors: list = []  # the DB-API cursors of the connection now in use
-        super().__init__(base_dir, inst_data=inst_data)
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value) -> BatchingSqliteEventLogStorage:
-        config = dict(config_value)
-        if not os.path.isabs(config["base_dir"]):
-            # relative to the Dagster home, found as every Dagster process finds its instance
-            home = os.environ.get("DAGSTER_HOME")
-            if not home:
-                raise DagsterInvariantViolationError(
-                    f"the event log's base_dir {config['base_dir']!r} is relative to the Dagster "
-                    "home, and DAGSTER_HOME is not set"
-                )
-            config["base_dir"] = os.path.join(home, config["base_dir"])
-        return cls(inst_data=inst_data, **config)
-
-    def _engine(self, shard: str) -> Engine:
-        """The shard's engine over one open connection (called under ``_db_lock``)."""
-        if self._open_pid != os.getpid():  # a forked child: never use the parent's connections
-            self._open, self._open_pid = OrderedDict(), os.getpid()
-        engine = self._open.get(shard)
-        if engine is None:
-            engine = create_engine(
-                self.conn_string_for_shard(shard),
-                poolclass=StaticPool,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-            )
-            sqla_event.listen(engine, "after_cursor_execute", self._note_cursor)
-            self._open[shard] = engine
-            while len(self._open) > OPEN_SHARDS:
-                self._open.popitem(last=False)[1].dispose()
-        self._open.move_to_end(shard)
-        return engine
-
-    def _note_cursor(self, conn, cursor, *args) -> None:
-        self._cursors.append(cursor)
-
-    def _close_open(self) -> None:
-        with self._db_lock:
-            for engine in self._open.values():
-                engine.dispose()
-            self._open.clear()
-
-    @contextmanager
-    def _connect(self, shard: str) -> Iterator[Connection]:
-        # as SqliteEventLogStorage._connect, on the shard's open connection
-        with self._db_lock:
-            if shard not in self._initialized_dbs:
-                if shard == INDEX_SHARD_NAME or not self._new_shard_from_template(shard):
-                    self._set_up(self.conn_string_for_shard(shard))
-                self._initialized_dbs.add(shard)
-            engine = self._engine(shard)
-            try:
-                with engine.connect() as conn:
-                    with conn.begin():
-                        yield conn
-                    self._close_cursors()  # the checkpoint needs no statement running
-                    if shard != INDEX_SHARD_NAME:  # the UI watches a run's .db file
-                        conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
-            finally:
-                self._close_cursors()
-
-    def _new_shard_from_template(self, shard: str) -> bool:
-        """Make a run's new shard as a copy of an empty one (``TEMPLATE``) instead of running
-        Dagster's schema set-up, which takes about 55 ms a run (the tables, then Alembic's
-        stamp). The template is made once, by that set-up, for this Dagster version. False
-        when the shard exists already (another process made it first, or an older run's):
-        Dagster's own set-up then checks it, as before."""
-        path = self.path_for_shard(shard)
-        if os.path.exists(path):
-            return False
-        template = os.path.join(self._base_dir, TEMPLATE.format(version=dagster_version))
-        if not os.path.exists(template):
-            self._make_template(template)
-        copy = f"{path}.{os.getpid()}.tmp"
-        shutil.copyfile(template, copy)
-        try:
-            os.link(copy, path)  # never over a shard another process has made meanwhile
-        except OSError:  # made meanwhile, or no hard links on this file system
-            return False
-        finally:
-            os.unlink(copy)
-        return True
-
-    def _make_template(self, template: str) -> None:
-        """An empty run shard as Dagster's set-up makes it, outside the ``*.db`` names that
-        Dagster reads as runs, put in place whole. Once its last connection has closed,
-        SQLite has moved the write-ahead log into the file and removed it: the file is all."""
-        made = f"{template}.{os.getpid()}.tmp"
-        self._set_up(f"sqlite:///{os.path.abspath(made)}")
-        os.replace(made, template)
-
-    def _set_up(self, url: str) -> None:
-        """Dagster's schema set-up of the SQLite file at ``url``, on an engine of its own: it
-        opens several connections, and on a shard's one open connection its unread results
-        would block its commits."""
-        engine = create_engine(
-            url, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
-        )
-        try:
-            self._initdb(engine)
-        finally:
-            engine.dispose()
-
-    def _close_cursors(self) -> None:
-        # a result left unread would keep its snapshot on the open connection, and the next
-        # reader would not see later writes; Dagster's closing the connection ended those
-        # results too
-        for cursor in self._cursors:
-            cursor.close()
-        self._cursors.clear()
-
-    def wipe(self) -> None:
-        self._close_open()  # before its files go
-        super().wipe()
-
-    def upgrade(self) -> None:
-        self._close_open()
-        super().upgrade()
-
-    def dispose(self) -> None:
-        self._close_open()
-        super().dispose()
-
-    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        # consecutive asset events of one run together; anything else one by one, in order
-        for (is_asset, run_id), group in groupby(
-            events, key=lambda e: (_is_asset_event(e), e.run_id)
-        ):
-            group = list(group)
-            if not is_asset:
-                for event in group:
-                    self.store_event(event)
-                continue
-            statements = [self.prepare_insert_event(event) for event in group]
-            with self.run_connection(run_id) as conn:
-                for statement in statements:
-                    conn.execute(statement)
-            # mirrored in the cross-run index shard, as store_event does
-            with self.index_transaction() as conn:
-                event_ids = []
-                for statement in statements:
-                    with db_result(conn, statement) as result:
-                        event_ids.append(result.inserted_primary_key[0])
-                if any(event_id is None for event_id in event_ids):
-                    raise DagsterInvariantViolationError(
-                        "Cannot store asset event tags for null event id."
-                    )
-                self._store_asset_event_tags(conn, group, event_ids)
-                for event, event_id in zip(group, event_ids, strict=True):
-                    self._store_asset_event(conn, event, event_id)

@@ -301,12 +301,12 @@ def test_a_rule_that_cannot_be_evaluated_is_an_error_not_a_finding(tmp_path, tab
 def test_data_docs_templates_are_compiled_once_and_render_the_same_pages(
     tmp_path, table, monkeypatch
 ):
-    """GX's Data Docs views each make a new Jinja environment; checks.gx_templates keeps the
+    """GX's Data Docs views each make a new Jinja environment; compat.gx keeps the
     compiled templates for the process. A second build compiles none of them and writes the
     same pages as a build that compiled them all."""
     import jinja2
 
-    from checks.gx_templates import TEMPLATES
+    from compat.gx import TEMPLATES
 
     result = _run(tmp_path, table, monkeypatch, ("b", "b = 3"), ("a", "a < 0"))
     compiled = []

@@ -12,16 +12,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("cbm", "assets", "checks", "warehouse", "pipelines")
+OURS = ("cbm", "compat", "assets", "checks", "warehouse", "pipelines")
 ALLOWED = {  # package -> our packages it may import
     "cbm": {"cbm"},
+    "compat": {"cbm", "compat"},  # patches of libraries' internals, applied from entry points
     "warehouse": {"cbm", "warehouse"},
-    "checks": {"cbm", "checks", "warehouse"},
-    "assets": {"cbm", "checks", "warehouse", "assets"},
+    "checks": {"cbm", "checks", "warehouse", "compat"},
+    "assets": {"cbm", "checks", "warehouse", "assets", "compat"},
     "pipelines": set(OURS),
 }
 ASSET_VOCABULARY = {"assets", "assets.resources", "assets.partitions", "assets.metadata"}
-NO_DAGSTER = {"cbm", "warehouse.db", "checks.validation", "checks.gx_duckdb"}
+NO_DAGSTER = {"cbm", "warehouse.db", "checks.validation", "compat.gx"}
 
 
 def imports_of(path: Path) -> set[str]:
