@@ -198,6 +198,49 @@ def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
     )
 
 
+def suite_check(
+    kind: str,
+    result: SuiteResult | None,
+    batch: int,
+    accepted: int,
+    quarantined: int,
+    per_submission: dict[str, int],
+) -> dg.AssetCheckResult:
+    """``suite_<kind>`` on ``reports_<kind>``: the kind's suite ran on the batch and its verdict
+    was carried out, every row of the batch accepted or quarantined (rows quarantined by the
+    rules are the suite working, not failing). It fails, as a warning, when the two do not add
+    up to the batch: a row neither stored nor set aside."""
+    held = accepted + quarantined == batch
+    if result is None:
+        description = "no rows in this batch"
+    elif held:
+        description = (
+            f"{quarantined:,} of {batch:,} rows quarantined by design, {accepted:,} accepted"
+        )
+    else:
+        description = (
+            f"{batch:,} rows checked but {accepted:,} accepted + {quarantined:,} quarantined: "
+            f"{batch - accepted - quarantined:+,} rows unaccounted for"
+        )
+    return dg.AssetCheckResult(
+        asset_key=f"reports_{kind}",
+        check_name=f"suite_{kind}",
+        passed=held,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "rows_quarantined_by_design": quarantined,
+            "rows_in_batch": batch,
+            "rows_accepted": accepted,
+            "unexpected_by_rule": dg.MetadataValue.json({} if result is None else result.summary()),
+            "rows_quarantined_by_submission": dg.MetadataValue.json(per_submission),
+            "samples": dg.MetadataValue.json(
+                {} if result is None else {f.rule: f.sample() for f in result.findings}
+            ),
+        },
+    )
+
+
 REPORT_TABLE_TEXT = (
     "Accepted {kind} reports: rows of validated submissions with no critical finding, every "
     "version kept (a higher version supersedes a lower one of the same report_id and source). "
@@ -400,24 +443,11 @@ def validated_reports(
                 "rows_in_batch": batch_rows[kind],
             },
         )
-        r = results.get(kind)
-        yield dg.AssetCheckResult(
-            asset_key=f"reports_{kind}",
-            check_name=f"suite_{kind}",
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                "no rows in this batch"
-                if r is None
-                else f"{quarantined.get(kind, 0):,} of {batch_rows[kind]:,} rows quarantined by design"
-            ),
-            metadata={
-                "rows_quarantined_by_design": quarantined.get(kind, 0),
-                "rows_in_batch": batch_rows.get(kind, 0),
-                "unexpected_by_rule": dg.MetadataValue.json({} if r is None else r.summary()),
-                "rows_quarantined_by_submission": dg.MetadataValue.json(per_submission[kind]),
-                "samples": dg.MetadataValue.json(
-                    {} if r is None else {f.rule: f.sample() for f in r.findings}
-                ),
-            },
+        yield suite_check(
+            kind,
+            results.get(kind),
+            batch_rows.get(kind, 0),
+            accepted[kind],
+            quarantined.get(kind, 0),
+            per_submission[kind],
         )

@@ -1,6 +1,7 @@
 """The cbm command: exit codes, one-line reasons, status fields (contract §6)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -161,6 +162,24 @@ def test_a_run_with_nothing_new_says_so_without_loading_dagster(project, capsys)
     again = capsys.readouterr().out
     latest = (project.publish / "LATEST").read_text().strip()
     assert f"nothing new: release {latest} is current" in again and "[2/3]" not in again
+    # and in a fresh interpreter, that answer loads neither Dagster nor Great Expectations
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from pipelines.cli import main; rc = main(sys.argv[1:]); "
+        "print(json.dumps([rc, sorted(m for m in ('dagster', 'great_expectations') "
+        "if m in sys.modules)]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *run_args(project)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, []], done.stdout + done.stderr
     # a change of method (the policy) is something new, though no file is
     policy = project.registry / "policy.yaml"
     policy.write_text(

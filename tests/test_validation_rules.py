@@ -212,3 +212,45 @@ def test_quarantine_names_the_expectation_type(ruled):
         "tlp_allowed_values": "expect_column_values_to_be_in_set",
         "reported_before_occurred": "expect_column_values_to_pass_sql_rule",
     }
+
+
+def test_the_suite_checks_pass_when_every_row_is_accepted_or_quarantined(
+    generated_run, monkeypatch
+):
+    """suite_<kind> on the generated run (spoiled rows, revisions, rejected files): every row
+    of every batch accepted or quarantined, so every evaluation passed."""
+    import dagster as dg
+
+    project, _ = generated_run
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    with dg.DagsterInstance.get() as instance:
+        evaluations = [
+            e.dagster_event.event_specific_data
+            for run in instance.get_runs()
+            for e in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+        ]
+    suites = [
+        e
+        for e in evaluations
+        if e.check_name.startswith("suite_") and "warehouse" not in e.check_name
+    ]
+    assert {e.check_name for e in suites} == {
+        "suite_incidents",
+        "suite_compliance",
+        "suite_attestations",
+    }
+    assert all(e.passed for e in suites), [e.description for e in suites if not e.passed]
+    assert any("quarantined by design" in e.description for e in suites)
+
+
+def test_a_suite_check_fails_when_a_row_is_neither_accepted_nor_quarantined():
+    from assets.validated import suite_check
+    from checks.validation import SuiteResult
+
+    result = SuiteResult("incidents", "batch_incidents", 3, [], None)
+    ok = suite_check("incidents", result, batch=10, accepted=7, quarantined=3, per_submission={})
+    assert ok.passed and "3 of 10 rows quarantined by design, 7 accepted" in ok.description
+    lost = suite_check("incidents", result, batch=10, accepted=6, quarantined=3, per_submission={})
+    assert not lost.passed and "+1 rows unaccounted for" in lost.description
