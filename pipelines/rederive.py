@@ -94,8 +94,8 @@ def _rederive_in(
     import dagster as dg
 
     from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
-    from pipelines.cli import execute_job, indicator_months
     from pipelines.definitions import build_definitions
+    from pipelines.runner import execute_job, indicator_months
     from warehouse.bundle import load_bundle
     from warehouse.db import Warehouse
 

@@ -1,0 +1,139 @@
+"""``cbm alerts``: threshold alerts, their delivery, acknowledgement."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pipelines.output import EXIT_OK, CannotRun, _check_folder, _say
+
+
+def _delivery_state(deliveries: list[dict] | None) -> str:
+    """One word per notifier: delivered, or failed with the last reason."""
+    if not deliveries:
+        return "not sent (no notifier)"
+    by_notifier: dict[str, dict] = {}
+    for d in deliveries:
+        if not by_notifier.get(d["notifier"], {}).get("ok"):
+            by_notifier[d["notifier"]] = d
+    return "; ".join(
+        f"{n} delivered" if d["ok"] else f"{n} FAILED ({d['detail']})"
+        for n, d in sorted(by_notifier.items())
+    )
+
+
+def _report_acknowledgement(workdir: Path, still_open: int) -> str:
+    """Record a new evaluation of the check alerts_acknowledged in the deployment's Dagster
+    instance (DAGSTER_HOME, or <workdir>/dagster_home), on the alerts' latest materialization,
+    so the UI shows the acknowledgement at once. Says what it did in one line."""
+    home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home")
+    if not (home / "dagster.yaml").is_file():
+        return (
+            f"the UI's check alerts_acknowledged follows at the next alerts update (no Dagster "
+            f"instance at {home}; set DAGSTER_HOME to the deployment's to update it now)"
+        )
+    import dagster as dg
+
+    from cbm.alerts import CHECK, acknowledgement
+    from compat.dagster import AssetCheckEvaluationTargetMaterializationData
+
+    key = dg.AssetKey("alerts")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key), limit=1
+        ).records
+        if not latest:
+            return f"the alerts asset has no materialization in {home}: nothing to update"
+        record = latest[0]
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=CHECK,
+                passed=still_open == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=acknowledgement(still_open),
+                metadata={"unacknowledged": still_open},
+                target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                ),
+            )
+        )
+    return f"the UI's check alerts_acknowledged now says: {still_open} not acknowledged ({home})"
+
+
+def cmd_alerts(args) -> int:
+    """List alerts (newest first) or acknowledge one. Reads the warehouse only; an
+    acknowledgement is one row added to alert_acks."""
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from warehouse.db import Warehouse, sql_file
+
+    workdir = Path(args.workdir)
+    _check_folder("--workdir", workdir, must_exist=True)
+    path = workdir / "warehouse.duckdb"
+    if not path.exists():
+        raise CannotRun(f"no warehouse in {workdir} (has 'cbm run' been run with this --workdir?)")
+    if (args.ack is None) != (args.by is None):
+        raise CannotRun("--ack ID and --by PARTY go together: who acknowledges which alert")
+    if args.ack is not None:
+        with Warehouse(str(path)).connect() as con:
+            if not con.execute("SELECT 1 FROM alerts WHERE alert_id = ?", [args.ack]).fetchone():
+                raise CannotRun(
+                    f"--ack {args.ack}: no such alert in {path} ('cbm alerts' lists them)"
+                )
+            if not con.execute(
+                "SELECT 1 FROM party_directory WHERE code = ?", [args.by]
+            ).fetchone():
+                raise CannotRun(
+                    f"--by {args.by}: not a party code of the registry this workdir ran with"
+                )
+            done = con.execute(
+                "SELECT strftime(acked_at, '%Y-%m-%dT%H:%M:%SZ') FROM alert_acks "
+                "WHERE alert_id = ? AND by_party = ?",
+                [args.ack, args.by],
+            ).fetchone()
+            if done:
+                _say(
+                    f"{args.ack} was already acknowledged by {args.by} at {done[0]}: kept as it was"
+                )
+                return EXIT_OK
+            con.execute(
+                "INSERT INTO alert_acks VALUES (?, ?, ?, ?)",
+                [args.ack, args.by, datetime.now(UTC), args.note],
+            )
+            still_open = con.execute(
+                "SELECT count(*) FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM alert_acks)"
+            ).fetchone()[0]
+        _say(f"acknowledged {args.ack} by {args.by}; {still_open} alert(s) still unacknowledged")
+        _say(_report_acknowledgement(workdir, still_open))
+        return EXIT_OK
+    with Warehouse(str(path)).connect(read_only=True) as con:
+        try:
+            cursor = con.execute(sql_file("alert_listing"))
+        except duckdb.CatalogException:  # a warehouse from before alerts existed
+            alerts = []
+        else:
+            names = [d[0] for d in cursor.description]
+            alerts = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    if args.open:
+        alerts = [a for a in alerts if not a["acks"]]
+    if args.json:
+        print(json.dumps({"alerts": alerts}, indent=2))
+        return EXIT_OK
+    if not alerts:
+        _say("no alerts" + (" open" if args.open else "") + f" in {workdir}")
+        return EXIT_OK
+    for a in alerts:
+        acked = ", ".join(f"{k['by']} at {k['at']}" for k in a["acks"]) or "NOT acknowledged"
+        _say(
+            f"{a['alert_id']}  {a['subject']} / {a['counterpart']}: level {a['previous_level']} -> "
+            f"{a['level']} ({a['status']}, {a['reason']}) as of {a['as_of']}"
+        )
+        _say(f"{'':20}events: {' '.join(a['evidence'])}")
+        _say(f"{'':20}{_delivery_state(a['deliveries'])}; {acked}")
+    n_open = sum(1 for a in alerts if not a["acks"])
+    _say(f"{len(alerts)} alert(s), {n_open} not acknowledged")
+    return EXIT_OK

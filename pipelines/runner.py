@@ -1,0 +1,577 @@
+"""The runner of ``cbm run`` (and of ``cbm rederive``'s jobs): the ingestion plan turned into
+Dagster runs in-process, the workdir lock, the "nothing new" state and the run summary.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.output import CannotRun, Progress, _check_folder, _count, _say, _show
+
+
+def _prepare_dagster_home(workdir: Path) -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    from pipelines.event_log import default_instance_yaml, relocatable_instance_yaml
+
+    if not config.exists():
+        config.write_text(default_instance_yaml())
+    elif fixed := relocatable_instance_yaml(config.read_text()):
+        config.write_text(fixed)  # made before its event log's path was relative: a copy
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def gx_keep_results_from_env() -> int:
+    """``CBM_GX_KEEP_RESULTS`` (default 30): GX validation results kept per suite and table."""
+    text = os.environ.get("CBM_GX_KEEP_RESULTS", "30")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"CBM_GX_KEEP_RESULTS must be a whole number >= 1, not {text!r}")
+    return int(text)
+
+
+def _check_inputs(inbox: Path, registry_dir: Path):
+    from cbm.intake import worker_count
+    from cbm.protection import KeyError_, load_key
+    from cbm.registry import RegistryError, load_registry
+    from warehouse.db import memory_limit
+
+    _check_folder("--inbox", inbox, must_exist=True)
+    _check_folder("--registry", registry_dir, must_exist=True)
+    try:
+        registry = load_registry(registry_dir)
+    except RegistryError as exc:
+        raise CannotRun(f"invalid registry: {exc}") from exc
+    try:
+        key = load_key()
+    except KeyError_ as exc:
+        raise CannotRun(str(exc)) from exc
+    try:
+        worker_count(os.environ.get("CBM_WORKERS"))
+        memory_limit(os.environ.get("CBM_DUCKDB_MEMORY"))
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
+    batch = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")  # read by Dagster (pipelines/event_log.py)
+    if batch is not None and not batch.strip().isdigit():
+        raise CannotRun(
+            "DAGSTER_EVENT_BATCH_SIZE must be a whole number >= 0 (0: Dagster stores events "
+            f"one by one), not {batch!r}"
+        )
+    return registry, key
+
+
+def _failure_reason(result) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            err = event.event_specific_data.error
+            cause = err.cause or err
+            text = cause.message.strip().splitlines()[-1]
+            if cause.cls_name == "Failure":  # ours, meant to be read: not the class's path
+                text = text.split("Failure: ", 1)[-1]
+            return f"{event.step_key}: {text}"
+    return "the run failed (see the Dagster UI for the event log)"
+
+
+def _print_materializations(result) -> None:
+    rows: dict[str, int] = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        n = mat.metadata.get("dagster/row_count")
+        name = mat.asset_key.to_user_string()
+        if name not in rows and n is not None:
+            rows[name] = n.value
+    for name, n in rows.items():
+        _say(f"      {name:<22} {n:>9,} rows")
+
+
+def _release_dead_runs(instance) -> int:
+    """Mark runs that an earlier, killed ``cbm run`` left 'started' as failed, freeing any
+    concurrency slots they held. Only runs tagged with a cbm pid that no longer lives."""
+    import dagster as dg
+
+    stale = 0
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        pid = run.tags.get("cbm/pid")
+        if not pid or _alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, f"the cbm run process {pid} died (killed?) before the run ended"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        stale += 1
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+# Dagster's own console log stays quiet: cbm prints its progress lines itself.
+# A failed step is told in one line by cbm (``_failure_reason``), never as Dagster's error log
+# with its stack trace; the whole event log stays in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def execute_job(
+    defs,
+    instance,
+    job_name: str,
+    key_range: tuple[str, str] | None = None,
+    show: bool = True,
+):
+    """Run one job in-process; print its materializations; raise with a one-line reason."""
+    from pipelines.definitions import LOCATION_NAME
+
+    # the label the UI files a code location's runs under: runs of cbm run then show in the
+    # Overview timeline and each job's run history, beside the runs launched from the UI
+    tags = {"cbm/pid": str(os.getpid()), ".dagster/repository": f"__repository__@{LOCATION_NAME}"}
+    if key_range:
+        tags["dagster/asset_partition_range_start"] = key_range[0]
+        tags["dagster/asset_partition_range_end"] = key_range[1]
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False, tags=tags
+    )
+    if not result.success:
+        raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
+    if show:
+        _print_materializations(result)
+    return result
+
+
+def indicator_months(settings, instance) -> tuple[str, str] | None:
+    """The month partitions that have verdicts or events, up to the as-of month (registered)."""
+    from assets.partitions import register_months
+    from warehouse.db import Warehouse, indicator_period_range
+
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
+        span = indicator_period_range(con)
+    if span is None:
+        return None
+    register_months(instance, *span)
+    return span
+
+
+def run_pipeline(
+    inbox: Path,
+    registry_dir: Path,
+    workdir: Path,
+    publish: Path,
+    as_of: str | None = None,
+    wait_seconds: float = 600,
+    signing_key: str | None = None,
+    ingest_only: bool = False,
+    accept_change: str | None = None,
+    unsigned: bool = False,
+) -> dict:
+    """Land, ingest, verify and publish; returns a summary. Raises CannotRun / RuntimeError.
+
+    ``signing_key`` (or ``CBM_SIGNING_KEY_FILE``): the publisher's key file; the release is
+    signed with it. When the registry names the publisher's public key, a run without one
+    cannot start unless ``unsigned`` says so on purpose (the manifest then says so too).
+
+    ``accept_change``: why a release that changes more than the release guard allows is
+    published all the same (recorded in its manifest).
+
+    ``ingest_only``: land and ingest, and stop there; the next run without it verifies and
+    publishes (it is never taken for "nothing new").
+
+    One run per workdir at a time: a second ``cbm run`` waits for the first (saying so),
+    and gives up with a clear message after ``wait_seconds``.
+    """
+    # every operator mistake is found here, before Dagster or GX is loaded
+    registry, key = _check_inputs(inbox, registry_dir)
+    _check_folder("--workdir", workdir, must_exist=False)
+    _check_folder("--publish", publish, must_exist=False)
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        _check_folder("DAGSTER_HOME", Path(home), must_exist=False)
+    if as_of:
+        from cbm.release import parse_as_of
+
+        try:
+            parse_as_of(as_of)
+        except ValueError as exc:
+            raise CannotRun(str(exc)) from exc
+    try:
+        keep_results = gx_keep_results_from_env()
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
+    signer = _check_signing_key(
+        signing_key or os.environ.get("CBM_SIGNING_KEY_FILE"), registry, registry_dir, unsigned
+    )
+    if accept_change is not None and not accept_change.strip():
+        raise CannotRun("--accept-change needs the reason, e.g. --accept-change 'policy v2'")
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(
+        inbox,
+        registry_dir,
+        registry,
+        key,
+        workdir,
+        publish,
+        as_of,
+        keep_results,
+        signer,
+        ingest_only,
+        accept_change,
+        unsigned,
+    )
+    with _workdir_lock(workdir, wait_seconds):
+        return _run_pipeline_locked(spec)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run's folders and choices, checked by ``run_pipeline``."""
+
+    inbox: Path
+    registry_dir: Path
+    registry: object  # cbm.registry.Registry, loaded once
+    key: object  # cbm.protection.PseudonymKey, loaded once
+    workdir: Path
+    publish: Path
+    as_of: str | None
+    keep_results: int
+    signer: object | None  # cbm.signatures.SigningKey
+    ingest_only: bool
+    accept_change: str | None
+    unsigned: bool
+
+
+def _check_signing_key(key_file: str | None, registry, registry_dir: Path, unsigned: bool = False):
+    """The publisher's key, checked against the registry before anything runs; none when
+    the registry names no publisher key or ``unsigned`` says so on purpose."""
+    from cbm.registry import publisher, signing_key_problem
+    from cbm.signatures import SigningError, SigningKey
+
+    if unsigned and key_file:
+        raise CannotRun("--unsigned and --signing-key (or CBM_SIGNING_KEY_FILE) contradict")
+    if not key_file:
+        who = publisher(registry.parties)
+        if who is not None and who.public_key and not unsigned:
+            raise CannotRun(
+                f"{registry_dir / 'parties.yaml'} names the publisher's key ({who.code}): give "
+                "--signing-key FILE or CBM_SIGNING_KEY_FILE, or --unsigned to publish unsigned "
+                "on purpose"
+            )
+        return None
+
+    try:
+        key = SigningKey(Path(key_file))
+    except SigningError as exc:
+        raise CannotRun(f"--signing-key {exc}") from exc
+    problem = signing_key_problem(registry.parties, key.public_key, key.party)
+    if problem:
+        raise CannotRun(f"--signing-key {key_file}: {problem}")
+    return key
+
+
+@contextmanager
+def _workdir_lock(workdir: Path, wait_seconds: float):
+    path = workdir / ".cbm-run.lock"
+    with path.open("a+") as fh:
+        deadline, told = time.monotonic() + wait_seconds, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    fh.seek(0)
+                    _say(
+                        f"waiting: another cbm run holds {workdir} ({fh.read().strip() or 'unknown pid'})"
+                    )
+                    told = True
+                if time.monotonic() >= deadline:
+                    raise CannotRun(
+                        f"another cbm run still holds {workdir} after {wait_seconds:.0f}s"
+                    ) from None
+                time.sleep(0.5)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_pipeline_locked(spec: RunSpec) -> dict:
+    """The run itself; the caller checked the inputs and holds the workdir lock."""
+    from cbm.intake import plan_intake, worker_count
+    from warehouse.db import warehouse_key_problem
+
+    t0 = time.monotonic()
+    key = spec.key
+    # key continuity: another key stops here, before landing or the warehouse is touched
+    problem = warehouse_key_problem(spec.workdir / "warehouse.duckdb", key.version, key.fingerprint)
+    if problem:
+        raise CannotRun(problem)
+    landing_dir = spec.workdir / "landing"
+    _say(f"[1/3] landing {spec.inbox}")
+    progress = Progress()
+    plan = plan_intake(
+        spec.inbox,
+        landing_dir,
+        limits=spec.registry.policy.limits,
+        progress=lambda i, n: progress.update(f"      landing {i:,}/{n:,} files"),
+        workers=worker_count(os.environ.get("CBM_WORKERS")),  # checked by _check_inputs
+    )
+    progress.clear()
+    shas = plan.submissions
+    _say(
+        f"      {_count(len(plan.files), 'file')}, {sum(f.new for f in plan.files):,} new, "
+        f"{_count(len(shas), 'submission')}"
+    )
+    for path, why in plan.deferred:  # one party's unsettled file waits; it stops no one
+        _show(f"      deferred {path}: {why}")
+    state = _run_state(plan, spec) | {"signer": spec.signer and spec.signer.public_key}
+    if not plan.to_ingest and _last_run_state(spec.workdir) == state:
+        summary = summarize(spec.workdir, spec.publish)
+        if summary["latest_release"] and Path(summary["release_path"], "manifest.json").exists():
+            _say(f"nothing new: release {summary['latest_release']} is current")
+            summary["seconds"] = round(time.monotonic() - t0, 1)
+            return summary
+    if spec.ingest_only:
+        _forget_last_run_state(spec.workdir)  # the next full run verifies and publishes
+    summary = _run_jobs(spec, plan, t0)
+    if not spec.ingest_only:
+        _write_last_run_state(spec.workdir, state)
+    return summary
+
+
+def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
+    """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
+    import dagster as dg
+
+    from assets.partitions import submissions_partitions
+    from assets.resources import (
+        CbmSettings,
+        RegistryResource,
+        SigningKeyResource,
+    )
+    from cbm.intake import contiguous_ranges
+    from pipelines.definitions import build_definitions
+    from warehouse.db import Warehouse
+
+    spec.publish.mkdir(parents=True, exist_ok=True)
+    _prepare_dagster_home(spec.workdir)
+    settings = CbmSettings(
+        inbox=str(spec.inbox.resolve()),
+        workdir=str(spec.workdir.resolve()),
+        publish=str(spec.publish.resolve()),
+        as_of=spec.as_of,
+        gx_keep_results=spec.keep_results,
+        accept_change=spec.accept_change,
+        unsigned=spec.unsigned,
+    )
+    defs = build_definitions(
+        settings,
+        RegistryResource(directory=str(spec.registry_dir.resolve())),
+        SigningKeyResource(key_file=str(spec.signer.path.resolve()) if spec.signer else ""),
+    )
+    instance = dg.DagsterInstance.get()
+    if stale := _release_dead_runs(instance):
+        _say(f"      marked {stale} run(s) of a killed cbm run as failed")
+    known = set(instance.get_dynamic_partitions(submissions_partitions.name))
+    fresh = [k for k in plan.partition_keys if k not in known]
+    if fresh:
+        instance.add_dynamic_partitions(submissions_partitions.name, fresh)
+    todo = set(plan.to_ingest)
+    ordered = instance.get_dynamic_partitions(submissions_partitions.name)
+    todo_keys = {plan.partition_key(sha) for sha in todo}
+    _say(
+        f"[2/3] ingesting {_count(len(todo), 'submission')}: "
+        "landing > staged > anonymised > validated"
+    )
+    started = time.monotonic()
+    for start, end, count in contiguous_ranges(ordered, todo_keys):
+        result = execute_job(defs, instance, "ingest_submissions", (start, end), show=False)
+        _say(f"      {_count(count, 'submission')} ingested (run {result.run_id[:8]})")
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
+        read, accepted, quarantined, total_accepted = con.execute(
+            "SELECT coalesce(sum(rows_read) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
+            "coalesce(sum(rows_accepted) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
+            "coalesce(sum(rows_quarantined) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
+            "coalesce(sum(rows_accepted), 0) FROM submissions",
+            {"todo": sorted(todo)},
+        ).fetchone()
+        failed = con.execute(
+            "SELECT s.party_code || '/' || s.file_name || ': ' || f.reason "
+            "FROM anonymisation_failures f JOIN submissions s USING (sha256) "
+            "WHERE f.sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY 1",
+            [sorted(todo)],
+        ).fetchall()
+    if todo:
+        seconds = time.monotonic() - started
+        _say(
+            f"      {read:,} rows read = {accepted:,} accepted + {quarantined:,} quarantined "
+            f"({read / max(seconds, 0.001):,.0f} rows/s)"
+        )
+    if spec.ingest_only or (not total_accepted and not spec.as_of):
+        _say(
+            "[3/3] not verifying or publishing (--ingest-only): the next 'cbm run' will"
+            if spec.ingest_only
+            else "[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)"
+        )
+        summary = summarize(spec.workdir, spec.publish)
+        summary["seconds"] = round(time.monotonic() - t0, 1)
+        summary["failed_submissions"] = [f for (f,) in failed]
+        return summary
+    _say("[3/3] verifying, computing indicators, publishing")
+    execute_job(defs, instance, "verify_reports")
+    months = indicator_months(settings, instance)
+    if months:
+        execute_job(defs, instance, "compute_indicators", months)
+        _say(f"      indicators for {months[0]} .. {months[1]}")
+    execute_job(defs, instance, "publish_release")
+    summary = summarize(spec.workdir, spec.publish)
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    summary["failed_submissions"] = [f for (f,) in failed]
+    return summary
+
+
+def _run_state(plan, spec: RunSpec) -> dict:
+    """What a release depends on, cheaply: the submissions (with their signatures), the
+    registry files (the method's policy among them), the as-of flag, the key, and the code
+    itself. Equal to the last successful run's state with nothing to ingest = nothing new to
+    publish."""
+    code = hashlib.sha256()
+    for package in ("cbm", "assets", "checks", "warehouse", "pipelines"):
+        base = Path(__file__).resolve().parent.parent / package
+        for path in sorted(base.rglob("*")):
+            if path.suffix in (".py", ".sql", ".json", ".yaml"):
+                st = path.stat()
+                code.update(f"{path.relative_to(base)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return {
+        "intake_keys": sorted({f.intake_key for f in plan.files}),
+        # any edit of the registry (a commitment, a party's class, the policy)
+        "registry": hashlib.sha256(
+            b"".join(
+                (spec.registry_dir / name).read_bytes()
+                for name in ("parties.yaml", "commitments.yaml", "policy.yaml")
+            )
+        ).hexdigest(),
+        "as_of": spec.as_of,
+        "key": spec.key.fingerprint,
+        "code": code.hexdigest(),
+    }
+
+
+def _last_run_state(workdir: Path) -> dict | None:
+    path = workdir / "last_run.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_last_run_state(workdir: Path, state: dict) -> None:
+    from cbm.files import write_atomic
+
+    write_atomic(workdir / "last_run.json", json.dumps(state, sort_keys=True))
+
+
+def _forget_last_run_state(workdir: Path) -> None:
+    (workdir / "last_run.json").unlink(missing_ok=True)
+
+
+def summarize(workdir: Path, publish: Path) -> dict:
+    from cbm import release as rel
+    from warehouse.db import Warehouse
+
+    warehouse = workdir / "warehouse.duckdb"
+    with Warehouse(str(warehouse)).connect() as con:
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
+            "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
+        ).fetchone()
+        alerts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE alert_id NOT IN "
+            "(SELECT alert_id FROM alert_acks)) FROM alerts"
+        ).fetchone()
+        tables = {
+            t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        open_disputes = (
+            con.execute("SELECT count(*) FROM disputes WHERE status = 'open'").fetchone()[0]
+            if "disputes" in tables
+            else 0
+        )
+    latest = rel.latest(publish)
+    releases = (
+        sorted(p.name for p in (publish / "releases").glob("r-*"))
+        if (publish / "releases").exists()
+        else []
+    )
+    from checks.offline_docs import data_docs_site
+
+    docs = data_docs_site(workdir / "gx") / "index.html"
+    return {
+        "submissions": row[0],
+        "submissions_rejected": row[1],
+        "rows_read": row[2],
+        "rows_accepted": row[3],
+        "rows_quarantined": row[4],
+        "releases": len(releases),
+        "latest_release": latest,
+        "release_path": str(publish / "releases" / latest) if latest else None,
+        "warehouse": str(warehouse),
+        "workdir": str(workdir),
+        "data_docs": str(docs) if docs.exists() else None,
+        "signed": bool(latest) and (publish / "releases" / latest / rel.SIGNATURE).is_file(),
+        "alerts": alerts[0],
+        "alerts_unacknowledged": alerts[1],
+        "open_disputes": open_disputes,
+    }
+
+
+def _print_summary(s: dict) -> None:
+    _say("")
+    _say(f"Submissions       {s['submissions']:>9,}  ({s['submissions_rejected']} rejected whole)")
+    _say(f"Rows read         {s['rows_read']:>9,}")
+    _say(f"Rows accepted     {s['rows_accepted']:>9,}")
+    _say(f"Rows quarantined  {s['rows_quarantined']:>9,}")
+    latest = f"  (latest {s['latest_release']})" if s["latest_release"] else ""
+    _say(f"Releases          {s['releases']:>9,}{latest}")
+    if "alerts" in s:
+        waiting = s["alerts_unacknowledged"]
+        note = f"  ({waiting} not acknowledged: cbm alerts --workdir {s['workdir']} --open)"
+        _say(f"Alerts            {s['alerts']:>9,}{note if waiting else ''}")
+        _say(f"Open disputes     {s['open_disputes']:>9,}")
+    _say("")
+    _say(f"Published release: {s['release_path'] or 'none yet'}")
+    if s["release_path"] and Path(s["release_path"], "report", "index.html").is_file():
+        _say(
+            f"Report:            {Path(s['release_path'], 'report', 'index.html')} (opens offline)"
+        )
+    release = Path(s["release_path"]) if s["release_path"] else None
+    if release and (release / "calendar" / "calendar.ics").is_file():
+        _say(f"Calendar:          {release / 'calendar' / 'calendar.ics'}")
+    if release and (release / "stix" / "bundle.json").is_file():
+        _say(f"STIX / MISP:       {release / 'stix' / 'bundle.json'}, {release / 'misp'}/")
+    if s["release_path"]:
+        _say(
+            "Signed:            yes (manifest.json.sig)"
+            if s["signed"]
+            else "Signed:            no: give --signing-key FILE (or CBM_SIGNING_KEY_FILE) to sign"
+        )
+    _say(f"Warehouse:         {s['warehouse']}")
+    if s.get("data_docs"):
+        _say(f"Data Docs:         {s['data_docs']}")
+        _say(f"                   over http, for the UI's links: cbm docs --workdir {s['workdir']}")
