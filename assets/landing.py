@@ -13,10 +13,10 @@ import dagster as dg
 from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from cbm.admission import file_level_rejection
 from cbm.contract import format_of, kind_of
 from cbm.intake import (
     current_intake_key,
-    file_level_rejection,
     submissions_of,
 )
 from warehouse.resource import WarehouseResource

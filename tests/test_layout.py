@@ -122,3 +122,62 @@ def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same():
     assert deferred[0] is False, "importing the pipeline executed scipy.stats"
     assert eager[0] is True  # without cbm, GX imports it at once
     assert deferred[1:] == eager[1:] and deferred[2] is True
+
+
+def all_modules() -> dict[str, set[str]]:
+    """Every module of ours (packages' submodules included) -> the modules of ours it
+    imports, at the top or inside a function."""
+    found = {}
+    for package in OURS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "vendor" in path.parts:
+                continue
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = imports_of(path)
+    return {
+        name: {t for t in imported if t in found and t != name}
+        | {".".join(t.split(".")[:-1]) for t in imported if ".".join(t.split(".")[:-1]) in found}
+        - {name}
+        for name, imported in found.items()
+    }
+
+
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if nxt.startswith(node + "."):  # a package importing its own submodules
+                continue
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    return cycles
+
+
+def test_no_import_cycle_anywhere():
+    graph = all_modules()
+    assert "pipelines.cli.status" in graph and "pipelines.runner" in graph
+    assert cycles_of(graph) == []
+    # the check finds one: the runner importing the command that imports it
+    assert cycles_of({"a.cli": {"a.rederive"}, "a.rederive": {"a.cli"}}) == [
+        ["a.cli", "a.rederive", "a.cli"]
+    ]
+
+
+def test_no_module_of_ours_is_over_700_lines():
+    long = {
+        p.relative_to(ROOT).as_posix(): n
+        for package in OURS
+        for p in (ROOT / package).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 700
+    }
+    assert long == {}, long
