@@ -28,6 +28,8 @@ REPORT = "report/index.html"
 # the ladder and verdict colours a reader learns once (colour-blind safe: Okabe-Ito)
 EVENT_STATUSES = list(STATUS["events"])  # the ladder, in its order
 EVENT_COLOURS = ["#999999", "#E69F00", "#009E73", "#D55E00", "#CCCCCC"]
+# escalation levels 0-5: level 0 (below every agreed threshold) neutral, 1-5 orange to red
+ESCALATION_COLOURS = ["#d9d9d9", "#fdd49e", "#fdbb84", "#fc8d59", "#e34a33", "#b30000"]
 VERDICT_COLOURS = ["#009E73", "#56B4E9", "#F0E442", "#D55E00", "#CC79A7", "#E69F00"]
 CHANGE_ORDER = ["status_changed", "revised", "replaced_by", "removed", "added"]  # corrections first
 VALIDATE = True  # the chart specs against the Vega-Lite schema (the rows are not: see _spec)
@@ -199,7 +201,10 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
             x=x_month,
             y=alt.Y("dyad:N", title=None),
             color=alt.Color(
-                "level:O", title="escalation level", scale=alt.Scale(scheme="orangered")
+                "level:O",
+                title="escalation level",
+                # level 0 (below every agreed threshold) neutral; 1-5 from orange to red
+                scale=alt.Scale(domain=list(range(6)), range=ESCALATION_COLOURS),
             ),
             opacity=_tentative_pale(),
             tooltip=["dyad:N", "period:O", "level:O", "status:N"],

@@ -1,6 +1,7 @@
 """Disclosure control (contract §5): small cells, secondary suppression, TLP."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -264,3 +265,30 @@ def test_an_attacker_recovers_no_suppressed_cell_and_products_agree(generated_ru
     # and every definitive incident count the events product allows is an indicator row
     counts = {k for k in recovered if k[3].startswith("definitive_incidents.")}
     assert counts <= published.keys()
+
+
+def test_the_dictionary_says_when_definitive_incidents_are_tentative(generated_run):
+    """dictionary.json's status claim for definitive_incidents, against the published rows:
+    tentative only in a month whose review window had not elapsed at the as-of time."""
+    import datetime as dt
+    import json as _json
+
+    import duckdb as _duckdb
+
+    project, summary = generated_run
+    release = Path(summary["release_path"])
+    manifest = _json.loads((release / "manifest.json").read_text())
+    as_of = dt.datetime.fromisoformat(manifest["as_of"]).date()
+    review = manifest["policy"]["review_window_days"]
+    dictionary = _json.loads((release / "dictionary.json").read_text())
+    assert "review window" in _json.dumps(dictionary)
+    rows = _duckdb.sql(
+        f"SELECT period, status FROM read_parquet('{release}/indicators/*/*.parquet', "
+        "hive_partitioning=true) WHERE indicator LIKE 'definitive_incidents.%'"
+    ).fetchall()
+    assert rows
+    for period, status in rows:
+        first = dt.date.fromisoformat(period + "-01")
+        last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+        closed = as_of >= last + dt.timedelta(days=review + 1)
+        assert status == ("definitive" if closed else "tentative"), (period, status)

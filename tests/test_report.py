@@ -127,3 +127,14 @@ def test_the_inlined_javascript_is_the_pinned_bundle(tmp_path, monkeypatch):
         assert cached.read_text() == fresh
     finally:
         report._javascript.cache_clear()
+
+
+def test_escalation_level_zero_is_neutral_and_the_levels_run_orange_to_red():
+    from cbm.report import ESCALATION_COLOURS
+
+    grey, *levels = ESCALATION_COLOURS
+    assert len(levels) == 5
+    r, g, b = (int(grey[i : i + 2], 16) for i in (1, 3, 5))
+    assert r == g == b  # no hue: nothing crossed
+    reds = [int(c[1:3], 16) - int(c[3:5], 16) for c in levels]
+    assert reds == sorted(reds) and reds[0] > 0  # ever redder
