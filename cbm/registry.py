@@ -42,7 +42,9 @@ SCHEDULE_RE = re.compile(
 MILESTONE = "milestone:"
 
 # Bump when a verification or indicator rule in code changes: it is part of method_version.
-RULES_VERSION = "rules-2026.11.2"
+# 2026.12.1: verification reads nothing above what members may see (verification_scope:
+# AMBER only with amber_recipients: members; AMBER+STRICT never)
+RULES_VERSION = "rules-2026.12.1"
 
 
 class RegistryError(ValueError):

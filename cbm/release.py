@@ -26,7 +26,10 @@ import pyarrow.parquet as pq
 from cbm.files import fsync_dir, sha256_file, write_atomic
 from cbm.storage import Conflict, Location
 
-SCHEMA_VERSION = 1
+# Bump when the published files change form for the same figures (it is part of every release
+# id): 2 (2026-12) the manifest's content_id, previous_release and signature_scheme, STIX ids
+# version-4 in form, member bundle version 2
+SCHEMA_VERSION = 2
 PRODUCTS = ("indicators", "compliance", "events")  # partitioned by period, with changes/
 # products of one file each, not partitioned (their rows still carry period)
 TABLES = {"calendar": "calendar/calendar.parquet", "disputes": "disputes/disputes.parquet"}

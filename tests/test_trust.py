@@ -184,7 +184,9 @@ def test_the_consumer_guide_checks_run_as_written(signed, tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "signed by SECRETARIAT", done.stderr
     # and the same check refuses a forged manifest
     manifest = Path(summary["release_path"], "manifest.json")
-    manifest.write_text(manifest.read_text().replace('"schema_version": 1', '"schema_version": 2'))
+    text = manifest.read_text()
+    assert '"schema_version": 2' in text
+    manifest.write_text(text.replace('"schema_version": 2', '"schema_version": 3'))
     done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True)
     assert done.returncode != 0 and "InvalidSignature" in done.stderr
 
