@@ -22,6 +22,13 @@ def status(project, capsys) -> dict[tuple[str, str], dict]:
     return {(s["party"], s["file_name"]): s for s in listed}
 
 
+def ingest(project, capsys) -> str:
+    """One ``cbm run --ingest-only``; its standard output."""
+    capsys.readouterr()
+    assert main([*project.run_args(), "--ingest-only"]) == 0
+    return capsys.readouterr().out
+
+
 def holds(s: dict) -> bool:
     return s["rows_read"] == s["rows_accepted"] + s["rows_quarantined"]
 
@@ -243,9 +250,7 @@ def test_a_party_that_drops_many_files_is_taken_a_budget_per_run(project, capsys
     write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
     landed = []
     for _ in range(3):
-        capsys.readouterr()
-        assert main([*project.run_args(), "--ingest-only"]) == 0
-        out = capsys.readouterr().out
+        out = ingest(project, capsys)
         landed.append(len(status(project, capsys)))
         if landed[-1] < 6:
             assert "deferred ALPHA/: " in out and "limits.max_files_per_run" in out
@@ -278,9 +283,7 @@ def test_a_partys_bytes_per_run_are_bounded_and_its_first_file_always_goes(proje
     write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
     landed = []
     for _ in range(3):
-        capsys.readouterr()
-        assert main([*project.run_args(), "--ingest-only"]) == 0
-        out = capsys.readouterr().out
+        out = ingest(project, capsys)
         landed.append(sorted(status(project, capsys)))
         if len(landed[-1]) < 4:
             (line,) = [x for x in out.splitlines() if "deferred ALPHA/" in x]
