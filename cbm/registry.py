@@ -359,6 +359,9 @@ def load_policy(path: Path) -> Policy:
     if not isinstance(data, dict):
         raise RegistryError(f"{path}: expected a mapping")
     where = str(path)
+    unknown = sorted(str(k) for k in set(data) - set(POLICY_KEYS))
+    if unknown:  # a misspelt key would silently change nothing (or the method): refused
+        raise RegistryError(f"{where}: unknown keys {unknown}; known: {', '.join(POLICY_KEYS)}")
     windows = _req(data, "association_window_hours", where)
     if not isinstance(windows, dict):
         raise RegistryError(f"{where}: association_window_hours must map each category to hours")
@@ -400,7 +403,22 @@ def load_policy(path: Path) -> Policy:
     )
 
 
-NOT_METHOD = ("alerts", "release_guard")  # policy.yaml sections that change no published figure
+NOT_METHOD = ("alerts", "release_guard")
+POLICY_KEYS = (  # every top-level key policy.yaml may hold
+    "policy_version",
+    "association_window_hours",
+    "association_radius_km",
+    "review_window_days",
+    "expiry_days",
+    "small_cell_k",
+    "escalation_thresholds",
+    "tentative_max_escalation",
+    "limits",
+    "alerts",
+    "release_guard",
+    "extra_regions",
+    "amber_recipients",
+)  # policy.yaml sections that change no published figure
 
 
 def _amber_recipients(value, where: str) -> str | None:

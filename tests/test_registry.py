@@ -60,3 +60,17 @@ def test_missing_registry_file(tmp_path):
     (d / "policy.yaml").unlink()
     with pytest.raises(RegistryError, match="policy.yaml: registry file not found"):
         load_registry(d)
+
+
+def test_a_misspelt_policy_key_is_refused_naming_the_known_ones(tmp_path):
+    import yaml
+
+    from cbm.generate import POLICY
+    from cbm.registry import RegistryError, load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(POLICY | {"amber_recipent": "members"}))
+    with pytest.raises(
+        RegistryError, match=r"unknown keys \['amber_recipent'\]; known: .*amber_recipients"
+    ):
+        load_policy(path)
