@@ -12,7 +12,7 @@ import dagster as dg
 from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
-from cbm.intake import staged_path, submissions_of
+from cbm.intake import note_staging_waits, staged_path, submissions_of
 from cbm.reader_worker import ReaderPool
 from warehouse.resource import WarehouseResource
 
@@ -32,7 +32,9 @@ OWNER = "team:ingestion"
         "Each landed submission parsed (CSV, JSON Lines, Parquet) into the contract's columns as "
         "text, with row numbers, in the workdir's `staged/SHA.parquet`; one row per file in "
         "table `staged_submissions` (rows read, remarks). Unreadable files (encoding, NUL "
-        "bytes, broken Parquet, duplicate headers, wrong delimiter) are rejected whole here."
+        "bytes, broken Parquet, duplicate headers, wrong delimiter) are rejected whole here. "
+        "A party whose files took `limits.reader_seconds_per_run` of parsing in the run has "
+        "the rest wait, landed and not parsed (status `landed`), for the next run."
     ),
 )
 def staged_submissions(
@@ -58,14 +60,20 @@ def staged_submissions(
         for sha, kind, fmt, _, _ in todo
     ]
     with ReaderPool(limits, settings.worker_count) as readers:
-        outcomes = readers.read_all(jobs)
+        outcomes = readers.read_all(jobs, [party for _, _, _, party, _ in todo])
+    waiting = []
     for (sha, _, _, party, name), outcome in zip(todo, outcomes, strict=True):
-        if outcome.rule:
+        if outcome.waiting:  # landed, not parsed: the next run takes it (not marked ingested)
+            context.log.info(f"{party}/{name}: {outcome.reason}")
+            waiting.append(sha)
+        elif outcome.rule:
             reason = f"{party}/{name}: {outcome.reason}"
             context.log.warning(reason)
             rows.append((sha, 0, "[]", outcome.rule, reason))
         else:
             rows.append((sha, outcome.rows, json.dumps(list(outcome.notes)), None, None))
+    if waiting:
+        note_staging_waits(settings.landing_area, waiting, context.run_id)
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM staged_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
@@ -79,5 +87,6 @@ def staged_submissions(
             "dagster/row_count": sum(r[1] for r in rows),
             "submissions_parsed": len(rows) - unreadable,
             "submissions_unreadable": unreadable,
+            "submissions_waiting": len(waiting),
         }
     )

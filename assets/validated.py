@@ -114,7 +114,10 @@ def outcome_text(o: dict) -> str:
         f"{o['rows_read']:,} rows read = {o['rows_accepted']:,} accepted + "
         f"{o['rows_quarantined']:,} quarantined"
     )
-    return f"{o['party']}/{o['file_name']} ({o['kind'] or 'kind unknown'}): {o['status']}, {counts}"
+    where = f"{o['party']}/{o['file_name']} ({o['kind'] or 'kind unknown'})"
+    if o["status"] == "landed":  # left waiting at staging: its party's reading time was spent
+        return f"{where}: landed, not parsed yet: a later run parses it"
+    return f"{where}: {o['status']}, {counts}"
 
 
 def outcome_metadata(o: dict) -> dict:
@@ -399,7 +402,9 @@ def validated_reports(
         for kind in KINDS:  # the batch views were for GX's connection only
             con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
         intake_keys = con.execute(
-            "SELECT sha256, intake_key FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
+            "SELECT sha256, intake_key FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) "
+            # a file left waiting at staging (its party's reading time was spent) is not done
+            "AND (rule IS NOT NULL OR sha256 IN (SELECT sha256 FROM staged_submissions))",
             [shas],
         ).fetchall()
     docs = (

@@ -243,12 +243,16 @@ def inbox_fingerprint(inbox: Location | Path | str) -> str:
 def current_intake_key(landing: Landing | Path, sha: str) -> str:
     """The submission, its landed signature and the paths it was handed in under: a
     signature that arrives or changes later, or a repeat under a new name, makes a new key,
-    so the file is looked at again (a repeat, to be listed)."""
+    so the file is looked at again (a repeat, to be listed); so does a file left waiting at
+    staging (``note_staging_waits``), so its next run is a new one."""
     landing = as_landing(landing)
     sig = landing.signature(sha)
     signed = hashlib.sha256(sig).hexdigest() if sig is not None else "unsigned"
-    paths = landing.meta(sha).get("paths", [])
-    return hashlib.sha256(f"{sha}\x1f{signed}\x1f{json.dumps(paths)}".encode()).hexdigest()
+    meta = landing.meta(sha)
+    key = f"{sha}\x1f{signed}\x1f{json.dumps(meta.get('paths', []))}"
+    if waits := meta.get("staging_waits"):  # left waiting at staging: a new look each time
+        key += f"\x1fwaited:{waits}"
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def submission_key(party: str, file_sha256: str) -> str:
@@ -633,6 +637,28 @@ def record_waiting(landing: Landing, deferred: list[tuple[str, str]]) -> None:
     store = landing.store
     if (store.read_bytes(WAITING) if store.exists(WAITING) else b"[]\n") != data:
         store.write_bytes(WAITING, data)
+
+
+STAGING_WAITS = (
+    "STAGING_WAITS"  # in the landing area: changes whenever staging leaves files waiting
+)
+
+
+def note_staging_waits(landing: Landing, shas: list[str], run: str) -> None:
+    """Files landed but left unparsed by a run (their party's reading time was spent): each
+    gets a new intake key (``current_intake_key``), so the next plan asks for it again under a
+    new run key, and the landing area's ``STAGING_WAITS`` changes, so the inbox sensor looks
+    again though the inbox did not change."""
+    for sha in shas:
+        meta = landing.meta(sha)
+        landing.write_meta(sha, meta | {"staging_waits": meta.get("staging_waits", 0) + 1})
+    landing.store.write_bytes(STAGING_WAITS, (run + "\n" + "\n".join(sorted(shas)) + "\n").encode())
+
+
+def staging_waits_marker(landing: Landing) -> str:
+    """What ``STAGING_WAITS`` holds now ("" when no run left files waiting)."""
+    store = landing.store
+    return store.read_bytes(STAGING_WAITS).decode() if store.exists(STAGING_WAITS) else ""
 
 
 def mark_ingested(landing: Landing | Path, sha: str, intake_key: str) -> None:

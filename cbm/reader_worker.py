@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import resource
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,14 @@ from cbm.registry import Limits
 
 @dataclass(frozen=True)
 class ReadOutcome:
-    """A parsed submission (``rows``, ``notes``) or a rejection (``rule``, ``reason``)."""
+    """A parsed submission (``rows``, ``notes``), a rejection (``rule``, ``reason``), or a
+    file not read this run (``waiting``: its party's reading time was spent; ``reason``)."""
 
     rows: int = 0
     notes: tuple[str, ...] = ()
     rule: str | None = None
     reason: str | None = None
+    waiting: bool = False
 
 
 def _serve(conn, memory_bytes: int) -> None:
@@ -156,9 +159,34 @@ class ReaderPool:
                 self._readers.append(reader)
         return reader
 
-    def read_all(self, jobs: list[tuple[Path, Path, str, str]]) -> list[ReadOutcome]:
-        """Parse every (source, target, format, kind); one outcome per job, in order."""
+    def read_all(
+        self, jobs: list[tuple[Path, Path, str, str]], parties: list[str] | None = None
+    ) -> list[ReadOutcome]:
+        """Parse every (source, target, format, kind); one outcome per job, in order. With
+        ``parties`` (the party of each job), a party whose files have taken
+        ``limits.reader_seconds_per_run`` of parsing in this call has its files not yet
+        started left ``waiting``: one party's many files cannot hold everyone's run."""
+        parties = parties or [""] * len(jobs)
+        spent: dict[str, float] = {}
+        budget = self.limits.reader_seconds_per_run
+
+        def one(job, party: str) -> ReadOutcome:
+            with self._lock:
+                used = spent.get(party, 0.0)
+            if party and used >= budget:
+                return ReadOutcome(
+                    waiting=True,
+                    reason=f"waits for the next run: its party's files took {used:,.1f} s of "
+                    f"parsing in this run, the most one party gets ({budget:,} s, policy.yaml "
+                    "limits.reader_seconds_per_run)",
+                )
+            started = time.monotonic()
+            outcome = self._reader().read(*job)
+            with self._lock:
+                spent[party] = spent.get(party, 0.0) + time.monotonic() - started
+            return outcome
+
         if self.workers == 1 or len(jobs) < 2:
-            return [self._reader().read(*job) for job in jobs]
+            return [one(job, party) for job, party in zip(jobs, parties, strict=True)]
         with ThreadPoolExecutor(min(self.workers, len(jobs))) as pool:
-            return list(pool.map(lambda job: self._reader().read(*job), jobs))
+            return list(pool.map(one, jobs, parties))

@@ -101,6 +101,10 @@ class Limits:
     # drops 10,000 files at once cannot make one run of them, or stall everyone else's)
     max_files_per_run: int = 1_000
     max_bytes_per_run: int = 2_000_000_000  # bytes of those new files (the first always goes)
+    # seconds of parsing one party's files may take in one run: once spent, its files not yet
+    # started wait, landed, for the next run (a file that started finishes within
+    # reader_seconds, so one party takes at most this plus reader_seconds)
+    reader_seconds_per_run: float = 1_800.0
 
 
 @dataclass(frozen=True)
@@ -543,7 +547,7 @@ def _limits(data, where: str) -> Limits:
     unknown = sorted(set(data) - known)
     if unknown:
         raise RegistryError(f"{where}: unknown limits {unknown}; known: {', '.join(sorted(known))}")
-    kinds = {"reader_seconds": float}
+    kinds = {"reader_seconds": float, "reader_seconds_per_run": float}
     return Limits(
         **{
             k: _number(

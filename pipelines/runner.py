@@ -452,7 +452,7 @@ def _run_state(plan, spec: RunSpec) -> dict:
     itself. Equal to the last successful run's state with nothing to ingest = nothing new to
     publish."""
     code = hashlib.sha256()
-    for package in ("cbm", "assets", "checks", "warehouse", "pipelines"):
+    for package in ("cbm", "compat", "assets", "checks", "warehouse", "pipelines"):
         base = Path(__file__).resolve().parent.parent / package
         for path in sorted(base.rglob("*")):
             if path.suffix in (".py", ".sql", ".json", ".yaml"):

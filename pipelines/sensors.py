@@ -1,14 +1,20 @@
 """The inbox sensor: the same ingestion plan as `cbm run` (``cbm.intake.plan_intake``)."""
 
+import hashlib
+
 import dagster as dg
 
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
-from cbm.intake import inbox_fingerprint, plan_intake
+from cbm.intake import inbox_fingerprint, plan_intake, staging_waits_marker
 from cbm.protection import KeyError_, load_key
 from cbm.storage import location
 from pipelines.jobs import ingest_submissions
 from warehouse.db import WarehouseBusy, warehouse_key_problem
+
+
+def hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _key_problem(settings: CbmSettings) -> str | None:
@@ -48,7 +54,10 @@ def inbox_sensor(
             f"inbox {inbox.uri} does not exist"
             + (" (on object storage: no object under that prefix yet)" if inbox.remote else "")
         )
-    fingerprint = inbox_fingerprint(inbox)
+    # the inbox, and what runs left waiting at staging (a party's reading time was spent):
+    # either changing makes the sensor plan again
+    waits = staging_waits_marker(settings.landing_area)
+    fingerprint = inbox_fingerprint(inbox) + (f"+{hash_text(waits)}" if waits else "")
     if fingerprint == context.cursor:
         return dg.SkipReason("no change in the inbox")
     if problem := _key_problem(settings):

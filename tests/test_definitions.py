@@ -456,3 +456,25 @@ def test_a_partys_files_beyond_its_budget_wait_and_the_sensor_comes_back_for_the
         second = deployment.tick(instance, cursor=first.cursor)
         assert len(instance.get_dynamic_partitions("submissions")) == 3
         assert second.cursor is not None  # nothing waits any more
+
+
+def test_files_left_waiting_at_staging_are_asked_for_again_by_the_sensor(deployment):
+    import yaml
+
+    policy = yaml.safe_load((deployment.registry / "policy.yaml").read_text())
+    policy["limits"] = {"reader_seconds_per_run": 0.001}  # spent by any one file
+    (deployment.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    for i in range(3):
+        write_csv(deployment.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
+    with dg.instance_for_test() as instance:
+        tick = deployment.tick(instance)
+        keys = set()
+        for _ in range(4):  # the inbox never changes: the staging marker brings the sensor back
+            if isinstance(tick, dg.SkipReason):
+                break
+            keys |= {r.run_key for r in tick.run_requests}
+            deployment.execute(instance, tick)
+            tick = deployment.tick(instance, cursor=tick.cursor)
+        assert deployment.status() == {f"incidents_{i}.csv": "accepted" for i in range(3)}
+        assert len(keys) >= 2  # a file left waiting came back under a new run key
+        assert isinstance(tick, dg.SkipReason) and "no change" in tick.skip_message

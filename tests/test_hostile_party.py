@@ -291,3 +291,25 @@ def test_a_partys_bytes_per_run_are_bounded_and_its_first_file_always_goes(proje
     assert [len(x) for x in landed] == [2, 3, 4]  # one ALPHA file a run; BRAVO's at once
     assert ("BRAVO", "incidents_b.csv") in landed[0]
     assert all(s["status"] == "accepted" for s in status(project, capsys).values())
+
+
+def test_a_partys_reading_time_per_run_is_bounded_and_the_rest_waits_landed(project, capsys):
+    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
+    policy["limits"] = {"reader_seconds_per_run": 0.001}  # spent by any one file
+    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    for i in range(3):
+        write_csv(project.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
+    write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    parsed = []
+    for _ in range(4):
+        ingest(project, capsys)
+        listed = status(project, capsys)
+        assert all(holds(s) for s in listed.values())
+        parsed.append(sorted(k for k, s in listed.items() if s["status"] == "accepted"))
+        waiting = [s for s in listed.values() if s["status"] == "landed"]
+        assert all(s["party"] == "ALPHA" and s["rows_read"] == 0 for s in waiting)
+    # BRAVO's file goes through in the first run; ALPHA's at least one a run, until all are in
+    assert ("BRAVO", "incidents_b.csv") in parsed[0]
+    alpha = [len([k for k in p if k[0] == "ALPHA"]) for p in parsed]
+    assert alpha[0] < 3 and alpha[-1] == 3 and alpha == sorted(alpha)
+    assert all(b > a for a, b in zip(alpha, alpha[1:], strict=False) if a < 3)
