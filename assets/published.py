@@ -18,6 +18,7 @@ from cbm.registry import RULES_VERSION, signing_key_problem
 from cbm.registry import publisher as publisher_of
 from cbm.report import EVENT_STATUSES, REPORT, build_report
 from cbm.signatures import SCHEME as SIGNATURE_SCHEME
+from cbm.signatures import key_fingerprint
 from cbm.storage import Conflict, location
 from warehouse.bundle import write_bundle
 from warehouse.db import (
@@ -237,6 +238,15 @@ def release(
     if rederiving is None and settings.unsigned and not signer:
         declarations["unsigned"] = "on purpose (--unsigned)"
     manifest_base = {
+        # whose key verifies manifest.json.sig, and where a reader gets it (not from here)
+        "publisher_key": {
+            "sha256": key_fingerprint(who.public_key),
+            "from": "the registry's parties.yaml: public_key of the party of class "
+            "secretariat, obtained from the secretariat outside this release; compare its "
+            "SHA-256 with this one",
+        }
+        if who is not None and who.public_key
+        else None,
         "content_id": content_id,
         "previous_release": chain,
         "signature_scheme": SIGNATURE_SCHEME,

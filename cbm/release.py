@@ -389,6 +389,14 @@ def verify_release(path: str | Path) -> tuple[bool, list[str]]:
     return not problems, problems
 
 
+def _named_publisher_key(manifest: bytes) -> str | None:
+    try:
+        named = json.loads(manifest).get("publisher_key")
+    except (ValueError, AttributeError):
+        return None
+    return named.get("sha256") if isinstance(named, dict) else None
+
+
 def check_signatures(
     path: str | Path, parties: dict, require_cosigners: int = 0
 ) -> tuple[list[str], list[str]]:
@@ -397,7 +405,7 @@ def check_signatures(
     the manifest bytes must verify. A co-signature counts when it verifies with the key of a
     registered party other than the publisher; ``require_cosigners`` of them are needed."""
     from cbm.registry import publisher as publisher_of
-    from cbm.signatures import verify_signature
+    from cbm.signatures import key_fingerprint, verify_signature
 
     root = Path(path)
     manifest = (root / MANIFEST).read_bytes()
@@ -409,6 +417,13 @@ def check_signatures(
             "parties.yaml names no single secretariat with a public_key: authenticity cannot "
             "be checked"
         ], notes
+    named = _named_publisher_key(manifest)
+    if named and named != key_fingerprint(publisher.public_key):
+        problems.append(
+            f"the manifest names the publisher's key {named[:16]}…, but parties.yaml's "
+            f"{publisher.code} key is {key_fingerprint(publisher.public_key)[:16]}…: another "
+            "registry, or the release of another publisher"
+        )
     signature = root / SIGNATURE
     if not signature.is_file():
         problems.append(f"{SIGNATURE} is missing: the release is not signed by its publisher")

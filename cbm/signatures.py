@@ -41,6 +41,12 @@ def cosign_context(release_id: str, party: str) -> str:
     return f"co-signature of release {release_id} by party {party}"
 
 
+def key_fingerprint(public_key_b64: str) -> str:
+    """The SHA-256 of a public key's raw bytes, hex: what a manifest names its signer by, so a
+    reader can compare the key it obtained with the one that signed."""
+    return hashlib.sha256(base64.b64decode(public_key_b64)).hexdigest()
+
+
 def signed_message(context: str | None, data: bytes | None, digest: str | None = None) -> bytes:
     """What is signed: the scheme, the context and the SHA-256 of ``data`` (or its hex
     ``digest``, for a file hashed as it was streamed); ``LEGACY``: ``data`` itself."""

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cbm import release as rel
 from cbm.files import sha256_file
@@ -188,3 +189,22 @@ def test_since_needs_a_release_among_its_siblings(tmp_path, capsys):
     (lone / rel.MANIFEST).write_text("{}")
     assert main(["verify-release", str(lone), "--since", "r-1"]) == 2
     assert "--since needs the publish folder" in capsys.readouterr().err
+
+
+def test_the_manifest_names_the_publishers_key_and_where_to_get_it(
+    signed_release, tmp_path, capsys
+):
+    from cbm.signatures import key_fingerprint
+
+    project, _, release = signed_release
+    manifest = json.loads((release / rel.MANIFEST).read_text())
+    parties = yaml.safe_load((project.registry / "parties.yaml").read_text())
+    publisher = next(p for p in parties if p["class"] == "secretariat")
+    assert manifest["publisher_key"]["sha256"] == key_fingerprint(publisher["public_key"])
+    assert "outside this release" in manifest["publisher_key"]["from"]
+    # a registry that names another publisher key: told plainly, before the signature
+    other = tmp_path / "other.key"
+    publisher["public_key"] = new_party_key("SECRETARIAT", other)
+    (tmp_path / "parties.yaml").write_text(yaml.safe_dump(parties))
+    code, out = verify(release, capsys, "--keys", str(tmp_path / "parties.yaml"))
+    assert code == 1 and "the manifest names the publisher's key" in out, out
