@@ -137,10 +137,14 @@ def outcome_metadata(o: dict) -> dict:
     }
 
 
-def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
+def _submission_outcomes(
+    context, outcomes: list[dict], key_of: dict[str, str], overall: tuple[int, int]
+):
     """The ``submission_outcome`` check, one evaluation per submission on its own partition.
     A run of one partition yields it as the check's result; a run of a range (which has no
-    single partition) logs one evaluation per partition and yields a summary of the run."""
+    single partition) logs one evaluation per partition and yields a summary of the state of
+    every submission (``overall``: how many there are, and how many are not accepted whole),
+    with this run's beside it."""
     if context.has_partition_key and len(outcomes) == 1:
         (outcome,) = outcomes
         yield dg.AssetCheckResult(
@@ -182,18 +186,22 @@ def _submission_outcomes(context, outcomes: list[dict], key_of: dict[str, str]):
             )
         )
     not_whole = [o for o in outcomes if o["status"] != "accepted"]
+    everywhere, anywhere_not_whole = overall  # every submission in the warehouse
     yield dg.AssetCheckResult(
         asset_key="validation_findings",
         check_name="submission_outcome",
-        passed=not not_whole,
+        passed=not anywhere_not_whole,
         severity=dg.AssetCheckSeverity.WARN,
         description=(
-            f"{len(not_whole)} of {len(outcomes)} submissions of this run not accepted whole"
-            if not_whole
-            else f"all {len(outcomes)} submissions of this run accepted whole"
+            f"{anywhere_not_whole} of {everywhere} submissions not accepted whole "
+            f"({len(not_whole)} of {len(outcomes)} in this run)"
+            if anywhere_not_whole
+            else f"all {everywhere} submissions accepted whole ({len(outcomes)} in this run)"
         ),
         metadata={
-            "submissions": len(outcomes),
+            "submissions": everywhere,
+            "submissions_not_accepted_whole": anywhere_not_whole,
+            "submissions_this_run": len(outcomes),
             "not_accepted_whole": dg.MetadataValue.md(
                 "\n".join(f"- {md_text(outcome_text(o))}" for o in not_whole) or "_none_"
             ),
@@ -399,6 +407,9 @@ def validated_reports(
             dict(zip(OUTCOME_FIELDS, row, strict=True))
             for row in con.execute(sql_file("submission_outcomes"), {"shas": shas}).fetchall()
         ]
+        overall = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status <> 'accepted') FROM submissions"
+        ).fetchone()
         for kind in KINDS:  # the batch views were for GX's connection only
             con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
         intake_keys = con.execute(
@@ -439,7 +450,7 @@ def validated_reports(
             **({"data_docs": dg.MetadataValue.url(settings.data_docs_link(docs))} if docs else {}),
         },
     )
-    yield from _submission_outcomes(context, outcomes, key_of)
+    yield from _submission_outcomes(context, outcomes, key_of, overall)
     for kind in KINDS:
         yield dg.MaterializeResult(
             asset_key=f"reports_{kind}",

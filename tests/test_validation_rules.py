@@ -254,3 +254,34 @@ def test_a_suite_check_fails_when_a_row_is_neither_accepted_nor_quarantined():
     assert ok.passed and "3 of 10 rows quarantined by design, 7 accepted" in ok.description
     lost = suite_check("incidents", result, batch=10, accepted=6, quarantined=3, per_submission={})
     assert not lost.passed and "+1 rows unaccounted for" in lost.description
+
+
+def test_the_run_headline_of_submission_outcome_describes_every_submission(project):
+    import dagster as dg
+
+    from tests.conftest import incident, write_csv
+
+    def headlines() -> list:
+        with dg.DagsterInstance.get() as instance:
+            found = [
+                e.dagster_event.event_specific_data
+                for run in instance.get_runs()
+                for e in instance.all_logs(
+                    run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+                )
+            ]
+        return [e for e in found if e.check_name == "submission_outcome" and not e.partition]
+
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    write_csv(project.inbox / "ALPHA" / "incidents_bad.csv", [incident("A-2", severity=9)])
+    project.run(ingest_only=True)
+    write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
+    write_csv(project.inbox / "BRAVO" / "incidents_c.csv", [incident("B-2")])
+    project.run(ingest_only=True)
+    first, second = sorted(
+        headlines(), key=lambda e: e.description.endswith("(0 of 2 in this run)")
+    )
+    assert first.description == "1 of 2 submissions not accepted whole (1 of 2 in this run)"
+    # the second run's files are all fine, and the headline still says one is not
+    assert second.description == "1 of 4 submissions not accepted whole (0 of 2 in this run)"
+    assert not second.passed
