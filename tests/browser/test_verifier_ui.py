@@ -292,9 +292,11 @@ def test_party_text_renders_as_text_and_no_red_row_is_shown(page, deployment):
         ("landed_submissions", "preview", []),
     ):
         p = open_page(page, f"{deployment.ui}/assets/{asset}?view=events", wait_for)
-        page.shot(f"12-party-text-{asset}")
         for shown in expected:
             p.get_by_text(shown, exact=False).first.wait_for(timeout=SLOW)
+        if expected:  # the planted row in view, for the screenshot
+            p.get_by_text(expected[0], exact=False).first.scroll_into_view_if_needed()
+        page.shot(f"12-party-text-{asset}")
         text = body(p)
         assert "REDCANARY" not in text, asset
         assert p.locator("a", has_text="Verify your account").count() == 0, asset
