@@ -240,3 +240,24 @@ def test_a_broken_connection_that_is_not_the_output_is_a_failure(monkeypatch, tm
     assert main(["status", "--workdir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("cbm status: failed: BrokenPipeError") and "\n" not in err
+
+
+def test_one_identifier_names_a_submission_in_status_quarantine_warehouse_and_ui(project, capsys):
+    from cbm.intake import partition_key
+
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1", severity=9)])
+    assert main([*run_args(project), "--ingest-only"]) == 0
+    ((sha, party, name, file_sha),) = project.query(
+        "SELECT sha256, party_code, file_name, file_sha256 FROM landed_submissions"
+    )
+    capsys.readouterr()
+    assert main(["status", "--workdir", str(project.workdir)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.endswith(name))
+    assert line.split()[0] == sha[:12] != file_sha[:12]  # the submission, not the bytes
+    assert main(["status", "--workdir", str(project.workdir), "--quarantine", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["quarantine"]
+    assert row["submission"] == sha[:12]
+    assert partition_key(party, name, sha).endswith("@" + sha[:16])  # the UI's partition
+    assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["submissions"]
+    assert (listed["submission"], listed["sha256"]) == (sha, file_sha)  # both, by name

@@ -65,12 +65,12 @@ def cmd_status(args) -> int:
         )
         return EXIT_OK
     _show(
-        f"{'sha256':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} "
+        f"{'submission':<12} {'party':<12} {'kind':<12} {'status':<9} {'read':>7} {'accepted':>8} "
         f"{'quarant.':>8}  file"
     )
     for s in subs:
         _show(
-            f"{s['sha256'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} "
+            f"{s['submission'][:12]} {s['party']:<12} {str(s['kind'] or '-'):<12} {s['status']:<9} "
             f"{s['rows_read']:>7,} {s['rows_accepted']:>8,} {s['rows_quarantined']:>8,}  {s['file_name']}"
         )
         if s["duplicate_of"]:
