@@ -136,7 +136,9 @@ def shown_to_verifiers(listing: str) -> str:
         "the rule, the GX expectation, the column, the (scrubbed) value and the reason. "
         "Warnings (kept rows) are listed too, with severity 'warning'. Its metadata "
         "`quarantined` lists every quarantined row and file with its reason in full (the "
-        "first 500 when there are more; all of them: `cbm status --quarantine`); the value "
+        "first 500 when there are more; all of them: `cbm status --quarantine`), one line per "
+        "finding: `rows_quarantined` counts each row once (as `cbm status` does), "
+        "`critical_findings` each rule it broke, `warnings` the findings that kept their row; the value "
         "and report id of a row above TLP:GREEN (or of unknown level) are withheld there, "
         "since the UI shows no more than a verifier may see."
     ),
@@ -144,14 +146,19 @@ def shown_to_verifiers(listing: str) -> str:
 def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
     listing = sql_file("quarantine_listing").strip().rstrip(";")
     with warehouse.connect() as con:
-        n, files, critical = con.execute(
+        n, files, critical, warnings = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), "
-            "count(*) FILTER (WHERE severity = 'critical') FROM quarantine"
+            "count(*) FILTER (WHERE severity = 'critical'), "
+            "count(*) FILTER (WHERE severity = 'warning') FROM quarantine"
+        ).fetchone()
+        # the same number cbm status totals: rows set aside, each once, whatever rules it broke
+        (rows_quarantined,) = con.execute(
+            "SELECT coalesce(sum(rows_quarantined), 0) FROM submissions"
         ).fetchone()
         by_rule = table_metadata(
             con,
             "SELECT stage, rule, severity, count(*) AS findings, "
-            "count(DISTINCT submission_sha) AS submissions, min(reason) AS reason "
+            "count(DISTINCT submission_sha) AS submissions, min(reason) AS example_reason "
             "FROM quarantine GROUP BY ALL ORDER BY findings DESC, rule",
         )
         rows = table_metadata(con, shown_to_verifiers(listing), {"party": None, "rule": None})
@@ -159,13 +166,18 @@ def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
+            "rows_quarantined": int(rows_quarantined),
             "files_rejected_whole": files,
             "critical_findings": critical,
+            "warnings": warnings,
             "quarantined": rows,
             "listed": (
-                f"All {critical:,} quarantined rows and files are listed in quarantined."
+                f"All {critical:,} findings are listed in quarantined: {int(rows_quarantined):,} "
+                f"rows quarantined and {files:,} files rejected whole (a row that breaks several "
+                "rules is listed once per rule). Warnings (rows kept) are in by_rule."
                 if shown == critical
-                else f"quarantined lists the first {shown:,} of {critical:,}, by party, file "
+                else f"quarantined lists the first {shown:,} of {critical:,} findings "
+                f"({int(rows_quarantined):,} rows quarantined, {files:,} files rejected whole), by party, file "
                 "and row. Every one, with its reason: cbm status --quarantine (narrow it with "
                 "--party CODE or --rule RULE)."
             ),

@@ -285,3 +285,31 @@ def test_the_run_headline_of_submission_outcome_describes_every_submission(proje
     # the second run's files are all fine, and the headline still says one is not
     assert second.description == "1 of 4 submissions not accepted whole (0 of 2 in this run)"
     assert not second.passed
+
+
+def test_the_quarantine_asset_counts_rows_as_cbm_status_does(generated_run, monkeypatch, capsys):
+    """One number, one meaning: rows quarantined (each row once) and files rejected whole, in
+    the quarantine asset's metadata (what the UI shows) and in cbm status --json."""
+    import json
+
+    import dagster as dg
+
+    from pipelines.cli import main
+
+    project, _ = generated_run
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("quarantine"))
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    capsys.readouterr()
+    assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    whole = sum(
+        1
+        for s in listed["submissions"]
+        if s["status"] == "rejected" and s["rows_read"] == 0 and not s["duplicate_of"]
+    )
+    assert meta["rows_quarantined"] == listed["totals"]["rows_quarantined"] > 0
+    assert meta["files_rejected_whole"] == whole > 0
+    assert meta["critical_findings"] >= meta["rows_quarantined"] + whole  # a finding per rule
+    assert f"{meta['rows_quarantined']:,} rows quarantined" in meta["listed"]

@@ -162,7 +162,14 @@ def test_the_quarantine_lists_every_row_with_its_full_reason(page, deployment):
     # the latest materialization's metadata: the list itself, in a table
     p = open_page(page, f"{deployment.ui}/assets/quarantine?view=events", "critical_findings")
     shown = body(p)
-    assert f"All {rows[0]:,} quarantined rows and files are listed" in shown
+    quarantined, whole = deployment.query(
+        "SELECT sum(rows_quarantined), count(*) FILTER (WHERE status = 'rejected' AND rows_read = 0) "
+        "FROM submissions"
+    )[0]
+    assert (
+        f"All {rows[0]:,} findings are listed in quarantined: {quarantined:,} rows quarantined "
+        f"and {whole:,} files rejected whole" in " ".join(shown.split())
+    )
     assert " ".join(longest.split()) in " ".join(shown.split())
     page.shot("05-quarantine-list")
 
