@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cbm.intake import Landing, worker_count
+from cbm.intake import Landing, landing_where, worker_count
 from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
 from cbm.signatures import SigningKey
@@ -66,10 +66,10 @@ class CbmSettings(dg.ConfigurableResource):
     def landing_area(self) -> Landing:
         """The landing area (``cbm.intake.Landing``), local or on object storage."""
         if self._landing is None:
-            where = (
-                self.landing or os.environ.get("CBM_LANDING") or str(Path(self.workdir) / "landing")
+            self._landing = Landing(
+                landing_where(self.workdir, self.landing),
+                cache=Path(self.workdir) / "cache" / "landing",
             )
-            self._landing = Landing(where, cache=Path(self.workdir) / "cache" / "landing")
         return self._landing
 
     @property

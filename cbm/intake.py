@@ -9,6 +9,7 @@ not a regular file).
 
 import hashlib
 import json
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -628,6 +629,21 @@ def plan_intake(
 
 
 WAITING = "WAITING.json"  # in the landing area: what the last look at the inbox left for later
+
+
+def landing_where(workdir: str | Path, landing: str | None = None) -> str:
+    """Where a workdir's landing area is: ``landing`` when given, else ``CBM_LANDING``, else
+    ``<workdir>/landing``."""
+    return landing or os.environ.get("CBM_LANDING") or str(Path(workdir) / "landing")
+
+
+def read_waiting(store: Location) -> list[dict]:
+    """What ``record_waiting`` kept in the landing area ``store``: ``[{path, why}]``, empty
+    when nothing waits."""
+    try:
+        return json.loads(store.read_bytes(WAITING)) if store.exists(WAITING) else []
+    except (OSError, ValueError):
+        return []
 
 
 def record_waiting(landing: Landing, deferred: list[tuple[str, str]]) -> None:

@@ -500,12 +500,14 @@ def _has_tlp(con, table: str) -> bool:
     )
 
 
-def _visible_samples(con, table: str, query: str, value_column: str, index_columns) -> list[str]:
+def _visible_samples(
+    con, table: str, tlp: bool, query: str, value_column: str, index_columns
+) -> list[str]:
     """Up to ``SAMPLES`` failing values, as the Dagster UI shows them (contract §5): of a
-    table with a ``tlp`` column, only values of rows whose level is publishable (CLEAR,
-    GREEN); a row above that, or whose level is unreadable, gives none."""
+    table with a ``tlp`` column (``tlp``), only values of rows whose level is publishable
+    (CLEAR, GREEN); a row above that, or whose level is unreadable, gives none."""
     failing = f'SELECT q."{value_column}" AS v FROM ({query.strip().rstrip(";")}) q'
-    if _has_tlp(con, table):
+    if tlp:
         if not index_columns:
             return []
         on = " AND ".join(f'q."{c}" IS NOT DISTINCT FROM t."{c}"' for c in index_columns)
@@ -518,6 +520,7 @@ def _visible_samples(con, table: str, query: str, value_column: str, index_colum
 
 def _suite_result(con, suite_name, table, result_id, validation, index_columns) -> SuiteResult:
     findings: list[Finding] = []
+    tlp = _has_tlp(con, table)  # once per table: whether its rows carry a TLP level
     for r in validation.results:
         cfg = r.expectation_config
         meta = cfg.meta or {}
@@ -551,10 +554,11 @@ def _suite_result(con, suite_name, table, result_id, validation, index_columns) 
                 raise SuiteError(
                     f"suite {suite_name}: {cfg.type} failed without an unexpected_index_query"
                 )
-            if query and con is not None:
-                sample = _visible_samples(con, table, query, value_column, index_columns)
-            elif _has_tlp(con, table):  # no way to tell the rows' levels: no values shown
-                sample = []
+        # what the UI may show of the failing rows, whichever kind of rule found them
+        if query and con is not None:
+            sample = _visible_samples(con, table, tlp, query, value_column, index_columns)
+        elif tlp:  # no way to tell the rows' levels: no values shown
+            sample = []
         findings.append(
             Finding(
                 rule=meta.get("rule", cfg.type),

@@ -39,6 +39,13 @@ def write_registry(directory: Path, parties_override: list[dict] | None = None) 
     return directory
 
 
+def set_limits(project, **limits) -> None:
+    """The deployment's policy.yaml with these ``limits`` (the rest of the policy kept)."""
+    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
+    policy["limits"] = limits
+    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+
+
 def add_regions(registry: Path, codes) -> None:
     """Let incidents name ``codes`` as regions (policy.yaml extra_regions): scenario labels
     such as "TWO" or "AMB" that are not ISO 3166-1 alpha-3 codes."""

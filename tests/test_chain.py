@@ -187,8 +187,12 @@ def test_since_needs_a_release_among_its_siblings(tmp_path, capsys):
     lone = tmp_path / "lone"
     lone.mkdir()
     (lone / rel.MANIFEST).write_text("{}")
-    assert main(["verify-release", str(lone), "--since", "r-1"]) == 2
+    assert main(["verify-release", str(lone), "--since", "r-0123456789abcdef0123"]) == 2
     assert "--since needs the publish folder" in capsys.readouterr().err
+    # a value that is no release id at all: one line, exit 2
+    assert main(["verify-release", str(lone), "--since", "LATEST"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--since LATEST: not a release id" in err and "\n" not in err
 
 
 def test_the_manifest_names_the_publishers_key_and_where_to_get_it(

@@ -10,7 +10,7 @@ from cbm.files import sha256_file
 from cbm.intake import partition_key, plan_intake, submission_key
 from cbm.signatures import new_party_key, sign_file
 from pipelines.definitions import build_definitions, defs
-from tests.conftest import incident, write_csv, write_registry
+from tests.conftest import incident, set_limits, write_csv, write_registry
 from warehouse.db import Warehouse
 
 REGISTRY = ["party_directory", "registry_commitments", "registry_obligations"]
@@ -441,11 +441,7 @@ def test_an_update_upstream_after_the_assets_own_run_in_one_tick_still_refreshes
 
 
 def test_a_partys_files_beyond_its_budget_wait_and_the_sensor_comes_back_for_them(deployment):
-    import yaml
-
-    policy = yaml.safe_load((deployment.registry / "policy.yaml").read_text())
-    policy["limits"] = {"max_files_per_run": 2}
-    (deployment.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    set_limits(deployment, max_files_per_run=2)
     for i in range(3):
         write_csv(deployment.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
     with dg.instance_for_test() as instance:
@@ -459,11 +455,7 @@ def test_a_partys_files_beyond_its_budget_wait_and_the_sensor_comes_back_for_the
 
 
 def test_files_left_waiting_at_staging_are_asked_for_again_by_the_sensor(deployment):
-    import yaml
-
-    policy = yaml.safe_load((deployment.registry / "policy.yaml").read_text())
-    policy["limits"] = {"reader_seconds_per_run": 0.001}  # spent by any one file
-    (deployment.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    set_limits(deployment, reader_seconds_per_run=0.001)  # spent by any one file
     for i in range(3):
         write_csv(deployment.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
     with dg.instance_for_test() as instance:

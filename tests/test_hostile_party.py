@@ -11,7 +11,7 @@ import yaml
 from cbm.intake import inbox_fingerprint
 from cbm.signatures import sign_file
 from pipelines.cli import main
-from tests.conftest import incident, write_csv
+from tests.conftest import incident, set_limits, write_csv
 from tests.test_trust import register
 
 
@@ -190,9 +190,7 @@ def test_no_registry_string_can_break_the_reports_script(label):
 def test_a_file_over_the_size_limit_is_never_read_and_a_huge_sig_is_not_a_signature(
     project, tmp_path, capsys, monkeypatch
 ):
-    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
-    policy["limits"] = {"max_decoded_bytes": 10_000}
-    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    set_limits(project, max_decoded_bytes=10_000)
     key = tmp_path / "bravo.key"
     register(project, "BRAVO", key)
     write_csv(project.inbox / "ALPHA" / "incidents_ok.csv", [incident("A-1")])
@@ -242,9 +240,7 @@ def test_a_late_signature_never_revokes_an_accepted_submission(project, tmp_path
 
 
 def test_a_party_that_drops_many_files_is_taken_a_budget_per_run(project, capsys):
-    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
-    policy["limits"] = {"max_files_per_run": 2}
-    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    set_limits(project, max_files_per_run=2)
     for i in range(5):
         write_csv(project.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
     write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
@@ -272,14 +268,12 @@ def test_a_party_that_drops_many_files_is_taken_a_budget_per_run(project, capsys
 
 
 def test_a_partys_bytes_per_run_are_bounded_and_its_first_file_always_goes(project, capsys):
-    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
     big = [incident(f"A-{i}", summary="x" * 2_000) for i in range(3)]  # about 6 KB a file
     sizes = [
         write_csv(project.inbox / "ALPHA" / f"incidents_{i}.csv", big).stat().st_size
         for i in range(3)
     ]
-    policy["limits"] = {"max_bytes_per_run": sizes[0] + sizes[1] - 1}  # under two files
-    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    set_limits(project, max_bytes_per_run=sizes[0] + sizes[1] - 1)  # under two files
     write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])
     landed = []
     for _ in range(3):
@@ -294,9 +288,7 @@ def test_a_partys_bytes_per_run_are_bounded_and_its_first_file_always_goes(proje
 
 
 def test_a_partys_reading_time_per_run_is_bounded_and_the_rest_waits_landed(project, capsys):
-    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
-    policy["limits"] = {"reader_seconds_per_run": 0.001}  # spent by any one file
-    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
+    set_limits(project, reader_seconds_per_run=0.001)  # spent by any one file
     for i in range(3):
         write_csv(project.inbox / "ALPHA" / f"incidents_{i}.csv", [incident(f"A-{i}")])
     write_csv(project.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1")])

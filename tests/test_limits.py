@@ -9,7 +9,7 @@ import yaml
 
 from cbm.readers import OverLimit, stage_rows
 from cbm.registry import Limits, RegistryError, load_policy
-from tests.conftest import incident, write_csv
+from tests.conftest import incident, set_limits, write_csv
 
 SMALL = Limits(max_rows=1_000, max_decoded_bytes=200_000, max_field_chars=500, max_columns=30)
 WIDE = {f"c{i}": ["x"] for i in range(40)} | {"report_id": ["R-1"]}
@@ -61,12 +61,6 @@ def test_limits_come_from_the_policy_and_are_checked(tmp_path):
         load_policy(path)
     path.write_text(yaml.safe_dump(POLICY))
     assert load_policy(path).limits == Limits()  # documented defaults
-
-
-def set_limits(project, **limits) -> None:
-    policy = yaml.safe_load((project.registry / "policy.yaml").read_text())
-    policy["limits"] = limits
-    (project.registry / "policy.yaml").write_text(yaml.safe_dump(policy))
 
 
 def invalid_utf8_parquet() -> bytes:

@@ -214,23 +214,29 @@ def test_quarantine_names_the_expectation_type(ruled):
     }
 
 
-def test_the_suite_checks_pass_when_every_row_is_accepted_or_quarantined(
-    generated_run, monkeypatch
-):
-    """suite_<kind> on the generated run (spoiled rows, revisions, rejected files): every row
-    of every batch accepted or quarantined, so every evaluation passed."""
+def check_evaluations() -> list:
+    """Every asset check evaluation of every run in the instance at DAGSTER_HOME."""
     import dagster as dg
 
-    project, _ = generated_run
-    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
     with dg.DagsterInstance.get() as instance:
-        evaluations = [
+        return [
             e.dagster_event.event_specific_data
             for run in instance.get_runs()
             for e in instance.all_logs(
                 run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
             )
         ]
+
+
+def test_the_suite_checks_pass_when_every_row_is_accepted_or_quarantined(
+    generated_run, monkeypatch
+):
+    """suite_<kind> on the generated run (spoiled rows, revisions, rejected files): every row
+    of every batch accepted or quarantined, so every evaluation passed."""
+
+    project, _ = generated_run
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    evaluations = check_evaluations()
     suites = [
         e
         for e in evaluations
@@ -257,20 +263,15 @@ def test_a_suite_check_fails_when_a_row_is_neither_accepted_nor_quarantined():
 
 
 def test_the_run_headline_of_submission_outcome_describes_every_submission(project):
-    import dagster as dg
 
     from tests.conftest import incident, write_csv
 
     def headlines() -> list:
-        with dg.DagsterInstance.get() as instance:
-            found = [
-                e.dagster_event.event_specific_data
-                for run in instance.get_runs()
-                for e in instance.all_logs(
-                    run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-                )
-            ]
-        return [e for e in found if e.check_name == "submission_outcome" and not e.partition]
+        return [
+            e
+            for e in check_evaluations()
+            if e.check_name == "submission_outcome" and not e.partition
+        ]
 
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     write_csv(project.inbox / "ALPHA" / "incidents_bad.csv", [incident("A-2", severity=9)])

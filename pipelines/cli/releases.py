@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pipelines.output import EXIT_FAILED, EXIT_OK, CannotRun, _check_folder, _say, _show
@@ -32,6 +33,10 @@ def cmd_verify_release(args) -> int:
         path if (path / "LATEST").is_file() and not (path / "manifest.json").exists() else None
     )
     path = release_folder(path)
+    if args.since and not re.fullmatch(r"r-[0-9a-f]{20}", args.since):
+        raise CannotRun(
+            f"--since {args.since}: not a release id (r- and 20 hex digits, as LATEST holds one)"
+        )
     if args.since and path.parent.name != "releases":
         raise CannotRun(
             f"--since needs the publish folder (or a release inside its releases/): {path} has no "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _count, _say, _show, printable
@@ -104,15 +103,12 @@ def cmd_status(args) -> int:
 
 
 def _waiting(workdir: Path) -> list[dict]:
-    """What the last look at the inbox left for a later run (``WAITING.json`` in the landing
-    area: a party's files beyond its budget, files still being written)."""
+    """What the last look at the inbox left for a later run (a party's files beyond its
+    budget, files still being written), from the landing area."""
+    from cbm.intake import landing_where, read_waiting
     from cbm.storage import location
 
-    store = location(os.environ.get("CBM_LANDING") or str(workdir / "landing"))
-    try:
-        return json.loads(store.read_bytes("WAITING.json")) if store.exists("WAITING.json") else []
-    except (OSError, ValueError):
-        return []
+    return read_waiting(location(landing_where(workdir)))
 
 
 def _check_narrowing(con, args) -> None:
