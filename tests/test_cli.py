@@ -252,7 +252,9 @@ def test_one_identifier_names_a_submission_in_status_quarantine_warehouse_and_ui
     )
     capsys.readouterr()
     assert main(["status", "--workdir", str(project.workdir)]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.endswith(name))
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.endswith(name))
+    assert "\nTotal: 1 submission" in text and "\\n" not in text  # a blank line, not "\n"
     assert line.split()[0] == sha[:12] != file_sha[:12]  # the submission, not the bytes
     assert main(["status", "--workdir", str(project.workdir), "--quarantine", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["quarantine"]

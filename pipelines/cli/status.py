@@ -88,8 +88,9 @@ def cmd_status(args) -> int:
     if totals["rejected_superseded"]:
         statuses += f", {totals['rejected_superseded']:,} of the rejected since handed in fixed"
     repeats = f" and {_count(totals['repeats'], 'repeat')}" if totals["repeats"] else ""
-    _show(
-        f"\nTotal: {_count(totals['submissions'], 'submission')}{repeats} ({statuses}); "
+    _say("")
+    _say(  # our words and numbers only: nothing a party chose
+        f"Total: {_count(totals['submissions'], 'submission')}{repeats} ({statuses}); "
         f"{totals['rows_read']:,} rows read = {totals['rows_accepted']:,} accepted + "
         f"{totals['rows_quarantined']:,} quarantined"
     )
