@@ -130,6 +130,39 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
     assert len(err.splitlines()) == 1 and "required" in err and "--help" in err
 
 
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["rn"], "cbm: no command 'rn' (did you mean run?)"),
+        (
+            ["status", "--wrokdir", "x"],
+            "cbm status: unknown option --wrokdir (did you mean --workdir?)",
+        ),
+        (
+            ["docs", "--workdir", "x", "--port", "70000"],
+            "--port: '70000' is not a whole number from 1 to 65535",
+        ),
+        (["run", "--inbox", "x"], "cbm run: required: --registry, --workdir, --publish"),
+        (["sign", "--key", "k"], "cbm sign: required: FILES"),
+    ],
+)
+def test_usage_mistakes_name_the_nearest_command_or_option(argv, says, capsys):
+    """click's own "did you mean", said in the CLI's one-line form (#37)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_help_and_version_exit_0_and_list_every_command(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for name in ("run", "status", "alerts", "rederive", "verify-release", "cosign", "demo"):
+        assert f"\n  {name} " in text, name
+    assert "exit codes:" in text and "CBM_KEY_FILE" in text
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("cbm-verify ")
+
+
 def test_run_refuses_a_bad_gx_keep_results(project, capsys, monkeypatch):
     monkeypatch.setenv("CBM_GX_KEEP_RESULTS", "0")
     code = main(run_args(project))
@@ -231,12 +264,12 @@ def test_a_reader_that_leaves_first_ends_a_command_quietly(tmp_path):
 def test_a_broken_connection_that_is_not_the_output_is_a_failure(monkeypatch, tmp_path, capsys):
     """A peer hanging up elsewhere (an alert endpoint, object storage) is not the reader of
     our output leaving: it fails in one line, as any unexpected error does."""
-    import pipelines.cli as cli
+    import pipelines.cli.status as status
 
     def hung_up(args):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "cmd_status", hung_up)
+    monkeypatch.setattr(status, "cmd_status", hung_up)
     assert main(["status", "--workdir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("cbm status: failed: BrokenPipeError") and "\n" not in err

@@ -1,5 +1,9 @@
 """``cbm``: the operator interface (contract §6). Runs the same Definitions as Dagster, in-process.
 
+Built with click (which ships with Dagster): this module is the group, and each command
+is declared beside its function in the module of its group (``run.py``: generate, run, demo;
+``releases.py``: verify-release, rederive, cosign, sign; ...).
+
 Exit codes: 0 success (quarantined rows are not a failure); 1 the run started but a step
 failed, or a release does not verify; 2 it could not start (missing inbox, invalid registry,
 no key, bad arguments).
@@ -7,23 +11,29 @@ no key, bad arguments).
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import os
 import sys
 
-from pipelines.cli.alerts import cmd_alerts
-from pipelines.cli.docs import cmd_docs
-from pipelines.cli.keys import cmd_keygen, cmd_keygen_pseudonym, cmd_rotate_key
-from pipelines.cli.releases import cmd_cosign, cmd_rederive, cmd_sign, cmd_verify_release
-from pipelines.cli.run import cmd_demo, cmd_generate, cmd_run
-from pipelines.cli.status import cmd_status
+import click
+
+from pipelines.cli.alerts import alerts_command
+from pipelines.cli.base import CONTEXT, EPILOG, ReaderGone
+from pipelines.cli.docs import docs_command
+from pipelines.cli.keys import keygen_command, keygen_pseudonym_command, rotate_key_command
+from pipelines.cli.releases import (
+    cosign_command,
+    rederive_command,
+    sign_command,
+    verify_release_command,
+)
+from pipelines.cli.run import demo_command, generate_command, run_command
+from pipelines.cli.status import status_command
 from pipelines.output import (
-    EXIT_FAILED,
     EXIT_READER_GONE,
     EXIT_USAGE,
     CannotRun,
     Progress,
-    _stdout_gone,
     _to_devnull,
     printable,
 )
@@ -34,269 +44,97 @@ from pipelines.runner import run_pipeline
 __all__ = [
     "CannotRun",
     "Progress",
-    "build_parser",
+    "cli",
     "console_main",
     "main",
     "printable",
     "run_pipeline",
 ]
 
-EPILOG = """environment:
-  CBM_KEY_FILE          the pseudonymisation key file (cbm keygen-pseudonym), kept outside
-                        the repository; or CBM_PSEUDONYM_KEY=<version>:<hex> (32+ hex digits)
-  CBM_SIGNING_KEY_FILE  the publisher's signing key file (cbm keygen), as --signing-key
-  DAGSTER_HOME          Dagster's instance (default: <workdir>/dagster_home)
-  CBM_GX_KEEP_RESULTS   validation results kept per suite and table in Data Docs (default 30)
-  CBM_DOCS_URL          where 'cbm docs' serves the Data Docs, for the UI's links
-                        (default http://127.0.0.1:8765)
-  CBM_DEBUG=1           print the traceback of an unexpected error
 
-exit codes:
-  0  success (quarantined rows are not a failure)
-  1  the run started but a step failed, or a release does not verify
-  2  it could not start: a wrong path, flag, registry value or key (one line says which)
-  141  the reader of its output left first (`cbm status | head`), quietly; `cbm run`
-       instead finishes its run unheard and exits as it would have
-"""
+def _show_version(ctx: click.Context, _param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"cbm-verify {_version()}")
+        ctx.exit(0)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: the mistake, where, and what to type instead."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-class _UsageError(Exception):
-    pass
-
-
-def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
-    """Name the first option no command knows, with the nearest known one."""
-    import difflib
-
-    known = {opt for action in parser._actions for opt in action.option_strings}
-    for sub in _subparsers(parser).values():
-        known |= {opt for action in sub._actions for opt in action.option_strings}
-    for word in argv:
-        flag = word.split("=", 1)[0]
-        if flag.startswith("--") and flag not in known:
-            near = difflib.get_close_matches(flag, sorted(known), n=1)
-            return f"unknown option {flag}" + (f" (did you mean {near[0]}?)" if near else "")
-    return None
+@click.group(
+    "cbm",
+    help="cbm-verify: verification pipeline for confidence-building measures",
+    epilog=EPILOG,
+    context_settings=CONTEXT,
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="show the version and exit",
+)
+def cli() -> None:
+    """The ``cbm`` group: each command is declared in its own module of this package."""
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+for _command in (
+    generate_command,
+    run_command,
+    status_command,
+    alerts_command,
+    rederive_command,
+    verify_release_command,
+    cosign_command,
+    keygen_pseudonym_command,
+    rotate_key_command,
+    keygen_command,
+    sign_command,
+    docs_command,
+    demo_command,
+):
+    cli.add_command(_command)
 
 
-def _whole_number(minimum: int, maximum: int | None = None):
-    wanted = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-
-    def parse(text: str) -> int:
-        number = int(text) if text.lstrip("-").isdigit() else None
-        if number is None or number < minimum or (maximum is not None and number > maximum):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number {wanted}")
-        return number
-
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="cbm",
-        description="cbm-verify: verification pipeline for confidence-building measures",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"cbm-verify {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def command(name: str, text: str, func) -> argparse.ArgumentParser:
-        parser = sub.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+def _usage_line(exc: click.UsageError, argv: list[str]) -> str:
+    """A usage mistake in one line: what, where, and what to type instead."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "cbm"
+    if isinstance(exc, click.NoSuchOption):
+        near = exc.possibilities or difflib.get_close_matches(
+            exc.option_name, sorted(_known_options(ctx)), n=1
         )
-        parser.set_defaults(func=func)
-        return parser
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return f"{where}: unknown option {exc.option_name}{hint} (see '{where} --help')"
+    if isinstance(exc, click.exceptions.NoSuchCommand):
+        near = exc.possibilities or []
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return f"{where}: no command {exc.command_name!r}{hint} (see '{where} --help')"
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError) or (
+        ctx is not None and ctx.command is cli and not argv
+    ):
+        names = ", ".join(cli.list_commands(ctx))
+        return f"cbm: a command is required: {names} (see 'cbm --help')"
+    if isinstance(exc, click.MissingParameter) and ctx is not None:
+        missing = [
+            param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            for param in ctx.command.params
+            if param.required and not _given(param, argv)
+        ] or [exc.param.opts[0] if exc.param is not None else "an argument"]
+        return f"{where}: required: {', '.join(missing)} (see '{where} --help')"
+    if isinstance(exc, click.BadParameter) and exc.param is not None:
+        name = exc.param.opts[0] if isinstance(exc.param, click.Option) else exc.param.name
+        return f"{where}: {name}: {exc.message} (see '{where} --help')"
+    return f"{where}: {exc.format_message()} (see '{where} --help')"
 
-    g = command("generate", "write a synthetic inbox and registries", cmd_generate)
-    g.add_argument("--out", required=True, help="folder to write inbox/ and registry/ into")
-    g.add_argument(
-        "--seed", type=int, default=7, help="random seed (default 7): same seed, same files"
-    )
-    g.add_argument(
-        "--reports",
-        type=_whole_number(1),
-        default=2000,
-        help="how many incident reports (default 2000); compliance reports, attestations, "
-        "revisions and a few bad rows and files come on top",
-    )
-    r = command("run", "one full run: land, ingest, verify, publish", cmd_run)
-    r.add_argument("--inbox", required=True, help="the inbox: <inbox>/<PARTY>/<kind>_*.<ext>")
-    r.add_argument(
-        "--registry", required=True, help="folder with parties.yaml, commitments.yaml, policy.yaml"
-    )
-    r.add_argument(
-        "--workdir", required=True, help="landing area, warehouse and Dagster instance (created)"
-    )
-    r.add_argument("--publish", required=True, help="where releases are published (created)")
-    r.add_argument(
-        "--as-of",
-        help="the release's 'now', ISO 8601 with an offset (e.g. 2026-10-31T00:00:00+00:00); "
-        "default: the latest timestamp among accepted reports",
-    )
-    r.add_argument(
-        "--signing-key",
-        help="the publisher's key file ('cbm keygen --party <secretariat code>'), kept outside "
-        "the repository; default CBM_SIGNING_KEY_FILE. Required when parties.yaml names the "
-        "publisher's public_key (unless --unsigned); run again with it to sign a release "
-        "published unsigned",
-    )
-    r.add_argument(
-        "--unsigned",
-        action="store_true",
-        help="publish unsigned on purpose although parties.yaml names the publisher's key "
-        "(the manifest says so)",
-    )
-    r.add_argument(
-        "--accept-change",
-        metavar="REASON",
-        help="publish a release the release guard held (it removes or revises more than "
-        "policy.yaml release_guard allows), recording REASON in its manifest",
-    )
-    r.add_argument(
-        "--ingest-only",
-        action="store_true",
-        help="land and ingest what is new, then stop; the next run without it verifies and "
-        "publishes (e.g. ingest through the day, publish once)",
-    )
-    s = command("status", "every submission seen, and why rows were quarantined", cmd_status)
-    s.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
-    s.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    s.add_argument(
-        "--quarantine",
-        action="store_true",
-        help="list every quarantined row and file instead: submission, party, file, row, rule, "
-        "column, value and the full reason",
-    )
-    s.add_argument("--party", help="with --quarantine: only this party's submissions")
-    s.add_argument("--rule", help="with --quarantine: only this rule (e.g. severity_range)")
-    al = command(
-        "alerts",
-        "threshold alerts (newest first): delivery and acknowledgement; --ack to acknowledge",
-        cmd_alerts,
-    )
-    al.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
-    al.add_argument("--open", action="store_true", help="only alerts nobody acknowledged")
-    al.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    al.add_argument("--ack", metavar="ID", help="acknowledge this alert (with --by)")
-    al.add_argument("--by", metavar="PARTY", help="the registered party code acknowledging it")
-    al.add_argument("--note", help="with --ack: a note kept with the acknowledgement")
-    rd = command(
-        "rederive",
-        "recompute a release from its member bundle and compare every file byte for byte",
-        cmd_rederive,
-    )
-    rd.add_argument("bundle", help="the member bundle: <workdir>/bundles/<release_id>")
-    rd.add_argument(
-        "--release",
-        required=True,
-        help="the release to compare with: a release folder, or a publish folder (its LATEST)",
-    )
-    rd.add_argument(
-        "--workdir",
-        help="an empty or new folder to recompute in (kept afterwards); default a temporary folder, removed",
-    )
-    v = command(
-        "verify-release",
-        "check a release (or a publish folder's LATEST) against its manifest",
-        cmd_verify_release,
-    )
-    v.add_argument("path", help="a release folder, or a publish folder (its LATEST release)")
-    v.add_argument(
-        "--keys",
-        help="parties.yaml: check the publisher's signature (the secretariat's public_key) and "
-        "the co-signatures too; without it only integrity is checked",
-    )
-    v.add_argument(
-        "--require-cosigners",
-        type=_whole_number(0),
-        default=0,
-        help="valid co-signatures by distinct registered parties other than the publisher "
-        "that the release must carry (default 0)",
-    )
-    v.add_argument(
-        "--since",
-        metavar="RELEASE_ID",
-        help="the release you saw last: this one's chain of previous releases must reach it "
-        "(a LATEST moved back, or another history, fails)",
-    )
-    cs = command(
-        "cosign", "sign a release this party re-derived: writes cosign/<PARTY>.sig", cmd_cosign
-    )
-    cs.add_argument("--key", required=True, help="the party's key file ('cbm keygen')")
-    cs.add_argument("--party", required=True, help="the party code the key belongs to")
-    cs.add_argument("path", help="the release folder")
-    k = command("keygen-pseudonym", "write a new pseudonymisation key file", cmd_keygen_pseudonym)
-    k.add_argument("--out", required=True, help="the key file to write (mode 0600)")
-    k.add_argument(
-        "--key-version",
-        help="recorded in every release (default: k- and the start of the key's fingerprint, "
-        "so every new key has its own)",
-    )
-    k.add_argument("--force", action="store_true", help="replace an existing key file")
-    rk = command(
-        "rotate-key",
-        "re-pseudonymise the warehouse with a new pseudonymisation key (the current one in "
-        "CBM_KEY_FILE); the next release records the rotation",
-        cmd_rotate_key,
-    )
-    rk.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
-    rk.add_argument(
-        "--new-key", required=True, help="the new key file ('cbm keygen-pseudonym --out FILE')"
-    )
-    kg = command(
-        "keygen",
-        "a party's Ed25519 signing key (private file + public key to register)",
-        cmd_keygen,
-    )
-    kg.add_argument("--party", required=True, help="the party code, as in parties.yaml")
-    kg.add_argument("--out", required=True, help="the private key file to write (mode 0600)")
-    kg.add_argument("--force", action="store_true", help="replace an existing key file")
-    sg = command("sign", "write FILE.sig (detached Ed25519 signature) for each file", cmd_sign)
-    sg.add_argument("--key", required=True, help="the key file written by 'cbm keygen'")
-    sg.add_argument("files", nargs="+", help="the files to sign")
-    dd = command(
-        "docs",
-        "serve the Great Expectations Data Docs on localhost, for the Dagster UI's data_docs links",
-        cmd_docs,
-    )
-    dd.add_argument("--workdir", required=True, help="the workdir of 'cbm run'")
-    dd.add_argument(
-        "--publish",
-        help="also serve this publish folder's release reports under /releases/ (the links of "
-        "the release asset)",
-    )
-    dd.add_argument(
-        "--port",
-        type=_whole_number(1, 65535),
-        default=8765,
-        help="port on 127.0.0.1 (default 8765, the address the data_docs links use)",
-    )
-    d = command("demo", "generate a sample inbox and run the whole pipeline on it", cmd_demo)
-    d.add_argument("--dir", default=".cbm/demo", help="the demo's folder (default .cbm/demo)")
-    d.add_argument("--seed", type=int, default=7, help="random seed of the sample (default 7)")
-    d.add_argument(
-        "--reports", type=_whole_number(1), default=2000, help="incident reports (default 2000)"
-    )
-    return p
+
+def _given(param: click.Parameter, argv: list[str]) -> bool:
+    if isinstance(param, click.Option):
+        return any(word.split("=", 1)[0] in param.opts for word in argv)
+    return False  # a positional: click names the first one missing
+
+
+def _known_options(ctx: click.Context | None) -> set[str]:
+    command = ctx.command if ctx is not None else cli
+    return {opt for param in command.params for opt in getattr(param, "opts", [])}
 
 
 def _version() -> str:
@@ -309,34 +147,19 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(argv)
-    except _UsageError as exc:
-        unknown = _unknown_options(parser, argv)
-        print(f"cbm: {unknown}" if unknown else str(exc), file=sys.stderr)
+        code = cli.main(args=argv, prog_name="cbm", standalone_mode=False)
+    except click.UsageError as exc:
+        print(_usage_line(exc, argv), file=sys.stderr)
         return EXIT_USAGE
-    try:
-        return args.func(args)
-    except CannotRun as exc:
-        print(f"cbm {args.command}: cannot run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except RuntimeError as exc:
-        print(f"cbm {args.command}: failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as exc:  # an unexpected error still ends in one line (traceback on demand)
-        if isinstance(exc, BrokenPipeError) and _stdout_gone():
-            raise  # the reader of our output left: console_main ends quietly
-        if os.environ.get("CBM_DEBUG"):
-            raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(
-            f"cbm {args.command}: failed: {exc.__class__.__name__}: {first} "
-            "(set CBM_DEBUG=1 for the traceback)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.Abort:  # Ctrl-C while click itself reads or prompts
+        return 130
+    except ReaderGone as exc:
+        raise exc.__cause__ from None  # console_main ends quietly
+    return EXIT_USAGE if code is None else code
 
 
 def console_main() -> None:

@@ -6,6 +6,9 @@ import json
 import os
 from pathlib import Path
 
+import click
+
+from pipelines.cli.base import command
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _say
 
 
@@ -60,6 +63,20 @@ def _report_acknowledgement(workdir: Path, still_open: int) -> str:
             )
         )
     return f"the UI's check alerts_acknowledged now says: {still_open} not acknowledged ({home})"
+
+
+@command(
+    "alerts",
+    "threshold alerts (newest first): delivery and acknowledgement; --ack to acknowledge",
+)
+@click.option("--workdir", required=True, help="the workdir of 'cbm run'")
+@click.option("--open", is_flag=True, help="only alerts nobody acknowledged")
+@click.option("--json", is_flag=True, help="one JSON document on stdout")
+@click.option("--ack", metavar="ID", help="acknowledge this alert (with --by)")
+@click.option("--by", metavar="PARTY", help="the registered party code acknowledging it")
+@click.option("--note", help="with --ack: a note kept with the acknowledgement")
+def alerts_command(args) -> int:
+    return cmd_alerts(args)
 
 
 def cmd_alerts(args) -> int:

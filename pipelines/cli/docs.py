@@ -5,7 +5,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
+
+from pipelines.cli.base import WholeNumber, command
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _say
+
+
+@command(
+    "docs",
+    "serve the Great Expectations Data Docs on localhost, for the Dagster UI's data_docs links",
+)
+@click.option("--workdir", required=True, help="the workdir of 'cbm run'")
+@click.option(
+    "--publish",
+    help="also serve this publish folder's release reports under /releases/ (the links of "
+    "the release asset)",
+)
+@click.option(
+    "--port",
+    type=WholeNumber(1, 65535),
+    default=8765,
+    help="port on 127.0.0.1 (default 8765, the address the data_docs links use)",
+)
+def docs_command(args) -> int:
+    return cmd_docs(args)
 
 
 def cmd_docs(args) -> int:

@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
+from pipelines.cli.base import command
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _count, _say
 from pipelines.runner import _forget_last_run_state, _workdir_lock
+
+
+@command("keygen-pseudonym", "write a new pseudonymisation key file")
+@click.option("--out", required=True, help="the key file to write (mode 0600)")
+@click.option(
+    "--key-version",
+    help="recorded in every release (default: k- and the start of the key's fingerprint, "
+    "so every new key has its own)",
+)
+@click.option("--force", is_flag=True, help="replace an existing key file")
+def keygen_pseudonym_command(args) -> int:
+    return cmd_keygen_pseudonym(args)
 
 
 def cmd_keygen_pseudonym(args) -> int:
@@ -22,6 +37,19 @@ def cmd_keygen_pseudonym(args) -> int:
         "'cbm rotate-key --new-key FILE')"
     )
     return EXIT_OK
+
+
+@command(
+    "rotate-key",
+    "re-pseudonymise the warehouse with a new pseudonymisation key (the current one in "
+    "CBM_KEY_FILE); the next release records the rotation",
+)
+@click.option("--workdir", required=True, help="the workdir of 'cbm run'")
+@click.option(
+    "--new-key", required=True, help="the new key file ('cbm keygen-pseudonym --out FILE')"
+)
+def rotate_key_command(args) -> int:
+    return cmd_rotate_key(args)
 
 
 def cmd_rotate_key(args) -> int:
@@ -59,6 +87,14 @@ def cmd_rotate_key(args) -> int:
         "release names the rotation (its event ids change: changes/events lists each successor)"
     )
     return EXIT_OK
+
+
+@command("keygen", "a party's Ed25519 signing key (private file + public key to register)")
+@click.option("--party", required=True, help="the party code, as in parties.yaml")
+@click.option("--out", required=True, help="the private key file to write (mode 0600)")
+@click.option("--force", is_flag=True, help="replace an existing key file")
+def keygen_command(args) -> int:
+    return cmd_keygen(args)
 
 
 def cmd_keygen(args) -> int:

@@ -5,7 +5,35 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
+
+from pipelines.cli.base import WholeNumber, command
 from pipelines.output import EXIT_FAILED, EXIT_OK, CannotRun, _check_folder, _say, _show
+
+
+@command("verify-release", "check a release (or a publish folder's LATEST) against its manifest")
+@click.argument("path")
+@click.option(
+    "--keys",
+    help="parties.yaml: check the publisher's signature (the secretariat's public_key) and "
+    "the co-signatures too; without it only integrity is checked",
+)
+@click.option(
+    "--require-cosigners",
+    type=WholeNumber(0),
+    default=0,
+    help="valid co-signatures by distinct registered parties other than the publisher "
+    "that the release must carry (default 0)",
+)
+@click.option(
+    "--since",
+    metavar="RELEASE_ID",
+    help="the release you saw last: this one's chain of previous releases must reach it "
+    "(a LATEST moved back, or another history, fails)",
+)
+def verify_release_command(args) -> int:
+    """PATH: a release folder, or a publish folder (its LATEST release)."""
+    return cmd_verify_release(args)
 
 
 def cmd_verify_release(args) -> int:
@@ -80,6 +108,26 @@ def cmd_verify_release(args) -> int:
     return EXIT_OK
 
 
+@command(
+    "rederive",
+    "recompute a release from its member bundle and compare every file byte for byte",
+)
+@click.argument("bundle")
+@click.option(
+    "--release",
+    required=True,
+    help="the release to compare with: a release folder, or a publish folder (its LATEST)",
+)
+@click.option(
+    "--workdir",
+    help="an empty or new folder to recompute in (kept afterwards); default a temporary "
+    "folder, removed",
+)
+def rederive_command(args) -> int:
+    """BUNDLE: the member bundle, <workdir>/bundles/<release_id>."""
+    return cmd_rederive(args)
+
+
 def cmd_rederive(args) -> int:
     from pipelines.rederive import RederiveError, rederive
 
@@ -103,6 +151,14 @@ def cmd_rederive(args) -> int:
         return EXIT_FAILED
     _say(f"OK: {args.release} re-derived byte for byte from {bundle}")
     return EXIT_OK
+
+
+@command("cosign", "sign a release this party re-derived: writes cosign/<PARTY>.sig")
+@click.option("--key", required=True, help="the party's key file ('cbm keygen')")
+@click.option("--party", required=True, help="the party code the key belongs to")
+@click.argument("path")
+def cosign_command(args) -> int:
+    return cmd_cosign(args)
 
 
 def cmd_cosign(args) -> int:
@@ -131,6 +187,13 @@ def cmd_cosign(args) -> int:
     write_atomic(out, key.sign(manifest, signing_contexts(manifest)[1](args.party)))
     _say(f"co-signed {path.name} as {args.party}: {out}")
     return EXIT_OK
+
+
+@command("sign", "write FILE.sig (detached Ed25519 signature) for each file")
+@click.option("--key", required=True, help="the key file written by 'cbm keygen'")
+@click.argument("files", nargs=-1, required=True)
+def sign_command(args) -> int:
+    return cmd_sign(args)
 
 
 def cmd_sign(args) -> int:

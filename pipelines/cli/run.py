@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+import click
+
+from pipelines.cli.base import WholeNumber, command
 from pipelines.output import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,6 +23,20 @@ from pipelines.runner import _print_summary, run_pipeline
 # ---------------------------------------------------------------- commands
 
 
+@command("generate", "write a synthetic inbox and registries")
+@click.option("--out", required=True, help="folder to write inbox/ and registry/ into")
+@click.option("--seed", type=int, default=7, help="random seed (default 7): same seed, same files")
+@click.option(
+    "--reports",
+    type=WholeNumber(1),
+    default=2000,
+    help="how many incident reports (default 2000); compliance reports, attestations, "
+    "revisions and a few bad rows and files come on top",
+)
+def generate_command(args) -> int:
+    return cmd_generate(args)
+
+
 def cmd_generate(args) -> int:
     from cbm.generate import generate
 
@@ -29,6 +46,49 @@ def cmd_generate(args) -> int:
         f"wrote {out.files} files ({out.reports:,} report rows) to {out.inbox} and registries to {out.registry}"
     )
     return EXIT_OK
+
+
+@command("run", "one full run: land, ingest, verify, publish")
+@click.option("--inbox", required=True, help="the inbox: <inbox>/<PARTY>/<kind>_*.<ext>")
+@click.option(
+    "--registry", required=True, help="folder with parties.yaml, commitments.yaml, policy.yaml"
+)
+@click.option(
+    "--workdir", required=True, help="landing area, warehouse and Dagster instance (created)"
+)
+@click.option("--publish", required=True, help="where releases are published (created)")
+@click.option(
+    "--as-of",
+    help="the release's 'now', ISO 8601 with an offset (e.g. 2026-10-31T00:00:00+00:00); "
+    "default: the latest timestamp among accepted reports",
+)
+@click.option(
+    "--signing-key",
+    help="the publisher's key file ('cbm keygen --party <secretariat code>'), kept outside "
+    "the repository; default CBM_SIGNING_KEY_FILE. Required when parties.yaml names the "
+    "publisher's public_key (unless --unsigned); run again with it to sign a release "
+    "published unsigned",
+)
+@click.option(
+    "--unsigned",
+    is_flag=True,
+    help="publish unsigned on purpose although parties.yaml names the publisher's key "
+    "(the manifest says so)",
+)
+@click.option(
+    "--accept-change",
+    metavar="REASON",
+    help="publish a release the release guard held (it removes or revises more than "
+    "policy.yaml release_guard allows), recording REASON in its manifest",
+)
+@click.option(
+    "--ingest-only",
+    is_flag=True,
+    help="land and ingest what is new, then stop; the next run without it verifies and "
+    "publishes (e.g. ingest through the day, publish once)",
+)
+def run_command(args) -> int:
+    return cmd_run(args)
 
 
 def cmd_run(args) -> int:
@@ -65,6 +125,16 @@ def _cmd_run(args) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+@command("demo", "generate a sample inbox and run the whole pipeline on it")
+@click.option("--dir", default=".cbm/demo", help="the demo's folder (default .cbm/demo)")
+@click.option("--seed", type=int, default=7, help="random seed of the sample (default 7)")
+@click.option(
+    "--reports", type=WholeNumber(1), default=2000, help="incident reports (default 2000)"
+)
+def demo_command(args) -> int:
+    return cmd_demo(args)
 
 
 def cmd_demo(args) -> int:

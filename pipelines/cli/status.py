@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
+
+from pipelines.cli.base import command
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _count, _say, _show, printable
 
 STATUS_FIELDS = (
@@ -24,6 +27,21 @@ STATUS_FIELDS = (
     "copy_of",
     "submission",
 )
+
+
+@command("status", "every submission seen, and why rows were quarantined")
+@click.option("--workdir", required=True, help="the workdir of 'cbm run'")
+@click.option("--json", is_flag=True, help="one JSON document on stdout")
+@click.option(
+    "--quarantine",
+    is_flag=True,
+    help="list every quarantined row and file instead: submission, party, file, row, rule, "
+    "column, value and the full reason",
+)
+@click.option("--party", help="with --quarantine: only this party's submissions")
+@click.option("--rule", help="with --quarantine: only this rule (e.g. severity_range)")
+def status_command(args) -> int:
+    return cmd_status(args)
 
 
 def cmd_status(args) -> int:
