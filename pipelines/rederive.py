@@ -95,7 +95,7 @@ def _rederive_in(
 
     from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
     from pipelines.definitions import build_definitions
-    from pipelines.runner import execute_job, indicator_months
+    from pipelines.runs import REDERIVE_VERIFY, InProcess
     from warehouse.bundle import load_bundle
     from warehouse.db import Warehouse
 
@@ -121,11 +121,7 @@ def _rederive_in(
         SigningKeyResource(key_file=None),
     )
     with _without("CBM_SIGNING_KEY_FILE"), dg.DagsterInstance.ephemeral() as instance:
-        execute_job(defs, instance, "rederive_verification", show=False)
-        months = indicator_months(settings, instance)
-        if months:
-            execute_job(defs, instance, "compute_indicators", months, show=False)
-        execute_job(defs, instance, "publish_release", show=False)
+        InProcess(defs, instance, show=False).publish(settings, verify=REDERIVE_VERIFY)
     derived = publish / "releases" / release.name
     if not derived.is_dir():
         made = rel.latest(publish)

@@ -1,5 +1,6 @@
-"""The runner of ``cbm run`` (and of ``cbm rederive``'s jobs): the ingestion plan turned into
-Dagster runs in-process, the workdir lock, the "nothing new" state and the run summary.
+"""``cbm run``'s work around its runs: the inputs checked, the workdir lock, the "nothing
+new" state and the run summary. The runs themselves are made by the one runner,
+``pipelines.runs``, as the sensor's and ``cbm rederive``'s are.
 """
 
 from __future__ import annotations
@@ -66,103 +67,6 @@ def _check_inputs(inbox: Path, registry_dir: Path):
             f"one by one), not {batch!r}"
         )
     return registry, key
-
-
-def _failure_reason(result) -> str:
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            err = event.event_specific_data.error
-            cause = err.cause or err
-            text = cause.message.strip().splitlines()[-1]
-            if cause.cls_name == "Failure":  # ours, meant to be read: not the class's path
-                text = text.split("Failure: ", 1)[-1]
-            return f"{event.step_key}: {text}"
-    return "the run failed (see the Dagster UI for the event log)"
-
-
-def _print_materializations(result) -> None:
-    rows: dict[str, int] = {}
-    for ev in result.get_asset_materialization_events():
-        mat = ev.event_specific_data.materialization
-        n = mat.metadata.get("dagster/row_count")
-        name = mat.asset_key.to_user_string()
-        if name not in rows and n is not None:
-            rows[name] = n.value
-    for name, n in rows.items():
-        _say(f"      {name:<22} {n:>9,} rows")
-
-
-def _release_dead_runs(instance) -> int:
-    """Mark runs that an earlier, killed ``cbm run`` left 'started' as failed, freeing any
-    concurrency slots they held. Only runs tagged with a cbm pid that no longer lives."""
-    import dagster as dg
-
-    stale = 0
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-        pid = run.tags.get("cbm/pid")
-        if not pid or _alive(int(pid)):
-            continue
-        instance.report_run_failed(
-            run, f"the cbm run process {pid} died (killed?) before the run ended"
-        )
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        stale += 1
-    return stale
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-# Dagster's own console log stays quiet: cbm prints its progress lines itself.
-# A failed step is told in one line by cbm (``_failure_reason``), never as Dagster's error log
-# with its stack trace; the whole event log stays in the instance for the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
-def execute_job(
-    defs,
-    instance,
-    job_name: str,
-    key_range: tuple[str, str] | None = None,
-    show: bool = True,
-):
-    """Run one job in-process; print its materializations; raise with a one-line reason."""
-    from pipelines.definitions import LOCATION_NAME
-
-    # the label the UI files a code location's runs under: runs of cbm run then show in the
-    # Overview timeline and each job's run history, beside the runs launched from the UI
-    tags = {"cbm/pid": str(os.getpid()), ".dagster/repository": f"__repository__@{LOCATION_NAME}"}
-    if key_range:
-        tags["dagster/asset_partition_range_start"] = key_range[0]
-        tags["dagster/asset_partition_range_end"] = key_range[1]
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False, tags=tags
-    )
-    if not result.success:
-        raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
-    if show:
-        _print_materializations(result)
-    return result
-
-
-def indicator_months(settings, instance) -> tuple[str, str] | None:
-    """The month partitions that have verdicts or events, up to the as-of month (registered)."""
-    from assets.partitions import register_months
-    from warehouse.db import Warehouse, indicator_period_range
-
-    with Warehouse(str(settings.warehouse_path)).connect() as con:
-        span = indicator_period_range(con)
-    if span is None:
-        return None
-    register_months(instance, *span)
-    return span
 
 
 def run_pipeline(
@@ -359,14 +263,13 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
     """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
 
-    from assets.partitions import submissions_partitions
     from assets.resources import (
         CbmSettings,
         RegistryResource,
         SigningKeyResource,
     )
-    from cbm.intake import contiguous_ranges
     from pipelines.definitions import build_definitions
+    from pipelines.runs import InProcess
     from warehouse.db import Warehouse
 
     spec.publish.mkdir(parents=True, exist_ok=True)
@@ -386,23 +289,16 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
         SigningKeyResource(key_file=str(spec.signer.path.resolve()) if spec.signer else ""),
     )
     instance = dg.DagsterInstance.get()
-    if stale := _release_dead_runs(instance):
+    runs = InProcess(defs, instance)
+    if stale := runs.release_dead_runs():
         _say(f"      marked {stale} run(s) of a killed cbm run as failed")
-    known = set(instance.get_dynamic_partitions(submissions_partitions.name))
-    fresh = [k for k in plan.partition_keys if k not in known]
-    if fresh:
-        instance.add_dynamic_partitions(submissions_partitions.name, fresh)
     todo = set(plan.to_ingest)
-    ordered = instance.get_dynamic_partitions(submissions_partitions.name)
-    todo_keys = {plan.partition_key(sha) for sha in todo}
     _say(
         f"[2/3] ingesting {_count(len(todo), 'submission')}: "
         "landing > staged > anonymised > validated"
     )
     started = time.monotonic()
-    for start, end, count in contiguous_ranges(ordered, todo_keys):
-        result = execute_job(defs, instance, "ingest_submissions", (start, end), show=False)
-        _say(f"      {_count(count, 'submission')} ingested (run {result.run_id[:8]})")
+    runs.ingest(plan)
     with Warehouse(str(settings.warehouse_path)).connect() as con:
         read, accepted, quarantined, total_accepted = con.execute(
             "SELECT coalesce(sum(rows_read) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
@@ -434,12 +330,7 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
         summary["failed_submissions"] = [f for (f,) in failed]
         return summary
     _say("[3/3] verifying, computing indicators, publishing")
-    execute_job(defs, instance, "verify_reports")
-    months = indicator_months(settings, instance)
-    if months:
-        execute_job(defs, instance, "compute_indicators", months)
-        _say(f"      indicators for {months[0]} .. {months[1]}")
-    execute_job(defs, instance, "publish_release")
+    runs.publish(settings)
     summary = summarize(spec.workdir, spec.publish)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     summary["failed_submissions"] = [f for (f,) in failed]

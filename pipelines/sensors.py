@@ -10,6 +10,7 @@ from cbm.intake import inbox_fingerprint, plan_intake, staging_waits_marker
 from cbm.protection import KeyError_, load_key
 from cbm.storage import location
 from pipelines.jobs import ingest_submissions
+from pipelines.runs import ingestion_batches, run_request
 from warehouse.db import WarehouseBusy, warehouse_key_problem
 
 
@@ -70,20 +71,9 @@ def inbox_sensor(
         limits=registry.registry.policy.limits,
     )
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
-    new = [k for k in plan.partition_keys if k not in set(known)]
+    runs, new = ingestion_batches(plan, known)  # the same runs cbm run executes
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(partition_key=b.start, run_key=b.run_key)
-            if len(b.keys) == 1
-            else dg.RunRequest(
-                run_key=b.run_key,
-                tags={
-                    "dagster/asset_partition_range_start": b.start,
-                    "dagster/asset_partition_range_end": b.end,
-                },
-            )
-            for b in plan.batches([*known, *new])  # the order once the new ones are added
-        ],
+        run_requests=[run_request(run) for run in runs],
         dynamic_partitions_requests=[submissions_partitions.build_add_request(new)] if new else [],
         # files left for a later run (a party's budget, a file still being written): the
         # cursor stays, so the next tick plans again though the inbox did not change

@@ -280,6 +280,38 @@ def test_sensor_requests_one_run_for_new_submissions_and_counts_the_same_bytes_o
             ).fetchone() == (2, 2, 2)
 
 
+def test_the_sensor_and_cbm_run_make_the_same_ingestion_runs(deployment, tmp_path):
+    """One runner (pipelines/runs.py): the runs the sensor requests for an inbox are the
+    runs cbm run executes for it, partition range for partition range (#37)."""
+    from pipelines.cli import main
+
+    for party, n in (("ALPHA", 3), ("BRAVO", 2)):
+        for i in range(n):
+            write_csv(deployment.inbox / party / f"incidents_{i}.csv", [incident(f"{party}-{i}")])
+    with dg.instance_for_test() as instance:
+        requested = [
+            (
+                r.tags.get("dagster/asset_partition_range_start", r.partition_key),
+                r.tags.get("dagster/asset_partition_range_end", r.partition_key),
+            )
+            for r in deployment.tick(instance).run_requests
+        ]
+    work = tmp_path / "cli"
+    argv = ["run", "--inbox", str(deployment.inbox), "--registry", str(deployment.registry)]
+    argv += ["--workdir", str(work), "--publish", str(tmp_path / "pub"), "--ingest-only"]
+    assert main(argv) == 0
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="ingest_submissions"))
+        executed = [
+            (
+                r.tags["dagster/asset_partition_range_start"],
+                r.tags["dagster/asset_partition_range_end"],
+            )
+            for r in reversed(runs)
+        ]
+    assert executed == requested and len(requested) == 1
+
+
 def test_a_late_signature_gets_the_file_another_look_through_the_sensor_alone(deployment, tmp_path):
     key_file = tmp_path / "alpha.key"
     public = new_party_key("ALPHA", key_file)

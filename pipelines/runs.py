@@ -1,0 +1,199 @@
+"""The one runner: how an ingestion plan and the publication chain become Dagster runs.
+
+Every way of running the pipeline goes through here, so the order and batching of runs is
+decided once:
+
+- ``ingestion_batches``: the submissions a plan names to ingest, as one run per stretch of
+  consecutive submission partitions (``IntakePlan.batches``), each with its partition range,
+  its tags and its run key (the same batch is never requested twice).
+- The inbox sensor turns each batch into a ``RunRequest`` (``run_request``); Dagster launches
+  it.
+- ``cbm run`` and ``cbm rederive`` execute the same batches, then the publication chain
+  (``PUBLICATION``: verify, compute the indicators of the months with data, publish),
+  in-process (``InProcess``).
+
+This module imports Dagster only inside its functions: ``cbm status`` imports the runner's
+package without it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipelines.output import _count, _say
+
+INGEST = "ingest_submissions"
+VERIFY = "verify_reports"
+REDERIVE_VERIFY = "rederive_verification"  # a member's re-derivation: from the bundle's tables
+INDICATORS = "compute_indicators"
+PUBLISH = "publish_release"
+# the publication chain after ingestion: verification, then the month partitions that have
+# verdicts or events, then the release
+PUBLICATION = (VERIFY, INDICATORS, PUBLISH)
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+# Dagster's own console log stays quiet: cbm prints its progress lines itself.
+# A failed step is told in one line by cbm (``_failure_reason``), never as Dagster's error log
+# with its stack trace; the whole event log stays in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One ingestion run: the partitions it covers and the key that makes it happen once."""
+
+    start: str
+    end: str
+    size: int
+    run_key: str
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The partition range as Dagster's run tags (empty for a single partition)."""
+        return {} if self.size == 1 else {RANGE_START: self.start, RANGE_END: self.end}
+
+
+def ingestion_batches(plan, known: list[str]) -> tuple[list[PlannedRun], list[str]]:
+    """The ingestion runs a plan asks for, and the submission partitions to add first.
+
+    ``known``: the submission partitions the instance has, in its order; the plan's new ones
+    are added after them, and the runs cover stretches of that order."""
+    have = set(known)
+    new = [key for key in plan.partition_keys if key not in have]
+    runs = [
+        PlannedRun(b.start, b.end, len(b.keys), b.run_key) for b in plan.batches([*known, *new])
+    ]
+    return runs, new
+
+
+def run_request(run: PlannedRun):
+    """The sensor's request for one planned run."""
+    import dagster as dg
+
+    if run.size == 1:
+        return dg.RunRequest(partition_key=run.start, run_key=run.run_key)
+    return dg.RunRequest(run_key=run.run_key, tags=run.tags)
+
+
+class InProcess:
+    """The planned runs executed in this process, on ``instance``, as ``cbm run`` and
+    ``cbm rederive`` do; each run is filed under the code location, beside the UI's runs."""
+
+    def __init__(self, defs, instance, show: bool = True):
+        self.defs, self.instance, self.show = defs, instance, show
+
+    def ingest(self, plan) -> int:
+        """Add the plan's new partitions, then run its ingestion batches; how many runs."""
+        from assets.partitions import submissions_partitions
+
+        name = submissions_partitions.name
+        runs, new = ingestion_batches(plan, self.instance.get_dynamic_partitions(name))
+        if new:
+            self.instance.add_dynamic_partitions(name, new)
+        for run in runs:
+            result = self.execute(INGEST, run.tags or {RANGE_START: run.start, RANGE_END: run.end})
+            _say(f"      {_count(run.size, 'submission')} ingested (run {result.run_id[:8]})")
+        return len(runs)
+
+    def publish(self, settings, verify: str = VERIFY) -> tuple[str, str] | None:
+        """Verification (``verify``: this deployment's or a re-derivation's), the indicator
+        months with data, and the release; the months computed, if any."""
+        self.execute(verify, show=self.show)
+        months = indicator_months(settings, self.instance)
+        if months:
+            self.execute(INDICATORS, {RANGE_START: months[0], RANGE_END: months[1]}, self.show)
+            if self.show:
+                _say(f"      indicators for {months[0]} .. {months[1]}")
+        self.execute(PUBLISH, show=self.show)
+        return months
+
+    def execute(self, job_name: str, tags: dict | None = None, show: bool = False):
+        """Run one job in-process; print its materializations; raise with a one-line reason."""
+        from pipelines.definitions import LOCATION_NAME
+
+        # the label the UI files a code location's runs under: runs of cbm run then show in
+        # the Overview timeline and each job's run history, beside the runs launched from the UI
+        tags = {
+            "cbm/pid": str(os.getpid()),
+            ".dagster/repository": f"__repository__@{LOCATION_NAME}",
+            **(tags or {}),
+        }
+        result = self.defs.resolve_job_def(job_name).execute_in_process(
+            instance=self.instance, run_config=QUIET, raise_on_error=False, tags=tags
+        )
+        if not result.success:
+            raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
+        if show:
+            _print_materializations(result)
+        return result
+
+    def release_dead_runs(self) -> int:
+        """Mark runs that an earlier, killed ``cbm run`` left 'started' as failed, freeing any
+        concurrency slots they held. Only runs tagged with a cbm pid that no longer lives.
+
+        Dagster's run monitoring does this for runs its daemon's run launcher started; the
+        runs of ``cbm run`` execute in the command's own process, where no daemon watches."""
+        import dagster as dg
+
+        stale = 0
+        statuses = [dg.DagsterRunStatus.STARTED]
+        for run in self.instance.get_runs(filters=dg.RunsFilter(statuses=statuses)):
+            pid = run.tags.get("cbm/pid")
+            if not pid or _alive(int(pid)):
+                continue
+            self.instance.report_run_failed(
+                run, f"the cbm run process {pid} died (killed?) before the run ended"
+            )
+            self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            stale += 1
+        return stale
+
+
+def indicator_months(settings, instance) -> tuple[str, str] | None:
+    """The month partitions that have verdicts or events, up to the as-of month (registered)."""
+    from assets.partitions import register_months
+    from warehouse.db import Warehouse, indicator_period_range
+
+    with Warehouse(str(settings.warehouse_path)).connect() as con:
+        span = indicator_period_range(con)
+    if span is None:
+        return None
+    register_months(instance, *span)
+    return span
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _failure_reason(result) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            err = event.event_specific_data.error
+            cause = err.cause or err
+            text = cause.message.strip().splitlines()[-1]
+            if cause.cls_name == "Failure":  # ours, meant to be read: not the class's path
+                text = text.split("Failure: ", 1)[-1]
+            return f"{event.step_key}: {text}"
+    return "the run failed (see the Dagster UI for the event log)"
+
+
+def _print_materializations(result) -> None:
+    rows: dict[str, int] = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        n = mat.metadata.get("dagster/row_count")
+        name = mat.asset_key.to_user_string()
+        if name not in rows and n is not None:
+            rows[name] = n.value
+    for name, n in rows.items():
+        _say(f"      {name:<22} {n:>9,} rows")
