@@ -76,29 +76,8 @@ def alerts(
     reg = registry.registry
     policy = reg.policy
     with warehouse.connect() as con:
-        context_row = read_release_context(con)
-        as_of = context_row.as_of
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE new_dyad_levels AS {sql_file('dyad_levels')}",
-            {
-                "as_of": as_of,
-                "thresholds": list(policy.escalation_thresholds),
-                "tentative_max": policy.tentative_max_escalation,
-            },
-        )
-        before = con.execute("SELECT count(*) FROM alerts").fetchone()[0]
-        con.execute(sql_file("alerts"), {"raised_at": datetime.now(UTC)})
-        raised = con.execute("SELECT count(*) FROM alerts").fetchone()[0] - before
-        con.execute("DELETE FROM dyad_levels")
-        con.execute("INSERT INTO dyad_levels BY NAME SELECT * FROM new_dyad_levels")
-        con.execute("DROP TABLE new_dyad_levels")
-        open_rows = con.execute(sql_file("open_alerts")).fetchall()
-        delivered = {
-            (a, n)
-            for a, n in con.execute(
-                "SELECT DISTINCT alert_id, notifier FROM alert_deliveries WHERE ok"
-            ).fetchall()
-        }
+        as_of = read_release_context(con).as_of
+        raised, open_rows, delivered = _raise_alerts(con, policy, as_of)
     # deliver with the warehouse closed: a slow notifier holds no lock
     pending = [Alert(*row[:7], tuple(row[7]), row[8], row[9]) for row in open_rows]
     attempts = deliver(
@@ -118,27 +97,7 @@ def alerts(
                 [[a.alert_id, a.notifier, a.attempt, a.at, a.ok, a.detail] for a in attempts],
             )
         levels = con.execute("SELECT count(*), coalesce(max(level), 0) FROM dyad_levels").fetchone()
-        meta = {
-            "levels": table_metadata(
-                con,
-                "SELECT coalesce(p.public_label, p.pseudonym, d.subject) AS subject, d.counterpart, "
-                "d.level, d.status, d.definitive_sum, d.evidence_sum, "
-                "array_to_string(d.evidence, ' ') AS evidence FROM dyad_levels d "
-                "LEFT JOIN party_directory p ON p.code = d.subject "
-                f"ORDER BY d.level DESC, subject, d.counterpart LIMIT {LISTED}",
-            ),
-            "open_alerts": table_metadata(
-                con,
-                "SELECT alert_id, subject, counterpart, level, previous_level, status, reason, "
-                f"CAST(as_of AS VARCHAR) AS as_of FROM ({sql_file('open_alerts')}) LIMIT {LISTED}",
-            ),
-            "failed_deliveries": con.execute(
-                "SELECT count(*) FROM (SELECT alert_id, notifier FROM alert_deliveries "
-                "GROUP BY ALL HAVING NOT bool_or(ok))"
-            ).fetchone()[0],
-            "schemas": {t: table_schema(con, t) for t in ("dyad_levels", "alerts")},
-            "total": con.execute("SELECT count(*) FROM alerts").fetchone()[0],
-        }
+        meta = _alerts_metadata(con)
     schemas = meta.pop("schemas")
     n_open = len(open_rows)
     yield dg.MaterializeResult(
@@ -172,3 +131,53 @@ def alerts(
         description=acknowledgement(n_open),
         metadata={"unacknowledged": n_open, "open_alerts": meta["open_alerts"]},
     )
+
+
+def _raise_alerts(con, policy, as_of):
+    """dyad_levels recomputed as of the release's "now"; an alert raised for each dyad whose
+    level crossed a threshold since. How many were raised, the open alerts, and the
+    (alert, notifier) pairs already delivered."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE new_dyad_levels AS {sql_file('dyad_levels')}",
+        {
+            "as_of": as_of,
+            "thresholds": list(policy.escalation_thresholds),
+            "tentative_max": policy.tentative_max_escalation,
+        },
+    )
+    before = con.execute("SELECT count(*) FROM alerts").fetchone()[0]
+    con.execute(sql_file("alerts"), {"raised_at": datetime.now(UTC)})
+    raised = con.execute("SELECT count(*) FROM alerts").fetchone()[0] - before
+    con.execute("DELETE FROM dyad_levels")
+    con.execute("INSERT INTO dyad_levels BY NAME SELECT * FROM new_dyad_levels")
+    con.execute("DROP TABLE new_dyad_levels")
+    open_rows = con.execute(sql_file("open_alerts")).fetchall()
+    delivered = set(
+        con.execute("SELECT DISTINCT alert_id, notifier FROM alert_deliveries WHERE ok").fetchall()
+    )
+    return raised, open_rows, delivered
+
+
+def _alerts_metadata(con) -> dict:
+    """What the UI lists beside dyad_levels and alerts."""
+    return {
+        "levels": table_metadata(
+            con,
+            "SELECT coalesce(p.public_label, p.pseudonym, d.subject) AS subject, d.counterpart, "
+            "d.level, d.status, d.definitive_sum, d.evidence_sum, "
+            "array_to_string(d.evidence, ' ') AS evidence FROM dyad_levels d "
+            "LEFT JOIN party_directory p ON p.code = d.subject "
+            f"ORDER BY d.level DESC, subject, d.counterpart LIMIT {LISTED}",
+        ),
+        "open_alerts": table_metadata(
+            con,
+            "SELECT alert_id, subject, counterpart, level, previous_level, status, reason, "
+            f"CAST(as_of AS VARCHAR) AS as_of FROM ({sql_file('open_alerts')}) LIMIT {LISTED}",
+        ),
+        "failed_deliveries": con.execute(
+            "SELECT count(*) FROM (SELECT alert_id, notifier FROM alert_deliveries "
+            "GROUP BY ALL HAVING NOT bool_or(ok))"
+        ).fetchone()[0],
+        "schemas": {t: table_schema(con, t) for t in ("dyad_levels", "alerts")},
+        "total": con.execute("SELECT count(*) FROM alerts").fetchone()[0],
+    }

@@ -52,7 +52,7 @@ def landed_submissions(
     pseudonym_key: PseudonymKeyResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    parties, key = registry.registry.parties, pseudonym_key.key
+    key = pseudonym_key.key
     landing = settings.landing_area
     shas = submissions_of(settings.landing_area, context.partition_keys)
     with warehouse.connect() as con:  # what landing said of these before, if anything
@@ -65,45 +65,9 @@ def landed_submissions(
         )
     rows, kept = [], 0
     for sha in shas:
-        meta = landing.meta(sha)
-        rule, reason = file_level_rejection(meta, registry.registry, landing) or (
-            None,
-            None,
-        )
-        party = meta["party_dir"]
-        name = Path(meta["file_name"]).name
-        signature = (
-            "valid" if party in parties and parties[party].public_key and rule is None else "none"
-        )
-        if sha in before and rule in LATE_SIGNATURE_RULES:
-            # a signature that arrives later never revokes what was accepted: it is told
-            context.log.warning(
-                f"{party}/{name}: a .sig arrived after it was accepted ({reason.split(': ', 1)[-1]}); "
-                "the submission stays as it was: a late signature never revokes one"
-            )
-            rule, reason, signature, kept = None, None, before[sha], kept + 1
-        rows.append(
-            (
-                sha,
-                meta.get("file_sha256", sha),
-                party,
-                key.pseudonym(party) if party in parties else None,
-                key.version,
-                kind_of(name),
-                format_of(name),
-                meta["file_name"],
-                meta.get("paths", [meta["file_name"]]),
-                meta["size_bytes"],
-                meta["received_at"],
-                landing.recorded_where(sha),
-                signature,
-                current_intake_key(landing, sha),
-                rule,
-                reason,
-            )
-        )
-        if reason:
-            context.log.warning(reason)
+        row, late = _landed_row(context, sha, registry.registry, landing, key, before)
+        rows.append(row)
+        kept += late
     with warehouse.connect() as con:
         pseudonym_key.claimed(con)  # another key stops the run here, before anything is written
         con.execute(
@@ -128,3 +92,45 @@ def landed_submissions(
             "preview": dg.MetadataValue.md(preview),
         }
     )
+
+
+def _landed_row(context, sha: str, registry, landing, key, before: dict) -> tuple[tuple, bool]:
+    """One submission's row of landed_submissions, and whether a late signature was set
+    aside (``before``: what landing said of the accepted ones before)."""
+    parties = registry.parties
+    meta = landing.meta(sha)
+    rule, reason = file_level_rejection(meta, registry, landing) or (None, None)
+    party = meta["party_dir"]
+    name = Path(meta["file_name"]).name
+    signature = (
+        "valid" if party in parties and parties[party].public_key and rule is None else "none"
+    )
+    late = sha in before and rule in LATE_SIGNATURE_RULES
+    if late:
+        # a signature that arrives later never revokes what was accepted: it is told
+        context.log.warning(
+            f"{party}/{name}: a .sig arrived after it was accepted ({reason.split(': ', 1)[-1]}); "
+            "the submission stays as it was: a late signature never revokes one"
+        )
+        rule, reason, signature = None, None, before[sha]
+    if reason:
+        context.log.warning(reason)
+    row = (
+        sha,
+        meta.get("file_sha256", sha),
+        party,
+        key.pseudonym(party) if party in parties else None,
+        key.version,
+        kind_of(name),
+        format_of(name),
+        meta["file_name"],
+        meta.get("paths", [meta["file_name"]]),
+        meta["size_bytes"],
+        meta["received_at"],
+        landing.recorded_where(sha),
+        signature,
+        current_intake_key(landing, sha),
+        rule,
+        reason,
+    )
+    return row, late

@@ -325,7 +325,6 @@ def validated_reports(
     context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource
 ):
     shas = submissions_of(settings.landing_area, context.partition_keys)
-    batch_rows: dict[str, int] = {}
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
@@ -336,88 +335,11 @@ def validated_reports(
                 f"DELETE FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
                 [shas],
             )
-        for kind in KINDS:
-            batch_rows[kind] = _batch_view(con, kind, shas)
-        kinds = [k for k in KINDS if batch_rows[k]]
-        results: dict[str, SuiteResult | None] = dict.fromkeys(KINDS)
-        seconds = {"validation": 0.0, "accept": 0.0}
-        for step in VALIDATION_STEPS:
-            runs = [(k, f"batch_{k}") for k in step if k in kinds]
-            if not runs:
-                continue
-            con.execute("CHECKPOINT")  # GX reads the file through its own connection
-            started = time.perf_counter()
-            # no connection for samples: they come from the findings (_record_findings)
-            found = run_suites(
-                None,
-                settings.warehouse_path,
-                settings.gx_dir,
-                runs,
-                rows=sum(batch_rows[kind] for kind, _ in runs),
-            )
-            for (kind, _), result in zip(runs, found, strict=True):
-                results[kind] = result
-                _record_findings(con, kind, shas, result)
-            validated = time.perf_counter()
-            for kind, _ in runs:
-                _accept(con, kind)
-                refresh_superseded(con, kind, shas)
-            seconds["validation"] += validated - started
-            seconds["accept"] += time.perf_counter() - validated
-        for kind in kinds:
-            context.log.info(
-                f"{kind}: {batch_rows[kind]:,} rows checked by {results[kind].evaluated} "
-                f"expectations; {sum(f.unexpected_count for f in results[kind].critical):,} "
-                "critical findings"
-            )
-        context.log.info(
-            f"{sum(batch_rows.values()):,} rows validated in {seconds['validation']:.1f}s "
-            f"(Great Expectations and quarantine); accepted rows stored in {seconds['accept']:.1f}s"
-        )
-        per_submission: dict[str, dict[str, int]] = {k: {} for k in KINDS}
-        for kind, party, name, n in con.execute(
-            "SELECT s.kind, s.party_code, s.file_name, count(DISTINCT q.row_number) "
-            "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
-            "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) "
-            "GROUP BY ALL ORDER BY ALL",
-            [shas],
-        ).fetchall():
-            per_submission[kind][f"{party}/{name}"] = n
-        findings = con.execute(
-            "SELECT count(*), count(DISTINCT (submission_sha, row_number)) FILTER (WHERE severity = 'critical') "
-            "FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        ).fetchone()
-        accepted = {
-            kind: con.execute(
-                f"SELECT count(*) FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-                [shas],
-            ).fetchone()[0]
-            for kind in KINDS
-        }
-        quarantined = dict(
-            con.execute(
-                "SELECT s.kind, count(DISTINCT (q.submission_sha, q.row_number)) "
-                "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
-                "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
-                [shas],
-            ).fetchall()
-        )
-        outcomes = [
-            dict(zip(OUTCOME_FIELDS, row, strict=True))
-            for row in con.execute(sql_file("submission_outcomes"), {"shas": shas}).fetchall()
-        ]
-        overall = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status <> 'accepted') FROM submissions"
-        ).fetchone()
+        batch_rows = {kind: _batch_view(con, kind, shas) for kind in KINDS}
+        results, seconds = _validate(context, settings, con, shas, batch_rows)
+        figures = _batch_figures(con, shas)
         for kind in KINDS:  # the batch views were for GX's connection only
             con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
-        intake_keys = con.execute(
-            "SELECT sha256, intake_key FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) "
-            # a file left waiting at staging (its party's reading time was spent) is not done
-            "AND (rule IS NOT NULL OR sha256 IN (SELECT sha256 FROM staged_submissions))",
-            [shas],
-        ).fetchall()
     docs = (
         build_data_docs(
             settings.gx_dir, [r for r in results.values() if r], keep=settings.gx_keep_results
@@ -426,9 +348,10 @@ def validated_reports(
         else None
     )
     # the ingestion of these submissions is complete: no plan asks for them again
-    for sha, intake_key in intake_keys:
+    for sha, intake_key in figures["intake_keys"]:
         mark_ingested(settings.landing_area, sha, intake_key)
     key_of = dict(zip(shas, context.partition_keys, strict=True))
+    outcomes = figures["outcomes"]
     with partitions_read_once(context.instance):
         for outcome in outcomes:
             for asset in ("validation_findings", f"reports_{outcome['kind']}"):
@@ -439,6 +362,7 @@ def validated_reports(
                     asset_key=asset,
                     partition_key=key_of[outcome["sha256"]],
                 )
+    findings = figures["findings"]
     yield dg.MaterializeResult(
         asset_key="validation_findings",
         metadata={
@@ -450,20 +374,110 @@ def validated_reports(
             **({"data_docs": dg.MetadataValue.url(settings.data_docs_link(docs))} if docs else {}),
         },
     )
-    yield from _submission_outcomes(context, outcomes, key_of, overall)
+    yield from _submission_outcomes(context, outcomes, key_of, figures["overall"])
     for kind in KINDS:
+        accepted = figures["accepted"][kind]
         yield dg.MaterializeResult(
             asset_key=f"reports_{kind}",
-            metadata={
-                "dagster/row_count": accepted[kind],
-                "rows_in_batch": batch_rows[kind],
-            },
+            metadata={"dagster/row_count": accepted, "rows_in_batch": batch_rows[kind]},
         )
         yield suite_check(
             kind,
             results.get(kind),
             batch_rows.get(kind, 0),
-            accepted[kind],
-            quarantined.get(kind, 0),
-            per_submission[kind],
+            accepted,
+            figures["quarantined"].get(kind, 0),
+            figures["per_submission"][kind],
         )
+
+
+def _validate(context, settings: CbmSettings, con, shas: list[str], batch_rows: dict[str, int]):
+    """The batch's rows through the GX suites, one checkpoint per step of kinds; findings
+    recorded, accepted rows stored. The suite results by kind, and the seconds spent."""
+    kinds = [k for k in KINDS if batch_rows[k]]
+    results: dict[str, SuiteResult | None] = dict.fromkeys(KINDS)
+    seconds = {"validation": 0.0, "accept": 0.0}
+    for step in VALIDATION_STEPS:
+        runs = [(k, f"batch_{k}") for k in step if k in kinds]
+        if not runs:
+            continue
+        con.execute("CHECKPOINT")  # GX reads the file through its own connection
+        started = time.perf_counter()
+        # no connection for samples: they come from the findings (_record_findings)
+        found = run_suites(
+            None,
+            settings.warehouse_path,
+            settings.gx_dir,
+            runs,
+            rows=sum(batch_rows[kind] for kind, _ in runs),
+        )
+        for (kind, _), result in zip(runs, found, strict=True):
+            results[kind] = result
+            _record_findings(con, kind, shas, result)
+        validated = time.perf_counter()
+        for kind, _ in runs:
+            _accept(con, kind)
+            refresh_superseded(con, kind, shas)
+        seconds["validation"] += validated - started
+        seconds["accept"] += time.perf_counter() - validated
+    for kind in kinds:
+        context.log.info(
+            f"{kind}: {batch_rows[kind]:,} rows checked by {results[kind].evaluated} "
+            f"expectations; {sum(f.unexpected_count for f in results[kind].critical):,} "
+            "critical findings"
+        )
+    context.log.info(
+        f"{sum(batch_rows.values()):,} rows validated in {seconds['validation']:.1f}s "
+        f"(Great Expectations and quarantine); accepted rows stored in {seconds['accept']:.1f}s"
+    )
+    return results, seconds
+
+
+def _batch_figures(con, shas: list[str]) -> dict:
+    """The batch's counts after validation: quarantined rows per kind and file, findings,
+    accepted rows per kind, each submission's outcome, and the submissions now done."""
+    per_submission: dict[str, dict[str, int]] = {k: {} for k in KINDS}
+    for kind, party, name, n in con.execute(
+        "SELECT s.kind, s.party_code, s.file_name, count(DISTINCT q.row_number) "
+        "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
+        "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) "
+        "GROUP BY ALL ORDER BY ALL",
+        [shas],
+    ).fetchall():
+        per_submission[kind][f"{party}/{name}"] = n
+    return {
+        "per_submission": per_submission,
+        "findings": con.execute(
+            "SELECT count(*), count(DISTINCT (submission_sha, row_number)) FILTER (WHERE severity = 'critical') "
+            "FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+            [shas],
+        ).fetchone(),
+        "accepted": {
+            kind: con.execute(
+                f"SELECT count(*) FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
+                [shas],
+            ).fetchone()[0]
+            for kind in KINDS
+        },
+        "quarantined": dict(
+            con.execute(
+                "SELECT s.kind, count(DISTINCT (q.submission_sha, q.row_number)) "
+                "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
+                "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
+                [shas],
+            ).fetchall()
+        ),
+        "outcomes": [
+            dict(zip(OUTCOME_FIELDS, row, strict=True))
+            for row in con.execute(sql_file("submission_outcomes"), {"shas": shas}).fetchall()
+        ],
+        "overall": con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status <> 'accepted') FROM submissions"
+        ).fetchone(),
+        "intake_keys": con.execute(
+            "SELECT sha256, intake_key FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) "
+            # a file left waiting at staging (its party's reading time was spent) is not done
+            "AND (rule IS NOT NULL OR sha256 IN (SELECT sha256 FROM staged_submissions))",
+            [shas],
+        ).fetchall(),
+    }

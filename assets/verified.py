@@ -225,43 +225,14 @@ CLUSTER_TABLES = {
     ],
     pool="warehouse",
 )
-def incident_clustering(
+def events_and_disputes(
     context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
 ):
+    """Makes event_members, disputes, incident_clusters and event_evidence."""
     policy = registry.registry.policy
     with warehouse.connect() as con:
         as_of = read_release_context(con).as_of
-        # The rows stay in DuckDB, sorted once into a temporary table (within the warehouse's
-        # memory limit, spilled beyond it); polars sees only the five columns the region pass
-        # needs, read back in that order, and its two result columns are joined on by
-        # position. At 4,000,000 reports, holding every column in Python as well took 0.3 GiB
-        # more at the peak, within the 1.5 GiB limit (benchmarks/README.md, item 30).
-        windows = policy.association_window_hours
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE incident_rows AS
-            SELECT source, report_id, category, region, occurred_at,
-                   reported_at, severity, alleged_party, tlp, tlp_rank(tlp) AS tlp_rank,
-                   lat, lon, technical_keys
-            FROM verification_incidents WHERE determination <> 'false_positive'
-            ORDER BY {ORDER_SQL}"""
-        )
-        keys = pl.from_arrow(fetch_arrow(con, f"SELECT {', '.join(ORDER)} FROM incident_rows"))
-        events = assign_events(keys, windows, presorted=True).select("event_id", "is_origin")
-        del keys
-        con.register("region_events", events.to_arrow())
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW region_members AS "
-            "SELECT * FROM incident_rows POSITIONAL JOIN region_events"
-        )
-        con.register(
-            "association_windows",
-            pl.DataFrame({"category": list(windows), "hours": list(windows.values())}).to_arrow(),
-        )
-        con.execute(sql_file("event_members"), {"radius_km": policy.association_radius_km})
-        con.unregister("association_windows")
-        con.execute("DROP VIEW region_members")
-        con.unregister("region_events")
-        con.execute("DROP TABLE incident_rows")
+        n_members = _cluster_events(con, policy)
         con.execute(sql_file("event_evidence"))
         con.execute(sql_file("disputes"), {"as_of": as_of})
         con.execute(
@@ -272,13 +243,71 @@ def incident_clustering(
                 "expiry_days": policy.expiry_days,
             },
         )
-        n_events = con.execute("SELECT count(*) FROM incident_clusters").fetchone()[0]
-        joined = dict(
-            con.execute("SELECT joined_by, count(*) FROM event_members GROUP BY ALL").fetchall()
-        )
-        evidence = con.execute("SELECT count(*) FROM event_evidence").fetchone()[0]
-        n_disputes = con.execute("SELECT count(*) FROM disputes").fetchone()[0]
-        disputes_meta = {
+        metadata = _events_metadata(con)
+        span = indicator_period_range(con)
+    if span:
+        register_months(context.instance, *span)
+    metadata["event_members"]["dagster/row_count"] = n_members
+    for key in ("event_members", "disputes", "incident_clusters", "event_evidence"):
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata[key])
+
+
+def _cluster_events(con, policy) -> int:
+    """event_members: each incident report joined to its event (cbm.clustering by region,
+    then the association window and radius in SQL); how many members."""
+    # The rows stay in DuckDB, sorted once into a temporary table (within the warehouse's
+    # memory limit, spilled beyond it); polars sees only the five columns the region pass
+    # needs, read back in that order, and its two result columns are joined on by position
+    # (holding every column in Python as well cost more at the peak: benchmarks/README.md,
+    # item 30).
+    windows = policy.association_window_hours
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE incident_rows AS
+        SELECT source, report_id, category, region, occurred_at,
+               reported_at, severity, alleged_party, tlp, tlp_rank(tlp) AS tlp_rank,
+               lat, lon, technical_keys
+        FROM verification_incidents WHERE determination <> 'false_positive'
+        ORDER BY {ORDER_SQL}"""
+    )
+    keys = pl.from_arrow(fetch_arrow(con, f"SELECT {', '.join(ORDER)} FROM incident_rows"))
+    events = assign_events(keys, windows, presorted=True).select("event_id", "is_origin")
+    del keys
+    con.register("region_events", events.to_arrow())
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW region_members AS "
+        "SELECT * FROM incident_rows POSITIONAL JOIN region_events"
+    )
+    con.register(
+        "association_windows",
+        pl.DataFrame({"category": list(windows), "hours": list(windows.values())}).to_arrow(),
+    )
+    con.execute(sql_file("event_members"), {"radius_km": policy.association_radius_km})
+    con.unregister("association_windows")
+    con.execute("DROP VIEW region_members")
+    con.unregister("region_events")
+    con.execute("DROP TABLE incident_rows")
+    return events.height
+
+
+def _events_metadata(con) -> dict[str, dict]:
+    """What the UI shows beside each of the four tables."""
+    schemas = {t: table_schema(con, t) for t in CLUSTER_TABLES}
+    joined = dict(
+        con.execute("SELECT joined_by, count(*) FROM event_members GROUP BY ALL").fetchall()
+    )
+    listed = (
+        "SELECT event_id, category, region, week, n_sources, n_classes, alleged_party, "
+        "status_reason FROM incident_clusters WHERE status = ? "
+        f"ORDER BY period DESC, event_id LIMIT {EVENTS_LISTED}"
+    )
+    return {
+        "event_members": {
+            "dagster/column_schema": schemas["event_members"],
+            "joined_by": dg.MetadataValue.json(joined),
+        },
+        "disputes": {
+            "dagster/row_count": _rows(con, "disputes"),
+            "dagster/column_schema": schemas["disputes"],
             **counts_by(con, "disputes", "status", DISPUTE_STATUSES, "disputes_"),
             "by_object_and_status": breakdown(con, "disputes", "object", "status"),
             "open_disputes": table_metadata(
@@ -287,23 +316,18 @@ def incident_clustering(
                 "CAST(opened_at AS VARCHAR) AS opened_at, age_days FROM disputes "
                 f"WHERE status = 'open' ORDER BY age_days DESC, dispute_id LIMIT {EVENTS_LISTED}",
             ),
-        }
-        schemas = {t: table_schema(con, t) for t in CLUSTER_TABLES}
-        views = {
-            "events": counts_by(con, "incident_clusters", "status", STATUS["events"], "events_"),
+        },
+        "incident_clusters": {
+            "dagster/row_count": _rows(con, "incident_clusters"),
+            "dagster/column_schema": schemas["incident_clusters"],
+            **counts_by(con, "incident_clusters", "status", STATUS["events"], "events_"),
             "by_category_and_status": breakdown(con, "incident_clusters", "category", "status"),
             "by_month_and_status": breakdown(con, "incident_clusters", "period", "status"),
             "by_alleged_party_and_status": breakdown(
                 con, "incident_clusters", "alleged_party", "status"
             ),
             **{
-                f"{status}_events": table_metadata(
-                    con,
-                    "SELECT event_id, category, region, week, n_sources, n_classes, alleged_party, "
-                    "status_reason FROM incident_clusters WHERE status = ? "
-                    f"ORDER BY period DESC, event_id LIMIT {EVENTS_LISTED}",
-                    [status],
-                )
+                f"{status}_events": table_metadata(con, listed, [status])
                 for status in ("definitive", "tentative", "disputed")
             },
             "largest_events": table_metadata(
@@ -311,45 +335,19 @@ def incident_clustering(
                 "SELECT event_id, category, region, week, n_sources, n_reports, status, "
                 "status_reason FROM incident_clusters ORDER BY n_sources DESC, event_id LIMIT 25",
             ),
-        }
-        span = indicator_period_range(con)
-    if span:
-        register_months(context.instance, *span)
-    yield dg.MaterializeResult(
-        asset_key="event_members",
-        metadata={
-            "dagster/row_count": events.height,
-            "dagster/column_schema": schemas["event_members"],
-            "joined_by": dg.MetadataValue.json(joined),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="disputes",
-        metadata={
-            "dagster/row_count": n_disputes,
-            "dagster/column_schema": schemas["disputes"],
-            **disputes_meta,
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="incident_clusters",
-        metadata={
-            "dagster/row_count": n_events,
-            "dagster/column_schema": schemas["incident_clusters"],
-            **views.pop("events"),
-            **views,
             "look_up_an_event": dg.MetadataValue.md(
                 "```sql\nSELECT * FROM event_evidence WHERE event_id = 'E-…' ORDER BY item DESC, at\n```"
             ),
         },
-    )
-    yield dg.MaterializeResult(
-        asset_key="event_evidence",
-        metadata={
-            "dagster/row_count": evidence,
+        "event_evidence": {
+            "dagster/row_count": _rows(con, "event_evidence"),
             "dagster/column_schema": schemas["event_evidence"],
         },
-    )
+    }
+
+
+def _rows(con, table: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
 @dg.asset(

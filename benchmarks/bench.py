@@ -43,7 +43,7 @@ STAGE_OF = {  # Dagster step (an asset or a multi-asset) -> stage
     "quarantine": "validated",
     "release_context": "verified",
     "warehouse_table_checks": "verified",
-    "incident_clustering": "verified",
+    "events_and_disputes": "verified",
     "compliance_verdicts": "verified",
     "indicator_values": "indicators",
     "release": "published",

@@ -28,7 +28,7 @@ from assets.validated import validated_reports
 from assets.verified import (
     calendar_entries,
     compliance_verdicts,
-    incident_clustering,
+    events_and_disputes,
     release_context,
     warehouse_table_checks,
 )
@@ -36,9 +36,6 @@ from pipelines.event_log import batch_events
 from pipelines.jobs import JOBS, publish_release
 from pipelines.sensors import inbox_sensor
 from warehouse.resource import WarehouseResource
-
-# the code location's name in workspace.yaml (cbm run files its runs under it)
-LOCATION_NAME = "cbm_verify"
 
 ASSETS = [
     registry_tables,
@@ -49,7 +46,7 @@ ASSETS = [
     submissions,
     quarantine,
     release_context,
-    incident_clustering,
+    events_and_disputes,
     compliance_verdicts,
     calendar_entries,
     alerts,

@@ -32,6 +32,9 @@ PUBLISH = "publish_release"
 # verdicts or events, then the release
 PUBLICATION = (VERIFY, INDICATORS, PUBLISH)
 
+# the code location's name in workspace.yaml: in-process runs are filed under it
+LOCATION_NAME = "cbm_verify"
+
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -112,8 +115,6 @@ class InProcess:
 
     def execute(self, job_name: str, tags: dict | None = None, show: bool = False):
         """Run one job in-process; print its materializations; raise with a one-line reason."""
-        from pipelines.definitions import LOCATION_NAME
-
         # the label the UI files a code location's runs under: runs of cbm run then show in
         # the Overview timeline and each job's run history, beside the runs launched from the UI
         tags = {

@@ -181,3 +181,19 @@ def test_no_module_of_ours_is_over_700_lines():
         if (n := len(p.read_text().splitlines())) > 700
     }
     assert long == {}, long
+
+
+def test_asset_functions_gather_call_and_record_in_80_lines_at_most():
+    """Assets gather inputs, call the domain and record metadata (#37): a longer asset function
+    is work that belongs in cbm/, warehouse/ or a named helper."""
+    import ast
+
+    long = {}
+    for path in sorted((ROOT / "assets").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            decorated = isinstance(node, ast.FunctionDef) and any(
+                "asset" in ast.unparse(d) for d in node.decorator_list
+            )
+            if decorated and (n := node.end_lineno - node.lineno + 1) > 80:
+                long[f"{path.name}:{node.name}"] = n
+    assert long == {}, long
