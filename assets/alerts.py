@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.metadata import table_metadata, table_schema
-from assets.partitions import refresh_on_new_data
 from assets.resources import RegistryResource
+from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.alerts import CHECK, Alert, acknowledgement, deliver
 from warehouse.db import read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:verification"
+ALERTS = stage("alerts", VERIFICATION, automated=True)
 LISTED = 200
 
 
@@ -34,10 +34,8 @@ LISTED = 200
                 "reaches at most tentative_max_escalation), with the events behind it. Brought "
                 "up to date after every ingestion; what the next update compares with."
             ),
-            group_name="alerts",
+            **ALERTS,
             kinds={"duckdb"},
-            owners=[OWNER],
-            automation_condition=refresh_on_new_data,
         ),
         dg.AssetSpec(
             "alerts",
@@ -51,10 +49,8 @@ LISTED = 200
                 "acknowledges one (`alert_acks`); the check `alerts_acknowledged` warns while "
                 "any is not."
             ),
-            group_name="alerts",
+            **ALERTS,
             kinds={"duckdb"},
-            owners=[OWNER],
-            automation_condition=refresh_on_new_data,
         ),
     ],
     check_specs=[
@@ -68,7 +64,7 @@ LISTED = 200
             ),
         )
     ],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def alerts(
     context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource

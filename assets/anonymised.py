@@ -19,6 +19,7 @@ import polars as pl
 from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from assets.stages import INGESTION, WAREHOUSE_POOL, stage
 from cbm.children import child_context
 from cbm.contract import KINDS
 from cbm.intake import staged_path, submissions_of
@@ -26,7 +27,7 @@ from cbm.protection import anonymise_staged, anonymise_to_file
 from warehouse.db import anon_insert_sql
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:ingestion"
+ANONYMISED = stage("anonymised", INGESTION)
 
 
 # DuckDB stores a table in row groups of 122,880 rows. An insert whose rows arrive as many
@@ -101,10 +102,9 @@ def _read_back(future, target: Path) -> pl.DataFrame:
             f"anon_{kind}",
             deps=["staged_submissions"],
             partitions_def=submissions_partitions,
-            group_name="anonymised",
+            **ANONYMISED,
             metadata=declared_schema(f"anon_{kind}"),
             kinds={"polars", "duckdb"},
-            owners=[OWNER],
             description=(
                 f"Every staged {kind} row with its submitter as an HMAC-SHA-256 pseudonym, free "
                 "text scrubbed, technical keys keyed-hashed and types cast (the text of each typed "
@@ -116,7 +116,7 @@ def _read_back(future, target: Path) -> pl.DataFrame:
         for kind in KINDS
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def anonymised_reports(
     context: dg.AssetExecutionContext,

@@ -9,12 +9,13 @@ its inputs are and its period is closed (as-of >= end of the month + review wind
 import dagster as dg
 
 from assets.metadata import table_metadata, table_schema
-from assets.partitions import monthly_partitions, refresh_on_new_data
+from assets.partitions import monthly_partitions
 from assets.resources import RegistryResource
+from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from warehouse.db import indicator_catalogue, indicator_sql, read_release_context
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:verification"
+INDICATORS = stage("indicators", VERIFICATION, automated=True)
 
 
 def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
@@ -76,11 +77,9 @@ def build_indicator_values(con, as_of, policy, periods: list[str]) -> int:
     ],
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=refresh_on_new_data,
-    group_name="indicators",
+    **INDICATORS,
     kinds={"duckdb", "sql"},
-    owners=[OWNER],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     description=(
         "Indicator values per subject x month (and per dyad for escalation_level), from the "
         "catalogue in warehouse/sql/indicators, each labelled tentative or definitive, in "

@@ -13,6 +13,7 @@ import dagster as dg
 from assets.metadata import declared_schema, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from assets.stages import INGESTION, WAREHOUSE_POOL, stage
 from cbm.admission import file_level_rejection
 from cbm.contract import format_of, kind_of
 from cbm.intake import (
@@ -21,7 +22,7 @@ from cbm.intake import (
 )
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:ingestion"
+LANDING = stage("landing", INGESTION)
 # what a signature that arrives after an accepted file can say, and never does to it
 LATE_SIGNATURE_RULES = ("signature_invalid", "signature_missing")
 
@@ -29,11 +30,10 @@ LATE_SIGNATURE_RULES = ("signature_invalid", "signature_missing")
 @dg.asset(
     partitions_def=submissions_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="landing",
+    **LANDING,
     metadata=declared_schema("landed_submissions"),
     kinds={"duckdb", "file"},
-    owners=[OWNER],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     description=(
         "One row per submission (file hash) in table `landed_submissions`: party, kind, "
         "format, file name, size, signature. The bytes are kept in the landing area (the "

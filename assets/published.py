@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
+from assets.stages import PUBLICATION, WAREHOUSE_POOL, stage
 from cbm import release as rel
 from cbm import stix
 from cbm.publication import ReleaseHeld, ReleaseProducts, build_release, rows_by_product
@@ -24,7 +25,7 @@ from warehouse.db import (
 )
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:publication"
+PUBLISHED = stage("published", PUBLICATION)
 
 
 @dg.asset(
@@ -38,10 +39,9 @@ OWNER = "team:publication"
         "submissions",
         "party_directory",
     ],
-    group_name="published",
+    **PUBLISHED,
     kinds={"parquet"},
-    owners=[OWNER],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     description=(
         "A release in the publish folder, `releases/RELEASE_ID/` (on object storage: built in a "
         "local mirror, then copied files first, manifest next, LATEST last and conditionally): indicators (after small-cell and "

@@ -5,10 +5,11 @@ import dagster as dg
 
 from assets.metadata import declared_schema
 from assets.resources import PseudonymKeyResource, RegistryResource
+from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.registry import verification_max_tlp
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:verification"
+REGISTRY = stage("registry", VERIFICATION)
 
 
 def regions(extra: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -42,13 +43,12 @@ REGISTRY_TABLES = {
             table,
             description=text,
             metadata=declared_schema(table),
-            group_name="registry",
+            **REGISTRY,
             kinds={"duckdb", "yaml"},
-            owners=[OWNER],
         )
         for table, text in REGISTRY_TABLES.items()
     ],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def registry_tables(
     registry: RegistryResource, pseudonym_key: PseudonymKeyResource, warehouse: WarehouseResource

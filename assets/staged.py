@@ -12,22 +12,22 @@ import dagster as dg
 from assets.metadata import declared_schema
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, RegistryResource
+from assets.stages import INGESTION, WAREHOUSE_POOL, stage
 from cbm.intake import note_staging_waits, staged_path, submissions_of
 from cbm.reader_worker import ReaderPool
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:ingestion"
+STAGED = stage("staged", INGESTION)
 
 
 @dg.asset(
     partitions_def=submissions_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["landed_submissions"],
-    group_name="staged",
+    **STAGED,
     metadata=declared_schema("staged_submissions"),
     kinds={"polars", "parquet", "duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
     description=(
         "Each landed submission parsed (CSV, JSON Lines, Parquet) into the contract's columns as "
         "text, with row numbers, in the workdir's `staged/SHA.parquet`; one row per file in "

@@ -8,12 +8,12 @@ no stage updates another's rows; their SQL is ``warehouse/sql/submissions.sql`` 
 import dagster as dg
 
 from assets.metadata import declared_schema, table_metadata
-from assets.partitions import refresh_on_new_data
+from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.contract import KINDS
 from warehouse.db import sql_file
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:verification"
+VALIDATED = stage("validated", VERIFICATION, automated=True)
 # quarantined rows listed whole in the asset's metadata; beyond, the first ones and the command
 QUARANTINE_LISTED = 500
 STATUSES = ("accepted", "partial", "rejected", "staged", "landed")
@@ -27,12 +27,10 @@ INTAKE_TABLES = [
 
 @dg.asset(
     deps=INTAKE_TABLES,
-    group_name="validated",
+    **VALIDATED,
     metadata=declared_schema("submissions"),
     kinds={"duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
+    pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "submission_accounting",
@@ -124,12 +122,10 @@ def shown_to_verifiers(listing: str) -> str:
 
 @dg.asset(
     deps=["landed_submissions", "staged_submissions", "validation_findings"],
-    group_name="validated",
+    **VALIDATED,
     metadata=declared_schema("quarantine"),
     kinds={"duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
+    pool=WAREHOUSE_POOL,
     description=(
         "Everything that did not pass (view over the intake tables): whole files rejected at "
         "landing or parsing (row_number NULL) and rows failing a critical expectation, with "

@@ -14,6 +14,7 @@ import dagster as dg
 from assets.metadata import declared_schema, md_text
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
+from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.contract import KINDS
 from cbm.intake import mark_ingested, submissions_of
 from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
@@ -25,7 +26,7 @@ from warehouse.db import refresh_superseded, report_columns, sql_file
 from warehouse.resource import WarehouseResource
 
 FETCH_AT_ONCE = 1_000  # partitions whose materializations are fetched in one request
-OWNER = "team:verification"
+VALIDATED = stage("validated", VERIFICATION)
 # One GX checkpoint per step. Reports first, then attestations: an attestation about a report
 # handed in in the same batch finds it among the accepted reports (rule dangling_subject).
 VALIDATION_STEPS = (("incidents", "compliance"), ("attestations",))
@@ -271,9 +272,8 @@ REPORT_TABLE_TEXT = (
             deps=[f"anon_{k}" for k in KINDS]
             + ["party_directory", "registry_commitments", "registry_regions"],
             partitions_def=submissions_partitions,
-            group_name="validated",
+            **VALIDATED,
             kinds={"great_expectations", "duckdb"},
-            owners=[OWNER],
             description=(
                 "Every row that failed an expectation of its Great Expectations suite "
                 "(`checks/suites/KIND.json`, run on DuckDB): submission, row, report_id, rule, "
@@ -287,9 +287,8 @@ REPORT_TABLE_TEXT = (
                 metadata=declared_schema(f"reports_{kind}"),
                 deps=["validation_findings"],
                 partitions_def=submissions_partitions,
-                group_name="validated",
+                **VALIDATED,
                 kinds={"duckdb"},
-                owners=[OWNER],
                 description=REPORT_TABLE_TEXT.format(kind=kind),
             )
             for kind in KINDS
@@ -319,7 +318,7 @@ REPORT_TABLE_TEXT = (
         ],
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def validated_reports(
     context: dg.AssetExecutionContext, settings: CbmSettings, warehouse: WarehouseResource

@@ -9,8 +9,9 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import breakdown, counts_by, table_metadata, table_schema
-from assets.partitions import refresh_on_new_data, register_months
+from assets.partitions import register_months
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
+from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.clustering import ORDER, ORDER_SQL, assign_events
 from cbm.contract import KINDS
 from cbm.dictionary import DISPUTE_STATUSES, STATUS, VERDICTS
@@ -19,7 +20,8 @@ from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
 from warehouse.db import fetch_arrow, indicator_period_range, read_release_context, sql_file
 from warehouse.resource import WarehouseResource
 
-OWNER = "team:verification"
+VALIDATED = stage("validated", VERIFICATION, automated=True)
+VERIFIED = stage("verified", VERIFICATION, automated=True)
 EVENTS_LISTED = 200  # events of one status listed in the UI (newest months first)
 
 # One GX checkpoint per group: (suite by table, the columns that name a failing row). The
@@ -90,11 +92,9 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
         "registry_commitments",
         "registry_obligations",
     ],
-    group_name="validated",
+    **VALIDATED,
     kinds={"duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
+    pool=WAREHOUSE_POOL,
     description=(
         "The as-of time, method version and inputs of the next release (table "
         "`release_context`): `--as-of` when given, otherwise the latest timestamp among the rows "
@@ -178,10 +178,8 @@ CLUSTER_TABLES = {
             "event_members",
             deps=["release_context", "reports_incidents"],
             description=CLUSTER_TABLES["event_members"],
-            group_name="verified",
+            **VERIFIED,
             kinds={"duckdb", "polars"},
-            owners=[OWNER],
-            automation_condition=refresh_on_new_data,
         ),
         dg.AssetSpec(
             "disputes",
@@ -193,10 +191,8 @@ CLUSTER_TABLES = {
                 "reports_compliance",
             ],
             description=CLUSTER_TABLES["disputes"],
-            group_name="verified",
+            **VERIFIED,
             kinds={"duckdb"},
-            owners=[OWNER],
-            automation_condition=refresh_on_new_data,
         ),
         dg.AssetSpec(
             "incident_clusters",
@@ -208,22 +204,18 @@ CLUSTER_TABLES = {
                 "reports_attestations",
             ],
             description=CLUSTER_TABLES["incident_clusters"],
-            group_name="verified",
+            **VERIFIED,
             kinds={"duckdb"},
-            owners=[OWNER],
-            automation_condition=refresh_on_new_data,
         ),
         dg.AssetSpec(
             "event_evidence",
             deps=["event_members", "reports_attestations"],
             description=CLUSTER_TABLES["event_evidence"],
-            group_name="verified",
+            **VERIFIED,
             kinds={"duckdb"},
-            owners=[OWNER],
-            automation_condition=refresh_on_new_data,
         ),
     ],
-    pool="warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def events_and_disputes(
     context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
@@ -360,11 +352,9 @@ def _rows(con, table: str) -> int:
         "registry_obligations",
         "party_directory",
     ],
-    group_name="verified",
+    **VERIFIED,
     kinds={"duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
+    pool=WAREHOUSE_POOL,
     description=(
         "One verdict per commitment occurrence due by the as-of time (registry schedule + "
         "grace; milestone: one occurrence per date) or reported: honoured_confirmed, "
@@ -414,11 +404,9 @@ def compliance_verdicts(
         "registry_obligations",
         "party_directory",
     ],
-    group_name="verified",
+    **VERIFIED,
     kinds={"duckdb"},
-    owners=[OWNER],
-    pool="warehouse",
-    automation_condition=refresh_on_new_data,
+    pool=WAREHOUSE_POOL,
     description=(
         "The security calendar (table `calendar_entries`): every activity a party notified in "
         "advance (its own advance_notification report with activity_start, and activity_end "

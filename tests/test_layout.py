@@ -21,7 +21,7 @@ ALLOWED = {  # package -> our packages it may import
     "assets": {"cbm", "checks", "warehouse", "assets", "compat"},
     "pipelines": set(OURS),
 }
-ASSET_VOCABULARY = {"assets", "assets.resources", "assets.partitions", "assets.metadata"}
+ASSET_VOCABULARY = {"assets", "assets.resources", "assets.partitions", "assets.metadata", "assets.stages"}
 NO_DAGSTER = {"cbm", "warehouse.db", "checks.validation", "compat.gx"}
 
 
