@@ -1,6 +1,6 @@
 """cbm-verify assets: one module per stage, thin; they call the domain (``cbm``), ``checks``
-and ``warehouse``, and never each other. ``resources``, ``partitions`` and ``metadata`` are
-the Dagster vocabulary the stages share."""
+and ``warehouse``, and never each other. ``resources``, ``partitions``, ``metadata`` and
+``stages`` are the Dagster vocabulary the stages share."""
 
 import warnings
 

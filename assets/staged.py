@@ -73,7 +73,7 @@ def staged_submissions(
         else:
             rows.append((sha, outcome.rows, json.dumps(list(outcome.notes)), None, None))
     if waiting:
-        note_staging_waits(settings.landing_area, waiting, context.run_id)
+        note_staging_waits(settings.landing_area, waiting, context.run.run_id)
     with warehouse.connect() as con:
         con.execute(
             "DELETE FROM staged_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",

@@ -173,6 +173,7 @@ def post_webhook(config: AlertsConfig, payload: dict) -> str:
         with urllib.request.urlopen(request, timeout=config.timeout_seconds) as response:
             return f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the connection: a failing endpoint would leak one per attempt
         raise RuntimeError(f"{hook.url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -257,6 +257,7 @@ def test_a_reader_that_leaves_first_ends_a_command_quietly(tmp_path):
     )
     proc.stdout.close()  # the reader leaves before a line is written
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     assert proc.wait(60) == 141, err
     assert err == ""
 

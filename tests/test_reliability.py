@@ -125,6 +125,7 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(setup, marker, delay)
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=120)
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     run_here(base, gen, name)  # the re-run
     got = state(base, name)
@@ -162,6 +163,7 @@ def test_a_reader_that_leaves_does_not_stop_the_run(setup):
     assert proc.stdout.readline().startswith(b"[1/3] landing")
     proc.stdout.close()  # the reader leaves after one line, as `head -1` does
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     assert proc.wait(timeout=300) == 0, err
     assert err == ""
     got = state(base, "unread")

@@ -136,7 +136,7 @@ def test_cbm_docs_serves_the_site_over_http(tmp_path):
             pytest.fail("cbm docs did not answer")
     finally:
         server.terminate()
-        server.wait(10)
+        server.communicate(timeout=10)  # waits, and closes its pipe
 
 
 def test_cbm_docs_outlives_a_browser_that_hangs_up_mid_page(tmp_path):
