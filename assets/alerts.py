@@ -39,7 +39,7 @@ LISTED = 200
         ),
         dg.AssetSpec(
             "alerts",
-            deps=["dyad_levels", "party_directory"],
+            deps=["dyad_levels", "party_directory", "alert_acks"],
             description=(
                 "One alert per rise of a dyad's level (or a tentative level confirmed), recorded "
                 "once (table `alerts`: dyad, level, previous level, evidence event ids, status, "
@@ -48,6 +48,17 @@ LISTED = 200
                 "delivery is tried again on the next update. `cbm alerts --ack ID --by PARTY` "
                 "acknowledges one (`alert_acks`); the check `alerts_acknowledged` warns while "
                 "any is not."
+            ),
+            **ALERTS,
+            kinds={"duckdb"},
+        ),
+        dg.AssetSpec(
+            "alert_deliveries",
+            deps=["alerts"],
+            description=(
+                "Every attempt to deliver an alert: alert, notifier, attempt, time, whether it "
+                "went through and the endpoint's answer or the reason it failed. Written by the "
+                "alerts update that made the attempt; `cbm alerts` shows the last per notifier."
             ),
             **ALERTS,
             kinds={"duckdb"},
@@ -119,6 +130,14 @@ def alerts(
             "open_alerts": meta["open_alerts"],
         },
     )
+    yield dg.MaterializeResult(
+        asset_key="alert_deliveries",
+        metadata={
+            "dagster/row_count": meta["deliveries"],
+            "attempts_now": len(attempts),
+            "failed_now": sum(1 for a in attempts if not a.ok),
+        },
+    )
     yield dg.AssetCheckResult(
         asset_key="alerts",
         check_name=CHECK,
@@ -176,4 +195,20 @@ def _alerts_metadata(con) -> dict:
         ).fetchone()[0],
         "schemas": {t: table_schema(con, t) for t in ("dyad_levels", "alerts")},
         "total": con.execute("SELECT count(*) FROM alerts").fetchone()[0],
+        "deliveries": con.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0],
     }
+
+
+# Written outside any run, by `cbm alerts --ack` (pipelines/cli/alerts.py), which records
+# each acknowledgement in the instance as a materialization of this asset.
+alert_acks = dg.AssetSpec(
+    "alert_acks",
+    description=(
+        "Acknowledgements of alerts: alert, the registered party that acknowledged it, when, "
+        "and its note. Written only by `cbm alerts --ack ID --by PARTY` (never by a run); each "
+        "acknowledgement is recorded here as a materialization, and the alerts update reads "
+        "the table to tell open alerts from acknowledged ones."
+    ),
+    **stage("alerts", VERIFICATION),
+    kinds={"duckdb"},
+)

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets.metadata import declared_schema, markdown_preview
+from assets.metadata import declared_schema, keeps, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from assets.stages import INGESTION, WAREHOUSE_POOL, stage
@@ -103,7 +103,7 @@ def _read_back(future, target: Path) -> pl.DataFrame:
             deps=["staged_submissions"],
             partitions_def=submissions_partitions,
             **ANONYMISED,
-            metadata=declared_schema(f"anon_{kind}"),
+            metadata=declared_schema(f"anon_{kind}") | keeps("anonymisation_failures"),
             kinds={"polars", "duckdb"},
             description=(
                 f"Every staged {kind} row with its submitter as an HMAC-SHA-256 pseudonym, free "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.metadata import declared_schema, markdown_preview
+from assets.metadata import declared_schema, keeps, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from assets.stages import INGESTION, WAREHOUSE_POOL, stage
@@ -31,7 +31,7 @@ LATE_SIGNATURE_RULES = ("signature_invalid", "signature_missing")
     partitions_def=submissions_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     **LANDING,
-    metadata=declared_schema("landed_submissions"),
+    metadata=declared_schema("landed_submissions") | keeps("pseudonym_key"),
     kinds={"duckdb", "file"},
     pool=WAREHOUSE_POOL,
     description=(

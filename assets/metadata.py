@@ -106,6 +106,16 @@ def declared_schema(table: str) -> dict:
     return {"dagster/column_schema": _declared_schemas()[table], "dagster/table_name": table}
 
 
+KEEPS = "keeps_in_warehouse"
+
+
+def keeps(*objects: str) -> dict:
+    """Definition metadata naming the warehouse tables and views an asset keeps beside its own
+    table (a view of it, the rows it sets aside): declared here, shown in the UI, and compared
+    with the warehouse's real tables by tests/test_definitions.py."""
+    return {KEEPS: dg.MetadataValue.json(sorted(objects))}
+
+
 def breakdown(
     con: duckdb.DuckDBPyConnection, table: str, by: str, column: str
 ) -> dg.TableMetadataValue:

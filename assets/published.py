@@ -28,45 +28,77 @@ from warehouse.resource import WarehouseResource
 PUBLISHED = stage("published", PUBLICATION)
 
 
-@dg.asset(
-    deps=[
-        "indicator_values",
-        "incident_clusters",
-        "compliance_verdicts",
-        "calendar_entries",
-        "disputes",
-        "release_context",
-        "submissions",
-        "party_directory",
+RELEASE_DESCRIPTION = (
+    "A release in the publish folder, `releases/RELEASE_ID/` (on object storage: built in a "
+    "local mirror, then copied files first, manifest next, LATEST last and conditionally): indicators (after small-cell and "
+    "secondary suppression, with the reason), compliance and events (CLEAR/GREEN-derived "
+    "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
+    "release, `calendar/` (notified activities and milestones, Parquet and calendar.ics; "
+    "`calendar.ics` in the publish folder follows LATEST for subscriptions), `disputes/` (with status "
+    "and age), `stix/bundle.json` (STIX 2.1: events and verdicts, with the JSON schemas of "
+    "our extensions in `stix/schemas/`), `misp/` (a MISP feed of the events), "
+    "`dictionary.json`, `report/index.html` (charts and tables from those files, "
+    "one page that opens offline; metadata `report` links it), then manifest.json (signed when a publisher key is given), "
+    "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
+    "same release id and bytes. The reports behind each release's events are kept in the "
+    "warehouse table `published_event_members` (member tier), to name an event's successor; "
+    "its publisher identity, release id, event ids and their STIX ids in `own_publications`, "
+    "so the release handed back in is quarantined as a copy (both assets written with it). Before it is signed and made "
+    "LATEST the release is checked: signed whenever the registry names the publisher's key "
+    "(unsigned only on purpose, `unsigned`); made after any key rotation's verification; and "
+    "compared with the previous release: when it removes or revises more than policy.yaml "
+    "`release_guard` allows, it is built unsigned under the workdir's `held/` folder and the "
+    "run fails naming the products, until accepted on purpose (`accept_change`, recorded in "
+    "the manifest). "
+    "The member bundle of the release (the rows and registry it was derived from, for "
+    "`cbm rederive`) is written to the workdir's `bundles/RELEASE_ID/`."
+)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "release",
+            deps=[
+                "indicator_values",
+                "incident_clusters",
+                "compliance_verdicts",
+                "calendar_entries",
+                "disputes",
+                "release_context",
+                "submissions",
+                "party_directory",
+                "key_rotations",
+            ],
+            **PUBLISHED,
+            kinds={"parquet"},
+            description=RELEASE_DESCRIPTION,
+        ),
+        dg.AssetSpec(
+            "published_event_members",
+            deps=["release", "event_members"],
+            description=(
+                "The reports behind each release's events (member tier: release, event, source, "
+                "report id), written with the release: what names an event's successor in the "
+                "next release, and part of the member bundle."
+            ),
+            **PUBLISHED,
+            kinds={"duckdb"},
+        ),
+        dg.AssetSpec(
+            "own_publications",
+            deps=["release"],
+            description=(
+                "What this deployment published: its publisher identity, each release id, its "
+                "events with their published fields, and their STIX ids. The rules "
+                "copy_of_own_release and restates_own_release read it to quarantine a release "
+                "handed back in as evidence."
+            ),
+            **PUBLISHED,
+            kinds={"duckdb"},
+        ),
     ],
-    **PUBLISHED,
-    kinds={"parquet"},
     pool=WAREHOUSE_POOL,
-    description=(
-        "A release in the publish folder, `releases/RELEASE_ID/` (on object storage: built in a "
-        "local mirror, then copied files first, manifest next, LATEST last and conditionally): indicators (after small-cell and "
-        "secondary suppression, with the reason), compliance and events (CLEAR/GREEN-derived "
-        "only) as zstd Parquet partitioned by period, `changes/` row by row against the previous "
-        "release, `calendar/` (notified activities and milestones, Parquet and calendar.ics; "
-        "`calendar.ics` in the publish folder follows LATEST for subscriptions), `disputes/` (with status "
-        "and age), `stix/bundle.json` (STIX 2.1: events and verdicts, with the JSON schemas of "
-        "our extensions in `stix/schemas/`), `misp/` (a MISP feed of the events), "
-        "`dictionary.json`, `report/index.html` (charts and tables from those files, "
-        "one page that opens offline; metadata `report` links it), then manifest.json (signed when a publisher key is given), "
-        "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
-        "same release id and bytes. The reports behind each release's events are kept in the "
-        "warehouse table `published_event_members` (member tier), to name an event's successor; "
-        "its publisher identity, release id, event ids and their STIX ids in `own_publications`, "
-        "so the release handed back in is quarantined as a copy. Before it is signed and made "
-        "LATEST the release is checked: signed whenever the registry names the publisher's key "
-        "(unsigned only on purpose, `unsigned`); made after any key rotation's verification; and "
-        "compared with the previous release: when it removes or revises more than policy.yaml "
-        "`release_guard` allows, it is built unsigned under the workdir's `held/` folder and the "
-        "run fails naming the products, until accepted on purpose (`accept_change`, recorded in "
-        "the manifest). "
-        "The member bundle of the release (the rows and registry it was derived from, for "
-        "`cbm rederive`) is written to the workdir's `bundles/RELEASE_ID/`."
-    ),
 )
 def release(
     context: dg.AssetExecutionContext,
@@ -74,7 +106,7 @@ def release(
     registry: RegistryResource,
     signing_key: SigningKeyResource,
     warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
+):
     registry_dir, registry = Path(registry.directory), registry.registry
     rederiving = json.loads(settings.rederiving) if settings.rederiving is not None else None
     signer = None if rederiving is not None else _signer(settings, registry, signing_key)
@@ -104,18 +136,8 @@ def release(
     except ReleaseHeld as exc:
         raise dg.Failure(str(exc)) from None
     release_id = products.release_id
-    with warehouse.connect() as con:  # the reports behind this release's events (member tier)
-        if rotation:  # the rotation is recorded by its first release
-            con.execute(
-                "UPDATE key_rotations SET release_id = ? WHERE release_id IS NULL", [release_id]
-            )
-        _record_own_publications(
-            con,
-            release_id,
-            products.tables["events"],
-            stix.publisher_identity(products.publisher_key, products.publisher_label),
-        )
-        _record_event_members(con, release_id, products.tables["events"])
+    with warehouse.connect() as con:
+        members, own = _record_publication(con, products, rotation)
         bundle = write_bundle(
             con,
             settings.bundles_dir,
@@ -138,7 +160,11 @@ def release(
         f"{'signed' if signed else 'unsigned: give cbm run --signing-key to sign it'})"
     )
     metadata = _release_metadata(settings, products, built, target, statuses)
-    return dg.MaterializeResult(metadata=metadata | {"bundle": dg.MetadataValue.path(str(bundle))})
+    yield dg.MaterializeResult(
+        asset_key="release", metadata=metadata | {"bundle": dg.MetadataValue.path(str(bundle))}
+    )
+    yield dg.MaterializeResult(asset_key="published_event_members", metadata=members)
+    yield dg.MaterializeResult(asset_key="own_publications", metadata=own)
 
 
 def _gather_products(con, registry, publish: Path) -> tuple[ReleaseProducts, dict[str, int]]:
@@ -238,6 +264,31 @@ def _release_metadata(settings, products: ReleaseProducts, built, target, status
         "changes_since_previous": changes_table(built.counts),
         **product_schemas(built.path),
     }
+
+
+def _record_publication(con, products: ReleaseProducts, rotation) -> tuple[dict, dict]:
+    """What the warehouse keeps of a published release: the key rotation it first follows,
+    what this deployment published (own_publications), the reports behind its events
+    (published_event_members). The two assets' metadata."""
+    release_id, events = products.release_id, products.tables["events"]
+    if rotation:  # the rotation is recorded by its first release
+        con.execute(
+            "UPDATE key_rotations SET release_id = ? WHERE release_id IS NULL", [release_id]
+        )
+    identity = stix.publisher_identity(products.publisher_key, products.publisher_label)
+    _record_own_publications(con, release_id, events, identity)
+    _record_event_members(con, release_id, events)
+    members = {
+        "dagster/row_count": _count_rows(con, "published_event_members"),
+        "rows_of_this_release": _count_rows(
+            con, "published_event_members", f"release_id = '{release_id}'"
+        ),
+    }
+    return members, {"dagster/row_count": _count_rows(con, "own_publications")}
+
+
+def _count_rows(con, table: str, where: str = "true") -> int:
+    return con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
 
 
 def _record_event_members(con, release_id: str, events) -> None:
@@ -343,7 +394,7 @@ def product_schemas(path) -> dict:
 
 
 @dg.asset_check(
-    asset=release,
+    asset="release",
     description=(
         "The release named in LATEST matches its manifest: every file present, hashes and row "
         "counts equal, nothing extra (on object storage: as a reader downloads it)."
@@ -366,3 +417,18 @@ def manifest_integrity(settings: CbmSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=ok, metadata={"release_id": current, "problems": dg.MetadataValue.json(problems)}
     )
+
+
+# Written outside any run, by `cbm rotate-key` (warehouse/rotation.py); the release that
+# first follows a rotation declares it in its manifest and records its own id beside it.
+key_rotations = dg.AssetSpec(
+    "key_rotations",
+    description=(
+        "Each rotation of the pseudonymisation key: from and to (version and fingerprint), "
+        "when, and the release that first followed it. Rows are added only by `cbm rotate-key`, "
+        "which re-pseudonymises the warehouse; the next release declares the rotation in its "
+        "manifest (`key_rotation`)."
+    ),
+    **PUBLISHED,
+    kinds={"duckdb"},
+)

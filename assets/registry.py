@@ -24,10 +24,10 @@ def regions(extra: tuple[str, ...]) -> list[tuple[str, str]]:
 
 REGISTRY_TABLES = {
     "party_directory": "Registered parties by code: keyed pseudonym, stakeholder class, bloc "
-    "and public label (parties.yaml). Real names never enter the warehouse. With it, table "
-    "`verification_scope` holds the highest TLP level verification reads: AMBER when "
-    "policy.yaml names the members as AMBER's recipients (`amber_recipients: members`), "
-    "else GREEN; never AMBER+STRICT or RED.",
+    "and public label (parties.yaml). Real names never enter the warehouse.",
+    "verification_scope": "The highest TLP level verification reads (one row): AMBER when "
+    "policy.yaml names the members as AMBER's recipients (`amber_recipients: members`), else "
+    "GREEN; never AMBER+STRICT or RED. The views verification_incidents, _compliance and _attestations read only up to it.",
     "registry_commitments": "Commitments (commitments.yaml): type, schedule, lead time, "
     "response window, grace days and validity.",
     "registry_obligations": "Who owes each commitment: one row per commitment and obligated "
@@ -87,6 +87,10 @@ def registry_tables(
         con.execute(
             "INSERT INTO verification_scope VALUES (tlp_rank(?))",
             [verification_max_tlp(reg.policy)],
+        )
+        yield dg.MaterializeResult(
+            asset_key="verification_scope",
+            metadata={"dagster/row_count": 1, "reads_up_to": verification_max_tlp(reg.policy)},
         )
         for table, values in rows.items():
             con.execute(f"DELETE FROM {table}")

@@ -7,7 +7,7 @@ no stage updates another's rows; their SQL is ``warehouse/sql/submissions.sql`` 
 
 import dagster as dg
 
-from assets.metadata import declared_schema, table_metadata
+from assets.metadata import declared_schema, keeps, table_metadata
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.contract import KINDS
 from warehouse.db import sql_file
@@ -28,7 +28,7 @@ INTAKE_TABLES = [
 @dg.asset(
     deps=INTAKE_TABLES,
     **VALIDATED,
-    metadata=declared_schema("submissions"),
+    metadata=declared_schema("submissions") | keeps("submission_copies"),
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     check_specs=[

@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from assets.metadata import declared_schema, md_text
+from assets.metadata import declared_schema, keeps, md_text
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
@@ -284,7 +284,15 @@ REPORT_TABLE_TEXT = (
         *[
             dg.AssetSpec(
                 f"reports_{kind}",
-                metadata=declared_schema(f"reports_{kind}"),
+                metadata=declared_schema(f"reports_{kind}")
+                | keeps(
+                    f"superseded_{kind}",
+                    f"current_{kind}",
+                    f"verification_{kind}",
+                    "version_conflicts",
+                    "accepted_reports",
+                    "copied_reports",
+                ),
                 deps=["validation_findings"],
                 partitions_def=submissions_partitions,
                 **VALIDATED,

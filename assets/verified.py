@@ -89,6 +89,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
         "submissions",
         *(f"reports_{k}" for k in KINDS),
         "party_directory",
+        "verification_scope",
         "registry_commitments",
         "registry_obligations",
     ],

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.alerts import alerts
+from assets.alerts import alert_acks, alerts
 from assets.anonymised import anonymised_reports
 from assets.indicators import indicator_values
 from assets.landing import landed_submissions
-from assets.published import manifest_integrity, release
+from assets.published import key_rotations, manifest_integrity, release
 from assets.registry import registry_tables
 from assets.resources import (
     CbmSettings,
@@ -52,6 +52,9 @@ ASSETS = [
     alerts,
     indicator_values,
     release,
+    # tables written outside any run, by the cbm command
+    alert_acks,
+    key_rotations,
 ]
 CHECKS = [warehouse_table_checks, manifest_integrity]
 

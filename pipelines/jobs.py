@@ -4,7 +4,13 @@ first two, so a run always checks and verifies against the registry it was given
 
 import dagster as dg
 
-REGISTRY = ["party_directory", "registry_commitments", "registry_obligations", "registry_regions"]
+REGISTRY = [
+    "party_directory",
+    "verification_scope",
+    "registry_commitments",
+    "registry_obligations",
+    "registry_regions",
+]
 
 ingest_submissions = dg.define_asset_job(
     name="ingest_submissions",
@@ -41,7 +47,7 @@ VERIFICATION = [
 verify_reports = dg.define_asset_job(
     name="verify_reports",
     selection=dg.AssetSelection.assets(
-        *REGISTRY, "release_context", *VERIFICATION, "dyad_levels", "alerts"
+        *REGISTRY, "release_context", *VERIFICATION, "dyad_levels", "alerts", "alert_deliveries"
     ),
     description=(
         "Fix the as-of time, run the warehouse suites, cluster incidents, track disputes, "
@@ -67,7 +73,7 @@ compute_indicators = dg.define_asset_job(
 
 publish_release = dg.define_asset_job(
     name="publish_release",
-    selection=dg.AssetSelection.assets("release"),
+    selection=dg.AssetSelection.assets("release", "published_event_members", "own_publications"),
     description="Cut a release from the current indicators, verdicts and events (on demand).",
 )
 

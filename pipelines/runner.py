@@ -384,7 +384,7 @@ def _forget_last_run_state(workdir: Path) -> None:
 
 def summarize(workdir: Path, publish: Path) -> dict:
     from cbm import release as rel
-    from warehouse.db import Warehouse
+    from warehouse.db import Warehouse, sql_file
 
     warehouse = workdir / "warehouse.duckdb"
     with Warehouse(str(warehouse)).connect() as con:
@@ -392,9 +392,8 @@ def summarize(workdir: Path, publish: Path) -> dict:
             "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
             "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
         ).fetchone()
-        alerts = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE alert_id NOT IN "
-            "(SELECT alert_id FROM alert_acks)) FROM alerts"
+        alerts = con.execute(  # unacknowledged: defined once, in open_alerts.sql
+            f"SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM ({sql_file('open_alerts')}))"
         ).fetchone()
         tables = {
             t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()

@@ -22,6 +22,7 @@ EXPECTED_GRAPH = {
     "registry_commitments": ("registry", [], False, False),
     "registry_obligations": ("registry", [], False, False),
     "registry_regions": ("registry", [], False, False),
+    "verification_scope": ("registry", [], False, False),
     "landed_submissions": ("landing", [], True, False),
     "staged_submissions": ("staged", ["landed_submissions"], True, False),
     "anon_attestations": ("anonymised", ["staged_submissions"], True, False),
@@ -49,7 +50,12 @@ EXPECTED_GRAPH = {
         False,
         True,
     ),
-    "release_context": ("validated", [*REPORTS, *REGISTRY, "submissions"], False, True),
+    "release_context": (
+        "validated",
+        [*REPORTS, *REGISTRY, "submissions", "verification_scope"],
+        False,
+        True,
+    ),
     "event_members": ("verified", ["release_context", "reports_incidents"], False, True),
     "disputes": (
         "verified",
@@ -78,7 +84,9 @@ EXPECTED_GRAPH = {
         True,
     ),
     "dyad_levels": ("alerts", ["incident_clusters", "release_context"], False, True),
-    "alerts": ("alerts", ["dyad_levels", "party_directory"], False, True),
+    "alerts": ("alerts", ["alert_acks", "dyad_levels", "party_directory"], False, True),
+    "alert_deliveries": ("alerts", ["alerts"], False, True),
+    "alert_acks": ("alerts", [], False, False),  # written by cbm alerts --ack, outside runs
     "indicator_values": (
         "indicators",
         ["compliance_verdicts", "disputes", "event_members", "incident_clusters"]
@@ -94,6 +102,7 @@ EXPECTED_GRAPH = {
             "disputes",
             "incident_clusters",
             "indicator_values",
+            "key_rotations",
             "party_directory",
             "release_context",
             "submissions",
@@ -101,6 +110,9 @@ EXPECTED_GRAPH = {
         False,
         False,
     ),
+    "published_event_members": ("published", ["event_members", "release"], False, False),
+    "own_publications": ("published", ["release"], False, False),
+    "key_rotations": ("published", [], False, False),  # written by cbm rotate-key
 }
 
 
@@ -158,21 +170,30 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
 
 
 def test_every_warehouse_table_and_view_belongs_to_an_asset(project):
-    """After a whole run, every table or view in the warehouse is an asset of the graph, or
-    an index that one asset keeps beside its table (named in that asset's description)."""
+    """After a whole run, the warehouse's real tables and views are exactly the declared
+    assets that are tables, and what one writer keeps beside its table (metadata
+    ``keeps_in_warehouse`` of its specs: views of it, rows it sets aside) (#37)."""
+    from assets.metadata import KEEPS
+
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     project.run()
-    keys = set(EXPECTED_GRAPH)
-    descriptions = {s.key.to_user_string(): s.description for s in defs.resolve_all_asset_specs()}
+    graph = defs.resolve_asset_graph()
+    kept_by: dict[str, set[str]] = {}  # table or view -> the ops (writers) whose specs keep it
+    for spec in defs.resolve_all_asset_specs():
+        node = graph.get(spec.key)
+        writer = node.assets_def.node_def.name if node.is_materializable else "cbm"
+        for name in spec.metadata.get(KEEPS, dg.MetadataValue.json([])).value:
+            kept_by.setdefault(name, set()).add(writer)
+    assert {n: w for n, w in kept_by.items() if len(w) != 1} == {}  # one writer each
     with Warehouse(str(project.workdir / "warehouse.duckdb")).connect(read_only=True) as con:
-        names = [
+        names = {
             r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-        ]
-    assert "release_context" in names and "event_evidence" in names
-    orphans = [
-        n for n in names if n not in keys and not any(f"`{n}`" in d for d in descriptions.values())
-    ]
-    assert orphans == [], orphans
+        }
+    assets = {k for k in EXPECTED_GRAPH if k != "release"}  # the release is files, not a table
+    assert names - assets - set(kept_by) == set()  # a table no asset declares
+    assert assets - names == set()  # an asset whose table was never made
+    assert set(kept_by) - names == set()  # a declared view or table that does not exist
+    assert not assets & set(kept_by)
     # `cbm run` followed the same plan as the sensor: nothing is left for the next one
     assert plan_intake(project.inbox, project.workdir / "landing").to_ingest == []
 

@@ -26,10 +26,11 @@ def _delivery_state(deliveries: list[dict] | None) -> str:
     )
 
 
-def _report_acknowledgement(workdir: Path, still_open: int) -> str:
-    """Record a new evaluation of the check alerts_acknowledged in the deployment's Dagster
-    instance (DAGSTER_HOME, or <workdir>/dagster_home), on the alerts' latest materialization,
-    so the UI shows the acknowledgement at once. Says what it did in one line."""
+def _report_acknowledgement(workdir: Path, still_open: int, alert_id: str, by: str) -> str:
+    """Record the acknowledgement in the deployment's Dagster instance (DAGSTER_HOME, or
+    <workdir>/dagster_home): a materialization of the asset alert_acks (the table this command
+    alone writes), and a new evaluation of the check alerts_acknowledged on the alerts' latest
+    materialization, so the UI shows it at once. Says what it did in one line."""
     home = Path(os.environ.get("DAGSTER_HOME") or workdir / "dagster_home")
     if not (home / "dagster.yaml").is_file():
         return (
@@ -49,6 +50,13 @@ def _report_acknowledgement(workdir: Path, still_open: int) -> str:
         if not latest:
             return f"the alerts asset has no materialization in {home}: nothing to update"
         record = latest[0]
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "alert_acks",
+                description=f"{alert_id} acknowledged by {by}",
+                metadata={"alert_id": alert_id, "by": by, "unacknowledged": still_open},
+            )
+        )
         instance.report_runless_asset_event(
             dg.AssetCheckEvaluation(
                 asset_key=key,
@@ -121,11 +129,11 @@ def cmd_alerts(args) -> int:
                 "INSERT INTO alert_acks VALUES (?, ?, ?, ?)",
                 [args.ack, args.by, datetime.now(UTC), args.note],
             )
-            still_open = con.execute(
-                "SELECT count(*) FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM alert_acks)"
+            still_open = con.execute(  # unacknowledged: defined once, in open_alerts.sql
+                f"SELECT count(*) FROM ({sql_file('open_alerts')})"
             ).fetchone()[0]
         _say(f"acknowledged {args.ack} by {args.by}; {still_open} alert(s) still unacknowledged")
-        _say(_report_acknowledgement(workdir, still_open))
+        _say(_report_acknowledgement(workdir, still_open, args.ack, args.by))
         return EXIT_OK
     with Warehouse(str(path)).connect(read_only=True) as con:
         try:
