@@ -159,18 +159,19 @@ def tlp_macros() -> str:
     )
 
 
-@functools.cache
 def schema_ddl() -> str:
-    # submission_copies first: the report views leave out the rows of a submission that
-    # became a copy after it was accepted (a signed original arrived later)
-    parts = [tlp_macros(), sql_file("schema"), sql_file("submission_copies")]
+    """The whole current schema: its tables, then its views."""
+    return tables_ddl() + "\n" + views_ddl()
+
+
+@functools.cache
+def tables_ddl() -> str:
+    """The tables of the current schema, each created where missing (a warehouse made before
+    a column was added gets it from its numbered migration, warehouse/sql/migrations/)."""
+    parts = [tlp_macros(), sql_file("schema")]
     for kind in KINDS:
         # anonymised: every staged row, typed where it parses, raw text kept for the checks.
         parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
-        parts += [
-            f"ALTER TABLE anon_{kind} ADD COLUMN IF NOT EXISTS {c} {t};"
-            for c, t in ANON_ORIGIN.items()
-        ]
         # accepted: rows that passed validation; all versions kept.
         parts.append(_create_table(f"reports_{kind}", report_columns(kind, with_raw=False)))
         # superseded: accepted rows that are not the current version of their report (kept
@@ -180,6 +181,16 @@ def schema_ddl() -> str:
             f"""CREATE TABLE IF NOT EXISTS superseded_{kind} AS
             SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind)}) WHERE rn > 1;"""
         )
+    return "\n".join(parts)
+
+
+@functools.cache
+def views_ddl() -> str:
+    """The views over the tables, made again on every first connection of a process."""
+    # submission_copies first: the report views leave out the rows of a submission that
+    # became a copy after it was accepted (a signed original arrived later)
+    parts = [sql_file("submission_copies")]
+    for kind in KINDS:
         # current: the highest version of each report of each source (ties: the first
         # submission and row), without ranking the whole table on every read.
         parts.append(
@@ -337,10 +348,18 @@ _SCHEMA_DONE: set[tuple[str, int]] = set()
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """The current schema, and the warehouse's version with it (warehouse/migrations.py):
+    missing tables created, pending migrations run in number order, the views made again."""
+    from warehouse.migrations import apply_pending, is_new
+
     key = (str(Path(path).resolve()), Path(path).stat().st_ino)
     if key not in _SCHEMA_DONE:
-        migrate_single_writer_tables(con)
-        con.execute(schema_ddl())
+        new = is_new(con)
+        if not new:
+            migrate_single_writer_tables(con)  # from before versioning: version 0
+        con.execute(tables_ddl())
+        apply_pending(con, new)
+        con.execute(views_ddl())
         _SCHEMA_DONE.add(key)
 
 
