@@ -32,8 +32,8 @@ ANONYMISED = stage("anonymised", INGESTION)
 
 # DuckDB stores a table in row groups of 122,880 rows. An insert whose rows arrive as many
 # Arrow chunks, or that ends in a part-filled row group, leaves small row groups that the
-# next checkpoint merges by rewriting the table's data (1M incident rows: 2.1 s to insert,
-# then 2.2 s to checkpoint). So each insert is one contiguous chunk of whole row groups;
+# next checkpoint merges by rewriting the table's data (as long again as the insert:
+# benchmarks/README.md, M1). So each insert is one contiguous chunk of whole row groups;
 # the rest waits for the next batch, and only the last insert of a kind may end part-filled.
 ROW_GROUP_ROWS = 122_880
 BATCH_ROWS = 2 * ROW_GROUP_ROWS

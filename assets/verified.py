@@ -252,7 +252,7 @@ def _cluster_events(con, policy) -> int:
     # memory limit, spilled beyond it); polars sees only the five columns the region pass
     # needs, read back in that order, and its two result columns are joined on by position
     # (holding every column in Python as well cost more at the peak: benchmarks/README.md,
-    # item 30).
+    # item 30, and M16).
     windows = policy.association_window_hours
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE incident_rows AS

@@ -2,14 +2,14 @@
 
 jsonschema (imported by Great Expectations through altair, and by the STIX validator)
 registers its ``iri`` format checks with ``rfc3987_syntax``, whose module compiles a Lark
-Earley grammar as it is imported: 1.8 s of the 6.5 s it took to import Great Expectations on
-this project's machine (``python -X importtime``), paid by every process that validates
+Earley grammar as it is imported: over a quarter of the time it took to import Great
+Expectations (benchmarks/README.md, M4), paid by every process that validates
 (each ``cbm run``, each run of a Dagster deployment) though no suite checks an IRI.
 ``defer_iri_grammar`` puts a stand-in module in its place whose functions import the real
 module on first use, so a format check behaves exactly as before, only later.
 
 Great Expectations also imports ``scipy.stats`` for an expectation no suite of ours uses (KL
-divergence): about 1 s of every validating process's start. ``defer_unused`` has Python's own
+divergence): a second share of every validating process's start (M4). ``defer_unused`` has Python's own
 ``importlib.util.LazyLoader`` run it on its first attribute access instead: importing is the
 same, only later. (It only helps a submodule reached through its package, as GX reaches
 ``from scipy import stats``: ``import altair``, just as unused, reads the module at once. Not

@@ -3,7 +3,7 @@
 multiprocessing's ``forkserver`` start method runs a fresh single-threaded server that has
 imported ``PRELOAD`` once; each child is forked from it. A threaded parent (a Dagster run) is
 never forked, and a child starts in milliseconds instead of importing polars and pyarrow
-again (0.5-0.7 s of CPU each, measured with ``cbm.reader_worker.ReaderPool``): that counts
+again (benchmarks/README.md, M5): that counts
 with several workers, after a reader had to be stopped, and in every run of a long-lived
 process.
 """

@@ -48,7 +48,7 @@ def _cache_dir() -> Path:
 @functools.cache
 def _javascript() -> str:
     """Vega-Embed, Vega-Lite and Vega as one script (the Vega-Lite version Altair writes).
-    Bundling takes about 2 s; the result is kept in ``$CBM_CACHE_DIR`` (default
+    Bundling takes seconds (benchmarks/README.md, M2); the result is kept in ``$CBM_CACHE_DIR`` (default
     ``~/.cache/cbm-verify``) and reused only when its hash is the pinned one."""
     cached = _cache_dir() / f"vega-bundle-{BUNDLE_SHA256[:16]}.js"
     with contextlib.suppress(OSError):
@@ -252,7 +252,8 @@ def _tentative_pale():
 
 def _spec(chart, rows: list[dict]) -> dict:
     """The Vega-Lite spec of ``chart`` with its rows as the named dataset ``rows`` (Altair
-    checks inline data row by row against the schema when it is built: 0.6 s a release)."""
+    checks inline data row by row against the schema when it is built: benchmarks/README.md,
+    M3)."""
     return chart.to_dict(validate=VALIDATE) | {"datasets": {"rows": rows}}
 
 

@@ -1,8 +1,8 @@
 """``expect_column_values_to_pass_sql_rule``: a row rule written as SQL, run as a GX column map.
 
 GX's ``UnexpectedRowsExpectation`` runs its query twice over the whole batch (a count and a
-fetch of up to 200 rows) and nothing is shared between expectations: on 1,000,000 rows our
-16 cross-field rules cost more than every other expectation of the suite together. A column
+fetch of up to 200 rows) and nothing is shared between expectations: our cross-field rules
+cost more than every other expectation of the suite together (benchmarks/README.md, M9). A column
 map expectation is different: GX folds the unexpected counts of every column map
 expectation on a table into one ``SELECT sum(CASE WHEN ...)`` pass, and hands back the SQL
 that selects the failing rows as ``unexpected_index_query``, like the built-in ones.

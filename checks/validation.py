@@ -130,8 +130,8 @@ _CONTEXTS: dict[str, tuple[tuple, object]] = {}
 
 
 def _context(gx_dir: Path):
-    """The GX file context of ``gx_dir``. Loading one takes about 0.25 s and a run needs six,
-    so one is kept per folder in this process, for as long as its ``great_expectations.yml``
+    """The GX file context of ``gx_dir``. Loading one is slow (benchmarks/README.md, M6) and a
+    run needs six, so one is kept per folder in this process, for as long as its ``great_expectations.yml``
     is the file it was loaded from (suites, validation definitions and checkpoints are read
     from their stores on every use; only the datasources live in that file)."""
     gx_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def _context(gx_dir: Path):
         return cached[1]
     ctx = gx.get_context(mode="file", project_root_dir=str(gx_dir))
     # GX re-reads and parses uncommitted/config_variables.yml on every access to a context
-    # variable (hundreds a run, 0.4 ms each, for a template that is all comments); nothing
+    # variable (hundreds a run, for a template that is all comments: M6); nothing
     # here substitutes config variables, and a missing file reads as none. GX writes the
     # template only when it creates the project, so it stays gone.
     (gx_dir / "gx" / "uncommitted" / "config_variables.yml").unlink(missing_ok=True)
@@ -239,8 +239,8 @@ def _delete_if_stored(factory, name: str) -> None:
 # failing-row query, sample or per-rule detail for the rules that pass, which are most; about
 # a third less GX time per suite whatever the data. The rules that fail are evaluated again
 # with ``_detail_format`` (``_complete_results``). That second evaluation scans the batch again:
-# above DETAILS_IN_ONE_PASS_ROWS rows it costs more than pass/fail first saves (at 1.1 million
-# rows with 15 failing rules: 2.5-2.7 s against 2.4 s in one detailed pass), so larger batches
+# above DETAILS_IN_ONE_PASS_ROWS rows it costs more than pass/fail first saves
+# (benchmarks/README.md, M7), so larger batches
 # get their details in one pass.
 PASS_FAIL = {"result_format": "BOOLEAN_ONLY"}
 DETAILS_IN_ONE_PASS_ROWS = 500_000
@@ -248,8 +248,7 @@ DETAILS_IN_ONE_PASS_ROWS = 500_000
 
 def _checkpoint(ctx, runs, warehouse_path, result_format: dict):
     """One GX checkpoint validating every (suite, table) of ``runs`` with ``result_format``:
-    one run, one engine, one result store pass (about 0.1 s less per suite than a checkpoint
-    each). The pass/fail and the detailed checkpoint of the same runs are stored apart, so
+    one run, one engine, one result store pass (less per suite than a checkpoint each: M7). The pass/fail and the detailed checkpoint of the same runs are stored apart, so
     neither is rebuilt when a run switches between them."""
     vds, rebuilt = [], False
     for suite_name, table in runs:
@@ -406,9 +405,8 @@ def prune_validation_results(ctx, gx_dir: Path, keep: int) -> int:
     """Remove all but the ``keep`` newest stored validation results of each suite and table,
     with their Data Docs pages; return how many were removed.
 
-    Every run stores one result per suite it ran and the Data Docs index lists them all: the
-    index took 0.24 s to render with 50 stored results and 1.05 s with 2,700, twice per
-    ``cbm run``. What a run found stays in ``quarantine`` and the asset check metadata.
+    Every run stores one result per suite it ran and the Data Docs index lists them all: its
+    rendering, twice per ``cbm run``, grows with them (benchmarks/README.md, M8). What a run found stays in ``quarantine`` and the asset check metadata.
     """
     if keep < 1:
         raise ValueError("keep at least the newest validation result of each suite (keep >= 1)")

@@ -2,9 +2,8 @@
 
 A run of N submissions records, per partitioned asset and submission, a planned event and a
 materialization. Dagster's SQLite event log stores each event on its own (a new engine and
-connection to the run's shard, then another to the index shard, a commit each): about 12 ms
-an event on this project's machine. At 1,000,000 reports in 107 files that was 24 s of a 55 s
-ingestion (py-spy; benchmarks/README.md).
+connection to the run's shard, then another to the index shard, a commit each): at a million
+reports, close to half the ingestion (benchmarks/README.md, M11).
 
 Dagster hands such events over in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set, and the
 PostgreSQL event log writes a batch in one statement; the SQLite one only loops over
@@ -14,7 +13,7 @@ still goes through ``store_event``.
 
 Dagster's SQLite event log also opens every connection anew: a new SQLAlchemy engine, a
 connection, and on close SQLite's checkpoint of the write-ahead log, for each of the about
-560 reads and writes of a small ``cbm run`` (2.3-2.5 ms each, 1.5-2 s a run).
+560 reads and writes of a small ``cbm run`` (M11).
 ``BatchingSqliteEventLogStorage`` keeps one open connection per shard instead (the index
 shard and the few newest run shards), under the storage's own lock as before. A write to a
 run shard ends with a passive checkpoint, so the run's ``.db`` file changes with every event
@@ -24,7 +23,7 @@ snapshot. Nothing else differs; in particular SQLite's ``synchronous`` setting (
 it flushes to disk) stays Dagster's.
 
 A new run's shard is a copy of an empty one that Dagster's own set-up made once
-(``TEMPLATE``): the set-up (the tables, then Alembic's stamp) took about 59 ms a run.
+(``TEMPLATE``): the set-up (the tables, then Alembic's stamp) costs more (M11).
 
 The instance's configuration (``dagster.yaml`` of a new Dagster home) is in
 ``pipelines/event_log.py``; it names this module's storage class.
@@ -155,8 +154,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _new_shard_from_template(self, shard: str) -> bool:
         """Make a run's new shard as a copy of an empty one (``TEMPLATE``) instead of running
-        Dagster's schema set-up, which takes about 55 ms a run (the tables, then Alembic's
-        stamp). The template is made once, by that set-up, for this Dagster version. False
+        Dagster's schema set-up (the tables, then Alembic's stamp; benchmarks/README.md, M11). The template is made once, by that set-up, for this Dagster version. False
         when the shard exists already (another process made it first, or an older run's):
         Dagster's own set-up then checks it, as before."""
         path = self.path_for_shard(shard)
@@ -251,8 +249,7 @@ def partitions_read_once(instance: dg.DagsterInstance):
 
     ``context.add_asset_metadata(partition_key=...)`` checks the key against the run's
     partitions by reading every dynamic partition from the instance, and whether the range's
-    ends exist, on each call: three queries per call, 3.8 s for the 214 calls of a run of
-    107 submissions (py-spy, 1,000,000 reports). Nothing adds or removes a partition while a
+    ends exist, on each call: three queries per call (benchmarks/README.md, M12). Nothing adds or removes a partition while a
     run records its metadata."""
     reads = ("get_dynamic_partitions", "has_dynamic_partition")
     for name in reads:

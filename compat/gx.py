@@ -34,8 +34,8 @@ is written to a file opened for writing is held until the file is closed without
 then written the project's one way, ``cbm.files.write_atomic`` (a temporary file, flushed
 and renamed into place), so a killed run leaves the old file or the new one. Reading is
 Python's ``open`` as before. The project template GX writes when it creates a project goes
-the same way. A small run writes about a hundred such files; their flushing to disk took
-0.05 s in all.
+the same way. A small run writes about a hundred such files; their flushing to disk costs
+little (benchmarks/README.md, M10).
 
 3. Data Docs templates compiled once (``install_templates``)
 -----------------------------------------------------------

@@ -212,8 +212,8 @@ def generated_run(tmp_path_factory, worker_id):
     return Project(root, registry=False), json.loads(done.read_text())
 
 
-# The modules that take longest, longest first (seconds summed over their tests, measured with
-# `pytest --durations=0` on 2026-11-24: 75, 42, 38, 33, 32, 30, 24, 19, 17, 16, 16, 14, 14).
+# The modules that take longest, longest first (seconds summed over their tests with
+# `pytest --durations=0`; the figures: benchmarks/README.md, "The test suite").
 # xdist (`--dist loadscope --no-loadscope-reorder`, pyproject.toml) hands modules to workers
 # in this order, so no worker is left running a long module alone at the end; by default it
 # would order them by their number of tests, which put the longest module among the last.

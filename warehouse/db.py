@@ -37,9 +37,8 @@ ANON_ORIGIN = {"row_origin": "VARCHAR"}
 
 
 # DuckDB's memory limit for the warehouse (its own default is 80 % of the machine's memory).
-# Joins, sorts and aggregates beyond it spill to ``<warehouse>.tmp``. At 4,000,000 reports the
-# run's peak went from 4.2 GiB to under 3 GiB with it, in about the same time; a million
-# reports stay below it (benchmarks/README.md, "Memory").
+# Joins, sorts and aggregates beyond it spill to ``<warehouse>.tmp``: the run's peak is lower
+# in about the same time (benchmarks/README.md, "Memory" and M13).
 DEFAULT_MEMORY_LIMIT = "1.5GiB"
 
 
@@ -277,8 +276,8 @@ def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str
         WHERE s.source = t.source AND s.report_id = t.report_id"""
     )
     # A report with one accepted row has no other version and no other copy: only reports
-    # with several rows are ranked and hashed (on a first ingestion of a million reports,
-    # hashing every row's content took 1.5 s of the 2.2 s this function took).
+    # with several rows are ranked and hashed (hashing every row's content was most of this
+    # function's time: benchmarks/README.md, M14).
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE repeated_reports AS
         SELECT r.source, r.report_id FROM reports_{kind} r SEMI JOIN touched_reports t
@@ -450,9 +449,8 @@ def read_release_context(con: duckdb.DuckDBPyConnection) -> ReleaseContext:
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
     """A query's result as a pyarrow Table. Through a relation (``con.sql``), not the DB-API
-    cursor: DuckDB 2 copies the rows once more for Arrow output of an ``execute`` (at
-    4,000,000 reports the member bundle's incident rows took 3.5 GiB that way, 2.4 GiB this
-    way, in less time; same bytes written). A relation refuses to start while an earlier
+    cursor: DuckDB 2 copies the rows once more for Arrow output of an ``execute`` (more
+    memory and time for the same bytes: benchmarks/README.md, M15). A relation refuses to start while an earlier
     ``execute`` result was read only in part (``fetchone``); its rest is dropped first, as the
     next ``execute`` would drop it."""
     con.abort()
