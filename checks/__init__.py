@@ -1,3 +1,6 @@
 """cbm-verify checks."""
 
-import cbm  # noqa: F401  (first: puts off import-time work GX would do, cbm._imports)
+# first: puts off import-time work Great Expectations would do (compat/imports.py)
+from compat.imports import install as _defer_import_time_work
+
+_defer_import_time_work()

@@ -21,7 +21,13 @@ ALLOWED = {  # package -> our packages it may import
     "assets": {"cbm", "checks", "warehouse", "assets", "compat"},
     "pipelines": set(OURS),
 }
-ASSET_VOCABULARY = {"assets", "assets.resources", "assets.partitions", "assets.metadata", "assets.stages"}
+ASSET_VOCABULARY = {
+    "assets",
+    "assets.resources",
+    "assets.partitions",
+    "assets.metadata",
+    "assets.stages",
+}
 NO_DAGSTER = {"cbm", "warehouse.db", "checks.validation", "compat.gx"}
 
 
@@ -110,7 +116,7 @@ def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same():
 
 def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same():
     """Great Expectations imports scipy.stats for an expectation no suite uses; cbm has it
-    loaded on first use (cbm._imports.defer_unused), and it then answers as ever."""
+    loaded on first use (compat.imports.defer_unused), and it then answers as ever."""
     code = (
         "import sys, json; {prelude}; "
         "loaded = 'scipy.stats._stats_py' in sys.modules; "
@@ -197,3 +203,22 @@ def test_asset_functions_gather_call_and_record_in_80_lines_at_most():
             if decorated and (n := node.end_lineno - node.lineno + 1) > 80:
                 long[f"{path.name}:{node.name}"] = n
     assert long == {}, long
+
+
+def test_the_domain_package_patches_nothing():
+    """No module of cbm/ edits sys.modules or a library's attributes: patches live in compat/,
+    applied from the entry points (#37)."""
+    edits = []
+    for path in sorted((ROOT / "cbm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                text = ast.unparse(target)
+                if text.startswith("sys.modules") or (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id
+                    in {"dg", "dagster", "gx", "duckdb", "pl", "pa", "jsonschema"}
+                ):
+                    edits.append(f"{path.name}:{node.lineno} {text}")
+    assert edits == [], edits

@@ -81,6 +81,13 @@ def defer_iri_grammar() -> None:
     happens once the real module is imported, or when it is not installed)."""
     if _NAME in sys.modules or importlib.util.find_spec(_NAME) is None:
         return
-    stand_in = _StandIn(_NAME, "stands in for rfc3987_syntax until it is used (cbm._imports)")
+    stand_in = _StandIn(_NAME, "stands in for rfc3987_syntax until it is used (compat.imports)")
     stand_in.is_valid_syntax = is_valid_syntax
     sys.modules[_NAME] = stand_in
+
+
+def install() -> None:
+    """Both deferrals, once per process; from the entry points (``pipelines``, ``checks``),
+    before anything imports Great Expectations."""
+    defer_iri_grammar()
+    defer_unused()
