@@ -17,7 +17,13 @@ from assets.resources import CbmSettings
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.contract import KINDS
 from cbm.intake import mark_ingested, submissions_of
-from checks.validation import SAMPLES, SuiteResult, build_data_docs, run_suites
+from checks.validation import (
+    SAMPLES,
+    SuiteResult,
+    build_data_docs,
+    data_docs_run_name,
+    run_suites,
+)
 from compat.dagster import (  # Dagster internals, in one place
     AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
     partitions_read_once,
@@ -417,6 +423,7 @@ def _validate(context, settings: CbmSettings, con, shas: list[str], batch_rows: 
             settings.gx_dir,
             runs,
             rows=sum(batch_rows[kind] for kind, _ in runs),
+            run_name=data_docs_run_name(context.partition_keys),
         )
         for (kind, _), result in zip(runs, found, strict=True):
             results[kind] = result

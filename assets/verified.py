@@ -62,6 +62,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
                 [(suite, table) for table, suite in suites.items()],
                 index_columns=index_columns,
                 rows=sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in suites),
+                run_name="the whole warehouse, before verification",
             )
         ]
     docs = build_data_docs(settings.gx_dir, results, keep=settings.gx_keep_results)

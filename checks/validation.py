@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 import great_expectations as gx
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
@@ -447,6 +448,16 @@ def run_suite(
     return result
 
 
+def data_docs_run_name(names: list[str]) -> str:
+    """The name Data Docs gives a validation run: what it checked (a submission's partition
+    key, ``PARTY/file@hash``; several: how many, the first and the last of the batch). A slash
+    would make a folder of GX's result store, so it is written ``PARTY-file@hash``."""
+    shown = [name.replace("/", "-") for name in names]
+    if len(shown) <= 1:
+        return shown[0] if shown else "no submission"
+    return f"{len(shown)} submissions, {shown[0]} to {shown[-1]}"
+
+
 def run_suites(
     con: duckdb.DuckDBPyConnection | None,
     warehouse_path: Path,
@@ -454,6 +465,7 @@ def run_suites(
     runs: list[tuple[str, str]],
     index_columns: list[str] | None = None,
     rows: int = 0,
+    run_name: str | None = None,
 ) -> list[SuiteResult]:
     """Validate each ``(suite_name, table)`` of ``runs`` in one GX checkpoint run; return a
     result per run, in order, whose findings carry the SQL that selects their failing rows
@@ -463,6 +475,8 @@ def run_suites(
     committed what GX is to see. ``rows``: how many rows the tables hold together, when the
     caller knows; above ``DETAILS_IN_ONE_PASS_ROWS`` GX is asked for the details in one pass,
     otherwise for pass/fail first and then for the details of the rules that failed.
+    ``run_name``: what Data Docs names the results by (``data_docs_run_name``: the
+    submissions checked); GX's own ``__none__`` without it.
     """
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
     ctx = _context(gx_dir)
@@ -470,7 +484,7 @@ def run_suites(
     result_format = _detail_format(index_columns) if one_pass else PASS_FAIL
     checkpoint = _checkpoint(ctx, runs, warehouse_path, result_format)
     try:
-        result = checkpoint.run()
+        result = checkpoint.run(run_id=RunIdentifier(run_name=run_name) if run_name else None)
         if not one_pass:
             _complete_results(ctx, checkpoint, result, index_columns)
     finally:

@@ -356,3 +356,15 @@ def test_a_large_batch_gets_its_details_in_one_pass_with_the_same_findings(
         "BASIC",
         "BOOLEAN_ONLY",
     ]
+
+
+def test_data_docs_names_a_validation_run_after_the_submissions_it_checked():
+    from checks.validation import data_docs_run_name
+
+    assert data_docs_run_name(["ALPHA/incidents_a.csv@0123456789abcdef"]) == (
+        "ALPHA-incidents_a.csv@0123456789abcdef"
+    )
+    assert data_docs_run_name(["A/x.csv@1", "B/y.csv@2", "C/z.csv@3"]) == (
+        "3 submissions, A-x.csv@1 to C-z.csv@3"
+    )
+    assert data_docs_run_name([]) == "no submission"

@@ -118,6 +118,15 @@ def test_accounting_and_release_on_a_generated_inbox(generated_run):
     }
     assert {"incidents", "compliance", "attestations", "warehouse_reports_incidents"} <= pages
     assert "warehouse_submissions" in index
+    # each result is named after what it checked, not GX's __none__ (#38)
+    runs = {
+        p.relative_to(site / "validations").parts[1] for p in site.glob("validations/**/*.html")
+    }
+    assert "__none__" not in index and "__none__" not in runs
+    assert "the whole warehouse, before verification" in runs
+    assert any(
+        r.endswith(tuple(f"@{sha[:16]}" for (sha,) in used)) or " submissions, " in r for r in runs
+    )
 
 
 def test_same_inputs_give_the_same_release_bytes(generated_run, tmp_path, monkeypatch):
