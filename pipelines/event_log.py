@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 
 from compat.dagster import BatchingSqliteEventLogStorage  # noqa: F401  (named by older dagster.yaml)
 
@@ -72,3 +73,22 @@ def batch_events() -> None:
     """Have Dagster hand asset events to the event log in batches, in this process and the
     processes it starts, unless ``DAGSTER_EVENT_BATCH_SIZE`` is already set (0: one by one)."""
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", BATCH_SIZE)
+
+
+@contextmanager
+def instance_at(home: str | os.PathLike):
+    """The Dagster instance of the home ``home``, opened as a process started with
+    ``DAGSTER_HOME=home`` opens it: the event log's ``base_dir`` is relative to the home, so
+    ``DagsterInstance.from_config`` alone would find another home's event log (or none)."""
+    import dagster as dg
+
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before

@@ -241,15 +241,28 @@ def test_a_new_submission_over_the_threshold_sends_one_alert_each(project, capsy
         payload["alert_id"]
     ]
     args = ["alerts", "--workdir", str(project.workdir), "--ack", payload["alert_id"]]
-    assert main([*args, "--by", "INTLORG", "--note", "desk informed"]) == 0
-    # the UI's check says so at once, on the alerts' latest materialization
+    # as an operator runs it: no DAGSTER_HOME, the instance where cbm run puts it by default
+    import os
+
+    home = os.environ.pop("DAGSTER_HOME")
+    (project.workdir / "dagster_home").symlink_to(home)
+    try:
+        assert main([*args, "--by", "INTLORG", "--note", "desk informed"]) == 0
+    finally:
+        os.environ["DAGSTER_HOME"] = home
+    # the UI's check says so at once, on the alerts' latest materialization, and the
+    # acknowledgement is a materialization of alert_acks, the table only this command writes
     import dagster as dg
 
     check = dg.AssetCheckKey(dg.AssetKey("alerts"), "alerts_acknowledged")
     with dg.DagsterInstance.get() as instance:
         (latest,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
         evaluation = latest.event.dagster_event.event_specific_data
+        (ack,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("alert_acks")), limit=1
+        ).records
     assert evaluation.passed and evaluation.description == "every alert acknowledged"
+    assert ack.event_log_entry.asset_materialization.metadata["by"].value == "INTLORG"
     assert "now says: 0 not acknowledged" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["alerts", "--workdir", str(project.workdir), "--open", "--json"]) == 0

@@ -41,9 +41,10 @@ def _report_acknowledgement(workdir: Path, still_open: int, alert_id: str, by: s
 
     from cbm.alerts import CHECK, acknowledgement
     from compat.dagster import AssetCheckEvaluationTargetMaterializationData
+    from pipelines.event_log import instance_at
 
     key = dg.AssetKey("alerts")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(home) as instance:
         latest = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key), limit=1
         ).records
