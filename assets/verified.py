@@ -157,7 +157,9 @@ CLUSTER_TABLES = {
         "no chaining). Status ladder reported / tentative / definitive / disputed / expired with "
         "the reason and the sources (pseudonyms). The metadata lists the definitive, tentative "
         "and disputed events (the newest 200 of each) and counts events by category, month and "
-        "alleged party against their status."
+        "alleged party against their status. These are all events verification holds; the "
+        "release publishes only the publishable ones (derived from CLEAR/GREEN reports), so "
+        "its `events_*` counts are at most these."
     ),
     "disputes": (
         "One dispute per report attested and party contradicting it (on an event's member "
@@ -165,7 +167,9 @@ CLUSTER_TABLES = {
         "that party later attests the report otherwise; upheld or rejected by the secretariat's "
         "own attestation on the report (contradicts = upheld, corroborates = rejected). Status "
         "open, upheld, rejected or withdrawn, with its age at the as-of time. An open or upheld "
-        "dispute makes the event or verdict disputed (an upheld one on a claim: not_honoured)."
+        "dispute makes the event or verdict disputed (an upheld one on a claim: not_honoured). "
+        "These are all disputes verification holds; the release publishes only the publishable "
+        "ones (on CLEAR/GREEN reports), so its `open_disputes` is at most `disputes_open`."
     ),
     "event_evidence": (
         "View: the member reports of every event and every attestation on them, what a "
