@@ -1,7 +1,8 @@
 """What changed since the previous release, row by row (contract §4, ``changes/*``).
 
 For each product, one row per key that was added, removed or revised, with the old and new
-value and status. Keys compare with NULL-safe equality (a dyad's counterpart is NULL for
+value and status, and (``changed``) each field that differs, old and new: ``numerator 3 -> 4;
+status tentative -> definitive``. Keys compare with NULL-safe equality (a dyad's counterpart is NULL for
 every other indicator). An event whose id went away while its reports now sit in another
 event is ``replaced_by`` that one (re-anchored or merged), not merely removed.
 """
@@ -78,6 +79,13 @@ def product_changes(
         differs = " OR ".join(f"o.{c} IS DISTINCT FROM n.{c}" for c in COMPARED[product])
         # every row has a status: a NULL one means the row is not on that side
         key_cols = ", ".join(f"CAST(coalesce(n.{k}, o.{k}) AS VARCHAR) AS {k}" for k in keys)
+        # field by field, what a row on both sides changed: "numerator 3 -> 4; status ..."
+        fields = ", ".join(
+            f"CASE WHEN o.{c} IS DISTINCT FROM n.{c} THEN '{c} ' || "
+            f"coalesce(CAST(o.{c} AS VARCHAR), 'null') || ' -> ' || "
+            f"coalesce(CAST(n.{c} AS VARCHAR), 'null') END"
+            for c in [*COMPARED[product], "status"]
+        )
         return con.sql(  # a relation: Arrow output of con.execute copies the rows once more
             f"""SELECT {key_cols},
                    CASE WHEN o.status IS NULL THEN 'added'
@@ -88,7 +96,9 @@ def product_changes(
                    {VALUE_SQL[product].format(t="o")} AS old_value,
                    {VALUE_SQL[product].format(t="n")} AS new_value,
                    o.status AS old_status, n.status AS new_status,
-                   r.successor AS replaced_by
+                   r.successor AS replaced_by,
+                   CASE WHEN o.status IS NOT NULL AND n.status IS NOT NULL
+                        THEN nullif(concat_ws('; ', {fields}), '') END AS changed
             FROM old_rows o FULL OUTER JOIN new_rows n ON {on}
             LEFT JOIN replacements r ON r.event_id = {"o.event_id" if product == "events" else "NULL"}
             WHERE o.status IS NULL OR n.status IS NULL OR ({differs})

@@ -219,7 +219,7 @@ def write_release_files(root: Path, p: ReleaseProducts, changes: dict[str, pa.Ta
         for name, data in misp.feed_files(events, p.as_of, p.publisher_label).items()
     ]
     # the report reads the files just written: the release's own, nothing else
-    report = build_report(root, p.release_id, as_of_text, p.method_version)
+    report = build_report(root, p.release_id, as_of_text, p.method_version, p.previous)
     return entries + [rel.write_file(root, REPORT, report)]
 
 

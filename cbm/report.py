@@ -15,6 +15,7 @@ import hashlib
 import html
 import json
 import os
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -269,26 +270,49 @@ def _table(columns: list[str], rows: list[list], caption: str = "") -> str:
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _changes(root: Path) -> str:
-    parts = []
+def _changes(root: Path, previous: str | None) -> str:
+    """Corrections listed row by row, field by field (``changed``); additions counted by month,
+    not listed (every row of a first release is one)."""
+    parts = [
+        "<p>This is the first release: every row is new, counted by month below.</p>"
+        if previous is None
+        else f"<p>Since release <code>{html.escape(previous)}</code>: corrections (status "
+        "changes, revisions, replacements, removals) listed field by field, then additions "
+        "counted by month.</p>"
+    ]
+    order = {c: i for i, c in enumerate(CHANGE_ORDER)}
     for product in ("indicators", "compliance", "events"):
         path = root / "changes" / f"{product}.parquet"
         rows = pq.read_table(path).to_pylist() if path.exists() else []
-        order = {c: i for i, c in enumerate(CHANGE_ORDER)}
         rows.sort(key=lambda r: (order.get(r["change"], 99), json.dumps(r, sort_keys=True)))
         counts = {c: sum(1 for r in rows if r["change"] == c) for c in CHANGE_ORDER}
         summary = ", ".join(f"{n:,} {c.replace('_', ' ')}" for c, n in counts.items() if n)
-        columns = list(rows[0]) if rows else []
-        shown = rows[:CHANGES_LISTED]
+        corrections = [r for r in rows if r["change"] != "added"]
+        shown = corrections[:CHANGES_LISTED]
         more = (
-            f" The first {len(shown):,} of {len(rows):,} are listed; "
+            f" The first {len(shown):,} of {len(corrections):,} corrections are listed; "
             f"<code>changes/{product}.parquet</code> has them all."
-            if len(rows) > len(shown)
+            if len(corrections) > len(shown)
             else ""
         )
+        columns = [c for c in (shown[0] if shown else {}) if c not in ("old_value", "new_value")]
+        if product != "events":
+            columns = [c for c in columns if c != "replaced_by"]
+        month_of = (
+            {e["event_id"]: e["period"] for e in _rows(root, "events")}
+            if product == "events"
+            else {}
+        )
+        added = Counter(
+            r.get("period") or month_of.get(r.get("event_id"), "")
+            for r in rows
+            if r["change"] == "added"
+        )
+        by_month = ", ".join(f"{m or 'no month'}: {n:,}" for m, n in sorted(added.items()))
         parts.append(
             f"<h3>{product}</h3><p>{summary or 'no changes'}.{more}</p>"
             + (_table(columns, [[r[c] for c in columns] for r in shown]) if shown else "")
+            + (f"<p>Added, by month: {by_month}.</p>" if added else "")
         )
     return "".join(parts)
 
@@ -416,8 +440,11 @@ def script_json(value) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def build_report(root: Path, release_id: str, as_of: str, method_version: str) -> bytes:
-    """The report of the release whose files are in ``root`` (products, changes, dictionary)."""
+def build_report(
+    root: Path, release_id: str, as_of: str, method_version: str, previous: str | None = None
+) -> bytes:
+    """The report of the release whose files are in ``root`` (products, changes, dictionary);
+    ``previous``: the release its changes are against (None: the first)."""
     charts = _charts(root)
     script = _javascript().replace("</script", "<\\/script")
     sections = "".join(
@@ -453,9 +480,7 @@ strip, never as zero. Events include single-source events (status <i>reported</i
 <h2 id="calendar">Security calendar</h2>
 {_calendar(root, as_of)}
 <h2 id="changes">What changed since the previous release</h2>
-<p>From <code>changes/</code>: corrections (status changes, revisions, replacements,
-removals) first, then additions.</p>
-{_changes(root)}
+{_changes(root, previous)}
 <h2 id="dictionary">Data dictionary</h2>
 {_dictionary(root)}
 <h2 id="verify">How to verify this release</h2>

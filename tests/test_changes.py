@@ -52,6 +52,26 @@ def test_revised_indicators_are_listed_and_counted_with_null_safe_keys(project):
         == expected
     )
     assert line["changes"]["compliance"]["revised"] >= 1  # honoured_self_reported -> confirmed
+    # field by field: each revised row names what changed, never nothing (#38)
+    for row in listed.to_dicts():
+        named = [part.split(" ", 1)[0] for part in row["changed"].split("; ")]
+        assert named and all(" -> " in part for part in row["changed"].split("; "))
+        if row["change"] == "revised":
+            assert set(named) - {"status"}, row
+        else:
+            assert named == ["status"], row
+    verdicts = changes(project, "compliance").filter(pl.col("change") == "revised").to_dicts()
+    assert any(
+        "verdict honoured_self_reported -> honoured_confirmed" in r["changed"] for r in verdicts
+    )
+    # the report: the first release says so and counts its additions by month; the second
+    # names the release it follows and lists its corrections with what changed
+    first_page = (first / "report" / "index.html").read_text()
+    second_page = (second / "report" / "index.html").read_text()
+    assert "This is the first release: every row is new" in first_page
+    assert "Added, by month: 2026-03:" in first_page and "<td>added</td>" not in first_page
+    assert f"Since release <code>{first.name}</code>" in second_page
+    assert "verdict honoured_self_reported -&gt; honoured_confirmed" in second_page
 
 
 def event_ids(project) -> set[str]:
