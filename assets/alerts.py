@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.metadata import table_metadata, table_schema
+from assets.metadata import declared_schema, table_metadata, table_schema
 from assets.resources import RegistryResource
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.alerts import CHECK, Alert, acknowledgement, deliver
@@ -55,6 +55,7 @@ LISTED = 200
         dg.AssetSpec(
             "alert_deliveries",
             deps=["alerts"],
+            metadata=declared_schema("alert_deliveries"),
             description=(
                 "Every attempt to deliver an alert: alert, notifier, attempt, time, whether it "
                 "went through and the endpoint's answer or the reason it failed. Written by the "
@@ -211,4 +212,5 @@ alert_acks = dg.AssetSpec(
     ),
     **stage("alerts", VERIFICATION),
     kinds={"duckdb"},
+    metadata=declared_schema("alert_acks"),
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.metadata import declared_schema
 from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
 from assets.stages import PUBLICATION, WAREHOUSE_POOL, stage
 from cbm import release as rel
@@ -77,6 +78,7 @@ RELEASE_DESCRIPTION = (
         dg.AssetSpec(
             "published_event_members",
             deps=["release", "event_members"],
+            metadata=declared_schema("published_event_members"),
             description=(
                 "The reports behind each release's events (member tier: release, event, source, "
                 "report id), written with the release: what names an event's successor in the "
@@ -88,6 +90,7 @@ RELEASE_DESCRIPTION = (
         dg.AssetSpec(
             "own_publications",
             deps=["release"],
+            metadata=declared_schema("own_publications"),
             description=(
                 "What this deployment published: its publisher identity, each release id, its "
                 "events with their published fields, and their STIX ids. The rules "
@@ -431,4 +434,5 @@ key_rotations = dg.AssetSpec(
     ),
     **PUBLISHED,
     kinds={"duckdb"},
+    metadata=declared_schema("key_rotations"),
 )

@@ -137,6 +137,14 @@ def test_every_asset_has_description_kinds_and_owner():
         assert "<" not in spec.description, name  # the UI renders descriptions as Markdown
         assert spec.kinds, name
         assert spec.owners, name
+        # an asset no run writes (the cbm command does) declares its columns and their
+        # meanings itself: no materialization of a run will (the others' come with theirs,
+        # checked in the browser suite)
+        if not defs.resolve_asset_graph().get(spec.key).is_materializable:
+            schema = spec.metadata.get("dagster/column_schema")
+            assert schema is not None, name
+            columns = schema.schema.columns if hasattr(schema, "schema") else schema.columns
+            assert columns and all(c.description for c in columns), name
 
 
 def test_jobs_sensor_schedule_and_checks_are_defined():
