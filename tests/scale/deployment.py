@@ -112,14 +112,15 @@ class Deployment:
     # -- processes -------------------------------------------------------------------------
     def spawn(self, name: str, cmd: list, port: int | None = None) -> subprocess.Popen:
         log = self.base / f"{name}.log"
-        proc = subprocess.Popen(
-            [str(c) for c in cmd],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with log.open("w") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [str(c) for c in cmd],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((name, proc))
         if port:
             wait_for_port(port, name, proc, log)
