@@ -16,7 +16,11 @@ COMMON = {
 
 PRODUCTS: dict[str, dict] = {
     "indicators": {
-        "grain": "one row per subject x indicator x period (and counterpart for dyads)",
+        "grain": "one row per subject x indicator x period (and counterpart for dyads) where "
+        "the indicator has something to count or measure. No row is not a missing figure: for "
+        "a count (definitive_incidents.*) the month had none, zero; for a rate or a median it "
+        "had nothing to measure, no figure. The release report's lines break at such months "
+        "rather than join across them",
         "columns": {
             "subject": "the party's public label, or its pseudonym when it has none",
             "counterpart": "for dyad indicators (escalation_level): the affected region, ISO 3166-1 alpha-3; null otherwise",

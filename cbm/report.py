@@ -82,6 +82,35 @@ def _rows(root: Path, product: str) -> list[dict]:
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
 
 
+def _gaps(values: list[dict], months: list[str]) -> list[dict]:
+    """A null value for each month inside a line (one subject, indicator and status) where the
+    subject has no row of that indicator at all: Vega-Lite breaks the line there instead of
+    joining across it (the dictionary says what such a month means). A suppressed month has
+    its row, drawn as a cross in its own strip."""
+    seen: dict[tuple, set[str]] = {}
+    rows: dict[tuple, set[str]] = {}
+    for v in values:
+        rows.setdefault((v["indicator"], v["subject"]), set()).add(v["period"])
+        if not v["suppressed"]:
+            seen.setdefault((v["indicator"], v["subject"], v["status"]), set()).add(v["period"])
+    gaps = []
+    for (indicator, subject, status), have in sorted(seen.items()):
+        present = rows[indicator, subject]
+        inside = [m for m in months if min(have) < m < max(have) and m not in present]
+        gaps += [
+            {
+                "period": m,
+                "subject": subject,
+                "indicator": indicator,
+                "value": None,
+                "status": status,
+                "suppressed": False,
+            }
+            for m in inside
+        ]
+    return gaps
+
+
 def _charts(root: Path) -> list[tuple[str, str, dict]]:
     """(anchor, title, Vega-Lite spec) of every chart, in reading order."""
     import altair as alt
@@ -106,6 +135,7 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
         for r in indicators
         if r["indicator"] != "escalation_level"
     ]
+    values += _gaps(values, months)
     names = sorted({v["indicator"] for v in values}) or ["(none)"]
     pick = alt.param(
         name="indicator_shown",

@@ -138,3 +138,32 @@ def test_escalation_level_zero_is_neutral_and_the_levels_run_orange_to_red():
     assert r == g == b  # no hue: nothing crossed
     reds = [int(c[1:3], 16) - int(c[3:5], 16) for c in levels]
     assert reds == sorted(reds) and reds[0] > 0  # ever redder
+
+
+def test_a_line_breaks_at_a_month_without_a_row_instead_of_joining_across_it(generated_run):
+    """A month with no row of an indicator (no definitive incident: zero; no occurrence: no
+    figure, as dictionary.json says) gets a null point, so the line is not drawn across it."""
+    project, summary = generated_run
+    root = _release(project, summary)
+    page = (root / REPORT).read_text()
+    rows = [r for r in _data(_specs(page)["indicators"]) if "indicator" in r]
+    gaps = [r for r in rows if r["value"] is None and not r["suppressed"]]
+    assert gaps, "the generated release should have a subject skipping a month"
+    have = {(r["subject"], r["indicator"], r["period"]) for r in rows if r not in gaps}
+    published = duckdb.sql(
+        f"SELECT subject, indicator, period FROM read_parquet('{root}/indicators/*/*.parquet', "
+        "hive_partitioning=true) WHERE indicator <> 'escalation_level'"
+    ).fetchall()
+    assert have == set(published)  # the chart's rows are the product's, gaps aside
+    for gap in gaps:  # a gap is a month without a row, inside that line's months
+        assert (gap["subject"], gap["indicator"], gap["period"]) not in set(published)
+        months = sorted(
+            r["period"]
+            for r in rows
+            if (r["subject"], r["indicator"], r["status"])
+            == (gap["subject"], gap["indicator"], gap["status"])
+            and r["value"] is not None
+        )
+        assert months[0] < gap["period"] < months[-1]
+    dictionary = json.loads((root / "dictionary.json").read_text())
+    assert "No row is not a missing figure" in dictionary["products"]["indicators"]["grain"]
