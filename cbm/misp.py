@@ -4,7 +4,8 @@ instance subscribes to ("Add feed", source format MISP Feed).
 
 Deterministic: uuids are UUIDv5 of the event id (an event keeps its uuid from release to
 release), timestamps are the release's as-of time, keys are sorted. Only what the events
-product publishes goes out, as text attributes.
+product publishes goes out: each column as a text attribute, and the event's date (its ISO
+week's Monday) as a typed ``datetime`` attribute besides the event's own ``date``.
 """
 
 from __future__ import annotations
@@ -54,12 +55,29 @@ def feed_files(events: list[dict], as_of: datetime, publisher_label: str) -> dic
             }
             for field in FIELDS
         ]
-        info = f"cbm-verify event {e['event_id']}: {e['category']} in {e['region']}, {e['week']} ({e['status']})"
         day = week_monday(e["week"])  # MISP wants a date: the ISO week's Monday
+        start = day.isoformat() if day else f"{e['period']}-01"
+        # the same date as a typed attribute: MISP filters and correlates it as a date, and
+        # misp-stix keeps it (typed) when it exports the event to STIX 2.1, whose report
+        # has no field for the event's date (docs/interoperability.md)
+        attributes.append(
+            {
+                "uuid": _uuid(f"attribute:{e['event_id']}:week_start"),
+                "type": "datetime",
+                "category": "Other",
+                "value": f"{start}T00:00:00+00:00",
+                "comment": "week_start",
+                "timestamp": stamp,
+                "to_ids": False,
+                "distribution": "5",
+                "disable_correlation": True,
+            }
+        )
+        info = f"cbm-verify event {e['event_id']}: {e['category']} in {e['region']}, {e['week']} ({e['status']})"
         head = {
             "uuid": event_uuid,
             "info": info,
-            "date": day.isoformat() if day else f"{e['period']}-01",
+            "date": start,
             "timestamp": stamp,
             "publish_timestamp": stamp,
             "published": True,

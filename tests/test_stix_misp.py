@@ -123,12 +123,14 @@ def test_the_misp_feed_loads_in_pymisp_and_matches_the_events(release):
         event.load_file(str(path))
         values = {a.comment: a.value for a in event.attributes}
         source = events[values["event_id"]]
+        week_start = values.pop("week_start")  # typed: a date MISP filters and correlates
         assert {k: str(source[k]) for k in values} == values
+        assert week_start.date().isoformat() == event.date.isoformat()
+        assert week_start.strftime("%G-W%V") == source["week"]
         assert event.uuid == path.stem and manifest[event.uuid]["info"] == event.info
         assert "tlp:green" in [t.name for t in event.tags]
-        hashes |= {
-            (hashlib.md5(a.value.encode()).hexdigest(), event.uuid) for a in event.attributes
-        }
+        raw = json.loads(path.read_text())["Event"]["Attribute"]  # the values as written
+        hashes |= {(hashlib.md5(a["value"].encode()).hexdigest(), event.uuid) for a in raw}
     with (folder / "hashes.csv").open() as fh:
         assert {tuple(r) for r in csv.reader(fh)} == hashes
     # derived, not random: the same events give the same files
@@ -139,6 +141,41 @@ def test_the_misp_feed_loads_in_pymisp_and_matches_the_events(release):
         json.loads((folder / files[0].name).read_text())["Event"]["Orgc"]["name"],
     )
     assert all(again[p.name] == p.read_bytes() for p in [*files, folder / "manifest.json"])
+
+
+def test_misp_stix_exports_the_feed_to_stix_keeping_name_time_status_date_and_tlp(release):
+    """What a MISP user's own tool makes of the feed (misp-stix, MISP's STIX exporter, pinned):
+    every event a STIX 2.1 report with its name, the release's time, the status label, the
+    TLP:GREEN marking, and each column and the week's date as MISP attributes."""
+    from misp_stix_converter import MISPtoSTIX21Parser
+
+    manifest = json.loads((release / "manifest.json").read_text())
+    as_of = datetime.fromisoformat(manifest["as_of"])
+    events = {e["event_id"]: e for e in _products(release, "events")}
+    files = sorted(p for p in (release / "misp").glob("*.json") if p.name != "manifest.json")
+    for path in files[:40]:
+        feed_event = json.loads(path.read_text())
+        parser = MISPtoSTIX21Parser()
+        parser.parse_misp_event(feed_event)
+        objects = json.loads(parser.bundle.serialize())["objects"]
+        (report,) = [o for o in objects if o["type"] == "report"]
+        attributes = {
+            o["x_misp_comment"]: (o["x_misp_type"], o["x_misp_value"])
+            for o in objects
+            if o["type"] == "x-misp-attribute"
+        }
+        source = events[attributes["event_id"][1]]
+        assert report["name"] == feed_event["Event"]["info"]
+        assert datetime.fromisoformat(report["published"]) == as_of
+        assert f'cbm-verify:status="{source["status"]}"' in report["labels"]
+        markings = {o["id"]: o for o in objects if o["type"] == "marking-definition"}
+        assert [markings[m]["name"] for m in report["object_marking_refs"]] == ["TLP:GREEN"]
+        kind, value = attributes.pop("week_start")
+        assert (
+            kind == "datetime"
+            and datetime.fromisoformat(value).strftime("%G-W%V") == source["week"]
+        )
+        assert {k: v for k, (_, v) in attributes.items()} == {k: str(source[k]) for k in attributes}
 
 
 # ------------------------------------------------------------------------ STIX in
