@@ -22,6 +22,7 @@ from warehouse.resource import WarehouseResource
 
 VALIDATED = stage("validated", VERIFICATION, automated=True)
 VERIFIED = stage("verified", VERIFICATION, automated=True)
+WAREHOUSE_RUN_NAME = "whole-warehouse_before-verification"  # the Data Docs name of the run
 EVENTS_LISTED = 200  # events of one status listed in the UI (newest months first)
 
 # One GX checkpoint per group: (suite by table, the columns that name a failing row). The
@@ -62,7 +63,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
                 [(suite, table) for table, suite in suites.items()],
                 index_columns=index_columns,
                 rows=sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in suites),
-                run_name="the whole warehouse, before verification",
+                run_name=WAREHOUSE_RUN_NAME,
             )
         ]
     docs = build_data_docs(settings.gx_dir, results, keep=settings.gx_keep_results)

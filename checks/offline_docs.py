@@ -57,6 +57,21 @@ STYLE_URLS = {
 REMOTE_LOGO = re.compile(r'src="https://great-expectations-web-assets[^"]*"')
 VENDOR = "vendor"  # under the site's static/ folder
 
+# The per-kind suites check a party's rows; a row that breaks a rule is quarantined, by design.
+# GX marks such a result "Failed", which a reader takes for a failed run: the pages say what it
+# means (the suites of the warehouse tables are different: a failure there blocks verification).
+BY_DESIGN_SUITES = ("incidents", "compliance", "attestations")
+NOTE_ID = "cbm-quarantine-by-design"
+BY_DESIGN_NOTE = (
+    f'<div id="{NOTE_ID}" class="alert alert-info m-2" role="note">cbm-verify: the suites '
+    "<b>incidents</b>, <b>compliance</b> and <b>attestations</b> check each party's rows; a row "
+    "that breaks a rule is quarantined, by design, and the result is marked <i>Failed</i>: rows "
+    "were set aside, the run did not fail (<code>cbm status --quarantine</code> lists them). "
+    "A <i>Failed</i> warehouse suite (<b>warehouse_…</b>) is different: it blocks verification."
+    "</div>"
+)
+BODY = re.compile(r"<body[^>]*>")
+
 
 def data_docs_site(gx_dir: Path) -> Path:
     """Where the Data Docs site of a GX project folder is rendered (``cbm docs`` serves it)."""
@@ -94,7 +109,17 @@ def make_offline(site: Path, since: float | None = None) -> int:
             fixed = fixed.replace(f'"{url}"', f'"{prefix}/{CDN_FILES[url]}"')
         images = os.path.relpath(static / "images", page.parent).replace(os.sep, "/")
         fixed = REMOTE_LOGO.sub(f'src="{images}/logo-long-vector.svg"', fixed)
+        if _says_quarantine_by_design(site, page) and NOTE_ID not in fixed:
+            fixed = BODY.sub(lambda m: m.group(0) + BY_DESIGN_NOTE, fixed, count=1)
         if fixed != text:
             page.write_text(fixed)
             rewritten += 1
     return rewritten
+
+
+def _says_quarantine_by_design(site: Path, page: Path) -> bool:
+    """The index and the result pages of the per-kind suites carry the note."""
+    parts = page.relative_to(site).parts
+    return parts == ("index.html",) or (
+        len(parts) > 2 and parts[0] == "validations" and parts[1] in BY_DESIGN_SUITES
+    )

@@ -450,12 +450,13 @@ def run_suite(
 
 def data_docs_run_name(names: list[str]) -> str:
     """The name Data Docs gives a validation run: what it checked (a submission's partition
-    key, ``PARTY/file@hash``; several: how many, the first and the last of the batch). A slash
-    would make a folder of GX's result store, so it is written ``PARTY-file@hash``."""
-    shown = [name.replace("/", "-") for name in names]
+    key, ``PARTY/file@hash``; several: how many, the first and the last of the batch). It
+    names a folder of GX's result store: a slash would make another folder, so it is written
+    ``PARTY-file@hash``, and no space (a folder name shell tools take whole)."""
+    shown = [name.replace("/", "-").replace(" ", "_") for name in names]
     if len(shown) <= 1:
-        return shown[0] if shown else "no submission"
-    return f"{len(shown)} submissions, {shown[0]} to {shown[-1]}"
+        return shown[0] if shown else "no-submission"
+    return f"{len(shown)}-submissions_{shown[0]}_to_{shown[-1]}"
 
 
 def run_suites(

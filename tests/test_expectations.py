@@ -365,6 +365,7 @@ def test_data_docs_names_a_validation_run_after_the_submissions_it_checked():
         "ALPHA-incidents_a.csv@0123456789abcdef"
     )
     assert data_docs_run_name(["A/x.csv@1", "B/y.csv@2", "C/z.csv@3"]) == (
-        "3 submissions, A-x.csv@1 to C-z.csv@3"
+        "3-submissions_A-x.csv@1_to_C-z.csv@3"
     )
-    assert data_docs_run_name([]) == "no submission"
+    assert data_docs_run_name([]) == "no-submission"
+    assert " " not in data_docs_run_name(["A/a b.csv@1"])

@@ -97,6 +97,23 @@ def test_data_docs_pages_load_their_scripts_and_styles_from_the_site(tmp_path):
     assert (
         "amazonaws" not in (site / "static" / "styles" / "data_docs_default_styles.css").read_text()
     )
+    # a per-kind suite's "Failed" is quarantine by design, and its page says so once (#38)
+    pages = {
+        name: site.joinpath(*path)
+        for name, path in {
+            "kind": ("validations", "compliance", "r", "x.html"),
+            "warehouse": ("validations", "warehouse_submissions", "r", "x.html"),
+            "index": ("index.html",),
+        }.items()
+    }
+    for page_path in pages.values():
+        page_path.parent.mkdir(parents=True, exist_ok=True)
+        page_path.write_text("<html><body class='x'><p>Failed</p></body></html>")
+    make_offline(site)
+    make_offline(site)  # a second build leaves one note, not two
+    notes = {n: p.read_text().count("quarantined, by design") for n, p in pages.items()}
+    assert notes == {"kind": 1, "warehouse": 0, "index": 1}
+    assert "<body class='x'><div id=\"cbm-quarantine-by-design\"" in pages["kind"].read_text()
     licences = {p.name for p in vendor_dir().glob("LICENSE.*")}
     assert {"LICENSE.jquery", "LICENSE.bootstrap", "LICENSE.fontawesome"} <= licences
     assert (vendor_dir() / "README.md").is_file()
