@@ -28,8 +28,10 @@ from cbm.storage import Conflict, Location
 
 # Bump when the published files change form for the same figures (it is part of every release
 # id): 2 (2026-12) the manifest's content_id, previous_release and signature_scheme, STIX ids
-# version-4 in form, member bundle version 2
-SCHEMA_VERSION = 2
+# version-4 in form, member bundle version 2; 3 (2026-12, later) changes/ with `changed`
+# (field by field), the MISP feed's typed `week_start` attribute, the report's corrections
+# field by field and additions by month, the indicators' grain saying what no row means
+SCHEMA_VERSION = 3
 PRODUCTS = ("indicators", "compliance", "events")  # partitioned by period, with changes/
 # products of one file each, not partitioned (their rows still carry period)
 TABLES = {"calendar": "calendar/calendar.parquet", "disputes": "disputes/disputes.parquet"}

@@ -185,8 +185,8 @@ def test_the_consumer_guide_checks_run_as_written(signed, tmp_path):
     # and the same check refuses a forged manifest
     manifest = Path(summary["release_path"], "manifest.json")
     text = manifest.read_text()
-    assert '"schema_version": 2' in text
-    manifest.write_text(text.replace('"schema_version": 2', '"schema_version": 3'))
+    assert '"schema_version": 3' in text
+    manifest.write_text(text.replace('"schema_version": 3', '"schema_version": 4'))
     done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True)
     assert done.returncode != 0 and "InvalidSignature" in done.stderr
 
