@@ -237,6 +237,7 @@ def _gather_products(con, registry, publish: Path) -> tuple[ReleaseProducts, dic
 def _release_metadata(settings, products: ReleaseProducts, built, target, statuses) -> dict:
     """What the UI shows beside the release, and the numbers it plots across releases."""
     release_id, tables, single = products.release_id, products.tables, products.single
+    manifest = json.loads((built.path / "manifest.json").read_text())
     rows = rows_by_product(built.files)
     events_status = tables["events"].column("status").to_pylist()
     event_counts = {s: events_status.count(s) for s in EVENT_STATUSES}
@@ -256,14 +257,14 @@ def _release_metadata(settings, products: ReleaseProducts, built, target, status
         ),
         "files": len(built.files),
         "submissions_by_status": dg.MetadataValue.json(statuses),
-        "manifest": dg.MetadataValue.json(
-            json.loads((built.path / "manifest.json").read_text())["files"][:20]
-        ),
+        "manifest": dg.MetadataValue.json(manifest["files"][:20]),
         "report": dg.MetadataValue.url(f"{settings.docs_base}/releases/{release_id}/{REPORT}"),
         "report_file": dg.MetadataValue.path(str(built.path / REPORT)),
         **{f"events_{s}": n for s, n in event_counts.items()},
         "suppressed_cells": suppressed_cells,
-        "previous_release": products.previous or "none",
+        # as the release's own manifest names it: a run that only signs it again, or finds it
+        # published, shows the release its changes/ are against, not "none"
+        "previous_release": (manifest.get("previous_release") or {}).get("release_id") or "none",
         "changes_since_previous": changes_table(built.counts),
         **product_schemas(built.path),
     }

@@ -181,6 +181,19 @@ def test_a_run_with_nothing_new_keeps_the_release_and_its_chain(tmp_path):
     assert manifest_of(a)["previous_release"]["release_id"] == partial
     lines = (a.publish / "CHANGELOG.jsonl").read_text().splitlines()
     assert [json.loads(x)["release_id"] for x in lines] == [partial, before["release_id"]]
+    # the jobs run again (no "nothing new" shortcut) and find the release published: the UI
+    # names the release its changes are against, never "none" (#38)
+    (a.workdir / "last_run.json").unlink()
+    assert a.run(as_of=AS_OF)["latest_release"] == before["release_id"]
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("release")), limit=1
+        ).records
+    metadata = record.event_log_entry.asset_materialization.metadata
+    assert metadata["new_release"].value is False
+    assert metadata["previous_release"].value == partial
 
 
 def test_since_needs_a_release_among_its_siblings(tmp_path, capsys):
