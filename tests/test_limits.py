@@ -117,12 +117,28 @@ def test_a_reader_over_its_memory_ceiling_rejects_that_file_only(tmp_path):
     write_csv(source, [incident("A-1")])
     with ReaderProcess(Limits(reader_memory_bytes=200_000_000)) as reader:  # too small to start
         outcome = reader.read(source, tmp_path / "out.parquet", "csv", "incidents")
-    assert outcome.rule == "over_limit"
+    assert outcome.rule == "over_limit", outcome.reason
     assert "more than 200,000,000 bytes of memory" in outcome.reason
     with ReaderProcess(Limits()) as reader:  # the default ceiling parses it
         outcome = reader.read(source, tmp_path / "out.parquet", "csv", "incidents")
     assert (outcome.rows, outcome.rule) == (1, None)
     assert pl.read_parquet(tmp_path / "out.parquet")["report_id"].to_list() == ["A-1"]
+
+
+@pytest.mark.parametrize(
+    "exc, over",
+    [
+        (RuntimeError("memory allocation of 1520 bytes failed"), True),
+        (OSError(12, "Cannot allocate memory"), True),
+        (RuntimeError("failed to spawn thread: Os { code: 11 }"), True),
+        (ValueError("could not parse 'x' as i64"), False),
+        (OSError(2, "No such file or directory"), False),
+    ],
+)
+def test_running_out_of_the_readers_address_space_is_over_its_limit_however_it_shows(exc, over):
+    from cbm.reader_worker import _out_of_address_space
+
+    assert _out_of_address_space(exc) is over
 
 
 def test_readers_side_by_side_answer_in_the_order_asked_and_a_bad_file_fails_alone(tmp_path):
