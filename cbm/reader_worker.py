@@ -71,7 +71,9 @@ def _serve(conn, memory_bytes: int) -> None:
 # How running out of the child's address space (its only limit, RLIMIT_AS) shows when it is
 # not a MemoryError or an abort: a panic of polars' Rust code, an OSError, a thread that could
 # not get its stack. A fresh clone under load once reported a reader over its ceiling as
-# unreadable_file (the reason was not kept; the test now prints it).
+# unreadable_file: polars' async executor panicked spawning a thread (``called
+# `Result::unwrap()` on an `Err` value: Os { code: 11, kind: WouldBlock, message: "Resource
+# temporarily unavailable" }``): EAGAIN, no address space left for the thread's stack.
 OUT_OF_MEMORY = (
     "memory allocation",
     "cannot allocate memory",
@@ -80,11 +82,12 @@ OUT_OF_MEMORY = (
     "allocation failed",
     "failed to spawn thread",
     "capacity overflow",
+    "resource temporarily unavailable",  # EAGAIN: a thread's stack found no address space
 )
 
 
 def _out_of_address_space(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOMEM, errno.EAGAIN):
         return True
     text = f"{exc.__class__.__name__}: {exc}".lower()
     return any(marker in text for marker in OUT_OF_MEMORY)

@@ -131,6 +131,13 @@ def test_a_reader_over_its_memory_ceiling_rejects_that_file_only(tmp_path):
         (RuntimeError("memory allocation of 1520 bytes failed"), True),
         (OSError(12, "Cannot allocate memory"), True),
         (RuntimeError("failed to spawn thread: Os { code: 11 }"), True),
+        (  # polars' async executor, in a fresh clone under load
+            RuntimeError(
+                "called `Result::unwrap()` on an `Err` value: Os { code: 11, kind: WouldBlock, "
+                'message: "Resource temporarily unavailable" }'
+            ),
+            True,
+        ),
         (ValueError("could not parse 'x' as i64"), False),
         (OSError(2, "No such file or directory"), False),
     ],
