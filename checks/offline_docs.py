@@ -47,7 +47,8 @@ CDN_FILES = {
     "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/"
     "bootstrap-prefers-dark.css": "bootstrap-prefers-dark.css",
 }
-# GX's own style sheet draws its dark-mode logo from a public bucket
+# GX's own style sheet draws its dark-mode logo from a public bucket, in static/styles/ and
+# inlined in every page's <style> (found by the browser suite in dark mode)
 STYLE_URLS = {
     "url('https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/full_logo_dark.png')": (
         "url('../images/logo-long-vector.svg')"
@@ -109,6 +110,8 @@ def make_offline(site: Path, since: float | None = None) -> int:
             fixed = fixed.replace(f'"{url}"', f'"{prefix}/{CDN_FILES[url]}"')
         images = os.path.relpath(static / "images", page.parent).replace(os.sep, "/")
         fixed = REMOTE_LOGO.sub(f'src="{images}/logo-long-vector.svg"', fixed)
+        for url in STYLE_URLS:  # the style sheet GX also inlines in the page
+            fixed = fixed.replace(url, f"url('{images}/logo-long-vector.svg')")
         if _says_quarantine_by_design(site, page) and NOTE_ID not in fixed:
             fixed = BODY.sub(lambda m: m.group(0) + BY_DESIGN_NOTE, fixed, count=1)
         if fixed != text:

@@ -85,12 +85,15 @@ def test_data_docs_pages_load_their_scripts_and_styles_from_the_site(tmp_path):
     page.write_text(
         "".join(f'<script src="{url}"></script>' for url in CDN_FILES)
         + '<img src="https://great-expectations-web-assets.s3.amazonaws.com/logo-long.png?x=1">'
+        + "<style>.navbar-brand a { background: url('https://great-expectations-web-assets.s3"
+        + ".us-east-2.amazonaws.com/full_logo_dark.png') 0 0 no-repeat; }</style>"
         + '<a href="https://greatexpectations.io">GX</a>'
     )
     assert make_offline(site) == 1
     text = page.read_text()
     assert "cdn" not in text and "unpkg" not in text and "amazonaws" not in text
     assert '"../../../static/vendor/jquery.min.js"' in text
+    assert "url('../../../static/images/logo-long-vector.svg')" in text  # the inlined dark logo
     assert 'href="https://greatexpectations.io"' in text  # a link, not a load
     for local in set(CDN_FILES.values()):
         assert (site / "static" / "vendor" / local).is_file(), local

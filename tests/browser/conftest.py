@@ -222,7 +222,17 @@ class Watched:
 
 @pytest.fixture
 def page(browser, deployment):
-    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    yield from _watched_page(browser)
+
+
+@pytest.fixture
+def dark_page(browser, deployment):
+    """The same, with the system in dark mode: style sheets for it load what they need too."""
+    yield from _watched_page(browser, color_scheme="dark")
+
+
+def _watched_page(browser, **context_options):
+    context = browser.new_context(viewport={"width": 1500, "height": 1000}, **context_options)
     page = context.new_page()
     watched = Watched(page)
 

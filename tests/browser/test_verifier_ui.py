@@ -261,6 +261,21 @@ def test_data_docs_work_offline(page, deployment):
     p.get_by_text("Expectation Suite").first.wait_for(timeout=SLOW)
 
 
+def test_data_docs_in_dark_mode_load_nothing_from_outside(dark_page, deployment):
+    """GX's dark style sheet drew its logo from a public bucket (#38); in dark mode the index
+    and a result page load everything from the site (the fixture refuses and fails any outside
+    request), and both say what a per-kind suite's Failed means."""
+    p = open_page(dark_page, f"{deployment.docs}/index.html", "Validation Results")
+    p.locator("table tbody tr").first.wait_for(timeout=SLOW)
+    assert p.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+    assert "quarantined, by design" in body(p)
+    dark_page.shot("11-data-docs-index-dark")
+    p.locator("table tbody tr").first.click()
+    p.get_by_text("Expectation Suite").first.wait_for(timeout=SLOW)
+    p.wait_for_load_state("networkidle")
+    dark_page.shot("12-data-docs-result-dark")
+
+
 def test_an_unacknowledged_alert_warns_on_the_alerts_asset(page, deployment):
     open_alerts = deployment.query(
         "SELECT alert_id FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM alert_acks)"
