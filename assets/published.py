@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.metadata import declared_schema
+from assets.metadata import declared_schema, row_count
 from assets.resources import CbmSettings, RegistryResource, SigningKeyResource
 from assets.stages import PUBLICATION, WAREHOUSE_POOL, stage
 from cbm import release as rel
@@ -18,6 +18,7 @@ from cbm.report import EVENT_STATUSES, REPORT
 from cbm.storage import Conflict, location
 from warehouse.bundle import write_bundle
 from warehouse.db import (
+    ReleaseContext,
     fetch_arrow,
     indicator_catalogue,
     read_release_context,
@@ -118,8 +119,9 @@ def release(
     publish = settings.publish_dir
     pulled = rel.pull_published(target, publish) if target.remote else None
     with warehouse.connect() as con:
-        rotation = _key_rotation(con, read_release_context(con)) if rederiving is None else None
-        products, statuses = _gather_products(con, registry, publish)
+        context_row = read_release_context(con)
+        rotation = _key_rotation(con, context_row) if rederiving is None else None
+        products, statuses = _gather_products(con, registry, publish, context_row)
     # what the manifest declares beyond the figures (a re-derivation: what the bundle says)
     declarations = rederiving if rederiving is not None else {}
     if rederiving is None and rotation:
@@ -157,12 +159,11 @@ def release(
         except Conflict as exc:
             raise dg.Failure(f"release {release_id} was not pointed at: {exc}") from None
         context.log.info(f"copied {copied} files of {release_id} to {target.uri}")
-    signed = (built.path / rel.SIGNATURE).is_file()
+    metadata = _release_metadata(settings, products, built, target, statuses)
     context.log.info(
         f"release {release_id} at {built.path} ({'new' if built.new else 'unchanged'}, "
-        f"{'signed' if signed else 'unsigned: give cbm run --signing-key to sign it'})"
+        f"{'signed' if metadata['signed'] else 'unsigned: give cbm run --signing-key to sign it'})"
     )
-    metadata = _release_metadata(settings, products, built, target, statuses)
     yield dg.MaterializeResult(
         asset_key="release", metadata=metadata | {"bundle": dg.MetadataValue.path(str(bundle))}
     )
@@ -170,10 +171,11 @@ def release(
     yield dg.MaterializeResult(asset_key="own_publications", metadata=own)
 
 
-def _gather_products(con, registry, publish: Path) -> tuple[ReleaseProducts, dict[str, int]]:
+def _gather_products(
+    con, registry, publish: Path, context: ReleaseContext
+) -> tuple[ReleaseProducts, dict[str, int]]:
     """The release's products from the warehouse, its id (chained to LATEST), and the
     submissions by status (for the UI)."""
-    context = read_release_context(con)
     method_version, inputs = context.method_version, context.inputs
     content_id = rel.release_id_for(
         inputs,
@@ -283,16 +285,12 @@ def _record_publication(con, products: ReleaseProducts, rotation) -> tuple[dict,
     _record_own_publications(con, release_id, events, identity)
     _record_event_members(con, release_id, events)
     members = {
-        "dagster/row_count": _count_rows(con, "published_event_members"),
-        "rows_of_this_release": _count_rows(
-            con, "published_event_members", f"release_id = '{release_id}'"
+        "dagster/row_count": row_count(con, "published_event_members"),
+        "rows_of_this_release": row_count(
+            con, "published_event_members", "release_id = ?", [release_id]
         ),
     }
-    return members, {"dagster/row_count": _count_rows(con, "own_publications")}
-
-
-def _count_rows(con, table: str, where: str = "true") -> int:
-    return con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+    return members, {"dagster/row_count": row_count(con, "own_publications")}
 
 
 def _record_event_members(con, release_id: str, events) -> None:

@@ -8,7 +8,7 @@ the run measures review windows and expiry from the same instant.
 import dagster as dg
 import polars as pl
 
-from assets.metadata import breakdown, counts_by, table_metadata, table_schema
+from assets.metadata import breakdown, counts_by, row_count, table_metadata, table_schema
 from assets.partitions import register_months
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
@@ -62,7 +62,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
                 settings.gx_dir,
                 [(suite, table) for table, suite in suites.items()],
                 index_columns=index_columns,
-                rows=sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in suites),
+                rows=sum(row_count(con, t) for t in suites),
                 run_name=WAREHOUSE_RUN_NAME,
             )
         ]
@@ -305,7 +305,7 @@ def _events_metadata(con) -> dict[str, dict]:
             "joined_by": dg.MetadataValue.json(joined),
         },
         "disputes": {
-            "dagster/row_count": _rows(con, "disputes"),
+            "dagster/row_count": row_count(con, "disputes"),
             "dagster/column_schema": schemas["disputes"],
             **counts_by(con, "disputes", "status", DISPUTE_STATUSES, "disputes_"),
             "by_object_and_status": breakdown(con, "disputes", "object", "status"),
@@ -317,7 +317,7 @@ def _events_metadata(con) -> dict[str, dict]:
             ),
         },
         "incident_clusters": {
-            "dagster/row_count": _rows(con, "incident_clusters"),
+            "dagster/row_count": row_count(con, "incident_clusters"),
             "dagster/column_schema": schemas["incident_clusters"],
             **counts_by(con, "incident_clusters", "status", STATUS["events"], "events_"),
             "by_category_and_status": breakdown(con, "incident_clusters", "category", "status"),
@@ -339,14 +339,10 @@ def _events_metadata(con) -> dict[str, dict]:
             ),
         },
         "event_evidence": {
-            "dagster/row_count": _rows(con, "event_evidence"),
+            "dagster/row_count": row_count(con, "event_evidence"),
             "dagster/column_schema": schemas["event_evidence"],
         },
     }
-
-
-def _rows(con, table: str) -> int:
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
 @dg.asset(

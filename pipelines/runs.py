@@ -55,8 +55,8 @@ class PlannedRun:
 
     @property
     def tags(self) -> dict[str, str]:
-        """The partition range as Dagster's run tags (empty for a single partition)."""
-        return {} if self.size == 1 else {RANGE_START: self.start, RANGE_END: self.end}
+        """The partition range as Dagster's run tags."""
+        return {RANGE_START: self.start, RANGE_END: self.end}
 
 
 def ingestion_batches(plan, known: list[str]) -> tuple[list[PlannedRun], list[str]]:
@@ -97,7 +97,7 @@ class InProcess:
         if new:
             self.instance.add_dynamic_partitions(name, new)
         for run in runs:
-            result = self.execute(INGEST, run.tags or {RANGE_START: run.start, RANGE_END: run.end})
+            result = self.execute(INGEST, run.tags)
             _say(f"      {_count(run.size, 'submission')} ingested (run {result.run_id[:8]})")
         return len(runs)
 
