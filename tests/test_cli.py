@@ -144,6 +144,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
         ),
         (["run", "--inbox", "x"], "cbm run: required: --registry, --workdir, --publish"),
         (["sign", "--key", "k"], "cbm sign: required: FILES"),
+        (["rederive", "/nope"], "cbm rederive: required: --release ("),  # the bundle was given
     ],
 )
 def test_usage_mistakes_name_the_nearest_command_or_option(argv, says, capsys):

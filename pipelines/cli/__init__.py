@@ -114,11 +114,16 @@ def _usage_line(exc: click.UsageError, argv: list[str]) -> str:
         names = ", ".join(cli.list_commands(ctx))
         return f"cbm: a command is required: {names} (see 'cbm --help')"
     if isinstance(exc, click.MissingParameter) and ctx is not None:
+        # every required option the line lacks; a positional only as click names it (which
+        # words are positionals is click's to tell, not ours)
         missing = [
-            param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            param.opts[0]
             for param in ctx.command.params
-            if param.required and not _given(param, argv)
-        ] or [exc.param.opts[0] if exc.param is not None else "an argument"]
+            if isinstance(param, click.Option) and param.required and not _given(param, argv)
+        ]
+        if isinstance(exc.param, click.Argument):
+            missing.insert(0, exc.param.human_readable_name)
+        missing = missing or ["an argument"]
         return f"{where}: required: {', '.join(missing)} (see '{where} --help')"
     if isinstance(exc, click.BadParameter) and exc.param is not None:
         name = exc.param.opts[0] if isinstance(exc.param, click.Option) else exc.param.name
@@ -126,10 +131,8 @@ def _usage_line(exc: click.UsageError, argv: list[str]) -> str:
     return f"{where}: {exc.format_message()} (see '{where} --help')"
 
 
-def _given(param: click.Parameter, argv: list[str]) -> bool:
-    if isinstance(param, click.Option):
-        return any(word.split("=", 1)[0] in param.opts for word in argv)
-    return False  # a positional: click names the first one missing
+def _given(option: click.Option, argv: list[str]) -> bool:
+    return any(word.split("=", 1)[0] in option.opts for word in argv)
 
 
 def _known_options(ctx: click.Context | None) -> set[str]:
