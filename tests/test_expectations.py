@@ -369,3 +369,13 @@ def test_data_docs_names_a_validation_run_after_the_submissions_it_checked():
     )
     assert data_docs_run_name([]) == "no-submission"
     assert " " not in data_docs_run_name(["A/a b.csv@1"])
+    # a party's file name reaches Data Docs only through its partition key: nothing a page or
+    # a folder of GX's store would take for markup or a path
+    import re
+
+    from cbm.intake import partition_key
+
+    hostile = partition_key("ALPHA", "<img src=x> \"'..%2f../x.csv", "a" * 64)
+    assert re.fullmatch(
+        r"[A-Za-z0-9._@-]+", data_docs_run_name([hostile, hostile]).replace("_to_", "-")
+    )
