@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.metadata import declared_schema, table_metadata, table_schema
+from assets.metadata import declared_schema, row_count, table_metadata, table_schema
 from assets.resources import RegistryResource
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.alerts import CHECK, Alert, acknowledgement, deliver
 from warehouse.db import read_release_context, sql_file
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 ALERTS = stage("alerts", VERIFICATION, automated=True)
@@ -101,10 +102,10 @@ def alerts(
     with warehouse.connect() as con:
         if attempts:
             con.executemany(
-                "INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                query("alerts.delivered_attempt"),
                 [[a.alert_id, a.notifier, a.attempt, a.at, a.ok, a.detail] for a in attempts],
             )
-        levels = con.execute("SELECT count(*), coalesce(max(level), 0) FROM dyad_levels").fetchone()
+        levels = con.execute(query("alerts.levels_summary")).fetchone()
         meta = _alerts_metadata(con)
     schemas = meta.pop("schemas")
     n_open = len(open_rows)
@@ -154,49 +155,31 @@ def _raise_alerts(con, policy, as_of):
     level crossed a threshold since. How many were raised, the open alerts, and the
     (alert, notifier) pairs already delivered."""
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE new_dyad_levels AS {sql_file('dyad_levels')}",
+        sql_file("dyad_levels"),
         {
             "as_of": as_of,
             "thresholds": list(policy.escalation_thresholds),
             "tentative_max": policy.tentative_max_escalation,
         },
     )
-    before = con.execute("SELECT count(*) FROM alerts").fetchone()[0]
+    before = row_count(con, "alerts")
     con.execute(sql_file("alerts"), {"raised_at": datetime.now(UTC)})
-    raised = con.execute("SELECT count(*) FROM alerts").fetchone()[0] - before
-    con.execute("DELETE FROM dyad_levels")
-    con.execute("INSERT INTO dyad_levels BY NAME SELECT * FROM new_dyad_levels")
-    con.execute("DROP TABLE new_dyad_levels")
-    open_rows = con.execute(sql_file("open_alerts")).fetchall()
-    delivered = set(
-        con.execute("SELECT DISTINCT alert_id, notifier FROM alert_deliveries WHERE ok").fetchall()
-    )
+    raised = row_count(con, "alerts") - before
+    con.execute(query("alerts.replace_levels"))
+    open_rows = con.execute(query("alerts.open")).fetchall()
+    delivered = set(con.execute(query("alerts.delivered")).fetchall())
     return raised, open_rows, delivered
 
 
 def _alerts_metadata(con) -> dict:
     """What the UI lists beside dyad_levels and alerts."""
     return {
-        "levels": table_metadata(
-            con,
-            "SELECT coalesce(p.public_label, p.pseudonym, d.subject) AS subject, d.counterpart, "
-            "d.level, d.status, d.definitive_sum, d.evidence_sum, "
-            "array_to_string(d.evidence, ' ') AS evidence FROM dyad_levels d "
-            "LEFT JOIN party_directory p ON p.code = d.subject "
-            f"ORDER BY d.level DESC, subject, d.counterpart LIMIT {LISTED}",
-        ),
-        "open_alerts": table_metadata(
-            con,
-            "SELECT alert_id, subject, counterpart, level, previous_level, status, reason, "
-            f"CAST(as_of AS VARCHAR) AS as_of FROM ({sql_file('open_alerts')}) LIMIT {LISTED}",
-        ),
-        "failed_deliveries": con.execute(
-            "SELECT count(*) FROM (SELECT alert_id, notifier FROM alert_deliveries "
-            "GROUP BY ALL HAVING NOT bool_or(ok))"
-        ).fetchone()[0],
+        "levels": table_metadata(con, query("alerts.levels_listed"), {"limit": LISTED}),
+        "open_alerts": table_metadata(con, query("alerts.open_listed"), {"limit": LISTED}),
+        "failed_deliveries": con.execute(query("alerts.failed_deliveries")).fetchone()[0],
         "schemas": {t: table_schema(con, t) for t in ("dyad_levels", "alerts")},
-        "total": con.execute("SELECT count(*) FROM alerts").fetchone()[0],
-        "deliveries": con.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0],
+        "total": row_count(con, "alerts"),
+        "deliveries": row_count(con, "alert_deliveries"),
     }
 
 

@@ -25,6 +25,7 @@ from cbm.contract import KINDS
 from cbm.intake import staged_path, submissions_of
 from cbm.protection import anonymise_staged, anonymise_to_file
 from warehouse.db import anon_insert_sql
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 ANONYMISED = stage("anonymised", INGESTION)
@@ -132,24 +133,13 @@ def anonymised_reports(
     counts = dict.fromkeys(KINDS, 0)
     with warehouse.connect() as con:
         pseudonym_key.claimed(con)
-        todo = con.execute(
-            "SELECT l.sha256, l.kind, l.party_code FROM landed_submissions l "
-            "JOIN staged_submissions s USING (sha256) WHERE s.rule IS NULL "
-            "AND l.sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY l.sha256",
-            [shas],
-        ).fetchall()
+        todo = con.execute(query("intake.to_anonymise"), [shas]).fetchall()
         for kind in KINDS:
-            con.execute(
-                f"DELETE FROM anon_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-                [shas],
-            )
+            con.execute(query("intake.forget_anonymised", kind=kind), [shas])
         # Appends are batched (one large insert beats many small ones into the DuckDB file);
         # a batch is written once it holds BATCH_ROWS rows, in whole row groups (_insert).
         pending: dict[str, list[pl.DataFrame]] = {k: [] for k in KINDS}
-        con.execute(
-            "DELETE FROM anonymisation_failures WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        )
+        con.execute(query("intake.forget_anonymisation_failures"), [shas])
         for (sha, kind, party), anon in zip(
             todo, _anonymised(settings, todo, key, names, by_label), strict=True
         ):
@@ -157,7 +147,7 @@ def anonymised_reports(
                 first = (str(anon).strip().splitlines() or [""])[0][:200]
                 reason = f"anonymisation failed ({anon.__class__.__name__}: {first})"
                 context.log.warning(f"{party}: {reason}")
-                con.execute("INSERT INTO anonymisation_failures VALUES (?, ?)", [sha, reason])
+                con.execute(query("intake.anonymisation_failed"), [sha, reason])
                 continue
             pending[kind].append(anon.with_columns(pl.lit(sha).alias("_sha")))
             counts[kind] += anon.height
@@ -173,14 +163,7 @@ def anonymised_reports(
             }
             if kind == "incidents":
                 metadata["preview"] = dg.MetadataValue.md(
-                    markdown_preview(
-                        con,
-                        # what a verifier may see (contract §5): publishable rows only, and
-                        # no free text or technical keys, whatever the scrubber left
-                        "SELECT source, report_id, tlp, category, occurred_at, region, severity "
-                        "FROM anon_incidents WHERE submission_sha IN (SELECT unnest(?::VARCHAR[])) "
-                        "AND tlp_publishable(tlp_rank(upper(trim(tlp)))) ORDER BY ALL",
-                        [shas],
-                    )
+                    # what a verifier may see (contract §5), whatever the scrubber left
+                    markdown_preview(con, query("intake.anonymised_preview"), [shas])
                 )
             yield dg.MaterializeResult(asset_key=f"anon_{kind}", metadata=metadata)

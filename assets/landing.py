@@ -20,6 +20,7 @@ from cbm.intake import (
     current_intake_key,
     submissions_of,
 )
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 LANDING = stage("landing", INGESTION)
@@ -56,13 +57,7 @@ def landed_submissions(
     landing = settings.landing_area
     shas = submissions_of(settings.landing_area, context.partition_keys)
     with warehouse.connect() as con:  # what landing said of these before, if anything
-        before = dict(
-            con.execute(
-                "SELECT sha256, signature FROM landed_submissions WHERE rule IS NULL "
-                "AND sha256 IN (SELECT unnest(?::VARCHAR[]))",
-                [shas],
-            ).fetchall()
-        )
+        before = dict(con.execute(query("intake.signatures_before"), [shas]).fetchall())
     rows, kept = [], 0
     for sha in shas:
         row, late = _landed_row(context, sha, registry.registry, landing, key, before)
@@ -70,20 +65,9 @@ def landed_submissions(
         kept += late
     with warehouse.connect() as con:
         pseudonym_key.claimed(con)  # another key stops the run here, before anything is written
-        con.execute(
-            "DELETE FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        )
-        con.executemany(
-            "INSERT INTO landed_submissions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-        )
-        preview = markdown_preview(
-            con,
-            "SELECT left(sha256, 12) AS sha, party_code, kind, file_name, rule FROM landed_submissions "
-            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY party_code, file_name",
-            [shas],
-            limit=20,
-        )
+        con.execute(query("intake.forget_landed"), [shas])
+        con.executemany(query("intake.land"), rows)
+        preview = markdown_preview(con, query("intake.landed_preview"), [shas], limit=20)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(rows),

@@ -25,6 +25,7 @@ from warehouse.db import (
     recorded_key,
     sql_file,
 )
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 PUBLISHED = stage("published", PUBLICATION)
@@ -202,9 +203,7 @@ def _gather_products(
     single = {  # one file each (calendar/, disputes/)
         name: fetch_arrow(con, sql_file(f"published_{name}"), params) for name in rel.TABLES
     }
-    statuses = dict(
-        con.execute("SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL").fetchall()
-    )
+    statuses = dict(con.execute(query("submissions.by_status")).fetchall())
     previous = chain["release_id"] if chain else None
     published = {"previous": previous, "published": tables["events"].column("event_id").to_pylist()}
     successors = (
@@ -213,9 +212,7 @@ def _gather_products(
         else {}
     )
     # reports that supersede an earlier version, per submission (corrections)
-    corrections = dict(
-        con.execute("SELECT sha256, corrections FROM submissions WHERE corrections > 0").fetchall()
-    )
+    corrections = dict(con.execute(query("published.corrections")).fetchall())
     products = ReleaseProducts(
         release_id=release_id,
         content_id=content_id,
@@ -278,17 +275,15 @@ def _record_publication(con, products: ReleaseProducts, rotation) -> tuple[dict,
     (published_event_members). The two assets' metadata."""
     release_id, events = products.release_id, products.tables["events"]
     if rotation:  # the rotation is recorded by its first release
-        con.execute(
-            "UPDATE key_rotations SET release_id = ? WHERE release_id IS NULL", [release_id]
-        )
+        con.execute(query("published.rotation_recorded"), [release_id])
     identity = stix.publisher_identity(products.publisher_key, products.publisher_label)
     _record_own_publications(con, release_id, events, identity)
     _record_event_members(con, release_id, events)
     members = {
         "dagster/row_count": row_count(con, "published_event_members"),
-        "rows_of_this_release": row_count(
-            con, "published_event_members", "release_id = ?", [release_id]
-        ),
+        "rows_of_this_release": con.execute(
+            query("published.members_of_release"), [release_id]
+        ).fetchone()[0],
     }
     return members, {"dagster/row_count": row_count(con, "own_publications")}
 
@@ -296,11 +291,10 @@ def _record_publication(con, products: ReleaseProducts, rotation) -> tuple[dict,
 def _record_event_members(con, release_id: str, events) -> None:
     """The reports behind this release's events (``published_event_members``, member tier):
     what names an event's successor in the next release."""
-    con.execute("DELETE FROM published_event_members WHERE release_id = ?", [release_id])
+    con.execute(query("published.forget_event_members"), [release_id])
     con.execute(
-        "INSERT INTO published_event_members SELECT ?, event_id, source, report_id "
-        "FROM event_members WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ALL",
-        [release_id, events.column("event_id").to_pylist()],
+        query("published.record_event_members"),
+        {"release_id": release_id, "events": events.column("event_id").to_pylist()},
     )
 
 
@@ -316,15 +310,9 @@ def _record_own_publications(con, release_id: str, events, identity: str) -> Non
         rows.append((stix.event_object_id(e["event_id"]), "stix_event", *[None] * 4))
     columns = ("token", "what", *fields)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE new_publications AS SELECT "
-        + ", ".join(f"unnest(${c}::VARCHAR[]) AS {c}" for c in columns),
+        query("published.record_own_publications"),
         {c: [r[i] for r in rows] for i, c in enumerate(columns)},
     )
-    con.execute(
-        "INSERT INTO own_publications BY NAME SELECT DISTINCT * FROM new_publications "
-        "WHERE token NOT IN (SELECT token FROM own_publications) ORDER BY ALL"
-    )
-    con.execute("DROP TABLE new_publications")
 
 
 def _signer(settings: CbmSettings, registry, signing_key: SigningKeyResource):
@@ -356,10 +344,7 @@ def _key_rotation(con, release_context) -> dict | None:
             f"({release_context.key_fingerprint}) but the warehouse's key is now {recorded[0]} "
             f"({recorded[1]}): run verify_reports (cbm run does) before publishing"
         )
-    rows = con.execute(
-        "SELECT from_version, from_fingerprint, to_version, to_fingerprint FROM key_rotations "
-        "WHERE release_id IS NULL ORDER BY rowid"
-    ).fetchall()
+    rows = con.execute(query("published.pending_rotations")).fetchall()
     if not rows:
         return None
     return {

@@ -7,6 +7,7 @@ from assets.metadata import declared_schema
 from assets.resources import PseudonymKeyResource, RegistryResource
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.registry import verification_max_tlp
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 REGISTRY = stage("registry", VERIFICATION)
@@ -83,20 +84,16 @@ def registry_tables(
     }
     with warehouse.connect() as con:
         pseudonym_key.claimed(con)
-        con.execute("DELETE FROM verification_scope")
-        con.execute(
-            "INSERT INTO verification_scope VALUES (tlp_rank(?))",
-            [verification_max_tlp(reg.policy)],
-        )
+        con.execute(query("verified.clear", table="verification_scope"))
+        con.execute(query("verified.set_scope"), [verification_max_tlp(reg.policy)])
         yield dg.MaterializeResult(
             asset_key="verification_scope",
             metadata={"dagster/row_count": 1, "reads_up_to": verification_max_tlp(reg.policy)},
         )
         for table, values in rows.items():
-            con.execute(f"DELETE FROM {table}")
+            con.execute(query("verified.clear", table=table))
             if values:
-                marks = ",".join("?" * len(values[0]))
-                con.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+                con.executemany(query(f"verified.add_{table}"), values)
             yield dg.MaterializeResult(
                 asset_key=table,
                 metadata={

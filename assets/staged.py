@@ -15,6 +15,7 @@ from assets.resources import CbmSettings, RegistryResource
 from assets.stages import INGESTION, WAREHOUSE_POOL, stage
 from cbm.intake import note_staging_waits, staged_path, submissions_of
 from cbm.reader_worker import ReaderPool
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 STAGED = stage("staged", INGESTION)
@@ -48,11 +49,7 @@ def staged_submissions(
     limits = registry.registry.policy.limits
     rows = []
     with warehouse.connect() as con:
-        todo = con.execute(
-            "SELECT sha256, kind, format, party_code, file_name FROM landed_submissions "
-            "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND rule IS NULL ORDER BY sha256",
-            [shas],
-        ).fetchall()
+        todo = con.execute(query("intake.to_parse"), [shas]).fetchall()
     # each file is parsed in a child process held to the policy's time and memory limits;
     # settings.worker_count of them side by side, each writing its own Parquet file
     jobs = [
@@ -75,12 +72,9 @@ def staged_submissions(
     if waiting:
         note_staging_waits(settings.landing_area, waiting, context.run.run_id)
     with warehouse.connect() as con:
-        con.execute(
-            "DELETE FROM staged_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        )
+        con.execute(query("intake.forget_staged"), [shas])
         if rows:
-            con.executemany("INSERT INTO staged_submissions VALUES (?,?,?,?,?)", rows)
+            con.executemany(query("intake.stage"), rows)
     unreadable = sum(1 for r in rows if r[3])
     return dg.MaterializeResult(
         metadata={

@@ -10,7 +10,7 @@ import dagster as dg
 from assets.metadata import declared_schema, keeps, table_metadata
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.contract import KINDS
-from warehouse.db import sql_file
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 VALIDATED = stage("validated", VERIFICATION, automated=True)
@@ -50,27 +50,10 @@ INTAKE_TABLES = [
 )
 def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
-        by_status = dict(
-            con.execute(
-                "SELECT status, count(*) FROM submissions GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-        )
-        broken = con.execute(
-            "SELECT party_code, file_name, rows_read, rows_accepted, rows_quarantined FROM submissions "
-            "WHERE status NOT IN ('landed', 'staged') AND rows_read <> rows_accepted + rows_quarantined "
-            "ORDER BY ALL"
-        ).fetchall()
-        totals = con.execute(
-            "SELECT coalesce(sum(rows_read), 0), coalesce(sum(rows_accepted), 0), "
-            "coalesce(sum(rows_quarantined), 0) FROM submissions"
-        ).fetchone()
-        listed = table_metadata(
-            con,
-            "SELECT party_code AS party, file_name, kind, status, rows_read, rows_accepted, "
-            "rows_quarantined, left(sha256, 16) AS submission FROM submissions "
-            "ORDER BY status NOT IN ('rejected', 'partial'), party_code, file_name "
-            f"LIMIT {QUARANTINE_LISTED}",
-        )
+        by_status = dict(con.execute(query("submissions.by_status")).fetchall())
+        broken = con.execute(query("submissions.unbalanced")).fetchall()
+        totals = con.execute(query("submissions.totals")).fetchone()[2:]
+        listed = table_metadata(con, query("submissions.listed"), {"limit": QUARANTINE_LISTED})
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(by_status.values()),
@@ -94,32 +77,6 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
     )
 
 
-def shown_to_verifiers(listing: str) -> str:
-    """The first ``QUARANTINE_LISTED`` rows of the quarantine listing as the Dagster UI shows
-    them: a row's value and report id only where its TLP level is publishable (CLEAR, GREEN);
-    above that, or when the row's level is unknown, withheld (``cbm status --quarantine``, an
-    operator's command on the secretariat's machine, shows them)."""
-    anon = " UNION ALL ".join(
-        f"SELECT submission_sha, row_number, tlp FROM anon_{kind}" for kind in KINDS
-    )
-    return f"""
-        WITH listed AS (SELECT * FROM ({listing}) LIMIT {QUARANTINE_LISTED}),
-        levels AS (
-          SELECT left(submission_sha, 12) AS submission, row_number,
-                 tlp_publishable(tlp_rank(upper(trim(tlp)))) AS shown
-          FROM ({anon})
-          WHERE left(submission_sha, 12) IN (SELECT submission FROM listed)
-        )
-        SELECT l.* REPLACE (
-          CASE WHEN l.row_number IS NULL OR coalesce(v.shown, false) THEN l.report_id
-               ELSE '[withheld: TLP]' END AS report_id,
-          CASE WHEN l.row_number IS NULL OR coalesce(v.shown, false) THEN l.value
-               ELSE '[withheld: TLP]' END AS value)
-        FROM listed l
-        LEFT JOIN levels v ON v.submission = l.submission AND v.row_number = l.row_number
-        ORDER BY l.party, l.file_name, l.row_number NULLS FIRST, l.rule"""
-
-
 @dg.asset(
     deps=["landed_submissions", "staged_submissions", "validation_findings"],
     **VALIDATED,
@@ -140,24 +97,14 @@ def shown_to_verifiers(listing: str) -> str:
     ),
 )
 def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    listing = sql_file("quarantine_listing").strip().rstrip(";")
     with warehouse.connect() as con:
-        n, files, critical, warnings = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE row_number IS NULL), "
-            "count(*) FILTER (WHERE severity = 'critical'), "
-            "count(*) FILTER (WHERE severity = 'warning') FROM quarantine"
-        ).fetchone()
+        n, files, critical, warnings = con.execute(query("submissions.findings")).fetchone()
         # the same number cbm status totals: rows set aside, each once, whatever rules it broke
-        (rows_quarantined,) = con.execute(
-            "SELECT coalesce(sum(rows_quarantined), 0) FROM submissions"
-        ).fetchone()
-        by_rule = table_metadata(
-            con,
-            "SELECT stage, rule, severity, count(*) AS findings, "
-            "count(DISTINCT submission_sha) AS submissions, min(reason) AS example_reason "
-            "FROM quarantine GROUP BY ALL ORDER BY findings DESC, rule",
+        rows_quarantined = con.execute(query("submissions.totals")).fetchone()[4]
+        by_rule = table_metadata(con, query("submissions.by_rule"))
+        rows = table_metadata(
+            con, query("submissions.shown_to_verifiers"), {"limit": QUARANTINE_LISTED}
         )
-        rows = table_metadata(con, shown_to_verifiers(listing), {"party": None, "rule": None})
     shown = min(critical, QUARANTINE_LISTED)
     return dg.MaterializeResult(
         metadata={

@@ -10,8 +10,9 @@ import re
 import time
 
 import dagster as dg
+import duckdb
 
-from assets.metadata import declared_schema, keeps, md_text
+from assets.metadata import declared_schema, keeps, md_text, row_count
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
@@ -28,7 +29,8 @@ from compat.dagster import (  # Dagster internals, in one place
     AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
     partitions_read_once,
 )
-from warehouse.db import refresh_superseded, report_columns, sql_file
+from warehouse.db import refresh_superseded, sql_file
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 FETCH_AT_ONCE = 1_000  # partitions whose materializations are fetched in one request
@@ -42,11 +44,16 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 def _batch_view(con, kind: str, shas: list[str]) -> int:
     if not all(SHA_RE.match(s) for s in shas):
         raise ValueError("submission keys must be SHA-256 hex digests")
-    listed = ", ".join(f"'{s}'" for s in shas) or "''"
-    con.execute(
-        f"CREATE OR REPLACE VIEW batch_{kind} AS SELECT * FROM anon_{kind} WHERE submission_sha IN ({listed})"
+    # a stored view, not a temporary one: GX reads it through its own connection, where no
+    # parameter can travel; DuckDB writes the hashes into the view as constants
+    con.abort()  # a relation starts only once earlier results are done (warehouse.db.fetch_arrow)
+    batch = con.table(f"anon_{kind}").filter(
+        duckdb.ColumnExpression("submission_sha").isin(*map(duckdb.ConstantExpression, shas))
+        if shas
+        else duckdb.ConstantExpression(False)
     )
-    return con.execute(f"SELECT count(*) FROM batch_{kind}").fetchone()[0]
+    batch.create_view(f"batch_{kind}", replace=True)
+    return row_count(con, f"batch_{kind}")
 
 
 def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> None:
@@ -57,13 +64,10 @@ def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> No
     for f in result.findings:
         if not f.query:
             continue
+        con.abort()  # as in _batch_view
+        con.sql(f.query).create_view("finding_rows", replace=True)  # GX's query for it
         con.execute(
-            f"""INSERT INTO validation_findings BY NAME
-            SELECT q.submission_sha, q.row_number, q.report_id,
-                   $rule AS rule, $expectation AS expectation, $column AS column_name,
-                   left(CAST(q."{f.value_column}" AS VARCHAR), 200) AS value,
-                   $reason AS reason, $severity AS severity
-            FROM ({f.query}) q""",
+            query("validated.record_finding", value_column=f.value_column),
             {
                 "rule": f.rule,
                 "expectation": f.expectation,
@@ -72,18 +76,12 @@ def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> No
                 "severity": f.severity,
             },
         )
-    # shown in the UI: values of rows whose TLP level is publishable only (contract §5)
+    con.execute("DROP VIEW IF EXISTS finding_rows")
     samples = {
         (rule, expectation, column): values
         for rule, expectation, column, values in con.execute(
-            f"""SELECT q.rule, q.expectation, q.column_name,
-                   list(coalesce(q.value, 'None') ORDER BY q.submission_sha, q.row_number)[:{SAMPLES}]
-            FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha
-            JOIN anon_{kind} a ON a.submission_sha = q.submission_sha AND a.row_number = q.row_number
-            WHERE s.kind = ? AND q.submission_sha IN (SELECT unnest(?::VARCHAR[]))
-              AND coalesce(tlp_publishable(tlp_rank(upper(trim(a.tlp)))), false)
-            GROUP BY ALL""",
-            [kind, shas],
+            query("validated.finding_samples", kind=kind),
+            {"kind": kind, "shas": shas, "samples": SAMPLES},
         ).fetchall()
     }
     for f in result.findings:
@@ -92,13 +90,7 @@ def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> No
 
 
 def _accept(con, kind: str) -> None:
-    cols = ", ".join(f'"{c}"' for c in report_columns(kind, with_raw=False))
-    con.execute(
-        f"""INSERT INTO reports_{kind} SELECT {cols} FROM batch_{kind} b
-        WHERE NOT EXISTS (SELECT 1 FROM validation_findings q WHERE q.submission_sha = b.submission_sha
-          AND q.row_number = b.row_number AND q.severity = 'critical')
-        ORDER BY submission_sha, row_number"""
-    )
+    con.execute(query("validated.accept", kind=kind))
 
 
 OUTCOME_FIELDS = (
@@ -339,15 +331,9 @@ def validated_reports(
 ):
     shas = submissions_of(settings.landing_area, context.partition_keys)
     with warehouse.connect() as con:
-        con.execute(
-            "DELETE FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        )
+        con.execute(query("validated.forget_findings"), [shas])
         for kind in KINDS:
-            con.execute(
-                f"DELETE FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-                [shas],
-            )
+            con.execute(query("validated.forget_accepted", kind=kind), [shas])
         batch_rows = {kind: _batch_view(con, kind, shas) for kind in KINDS}
         results, seconds = _validate(context, settings, con, shas, batch_rows)
         figures = _batch_figures(con, shas)
@@ -452,46 +438,21 @@ def _batch_figures(con, shas: list[str]) -> dict:
     accepted rows per kind, each submission's outcome, and the submissions now done."""
     per_submission: dict[str, dict[str, int]] = {k: {} for k in KINDS}
     for kind, party, name, n in con.execute(
-        "SELECT s.kind, s.party_code, s.file_name, count(DISTINCT q.row_number) "
-        "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
-        "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) "
-        "GROUP BY ALL ORDER BY ALL",
-        [shas],
+        query("validated.quarantined_by_file"), [shas]
     ).fetchall():
         per_submission[kind][f"{party}/{name}"] = n
     return {
         "per_submission": per_submission,
-        "findings": con.execute(
-            "SELECT count(*), count(DISTINCT (submission_sha, row_number)) FILTER (WHERE severity = 'critical') "
-            "FROM validation_findings WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-            [shas],
-        ).fetchone(),
+        "findings": con.execute(query("validated.findings"), [shas]).fetchone(),
         "accepted": {
-            kind: con.execute(
-                f"SELECT count(*) FROM reports_{kind} WHERE submission_sha IN (SELECT unnest(?::VARCHAR[]))",
-                [shas],
-            ).fetchone()[0]
+            kind: con.execute(query("validated.accepted", kind=kind), [shas]).fetchone()[0]
             for kind in KINDS
         },
-        "quarantined": dict(
-            con.execute(
-                "SELECT s.kind, count(DISTINCT (q.submission_sha, q.row_number)) "
-                "FROM validation_findings q JOIN landed_submissions s ON s.sha256 = q.submission_sha "
-                "WHERE q.severity = 'critical' AND s.sha256 IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
-                [shas],
-            ).fetchall()
-        ),
+        "quarantined": dict(con.execute(query("validated.quarantined_by_kind"), [shas]).fetchall()),
         "outcomes": [
             dict(zip(OUTCOME_FIELDS, row, strict=True))
             for row in con.execute(sql_file("submission_outcomes"), {"shas": shas}).fetchall()
         ],
-        "overall": con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status <> 'accepted') FROM submissions"
-        ).fetchone(),
-        "intake_keys": con.execute(
-            "SELECT sha256, intake_key FROM landed_submissions WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) "
-            # a file left waiting at staging (its party's reading time was spent) is not done
-            "AND (rule IS NOT NULL OR sha256 IN (SELECT sha256 FROM staged_submissions))",
-            [shas],
-        ).fetchall(),
+        "overall": con.execute(query("validated.overall")).fetchone(),
+        "intake_keys": con.execute(query("validated.done"), [shas]).fetchall(),
     }

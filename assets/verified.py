@@ -12,12 +12,13 @@ from assets.metadata import breakdown, counts_by, row_count, table_metadata, tab
 from assets.partitions import register_months
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
-from cbm.clustering import ORDER, ORDER_SQL, assign_events
+from cbm.clustering import assign_events
 from cbm.contract import KINDS
 from cbm.dictionary import DISPUTE_STATUSES, STATUS, VERDICTS
 from cbm.release import parse_as_of
 from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
 from warehouse.db import fetch_arrow, indicator_period_range, read_release_context, sql_file
+from warehouse.queries import query
 from warehouse.resource import WarehouseResource
 
 VALIDATED = stage("validated", VERIFICATION, automated=True)
@@ -127,11 +128,9 @@ def release_context(
                 "key_fingerprint": key.fingerprint,
             },
         )
-        as_of, n_inputs = con.execute("SELECT as_of, len(inputs) FROM release_context").fetchone()
+        as_of, n_inputs = con.execute(query("verified.context")).fetchone()
         schema = table_schema(con, "release_context")
-        counts = {
-            k: con.execute(f"SELECT count(*) FROM verification_{k}").fetchone()[0] for k in KINDS
-        }
+        counts = {k: row_count(con, f"verification_{k}") for k in KINDS}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": 1,
@@ -260,22 +259,12 @@ def _cluster_events(con, policy) -> int:
     # (holding every column in Python as well cost more at the peak: benchmarks/README.md,
     # item 30, and M16).
     windows = policy.association_window_hours
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE incident_rows AS
-        SELECT source, report_id, category, region, occurred_at,
-               reported_at, severity, alleged_party, tlp, tlp_rank(tlp) AS tlp_rank,
-               lat, lon, technical_keys
-        FROM verification_incidents WHERE determination <> 'false_positive'
-        ORDER BY {ORDER_SQL}"""
-    )
-    keys = pl.from_arrow(fetch_arrow(con, f"SELECT {', '.join(ORDER)} FROM incident_rows"))
+    con.execute(query("verified.incident_rows"))
+    keys = pl.from_arrow(fetch_arrow(con, query("verified.region_pass_keys")))
     events = assign_events(keys, windows, presorted=True).select("event_id", "is_origin")
     del keys
     con.register("region_events", events.to_arrow())
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW region_members AS "
-        "SELECT * FROM incident_rows POSITIONAL JOIN region_events"
-    )
+    con.execute(query("verified.region_members"))
     con.register(
         "association_windows",
         pl.DataFrame({"category": list(windows), "hours": list(windows.values())}).to_arrow(),
@@ -291,14 +280,8 @@ def _cluster_events(con, policy) -> int:
 def _events_metadata(con) -> dict[str, dict]:
     """What the UI shows beside each of the four tables."""
     schemas = {t: table_schema(con, t) for t in CLUSTER_TABLES}
-    joined = dict(
-        con.execute("SELECT joined_by, count(*) FROM event_members GROUP BY ALL").fetchall()
-    )
-    listed = (
-        "SELECT event_id, category, region, week, n_sources, n_classes, alleged_party, "
-        "status_reason FROM incident_clusters WHERE status = ? "
-        f"ORDER BY period DESC, event_id LIMIT {EVENTS_LISTED}"
-    )
+    joined = dict(con.execute(query("verified.joined_by")).fetchall())
+    listed = query("verified.events_listed")
     return {
         "event_members": {
             "dagster/column_schema": schemas["event_members"],
@@ -310,10 +293,7 @@ def _events_metadata(con) -> dict[str, dict]:
             **counts_by(con, "disputes", "status", DISPUTE_STATUSES, "disputes_"),
             "by_object_and_status": breakdown(con, "disputes", "object", "status"),
             "open_disputes": table_metadata(
-                con,
-                "SELECT dispute_id, object, event_id, commitment_id, subject, claim_period, "
-                "CAST(opened_at AS VARCHAR) AS opened_at, age_days FROM disputes "
-                f"WHERE status = 'open' ORDER BY age_days DESC, dispute_id LIMIT {EVENTS_LISTED}",
+                con, query("verified.open_disputes"), {"limit": EVENTS_LISTED}
             ),
         },
         "incident_clusters": {
@@ -326,14 +306,12 @@ def _events_metadata(con) -> dict[str, dict]:
                 con, "incident_clusters", "alleged_party", "status"
             ),
             **{
-                f"{status}_events": table_metadata(con, listed, [status])
+                f"{status}_events": table_metadata(
+                    con, listed, {"status": status, "limit": EVENTS_LISTED}
+                )
                 for status in ("definitive", "tentative", "disputed")
             },
-            "largest_events": table_metadata(
-                con,
-                "SELECT event_id, category, region, week, n_sources, n_reports, status, "
-                "status_reason FROM incident_clusters ORDER BY n_sources DESC, event_id LIMIT 25",
-            ),
+            "largest_events": table_metadata(con, query("verified.largest_events")),
             "look_up_an_event": dg.MetadataValue.md(
                 "```sql\nSELECT * FROM event_evidence WHERE event_id = 'E-…' ORDER BY item DESC, at\n```"
             ),
@@ -371,15 +349,9 @@ def compliance_verdicts(
 ) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         as_of = read_release_context(con).as_of
-        # Occurrences start at the first month any party reported on (not at valid_from, which
-        # may lie years before the deployment began).
-        first = con.execute(
-            "SELECT coalesce(min(CAST(period || '-01' AS DATE)), CAST(date_trunc('month', CAST(? AS DATE)) AS DATE)) "
-            "FROM verification_compliance",
-            [as_of],
-        ).fetchone()[0]
+        first = con.execute(query("verified.first_month"), [as_of]).fetchone()[0]
         con.execute(sql_file("compliance_verdicts"), {"as_of": as_of, "first_month": first})
-        n = con.execute("SELECT count(*) FROM compliance_verdicts").fetchone()[0]
+        n = row_count(con, "compliance_verdicts")
         schema = table_schema(con, "compliance_verdicts")
         views = {
             **counts_by(con, "compliance_verdicts", "verdict", VERDICTS, "verdicts_"),
@@ -421,16 +393,11 @@ def compliance_verdicts(
 def calendar_entries(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         con.execute(sql_file("calendar_entries"))
-        n = con.execute("SELECT count(*) FROM calendar_entries").fetchone()[0]
+        n = row_count(con, "calendar_entries")
         schema = table_schema(con, "calendar_entries")
         views = {
             "by_type_and_status": breakdown(con, "calendar_entries", "entry_type", "status"),
-            "upcoming": table_metadata(
-                con,
-                "SELECT entry_id, entry_type, subject, commitment_id, "
-                "CAST(starts_at AS VARCHAR) AS starts_at, CAST(ends_at AS VARCHAR) AS ends_at "
-                f"FROM calendar_entries WHERE status = 'upcoming' ORDER BY starts_at LIMIT {EVENTS_LISTED}",
-            ),
+            "upcoming": table_metadata(con, query("verified.upcoming"), {"limit": EVENTS_LISTED}),
         }
     return dg.MaterializeResult(
         metadata={"dagster/row_count": n, "dagster/column_schema": schema, **views}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.output import CannotRun, Progress, _check_folder, _count, _say, _show
+from warehouse.queries import query
 
 
 def _prepare_dagster_home(workdir: Path) -> Path:
@@ -301,18 +302,9 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
     runs.ingest(plan)
     with Warehouse(str(settings.warehouse_path)).connect() as con:
         read, accepted, quarantined, total_accepted = con.execute(
-            "SELECT coalesce(sum(rows_read) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
-            "coalesce(sum(rows_accepted) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
-            "coalesce(sum(rows_quarantined) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0), "
-            "coalesce(sum(rows_accepted), 0) FROM submissions",
-            {"todo": sorted(todo)},
+            query("cli.batch_rows"), {"todo": sorted(todo)}
         ).fetchone()
-        failed = con.execute(
-            "SELECT s.party_code || '/' || s.file_name || ': ' || f.reason "
-            "FROM anonymisation_failures f JOIN submissions s USING (sha256) "
-            "WHERE f.sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY 1",
-            [sorted(todo)],
-        ).fetchall()
+        failed = con.execute(query("cli.anonymisation_failures"), [sorted(todo)]).fetchall()
     if todo:
         seconds = time.monotonic() - started
         _say(
@@ -384,23 +376,15 @@ def _forget_last_run_state(workdir: Path) -> None:
 
 def summarize(workdir: Path, publish: Path) -> dict:
     from cbm import release as rel
-    from warehouse.db import Warehouse, sql_file
+    from warehouse.db import Warehouse, table_names
 
     warehouse = workdir / "warehouse.duckdb"
     with Warehouse(str(warehouse)).connect() as con:
-        row = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), coalesce(sum(rows_read), 0), "
-            "coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0) FROM submissions"
-        ).fetchone()
-        alerts = con.execute(  # unacknowledged: defined once, in open_alerts.sql
-            f"SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM ({sql_file('open_alerts')}))"
-        ).fetchone()
-        tables = {
-            t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-        }
+        row = con.execute(query("submissions.totals")).fetchone()
+        alerts = con.execute(query("cli.alert_counts")).fetchone()
         open_disputes = (
-            con.execute("SELECT count(*) FROM disputes WHERE status = 'open'").fetchone()[0]
-            if "disputes" in tables
+            con.execute(query("cli.open_disputes")).fetchone()[0]
+            if "disputes" in table_names(con)
             else 0
         )
     latest = rel.latest(publish)

@@ -7,6 +7,7 @@ import neither Dagster nor Great Expectations.
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,70 @@ def test_the_domain_package_patches_nothing():
                 ):
                     edits.append(f"{path.name}:{node.lineno} {text}")
     assert edits == [], edits
+
+
+SQL_STATEMENT = re.compile(r"\b(SELECT|INSERT|DELETE|UPDATE|CREATE)\b")
+# where Python may hold SQL text, and why
+SQL_ALLOWED = {
+    "assets/metadata.py": "generic helpers over a table or query they are given (schemas, previews)",
+    "pipelines/cli/run.py": "a command printed for the operator to type",
+}
+
+
+def sql_in_python(path: Path) -> list[str]:
+    """Each string literal of ``path`` that holds an SQL statement (an f-string's text parts
+    taken together), but Markdown that shows one (```sql)."""
+    found, parts = [], set()
+    tree = ast.parse(path.read_text(), str(path))
+    _mark_docstrings(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts |= {id(v) for v in node.values}
+            text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) in parts or node.value.lstrip().startswith("```sql"):
+                continue
+            text = node.value
+        else:
+            continue
+        if isinstance(node, ast.Constant) and _is_docstring(node):
+            continue
+        if SQL_STATEMENT.search(text):
+            found.append(f"{path.relative_to(ROOT).as_posix()}:{node.lineno}")
+    return found
+
+
+def _is_docstring(node) -> bool:
+    return getattr(node, "_docstring", False)
+
+
+def _mark_docstrings(tree) -> None:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                value._docstring = True
+
+
+def test_sql_that_states_a_rule_lives_in_warehouse_sql():
+    """The assets and the cbm command run named statements of warehouse/sql (#37): no SQL
+    statement in their Python, so each rule is written once and read by all (the warehouse
+    package keeps the statements it generates from the contract)."""
+    found = []
+    for package in ("assets", "pipelines"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.relative_to(ROOT).as_posix() not in SQL_ALLOWED:
+                found += sql_in_python(path)
+    assert found == [], found
+
+
+def test_the_sql_check_finds_a_statement():
+    bad = ROOT / "tests" / "_sql_probe.py"
+    try:
+        bad.write_text(
+            '"""Doc: SELECT in a docstring is prose."""\nQ = "DELETE FROM t WHERE a = ?"\n'
+        )
+        assert sql_in_python(bad) == ["tests/_sql_probe.py:2"]
+    finally:
+        bad.unlink()

@@ -25,6 +25,7 @@ from cbm.contract import (
     TLP_LEVELS,
     typed_fields,
 )
+from warehouse.queries import Sql, query
 
 PROVENANCE = {"submission_sha": "VARCHAR", "row_number": "BIGINT", "source": "VARCHAR"}
 # Anonymised rows also carry why a row could not be read, and (attestations) the subject's
@@ -152,6 +153,7 @@ def tlp_macros() -> str:
     return (
         f"CREATE OR REPLACE MACRO tlp_rank(t) AS CASE t {cases} ELSE {len(TLP_LEVELS) - 1} END;\n"
         f"CREATE OR REPLACE MACRO tlp_publishable(r) AS r <= {MAX_PUBLISHABLE_TLP_RANK};\n"
+        f"CREATE OR REPLACE MACRO max_publishable_rank() AS {MAX_PUBLISHABLE_TLP_RANK};\n"
         # the escalation level (0-5) of a severity-weighted sum against the agreed thresholds
         "CREATE OR REPLACE MACRO escalation_of(total, thresholds) AS "
         "len(list_filter(thresholds, lambda x: total >= x));"
@@ -173,13 +175,7 @@ def tables_ddl() -> str:
         parts.append(_create_table(f"anon_{kind}", report_columns(kind, with_raw=True)))
         # accepted: rows that passed validation; all versions kept.
         parts.append(_create_table(f"reports_{kind}", report_columns(kind, with_raw=False)))
-        # superseded: accepted rows that are not the current version of their report (kept
-        # up to date by refresh_superseded; created from reports_<kind> if missing, so an
-        # older warehouse gets it filled).
-        parts.append(
-            f"""CREATE TABLE IF NOT EXISTS superseded_{kind} AS
-            SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind)}) WHERE rn > 1;"""
-        )
+        parts.append(query("warehouse.superseded_table", kind=kind) + ";")
     return "\n".join(parts)
 
 
@@ -189,52 +185,16 @@ def views_ddl() -> str:
     # submission_copies first: the report views leave out the rows of a submission that
     # became a copy after it was accepted (a signed original arrived later)
     parts = [sql_file("submission_copies")]
-    for kind in KINDS:
-        # current: the highest version of each report of each source (ties: the first
-        # submission and row), without ranking the whole table on every read.
-        parts.append(
-            f"""CREATE OR REPLACE VIEW current_{kind} AS
-            SELECT r.* FROM reports_{kind} r
-            ANTI JOIN superseded_{kind} s USING (submission_sha, row_number)
-            ANTI JOIN (SELECT * FROM version_conflicts WHERE kind = '{kind}') c
-              USING (submission_sha, row_number)
-            ANTI JOIN submission_copies k ON k.sha256 = r.submission_sha;"""
-        )
-        # what verification reads: the current rows without free text, up to the TLP level the
-        # members may see (verification_scope: GREEN, or AMBER where policy.yaml names them its
-        # recipients; never AMBER+STRICT or RED, and an unknown level ranks as RED), so no
-        # row above it influences a released byte and the member bundle (warehouse.bundle)
-        # holds exactly the rows a release was derived from
-        parts.append(
-            f"""CREATE OR REPLACE VIEW verification_{kind} AS
-            SELECT * EXCLUDE (summary) FROM current_{kind}
-            WHERE tlp_rank(tlp) <= (SELECT coalesce(max(max_tlp_rank), {MAX_PUBLISHABLE_TLP_RANK})
-                                    FROM verification_scope);"""
-        )
-    # every accepted row of every kind, by submission (version conflicts, and the rows of a
-    # submission that became a copy later, are quarantined, not accepted): the one union of
-    # the report tables
-    union = " UNION ALL ".join(
-        f"SELECT '{k}' AS kind, submission_sha, row_number, report_id, version FROM reports_{k}"
-        for k in KINDS
-    )
-    parts.append(
-        f"""CREATE OR REPLACE VIEW accepted_reports AS SELECT * FROM ({union}) a
-        ANTI JOIN version_conflicts c USING (kind, submission_sha, row_number)
-        ANTI JOIN submission_copies k ON k.sha256 = a.submission_sha;"""
-    )
-    # the accepted rows of a submission that became a copy after it was accepted (a signed
-    # original arrived later): quarantined from then on (views quarantine and submissions)
-    parts.append(
-        f"""CREATE OR REPLACE VIEW copied_reports AS SELECT a.*, k.copy_of FROM ({union}) a
-        JOIN submission_copies k ON k.sha256 = a.submission_sha;"""
-    )
+    parts += [query("warehouse.kind_views", kind=kind) + ";" for kind in KINDS]
+    parts.append(query("warehouse.report_views") + ";")
     parts += [sql_file(view) for view in VIEWS]
     return "\n".join(parts)
 
 
-# Views over the stored tables, created with the schema (one SQL file each, named after it).
-VIEWS = ("submissions", "quarantine")
+# Views over the stored tables, and the table macros that read them (open_alerts(): what
+# "unacknowledged" means; quarantine_listing(party, rule): what is listed as quarantined),
+# created with the schema: one SQL file each, named after it.
+VIEWS = ("submissions", "quarantine", "open_alerts", "quarantine_listing")
 
 
 def content_hash_sql(kind: str) -> str:
@@ -244,16 +204,6 @@ def content_hash_sql(kind: str) -> str:
     return f"md5(concat_ws(chr(31), {fields}))"
 
 
-def _ranked(kind: str, only: str = "") -> str:
-    """Every accepted row of ``reports_<kind>`` (or only those ``only`` joins to) that is not
-    in a version conflict, with its rank among the versions of its report: 1 is current."""
-    return f"""SELECT submission_sha, row_number, source, report_id, row_number() OVER (
-                PARTITION BY source, report_id ORDER BY version DESC, submission_sha, row_number
-              ) AS rn FROM reports_{kind} r {only}
-              WHERE NOT EXISTS (SELECT 1 FROM version_conflicts c WHERE c.kind = '{kind}'
-                AND c.submission_sha = r.submission_sha AND c.row_number = r.row_number)"""
-
-
 def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str]) -> None:
     """Re-rank the versions of every report that rows of these submissions belong to (after
     their rows were deleted from or added to ``reports_<kind>``); other reports keep theirs.
@@ -261,47 +211,9 @@ def refresh_superseded(con: duckdb.DuckDBPyConnection, kind: str, shas: list[str
     First the version conflicts of those reports: the same report_id and version from one
     source with different content. Every such copy is set aside (quarantined), whatever
     order it arrived in, and the highest version without a conflict is current."""
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE touched_reports AS
-        SELECT DISTINCT source, report_id FROM anon_{kind}
-        WHERE submission_sha IN (SELECT unnest($shas::VARCHAR[]))""",
-        {"shas": shas},
-    )
-    con.execute(
-        f"""DELETE FROM version_conflicts c USING touched_reports t
-        WHERE c.kind = '{kind}' AND c.source = t.source AND c.report_id = t.report_id"""
-    )
-    con.execute(
-        f"""DELETE FROM superseded_{kind} s USING touched_reports t
-        WHERE s.source = t.source AND s.report_id = t.report_id"""
-    )
-    # A report with one accepted row has no other version and no other copy: only reports
-    # with several rows are ranked and hashed (hashing every row's content was most of this
-    # function's time: benchmarks/README.md, M14).
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE repeated_reports AS
-        SELECT r.source, r.report_id FROM reports_{kind} r SEMI JOIN touched_reports t
-          ON r.source = t.source AND r.report_id = t.report_id
-        GROUP BY ALL HAVING count(*) > 1"""
-    )
-    con.execute(
-        f"""INSERT INTO version_conflicts
-        SELECT '{kind}', submission_sha, row_number, source, report_id, version, copies FROM (
-          SELECT r.submission_sha, r.row_number, r.source, r.report_id, r.version,
-                 count(DISTINCT {content_hash_sql(kind)}) OVER (
-                   PARTITION BY r.source, r.report_id, r.version) AS copies
-          FROM reports_{kind} r SEMI JOIN repeated_reports t
-            ON r.source = t.source AND r.report_id = t.report_id
-        ) WHERE copies > 1"""
-    )
-    only = "SEMI JOIN repeated_reports t ON r.source = t.source AND r.report_id = t.report_id"
-    con.execute(
-        f"""INSERT INTO superseded_{kind}
-        SELECT submission_sha, row_number, source, report_id FROM ({_ranked(kind, only)})
-        WHERE rn > 1"""
-    )
-    con.execute("DROP TABLE repeated_reports")
-    con.execute("DROP TABLE touched_reports")
+    con.execute(query("warehouse.touched_reports", kind=kind), {"shas": shas})
+    con.execute(query("warehouse.forget_rank", kind=kind))
+    con.execute(query("warehouse.rank", kind=kind, content_hash=Sql(content_hash_sql(kind))))
 
 
 def connection_config() -> dict[str, str]:
@@ -445,6 +357,11 @@ def read_release_context(con: duckdb.DuckDBPyConnection) -> ReleaseContext:
     return ReleaseContext(
         as_of, method_version, sorted(inputs or []), key_version, key_fingerprint, digest
     )
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The tables and views of the warehouse (an older one may lack some)."""
+    return {t for (t,) in con.execute(query("warehouse.table_names")).fetchall()}
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):

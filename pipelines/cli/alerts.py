@@ -10,6 +10,7 @@ import click
 
 from pipelines.cli.base import command
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _say
+from warehouse.queries import query
 
 
 def _delivery_state(deliveries: list[dict] | None) -> str:
@@ -106,33 +107,22 @@ def cmd_alerts(args) -> int:
         raise CannotRun("--ack ID and --by PARTY go together: who acknowledges which alert")
     if args.ack is not None:
         with Warehouse(str(path)).connect() as con:
-            if not con.execute("SELECT 1 FROM alerts WHERE alert_id = ?", [args.ack]).fetchone():
+            if not con.execute(query("cli.alert_exists"), [args.ack]).fetchone():
                 raise CannotRun(
                     f"--ack {args.ack}: no such alert in {path} ('cbm alerts' lists them)"
                 )
-            if not con.execute(
-                "SELECT 1 FROM party_directory WHERE code = ?", [args.by]
-            ).fetchone():
+            if not con.execute(query("cli.party_exists"), [args.by]).fetchone():
                 raise CannotRun(
                     f"--by {args.by}: not a party code of the registry this workdir ran with"
                 )
-            done = con.execute(
-                "SELECT strftime(acked_at, '%Y-%m-%dT%H:%M:%SZ') FROM alert_acks "
-                "WHERE alert_id = ? AND by_party = ?",
-                [args.ack, args.by],
-            ).fetchone()
+            done = con.execute(query("cli.acknowledged_at"), [args.ack, args.by]).fetchone()
             if done:
                 _say(
                     f"{args.ack} was already acknowledged by {args.by} at {done[0]}: kept as it was"
                 )
                 return EXIT_OK
-            con.execute(
-                "INSERT INTO alert_acks VALUES (?, ?, ?, ?)",
-                [args.ack, args.by, datetime.now(UTC), args.note],
-            )
-            still_open = con.execute(  # unacknowledged: defined once, in open_alerts.sql
-                f"SELECT count(*) FROM ({sql_file('open_alerts')})"
-            ).fetchone()[0]
+            con.execute(query("cli.acknowledge"), [args.ack, args.by, datetime.now(UTC), args.note])
+            still_open = con.execute(query("cli.unacknowledged")).fetchone()[0]
         _say(f"acknowledged {args.ack} by {args.by}; {still_open} alert(s) still unacknowledged")
         _say(_report_acknowledgement(workdir, still_open, args.ack, args.by))
         return EXIT_OK

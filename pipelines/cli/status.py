@@ -9,6 +9,7 @@ import click
 
 from pipelines.cli.base import command
 from pipelines.output import EXIT_OK, CannotRun, _check_folder, _count, _say, _show, printable
+from warehouse.queries import query
 
 STATUS_FIELDS = (
     "sha256",
@@ -58,9 +59,7 @@ def cmd_status(args) -> int:
     with Warehouse(str(path)).connect(read_only=True) as con:
         if args.quarantine:
             _check_narrowing(con, args)
-            cursor = con.execute(
-                sql_file("quarantine_listing"), {"party": args.party, "rule": args.rule}
-            )
+            cursor = con.execute(query("cli.quarantine"), {"party": args.party, "rule": args.rule})
             names = [d[0] for d in cursor.description]
             return _print_quarantine(
                 [dict(zip(names, r, strict=True)) for r in cursor.fetchall()], args
@@ -134,8 +133,8 @@ def _check_narrowing(con, args) -> None:
     """``--party``/``--rule`` that name nothing in this workdir are a mistake (a typo, a code
     in lower case), not an empty answer: one line naming the ones there are."""
     for flag, value, sql in (
-        ("--party", args.party, "SELECT DISTINCT party_code FROM submissions"),
-        ("--rule", args.rule, "SELECT DISTINCT rule FROM quarantine WHERE severity = 'critical'"),
+        ("--party", args.party, query("cli.known_parties")),
+        ("--rule", args.rule, query("cli.known_rules")),
     ):
         if value is None:
             continue

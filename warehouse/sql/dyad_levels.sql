@@ -3,7 +3,9 @@
 -- thresholds, as escalation_level.sql computes it at each month's end. Definitive events count
 -- fully; tentative evidence alone reaches at most $tentative_max. Publishable events only
 -- (CLEAR/GREEN-derived): the level is what alerts tell people. Dyads at level 0 are left out.
--- A query: the alerts asset compares it with the table dyad_levels (the levels last seen).
+-- Into new_dyad_levels: the alerts asset compares it with dyad_levels (the levels last seen),
+-- then replaces them with it.
+CREATE OR REPLACE TEMP TABLE new_dyad_levels AS
 WITH recent AS (
   SELECT * FROM incident_clusters
   WHERE tlp_publishable(tlp_rank) AND alleged_party <> 'unknown'
