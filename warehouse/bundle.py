@@ -10,7 +10,7 @@ recompute the release without the raw inputs or the pseudonymisation key.
 - ``tables/*.parquet``: commitments, obligations, ``verification_scope``, ``release_context``
   (as-of time, method version, input submissions, key version and fingerprint), the members
   of the previous release's events (to name an event's successor), and ``party_directory``
-  reduced to what verification reads (``BUNDLE_DIRECTORY``): the parties a release can name
+  reduced to what verification reads (``bundle.directory`` in warehouse/sql/queries/bundle.sql): the parties a release can name
   by code, every other source only as a pseudonym with its bloc and class.
 - ``registry/``: ``commitments.yaml`` as given; ``policy.yaml`` with the agreed method only
   (no alerts, endpoints or recipients, no release guard); ``parties.yaml`` with the parties
@@ -36,6 +36,7 @@ from cbm.files import fsync_dir, sha256_file
 from cbm.registry import Registry
 from cbm.release import write_file, write_table
 from warehouse.db import fetch_arrow
+from warehouse.queries import Sql, query
 
 BUNDLE_VERSION = 2  # 2: party_directory names no one it need not; verification_scope
 BUNDLE_FILE = "bundle.json"
@@ -44,41 +45,6 @@ TABLES = ("registry_commitments", "registry_obligations", "release_context", "ve
 
 class BundleError(ValueError):
     """A bundle that cannot be used: missing, incomplete or altered (the message says which)."""
-
-
-# the parties a release can name (subjects, alleged parties, the obligated): these keep their
-# code in the bundle; every other party is there only as its pseudonym
-NAMED = """
-    SELECT subject_party AS code FROM verification_compliance
-    UNION SELECT alleged_party FROM verification_incidents
-    UNION SELECT party_code FROM registry_obligations"""
-
-# party_directory as the bundle holds it (docs/disclosure.md, "What the member bundle
-# holds"): a named party keeps its code, class, bloc and label, and its pseudonym only where
-# verification matches it (its own compliance reports: self-reports) or a product publishes
-# it (no public label); every pseudonym otherwise stands alone, keyed by itself, with its bloc
-# and its class (a class other than state and secretariat as a token, the same within the
-# bundle: verification counts distinct classes and never reads their names)
-BUNDLE_DIRECTORY = f"""
-    WITH named AS ({NAMED}),
-    kept AS (
-      SELECT p.code FROM party_directory p
-      WHERE p.code IN (SELECT code FROM named)
-        AND (p.public_label IS NULL OR EXISTS (
-          SELECT 1 FROM verification_compliance c
-          WHERE c.subject_party = p.code AND c.source = p.pseudonym))
-    )
-    SELECT p.code, CASE WHEN p.code IN (SELECT code FROM kept) THEN p.pseudonym ELSE '' END
-             AS pseudonym,
-           p.party_class, p.bloc, p.public_label
-    FROM party_directory p WHERE p.code IN (SELECT code FROM named)
-    UNION ALL
-    SELECT p.pseudonym, p.pseudonym,
-           CASE WHEN p.party_class IN ('state', 'secretariat') THEN p.party_class
-                ELSE 'class-' || left(sha256($release_id || ':' || p.party_class), 10) END,
-           p.bloc, NULL
-    FROM party_directory p WHERE p.code NOT IN (SELECT code FROM kept)
-    ORDER BY ALL"""
 
 
 def write_bundle(
@@ -102,37 +68,30 @@ def write_bundle(
     tmp = bundles / f".tmp-{release_id}-{os.getpid()}"
     files = [
         write_table(
-            tmp,
-            f"reports/{kind}.parquet",
-            fetch_arrow(
-                con, f"SELECT * FROM verification_{kind} ORDER BY submission_sha, row_number"
-            ),
+            tmp, f"reports/{kind}.parquet", fetch_arrow(con, query("bundle.reports", kind=kind))
         )
         for kind in KINDS
     ]
     files += [
-        write_table(tmp, f"tables/{t}.parquet", fetch_arrow(con, f"SELECT * FROM {t} ORDER BY ALL"))
+        write_table(tmp, f"tables/{t}.parquet", fetch_arrow(con, query("bundle.table", table=t)))
         for t in TABLES
     ]
+    directory = query("bundle.directory", named=Sql(query("bundle.named")))
     files.append(
         write_table(
             tmp,
             "tables/party_directory.parquet",
-            fetch_arrow(con, BUNDLE_DIRECTORY, {"release_id": release_id}),
+            fetch_arrow(con, directory, {"release_id": release_id}),
         )
     )
     files.append(
         write_table(
             tmp,
             "tables/published_event_members.parquet",
-            fetch_arrow(
-                con,
-                "SELECT * FROM published_event_members WHERE release_id = ? ORDER BY ALL",
-                [previous],
-            ),
+            fetch_arrow(con, query("bundle.event_members"), [previous]),
         )
     )
-    named = {code for (code,) in con.execute(NAMED).fetchall()}
+    named = {code for (code,) in con.execute(query("bundle.named")).fetchall()}
     public_parties = [  # the parties the release can name, and its publisher; no one else
         {
             "code": p.code,
@@ -215,15 +174,11 @@ def load_bundle(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """Fill a new warehouse with a bundle's rows and tables (``read_bundle`` checked it)."""
     for kind in KINDS:
         con.execute(
-            f"INSERT INTO reports_{kind} BY NAME SELECT * FROM read_parquet(?)",
-            [str(root / "reports" / f"{kind}.parquet")],
+            query("bundle.load_reports", kind=kind), [str(root / "reports" / f"{kind}.parquet")]
         )
     for table in (*TABLES, "party_directory", "published_event_members"):
         source = str(root / "tables" / f"{table}.parquet")
-        if table == "release_context":  # made by its asset, not by the schema
-            con.execute(
-                f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [source]
-            )
-            continue
-        con.execute(f"DELETE FROM {table}")
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [source])
+        made = table == "release_context"  # made by its asset, not by the schema
+        con.execute(
+            query("bundle.load_made_table" if made else "bundle.load_table", table=table), [source]
+        )

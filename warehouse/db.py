@@ -111,18 +111,8 @@ def report_columns(kind: str, with_raw: bool) -> dict[str, str]:
     return cols
 
 
-ISO_TS = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)"
-
-
-def _cast_sql(field: str, ftype: str) -> str:
-    c = f'trim("{field}")'
-    if ftype == "int":
-        return f"CASE WHEN regexp_full_match({c}, '[+-]?[0-9]{{1,18}}') THEN TRY_CAST({c} AS BIGINT) END"
-    if ftype == "float":
-        return f"CASE WHEN isfinite(TRY_CAST({c} AS DOUBLE)) THEN TRY_CAST({c} AS DOUBLE) END"
-    if ftype == "ts":
-        return f"CASE WHEN regexp_full_match({c}, '{ISO_TS}') THEN TRY_CAST({c} AS TIMESTAMPTZ) END"
-    return f'"{field}"'
+# how each contract type is read from text: macros of warehouse/sql/schema.sql
+READ_MACRO = {"int": "read_int", "float": "read_float", "ts": "read_ts"}
 
 
 def anon_insert_sql(kind: str) -> str:
@@ -133,7 +123,8 @@ def anon_insert_sql(kind: str) -> str:
         if col.endswith("__raw"):
             select.append(f'"{col[:-5]}" AS "{col}"')
         elif col in FIELDS[kind]:
-            select.append(f'{_cast_sql(col, FIELDS[kind][col])} AS "{col}"')
+            macro = READ_MACRO.get(FIELDS[kind][col])
+            select.append(f'{macro}("{col}") AS "{col}"' if macro else f'"{col}"')
         elif col == "submission_sha":
             select.append("_sha AS submission_sha")
         else:
@@ -280,31 +271,15 @@ def migrate_single_writer_tables(con: duckdb.DuckDBPyConnection) -> bool:
     are dropped: their landing sidecars carry no ``ingested_key`` yet, so the next run
     ingests every landed submission again and rebuilds every stage's table from the bytes
     kept in landing (nothing handed in is lost). Returns whether it migrated."""
-    old = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'submissions' "
-        "AND table_type = 'BASE TABLE'"
-    ).fetchone()[0]
+    old = con.execute(query("warehouse.old_submissions_table")).fetchone()[0]
     if old:
-        con.execute("DROP TABLE submissions")
-        con.execute("DROP TABLE IF EXISTS quarantine")
+        con.execute(query("warehouse.drop_old_submissions"))
     # Before a submission was a party plus its bytes, landed_submissions had no file_sha256 or
     # paths; its submissions are landed again under their new keys and every stage's table is
     # rebuilt (the old landing entries stay, byte for byte).
-    keyed_by_file = (
-        con.execute(
-            "SELECT count(*) = 1 FROM information_schema.columns "
-            "WHERE table_name = 'landed_submissions' AND column_name = 'sha256'"
-        ).fetchone()[0]
-        and not con.execute(
-            "SELECT count(*) FROM information_schema.columns "
-            "WHERE table_name = 'landed_submissions' AND column_name = 'paths'"
-        ).fetchone()[0]
-    )
+    keyed_by_file = con.execute(query("warehouse.keyed_by_file")).fetchone()[0]
     if keyed_by_file:
-        for view in ("quarantine", "submissions", "submission_copies", "accepted_reports"):
-            con.execute(f"DROP VIEW IF EXISTS {view}")
-        for table in ("landed_submissions", "staged_submissions", "validation_findings"):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(query("warehouse.drop_keyed_by_file"))
     return bool(old or keyed_by_file)
 
 
@@ -342,12 +317,12 @@ class ReleaseContext:
 
 def read_release_context(con: duckdb.DuckDBPyConnection) -> ReleaseContext:
     has_digest = con.execute(
-        "SELECT count(*) FROM duckdb_columns() "
-        "WHERE table_name = 'release_context' AND column_name = 'registry_digest'"
+        query("warehouse.has_column"), ["release_context", "registry_digest"]
     ).fetchone()[0]
     row = con.execute(
-        "SELECT as_of, method_version, inputs, pseudonym_key_version, pseudonym_key_fingerprint, "
-        f"{'registry_digest' if has_digest else 'NULL'} FROM release_context"
+        query(
+            "warehouse.release_context" if has_digest else "warehouse.release_context_before_digest"
+        )
     ).fetchone()
     if row is None or row[0] is None:
         raise RuntimeError(
@@ -377,20 +352,11 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
 def indicator_period_range(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
     """The first and last month ('YYYY-MM') with events or verdicts, up to the as-of month:
     the indicator months a release computes."""
-    made = {
-        name
-        for (name,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE table_name IN "
-            "('incident_clusters', 'compliance_verdicts')"
-        ).fetchall()
-    }
+    made = sorted(table_names(con) & {"incident_clusters", "compliance_verdicts"})
     if not made:  # verification has not run yet
         return None
-    periods = " UNION ALL ".join(f"SELECT period FROM {t}" for t in sorted(made))
-    first, last = con.execute(
-        f"SELECT min(period), max(period) FROM ({periods}) "
-        "WHERE period <= (SELECT strftime(as_of, '%Y-%m') FROM release_context)"
-    ).fetchone()
+    periods = " UNION ALL ".join(query("warehouse.periods_of", table=t) for t in made)
+    first, last = con.execute(query("warehouse.period_range", periods=Sql(periods))).fetchone()
     return None if first is None else (first, last)
 
 
@@ -402,21 +368,13 @@ def recorded_key(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
     """The (version, fingerprint) of the key the warehouse's pseudonyms were made with: the
     ``pseudonym_key`` row, else (a warehouse from before it was kept) the last release
     context's; None for a warehouse that has made no pseudonym yet."""
-    tables = {
-        name
-        for (name,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() "
-            "WHERE table_name IN ('pseudonym_key', 'release_context')"
-        ).fetchall()
-    }
+    tables = table_names(con)
     if "pseudonym_key" in tables:
-        row = con.execute("SELECT key_version, key_fingerprint FROM pseudonym_key").fetchone()
+        row = con.execute(query("warehouse.key_recorded")).fetchone()
         if row:
             return row
     if "release_context" in tables:
-        row = con.execute(
-            "SELECT pseudonym_key_version, pseudonym_key_fingerprint FROM release_context"
-        ).fetchone()
+        row = con.execute(query("warehouse.key_of_last_release")).fetchone()
         if row and row[1]:
             return row
     return None
@@ -451,5 +409,5 @@ def claim_key(con: duckdb.DuckDBPyConnection, version: str, fingerprint: str) ->
     problem = key_problem(recorded, version, fingerprint)
     if problem:
         raise KeyMismatch(problem)
-    if not con.execute("SELECT count(*) FROM pseudonym_key").fetchone()[0]:
-        con.execute("INSERT INTO pseudonym_key VALUES (?, ?)", [version, fingerprint])
+    if not con.execute(query("warehouse.key_recorded")).fetchall():
+        con.execute(query("warehouse.record_key"), [version, fingerprint])

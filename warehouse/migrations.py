@@ -24,6 +24,8 @@ from pathlib import Path
 
 import duckdb
 
+from warehouse.queries import query
+
 MIGRATIONS = Path(__file__).parent / "sql" / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 TABLE = "schema_migrations"
@@ -48,24 +50,19 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The highest migration recorded in this warehouse (0: none yet)."""
     if not _has_table(con, TABLE):
         return 0
-    return con.execute(f"SELECT coalesce(max(version), 0) FROM {TABLE}").fetchone()[0]
+    return con.execute(query("warehouse.schema_version")).fetchone()[0]
 
 
 def is_new(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the warehouse holds none of our tables yet."""
-    return not con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
-    ).fetchone()[0]
+    return con.execute(query("warehouse.is_new")).fetchone()[0]
 
 
 def apply_pending(con: duckdb.DuckDBPyConnection, new: bool) -> list[str]:
     """Run (or, for a ``new`` warehouse, only record) every migration not yet recorded;
     the names of those run."""
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {TABLE} (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-        "applied_at TIMESTAMPTZ NOT NULL, ran BOOLEAN NOT NULL)"
-    )
-    done = {v for (v,) in con.execute(f"SELECT version FROM {TABLE}").fetchall()}
+    con.execute(query("warehouse.schema_migrations"))
+    done = {v for (v,) in con.execute(query("warehouse.migrations_done")).fetchall()}
     ran = []
     for number, name, path in migrations():
         if number in done:
@@ -73,15 +70,9 @@ def apply_pending(con: duckdb.DuckDBPyConnection, new: bool) -> list[str]:
         if not new:
             con.execute(path.read_text())
             ran.append(name)
-        con.execute(
-            f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?)", [number, name, datetime.now(UTC), not new]
-        )
+        con.execute(query("warehouse.migration_done"), [number, name, datetime.now(UTC), not new])
     return ran
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        ).fetchone()[0]
-    )
+    return con.execute(query("warehouse.has_table"), [name]).fetchone()[0]

@@ -28,6 +28,7 @@ import polars as pl
 from cbm.contract import KINDS
 from cbm.protection import PseudonymKey, keyed_technical_keys
 from warehouse.db import recorded_key
+from warehouse.queries import query
 
 # every stored column that holds a party pseudonym (derived tables are recomputed by the next
 # run; published_event_members keeps what earlier releases published, to name successors)
@@ -76,15 +77,7 @@ def rotate_key(
         )
     if new.fingerprint == old.fingerprint:
         raise RotationError(f"--new-key is the warehouse's key already ({old.fingerprint})")
-    codes = sorted(
-        code
-        for (code,) in con.execute(
-            "SELECT party_code FROM landed_submissions WHERE party_code IS NOT NULL "
-            "UNION SELECT code FROM party_directory "
-            "UNION SELECT subject_party__code FROM anon_attestations "
-            "WHERE subject_party__code IS NOT NULL"
-        ).fetchall()
-    )
+    codes = sorted(code for (code,) in con.execute(query("rotation.codes")).fetchall())
     pseudonyms = pl.DataFrame(
         {"old": [old.pseudonym(c) for c in codes], "new": [new.pseudonym(c) for c in codes]},
         schema={"old": pl.String, "new": pl.String},
@@ -98,21 +91,17 @@ def rotate_key(
         for table, columns in PSEUDONYM_COLUMNS.items():
             for column in columns:
                 rows += con.execute(
-                    f'UPDATE {table} SET "{column}" = m.new FROM pseudonym_map m '
-                    f'WHERE {table}."{column}" = m.old'
+                    query("rotation.repseudonymise", table=table, column=column)
                 ).fetchone()[0]
         for table, column in TECHNICAL_KEY_COLUMNS.items():
             rows += con.execute(
-                f"UPDATE {table} SET {column} = (SELECT string_agg(coalesce(m.new, k), ';' "
-                f"ORDER BY coalesce(m.new, k)) FROM unnest(string_split({column}, ';')) u(k) "
-                f"LEFT JOIN tkey_map m ON m.old = k) WHERE {column} IS NOT NULL"
+                query("rotation.rehash_technical_keys", table=table, column=column)
             ).fetchone()[0]
-        con.execute("UPDATE landed_submissions SET key_version = ?", [new.version])
-        con.execute("DELETE FROM pseudonym_key")
-        con.execute("INSERT INTO pseudonym_key VALUES (?, ?)", [new.version, new.fingerprint])
+        con.execute(query("rotation.landed_under"), [new.version])
+        con.execute(query("warehouse.forget_key"))
+        con.execute(query("warehouse.record_key"), [new.version, new.fingerprint])
         con.execute(
-            "INSERT INTO key_rotations VALUES (?, ?, ?, ?, NULL)",
-            [recorded[0], recorded[1], new.version, new.fingerprint],
+            query("rotation.record"), [recorded[0], recorded[1], new.version, new.fingerprint]
         )
         con.execute("COMMIT")
     except BaseException:
@@ -131,13 +120,7 @@ def _technical_key_map(
 ) -> pl.DataFrame:
     """Old keyed hash -> new keyed hash of every raw technical key in the staged incident rows
     of submissions whose rows carry technical keys."""
-    shas = [
-        sha
-        for (sha,) in con.execute(
-            "SELECT DISTINCT submission_sha FROM anon_incidents "
-            "WHERE technical_keys IS NOT NULL ORDER BY 1"
-        ).fetchall()
-    ]
+    shas = [sha for (sha,) in con.execute(query("rotation.with_technical_keys")).fetchall()]
     missing = [sha for sha in shas if not (staged_dir / f"{sha}.parquet").is_file()]
     if missing:
         raise RotationError(

@@ -1,5 +1,18 @@
 -- Stored warehouse tables that are not derived from the report contract (warehouse/db.py makes
 -- those, and the views after them: submissions.sql, quarantine.sql). Each is written by one asset.
+
+-- How a report's typed field is read from its text (anonymised rows keep the text beside it,
+-- as <field>__raw, for the checks): a whole number of up to 18 digits; a finite number; an
+-- ISO 8601 time with its offset. Anything else is NULL, and its check names the raw text.
+CREATE OR REPLACE MACRO read_int(t) AS
+  CASE WHEN regexp_full_match(trim(t), '[+-]?[0-9]{1,18}') THEN TRY_CAST(trim(t) AS BIGINT) END;
+CREATE OR REPLACE MACRO read_float(t) AS
+  CASE WHEN isfinite(TRY_CAST(trim(t) AS DOUBLE)) THEN TRY_CAST(trim(t) AS DOUBLE) END;
+CREATE OR REPLACE MACRO read_ts(t) AS
+  CASE WHEN regexp_full_match(
+         trim(t), '\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)')
+       THEN TRY_CAST(trim(t) AS TIMESTAMPTZ) END;
+
 -- Landing (asset landed_submissions): one row per submission (file hash) of the batches
 -- landed so far; rule and reason are set when the file is rejected whole at this stage.
 CREATE TABLE IF NOT EXISTS landed_submissions (

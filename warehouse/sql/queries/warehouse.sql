@@ -97,3 +97,85 @@ SELECT submission_sha, row_number, source, report_id FROM (
 ) WHERE rn > 1;
 DROP TABLE repeated_reports;
 DROP TABLE touched_reports;
+
+-- name: old_submissions_table
+-- A warehouse from before each stage had its own table kept submissions as a table.
+SELECT count(*) FROM information_schema.tables
+WHERE table_name = 'submissions' AND table_type = 'BASE TABLE'
+
+-- name: drop_old_submissions
+DROP TABLE submissions;
+DROP TABLE IF EXISTS quarantine
+
+-- name: keyed_by_file
+-- A warehouse from before a submission was a party plus its bytes: landed_submissions has a
+-- sha256 and no paths.
+SELECT (SELECT count(*) = 1 FROM information_schema.columns
+        WHERE table_name = 'landed_submissions' AND column_name = 'sha256')
+   AND (SELECT count(*) = 0 FROM information_schema.columns
+        WHERE table_name = 'landed_submissions' AND column_name = 'paths')
+
+-- name: drop_keyed_by_file
+DROP VIEW IF EXISTS quarantine;
+DROP VIEW IF EXISTS submissions;
+DROP VIEW IF EXISTS submission_copies;
+DROP VIEW IF EXISTS accepted_reports;
+DROP TABLE IF EXISTS landed_submissions;
+DROP TABLE IF EXISTS staged_submissions;
+DROP TABLE IF EXISTS validation_findings
+
+-- name: has_column
+SELECT count(*) > 0 FROM duckdb_columns() WHERE table_name = ? AND column_name = ?
+
+-- name: release_context
+SELECT as_of, method_version, inputs, pseudonym_key_version, pseudonym_key_fingerprint,
+       registry_digest
+FROM release_context
+
+-- name: release_context_before_digest
+-- A bundle's release context from before the registry's digest was kept.
+SELECT as_of, method_version, inputs, pseudonym_key_version, pseudonym_key_fingerprint, NULL
+FROM release_context
+
+-- name: period_range
+-- The first and last month with events or verdicts (the union of periods_of over the tables
+-- verification made), up to the as-of month.
+SELECT min(period), max(period) FROM ({periods})
+WHERE period <= (SELECT strftime(as_of, '%Y-%m') FROM release_context)
+
+-- name: periods_of
+SELECT period FROM {table}
+
+-- name: key_recorded
+SELECT key_version, key_fingerprint FROM pseudonym_key
+
+-- name: key_of_last_release
+-- The key of a warehouse from before pseudonym_key was kept: its last release context's.
+SELECT pseudonym_key_version, pseudonym_key_fingerprint FROM release_context
+
+-- name: forget_key
+DELETE FROM pseudonym_key
+
+-- name: record_key
+INSERT INTO pseudonym_key VALUES (?, ?)
+
+-- name: schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+  version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL,
+  ran BOOLEAN NOT NULL)
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM schema_migrations
+
+-- name: migrations_done
+SELECT version FROM schema_migrations
+
+-- name: migration_done
+INSERT INTO schema_migrations VALUES (?, ?, ?, ?)
+
+-- name: is_new
+-- Whether the warehouse holds none of our tables yet.
+SELECT count(*) = 0 FROM information_schema.tables WHERE table_schema = 'main'
+
+-- name: has_table
+SELECT count(*) > 0 FROM information_schema.tables WHERE table_name = ?
