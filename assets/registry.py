@@ -2,6 +2,7 @@
 never enter), commitments and who owes them, for the suites and the verification SQL."""
 
 import dagster as dg
+import pyarrow as pa
 
 from assets.metadata import declared_schema
 from assets.resources import PseudonymKeyResource, RegistryResource
@@ -92,8 +93,11 @@ def registry_tables(
         )
         for table, values in rows.items():
             con.execute(query("verified.clear", table=table))
-            if values:
-                con.executemany(query(f"verified.add_{table}"), values)
+            if values:  # in one statement: DuckDB's executemany runs one insert per row
+                columns = {f"c{i}": [row[i] for row in values] for i in range(len(values[0]))}
+                con.register("registry_rows", pa.table(columns))
+                con.execute(query("verified.add_registry_rows", table=table))
+                con.unregister("registry_rows")
             yield dg.MaterializeResult(
                 asset_key=table,
                 metadata={

@@ -44,11 +44,19 @@ VERIFICATION = [
     "calendar_entries",
 ]
 
+# what verify_reports makes besides the registry tables: all of it, when the registry was
+# just refreshed by ingestion in the same cbm run
+VERIFY_AFTER_INGESTION = [
+    "release_context",
+    *VERIFICATION,
+    "dyad_levels",
+    "alerts",
+    "alert_deliveries",
+]
+
 verify_reports = dg.define_asset_job(
     name="verify_reports",
-    selection=dg.AssetSelection.assets(
-        *REGISTRY, "release_context", *VERIFICATION, "dyad_levels", "alerts", "alert_deliveries"
-    ),
+    selection=dg.AssetSelection.assets(*REGISTRY, *VERIFY_AFTER_INGESTION),
     description=(
         "Fix the as-of time, run the warehouse suites, cluster incidents, track disputes, "
         "compute verdicts and the calendar, bring dyad levels up to date and raise alerts."

@@ -299,7 +299,7 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
         "landing > staged > anonymised > validated"
     )
     started = time.monotonic()
-    runs.ingest(plan)
+    ingested = runs.ingest(plan)
     with Warehouse(str(settings.warehouse_path)).connect() as con:
         read, accepted, quarantined, total_accepted = con.execute(
             query("cli.batch_rows"), {"todo": sorted(todo)}
@@ -322,7 +322,7 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
         summary["failed_submissions"] = [f for (f,) in failed]
         return summary
     _say("[3/3] verifying, computing indicators, publishing")
-    runs.publish(settings)
+    runs.publish(settings, registry_fresh=ingested > 0)
     summary = summarize(spec.workdir, spec.publish)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     summary["failed_submissions"] = [f for (f,) in failed]

@@ -101,10 +101,19 @@ class InProcess:
             _say(f"      {_count(run.size, 'submission')} ingested (run {result.run_id[:8]})")
         return len(runs)
 
-    def publish(self, settings, verify: str = VERIFY) -> tuple[str, str] | None:
+    def publish(
+        self, settings, verify: str = VERIFY, registry_fresh: bool = False
+    ) -> tuple[str, str] | None:
         """Verification (``verify``: this deployment's or a re-derivation's), the indicator
-        months with data, and the release; the months computed, if any."""
-        self.execute(verify, show=self.show)
+        months with data, and the release; the months computed, if any. ``registry_fresh``:
+        this process's ingestion just wrote the registry tables, which verification then
+        leaves as they are."""
+        if verify == VERIFY and registry_fresh:
+            from pipelines.jobs import VERIFY_AFTER_INGESTION
+
+            self.execute(verify, show=self.show, assets=VERIFY_AFTER_INGESTION)
+        else:
+            self.execute(verify, show=self.show)
         months = indicator_months(settings, self.instance)
         if months:
             self.execute(INDICATORS, {RANGE_START: months[0], RANGE_END: months[1]}, self.show)
@@ -113,8 +122,17 @@ class InProcess:
         self.execute(PUBLISH, show=self.show)
         return months
 
-    def execute(self, job_name: str, tags: dict | None = None, show: bool = False):
-        """Run one job in-process; print its materializations; raise with a one-line reason."""
+    def execute(
+        self,
+        job_name: str,
+        tags: dict | None = None,
+        show: bool = False,
+        assets: list[str] | None = None,
+    ):
+        """Run one job in-process (``assets``: only these of its assets, with their checks);
+        print its materializations; raise with a one-line reason."""
+        import dagster as dg
+
         # the label the UI files a code location's runs under: runs of cbm run then show in
         # the Overview timeline and each job's run history, beside the runs launched from the UI
         tags = {
@@ -123,7 +141,11 @@ class InProcess:
             **(tags or {}),
         }
         result = self.defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False, tags=tags
+            instance=self.instance,
+            run_config=QUIET,
+            raise_on_error=False,
+            tags=tags,
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
         )
         if not result.success:
             raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")

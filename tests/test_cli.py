@@ -298,3 +298,24 @@ def test_one_identifier_names_a_submission_in_status_quarantine_warehouse_and_ui
     assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)["submissions"]
     assert (listed["submission"], listed["sha256"]) == (sha, file_sha)  # both, by name
+
+
+def test_a_run_writes_the_registry_tables_once_and_verification_alone_writes_them_too(project):
+    """In one cbm run, ingestion writes the registry tables and verification leaves them as
+    they are; a run with nothing to ingest verifies against the registry it was given."""
+    import dagster as dg
+
+    def written() -> int:
+        with dg.DagsterInstance.get() as instance:
+            return len(
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=dg.AssetKey("party_directory")), limit=10
+                ).records
+            )
+
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    project.run()
+    assert written() == 1
+    (project.workdir / "last_run.json").unlink()  # not "nothing new": the jobs run again
+    project.run()
+    assert written() == 2

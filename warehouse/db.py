@@ -182,10 +182,17 @@ def views_ddl() -> str:
     return "\n".join(parts)
 
 
-# Views over the stored tables, and the table macros that read them (open_alerts(): what
-# "unacknowledged" means; quarantine_listing(party, rule): what is listed as quarantined),
-# created with the schema: one SQL file each, named after it.
-VIEWS = ("submissions", "quarantine", "open_alerts", "quarantine_listing")
+# Views over the stored tables, created with the schema: one SQL file each, named after it.
+VIEWS = ("submissions", "quarantine")
+# Table macros that read them (open_alerts(): what "unacknowledged" means;
+# quarantine_listing(party, rule): what is listed as quarantined): made on every connection,
+# as temporary macros, so a read-only connection to a warehouse made before them has them too.
+READERS = ("open_alerts", "quarantine_listing")
+
+
+@functools.cache
+def readers_ddl() -> str:
+    return "\n".join(sql_file(name) for name in READERS)
 
 
 def content_hash_sql(kind: str) -> str:
@@ -237,6 +244,7 @@ class Warehouse:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             if not read_only:
                 _ensure_schema(con, self.path)
+            con.execute(readers_ddl())
             yield con
         except duckdb.OutOfMemoryException as exc:  # said the same in `cbm run` and the UI
             raise WarehouseOutOfMemory(self.memory_limit, exc) from exc

@@ -61,14 +61,6 @@ SELECT entry_id, entry_type, subject, commitment_id,
        CAST(starts_at AS VARCHAR) AS starts_at, CAST(ends_at AS VARCHAR) AS ends_at
 FROM calendar_entries WHERE status = 'upcoming' ORDER BY starts_at LIMIT $limit
 
--- name: add_party_directory
-INSERT INTO party_directory VALUES (?, ?, ?, ?, ?)
-
--- name: add_registry_regions
-INSERT INTO registry_regions VALUES (?, ?)
-
--- name: add_registry_commitments
-INSERT INTO registry_commitments VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-
--- name: add_registry_obligations
-INSERT INTO registry_obligations VALUES (?, ?)
+-- name: add_registry_rows
+-- One registry table's rows, column by column in its order (registry_rows).
+INSERT INTO {table} SELECT * FROM registry_rows
