@@ -99,19 +99,40 @@ def signed_release(tmp_path):
     return project, keys, Path(summary["release_path"])
 
 
-def two_histories(tmp_path) -> tuple[Project, Project, str]:
+@pytest.fixture(scope="module")
+def histories(tmp_path_factory):
     """The same inbox published in two ways with the same --as-of: partial then full (A), and
-    full at once (B). Returns both and A's first release id."""
-    a, b = Project(tmp_path / "a"), Project(tmp_path / "b")
-    first = [incident("A-1"), incident("A-2", category="airspace_violation")]
-    second = [incident("A-3", region="LVA")]
-    for project in (a, b):
-        write_csv(project.inbox / "ALPHA" / "incidents_1.csv", first)
-    partial = a.run(as_of=AS_OF)["latest_release"]
-    for project in (a, b):
-        write_csv(project.inbox / "ALPHA" / "incidents_2.csv", second)
-        project.run(as_of=AS_OF)
-    return a, b, partial
+    full at once (B), with their own Dagster instance: made once for the module (three runs),
+    copied by each test (``two_histories``)."""
+    from pipelines.event_log import default_instance_yaml
+    from tests.conftest import TEST_KEY
+
+    root = tmp_path_factory.mktemp("histories")
+    (root / "dagster_home").mkdir()
+    (root / "dagster_home" / "dagster.yaml").write_text(default_instance_yaml())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        a, b = Project(root / "a"), Project(root / "b")
+        first = [incident("A-1"), incident("A-2", category="airspace_violation")]
+        second = [incident("A-3", region="LVA")]
+        for project in (a, b):
+            write_csv(project.inbox / "ALPHA" / "incidents_1.csv", first)
+        partial = a.run(as_of=AS_OF)["latest_release"]
+        for project in (a, b):
+            write_csv(project.inbox / "ALPHA" / "incidents_2.csv", second)
+            project.run(as_of=AS_OF)
+    return root, partial
+
+
+@pytest.fixture
+def two_histories(histories, tmp_path, monkeypatch) -> tuple[Project, Project, str]:
+    """A copy of ``histories`` for this test to change: A, B and A's first release id."""
+    root, partial = histories
+    shutil.copytree(root, tmp_path / "histories", symlinks=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "histories" / "dagster_home"))
+    copy = tmp_path / "histories"
+    return Project(copy / "a", registry=False), Project(copy / "b", registry=False), partial
 
 
 def manifest_of(project: Project) -> dict:
@@ -120,9 +141,9 @@ def manifest_of(project: Project) -> dict:
 
 
 def test_two_histories_of_the_same_figures_have_different_ids_and_verify_since_shows_the_fork(
-    tmp_path, capsys
+    two_histories, capsys
 ):
-    a, b, partial = two_histories(tmp_path)
+    a, b, partial = two_histories
     ma, mb = manifest_of(a), manifest_of(b)
     # the same figures (content), reached by two paths: two release ids, a fork two parties see
     assert ma["content_id"] == mb["content_id"]
@@ -139,8 +160,8 @@ def test_two_histories_of_the_same_figures_have_different_ids_and_verify_since_s
     assert code == 1 and f"does not follow {partial}" in out and "forked" in out, out
 
 
-def test_latest_moved_back_forged_root_files_and_an_edited_link_fail(tmp_path, capsys):
-    a, _, partial = two_histories(tmp_path)
+def test_latest_moved_back_forged_root_files_and_an_edited_link_fail(two_histories, capsys):
+    a, _, partial = two_histories
     newest = (a.publish / "LATEST").read_text().strip()
     code, out = verify(a.publish, capsys)
     assert code == 0 and "CHANGELOG.jsonl is not signed" in out and "--since" in out, out
@@ -173,8 +194,8 @@ def test_latest_moved_back_forged_root_files_and_an_edited_link_fail(tmp_path, c
     assert code == 1 and "another history (a fork) or an edited release" in out, out
 
 
-def test_a_run_with_nothing_new_keeps_the_release_and_its_chain(tmp_path):
-    a, _, partial = two_histories(tmp_path)
+def test_a_run_with_nothing_new_keeps_the_release_and_its_chain(two_histories):
+    a, _, partial = two_histories
     before = manifest_of(a)
     again = a.run(as_of=AS_OF)
     assert again["latest_release"] == before["release_id"]
