@@ -93,7 +93,7 @@ def registry_tables(
         )
         for table, values in rows.items():
             con.execute(query("verified.clear", table=table))
-            if values:  # in one statement: DuckDB's executemany runs one insert per row
+            if values:  # one insert a table: DuckDB's executemany inserts row by row (M18)
                 columns = {f"c{i}": [row[i] for row in values] for i in range(len(values[0]))}
                 con.register("registry_rows", pa.table(columns))
                 con.execute(query("verified.add_registry_rows", table=table))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -109,24 +110,36 @@ def run_here(base: Path, gen, name: str) -> None:
         assert main(run_args(base, gen.inbox, gen.registry, name)) == 0
 
 
-def materialized(base: Path, name: str, asset: str, timeout: float = 120.0) -> None:
-    """Wait until the run of ``name`` (another process) has recorded ``asset`` in its Dagster
-    instance: a point inside a job, named by the event log, not by a guess of time."""
+@contextmanager
+def watched(base: Path, name: str):
+    """The Dagster instance the run of ``name`` will use, made and opened here before the run
+    starts (two processes setting up one new instance at once can both stamp its schema), and
+    a function that waits until that run (another process) has recorded an asset: a point
+    inside a job, named by the event log, not by a guess of time."""
     import dagster as dg
 
-    from pipelines.event_log import instance_at
+    from pipelines.event_log import default_instance_yaml, instance_at
 
     home = base / f"work-{name}" / "dagster_home"
-    deadline = time.monotonic() + timeout
-    while not (home / "dagster.yaml").exists():  # the run makes its instance first
-        assert time.monotonic() < deadline, f"no Dagster instance in {home}"
-        time.sleep(0.05)
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(default_instance_yaml())
+
     with instance_at(home) as instance:
-        while not instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset)), limit=1
-        ).records:
-            assert time.monotonic() < deadline, f"{asset} was never materialized"
-            time.sleep(0.05)
+
+        def recorded(asset: str) -> bool:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset)), limit=1
+            ).records
+            return bool(records)
+
+        def wait_for(asset: str, timeout: float = 120.0) -> None:
+            deadline = time.monotonic() + timeout
+            while not recorded(asset):
+                assert time.monotonic() < deadline, f"{asset} was never materialized"
+                time.sleep(0.05)
+
+        recorded("release")  # every storage set up, before the run starts
+        yield wait_for
 
 
 @pytest.mark.parametrize(
@@ -139,10 +152,11 @@ def materialized(base: Path, name: str, asset: str, timeout: float = 120.0) -> N
 def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(setup, asset):
     base, gen, env, reference = setup
     name = asset
-    proc = cbm(*run_args(base, gen.inbox, gen.registry, name), env=env)
-    materialized(base, name, asset)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=120)
+    with watched(base, name) as wait_for:
+        proc = cbm(*run_args(base, gen.inbox, gen.registry, name), env=env)
+        wait_for(asset)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     if asset != "indicator_values":  # killed before anything could be published
         assert not (base / f"publish-{name}" / "LATEST").exists()

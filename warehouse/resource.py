@@ -2,11 +2,12 @@
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pydantic import PrivateAttr
 
 from warehouse.db import Warehouse, memory_limit
 
@@ -19,12 +20,30 @@ class WarehouseResource(dg.ConfigurableResource):
     # DuckDB's memory limit: this, else CBM_DUCKDB_MEMORY, else warehouse.db.DEFAULT_MEMORY_LIMIT
     memory_limit: str | None = None
 
+    _held: ExitStack | None = PrivateAttr(default=None)
+
     @property
     def path(self) -> Path:
         return Path(self.workdir) / "warehouse.duckdb"
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        limit = memory_limit(self.memory_limit or os.environ.get("CBM_DUCKDB_MEMORY"))
-        with Warehouse(str(self.path), self.lock_wait_seconds, limit).connect(read_only) as con:
+        with self._warehouse().connect(read_only) as con:
             yield con
+
+    def _warehouse(self) -> Warehouse:
+        limit = memory_limit(self.memory_limit or os.environ.get("CBM_DUCKDB_MEMORY"))
+        return Warehouse(str(self.path), self.lock_wait_seconds, limit)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """One connection held open for the whole run: each step's ``connect()`` joins the
+        database DuckDB already has open in this process, instead of opening the file and
+        checkpointing it on close once per step (benchmarks/README.md, M17). The write lock
+        is the run's from its first step to its last."""
+        self._held = ExitStack()
+        self._held.enter_context(self._warehouse().connect())
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
