@@ -95,6 +95,24 @@ DETERMINATIONS = {  # incident-core determination -> contract determination
     "low-value": "confirmed",
 }
 BAND_SEVERITY = {"low": "2", "medium": "3", "high": "4"}  # an exported event's band, read back
+# incident-core (and STIX incident) properties the contract has no field for: named in the
+# submission's warnings when a bundle uses them, never kept (docs/interoperability.md)
+NOT_KEPT = (
+    "investigation_status",
+    "incident_types",
+    "detection_methods",
+    "criticality",
+    "recoverability",
+    "scores",
+    "blocked",
+    "malicious",
+    "impact_refs",
+    "event_refs",
+    "task_refs",
+    "sighting_refs",
+    "other_object_refs",
+    "kill_chain_phases",
+)
 CONTEXT_TYPES = {"identity", "marking-definition", "extension-definition", "report", "relationship"}
 ROW_TYPES = {"incidents": "incident", "attestations": "opinion"}
 
@@ -246,7 +264,7 @@ def publisher_identity(publisher_key: str | None, publisher_label: str) -> str:
     return _uuid("identity", f"publisher:{publisher_key or publisher_label}")
 
 
-def _incident_row(obj: dict, notes: dict) -> dict:
+def _incident_row(obj: dict, notes: dict, not_kept: set[str]) -> dict:
     ext = _dict(obj.get("extensions"))
     core = _dict(ext.get(INCIDENT_CORE))
     mine = _dict(ext.get(REPORT_EXTENSION))
@@ -270,6 +288,16 @@ def _incident_row(obj: dict, notes: dict) -> dict:
         notes[
             f"incident objects without the cbm report extension ({REPORT_EXTENSION}): category, region, time and severity are empty"
         ] = True
+    for field in NOT_KEPT:
+        if core.get(field) not in (None, [], {}) or obj.get(field) not in (None, [], {}):
+            not_kept.add(field)
+    summary = obj.get("description")
+    if summary is None and obj.get("name") is not None:
+        notes["incident names read as the summary where there is no description"] = True
+        summary = obj.get("name")
+    first_seen = core.get("first_seen")
+    if not mine.get("occurred_at") and first_seen:
+        notes["incident-core first_seen read as occurred_at"] = True
     determination = core.get("determination")
     return {
         "row_origin": row_origin(obj),
@@ -277,9 +305,9 @@ def _incident_row(obj: dict, notes: dict) -> dict:
         "version": _version(obj),
         "tlp": _tlp(obj, notes),
         "confidence": _text(obj.get("confidence")),
-        "summary": _text(obj.get("description")),
+        "summary": _text(summary),
         "category": _text(mine.get("category")),
-        "occurred_at": _text(mine.get("occurred_at")),
+        "occurred_at": _text(mine.get("occurred_at") or first_seen),
         "reported_at": _text(mine.get("reported_at") or obj.get("created")),
         "time_precision": _text(mine.get("time_precision")),
         "region": _text(mine.get("region")),
@@ -335,24 +363,73 @@ def read_bundle(data: str, kind: str) -> tuple[list[dict], list[str]]:
         raise StixError(f"not JSON: {exc.__class__.__name__}: {exc}") from None
     warnings = validate(doc, data)
     notes: dict[str, bool] = {}
+    not_kept: set[str] = set()  # incident properties met that have no place in the contract
     rows: list[dict] = []
     skipped: dict[str, int] = {}
+    copies = _declared_duplicates(doc["objects"]) if kind == "incidents" else {}
     for obj in doc["objects"]:
         kind_of_obj = _text(obj.get("type"))
+        if kind_of_obj == ROW_TYPES[kind] and obj.get("id") in copies:
+            continue  # one incident, told twice: read once, as the one it duplicates
         if kind_of_obj == ROW_TYPES[kind]:
             rows += (
-                [_incident_row(obj, notes)] if kind == "incidents" else _opinion_rows(obj, notes)
+                [_incident_row(obj, notes, not_kept)]
+                if kind == "incidents"
+                else _opinion_rows(obj, notes)
             )
         elif kind_of_obj not in CONTEXT_TYPES:
             skipped[kind_of_obj] = skipped.get(kind_of_obj, 0) + 1
     if skipped:
         listed = ", ".join(f"{n} {t}" for t, n in sorted(skipped.items()))
         notes[f"objects of types an {kind} file does not use were ignored: {listed}"] = True
+    if copies:
+        shown = ", ".join(f"{c} (of {o})" for c, o in sorted(copies.items())[:3])
+        more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
+        notes[
+            f"{len(copies)} incident(s) the bundle declares duplicates (duplicate-of) read once, "
+            f"as the incident they duplicate: {shown}{more}"
+        ] = True
+    if not_kept:
+        notes[
+            "incident properties with no place in the contract, not kept: "
+            + ", ".join(sorted(not_kept))
+        ] = True
     if not rows:
         raise StixError(
             f"the bundle holds no {ROW_TYPES[kind]} object: each row of an {kind} file is one"
         )
     return rows, [*notes, *(f"STIX validator: {w}" for w in warnings)]
+
+
+def _declared_duplicates(objects: list) -> dict[str, str]:
+    """The incidents of a bundle that a ``duplicate-of`` relationship declares the same as
+    another incident of the bundle: duplicate id -> the id it is read as. Chains are followed
+    to their end; of a cycle, the smallest id is kept."""
+    incidents = {
+        o.get("id") for o in objects if isinstance(o, dict) and o.get("type") == "incident"
+    }
+    of: dict[str, str] = {}
+    for o in objects:
+        if (
+            isinstance(o, dict)
+            and o.get("type") == "relationship"
+            and o.get("relationship_type") == "duplicate-of"
+            and o.get("source_ref") in incidents
+            and o.get("target_ref") in incidents
+            and o.get("source_ref") != o.get("target_ref")
+        ):
+            of.setdefault(o["source_ref"], o["target_ref"])
+    copies = {}
+    for start in sorted(of):
+        seen, node = [start], of[start]
+        while node in of and node not in seen:
+            seen.append(node)
+            node = of[node]
+        if node in seen:  # a cycle: its smallest id stands for it
+            node = min(seen[seen.index(node) :])
+        if node != start:
+            copies[start] = node
+    return copies
 
 
 # ----------------------------------------------------------------------------------- out

@@ -372,3 +372,62 @@ def test_a_release_handed_in_as_stix_gives_back_the_same_events(tmp_path):
 
     assert events(exported) == events(_release(second))
     assert len(events(exported)) == 3
+
+
+def test_incident_core_properties_map_or_are_named_and_a_declared_duplicate_is_read_once():
+    """What incident-core says that the contract holds maps (a name as the summary, first_seen
+    as the time it began); what it does not hold is named in the warnings; an incident the
+    bundle declares a duplicate of another (duplicate-of) is one report, not two sources."""
+
+    def core(n: int, **fields) -> dict:
+        item = _incident(n)
+        item["extensions"][stix.INCIDENT_CORE] |= fields
+        return item
+
+    original = core(1, incident_types=["denial-of-service"], detection_methods=["human-review"])
+    copy = core(2)
+    early = core(3, first_seen="2026-02-27T08:00:00.000Z")
+    del early["extensions"][stix.REPORT_EXTENSION]["occurred_at"]
+    described = _incident(4) | {"description": "seen from the ridge"}
+
+    def duplicate(source: dict, target: dict, n: int) -> dict:
+        return {
+            "type": "relationship",
+            "spec_version": "2.1",
+            "id": f"relationship--6ba7b810-9dad-41d1-80b4-00c04fd4200{n}",
+            "created": "2026-03-01T12:00:00.000Z",
+            "modified": "2026-03-01T12:00:00.000Z",
+            "relationship_type": "duplicate-of",
+            "source_ref": source["id"],
+            "target_ref": target["id"],
+        }
+
+    data = bundle_of(original, copy, early, described, duplicate(copy, original, 1))
+    frame, notes = stage_rows(data, "stix.json", "incidents")
+    rows = {r["report_id"]: r for r in frame.to_dicts()}
+    assert set(rows) == {original["id"], early["id"], described["id"]}
+    assert rows[original["id"]]["summary"] == original["name"]
+    assert rows[described["id"]]["summary"] == "seen from the ridge"
+    assert rows[early["id"]]["occurred_at"] == "2026-02-27T08:00:00.000Z"
+    joined = " | ".join(notes)
+    assert (
+        f"1 incident(s) the bundle declares duplicates (duplicate-of) read once, as the "
+        f"incident they duplicate: {copy['id']} (of {original['id']})" in joined
+    )
+    assert "not kept: detection_methods, incident_types, investigation_status" in joined, joined
+    assert "first_seen read as occurred_at" in joined
+
+
+def test_duplicate_chains_and_cycles_keep_one_incident_each():
+    a, b, c, d, e = (f"incident--{x}" for x in "abcde")
+    objects = [{"type": "incident", "id": i} for i in (a, b, c, d, e)] + [
+        {
+            "type": "relationship",
+            "relationship_type": "duplicate-of",
+            "source_ref": s,
+            "target_ref": t,
+        }
+        for s, t in ((a, b), (b, c), (d, e), (e, d), (c, "incident--elsewhere"))
+    ]
+    # a -> b -> c (c's target is not in the bundle: c stands); d <-> e: the smaller stands
+    assert stix._declared_duplicates(objects) == {a: c, b: c, e: d}
