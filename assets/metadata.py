@@ -106,6 +106,21 @@ def declared_schema(table: str) -> dict:
     return {"dagster/column_schema": _declared_schemas()[table], "dagster/table_name": table}
 
 
+def data_docs_of(settings, results: list) -> str | None:
+    """The Data Docs page (``file://`` URI) for a step's validation ``results``: built now,
+    or, when ``cbm run`` builds them once after its last run (``docs_after_run``), the index
+    it will build; None without results."""
+    from checks.offline_docs import data_docs_site
+    from checks.validation import build_data_docs
+
+    done = [r for r in results if r]
+    if not done:
+        return None
+    if settings.docs_after_run:
+        return (data_docs_site(settings.gx_dir) / "index.html").as_uri()
+    return build_data_docs(settings.gx_dir, done, keep=settings.gx_keep_results)
+
+
 def row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     """How many rows ``table`` holds: the figure an asset reports (a count with a condition
     is a named statement, warehouse/queries.py)."""

@@ -44,6 +44,9 @@ class CbmSettings(dg.ConfigurableResource):
     # where `cbm docs` serves the Data Docs: the address the UI's data_docs links open; this,
     # else CBM_DOCS_URL when a run starts (cbm run and the code location alike), else 8765
     docs_url: str | None = None
+    # set by `cbm run`: the command builds the Data Docs once, after its last run, for every
+    # validation it ran; its runs' results only point to them (benchmarks/README.md, M19)
+    docs_after_run: bool = False
     # the release guard (cbm.guard): why a release that changes more than the policy allows
     # is published all the same (recorded in its manifest); for this run only
     accept_change: str | None = None

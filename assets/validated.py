@@ -12,7 +12,7 @@ import time
 import dagster as dg
 import duckdb
 
-from assets.metadata import declared_schema, keeps, md_text, row_count
+from assets.metadata import data_docs_of, declared_schema, keeps, md_text, row_count
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
@@ -21,7 +21,6 @@ from cbm.intake import mark_ingested, submissions_of
 from checks.validation import (
     SAMPLES,
     SuiteResult,
-    build_data_docs,
     data_docs_run_name,
     run_suites,
 )
@@ -339,13 +338,7 @@ def validated_reports(
         figures = _batch_figures(con, shas)
         for kind in KINDS:  # the batch views were for GX's connection only
             con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
-    docs = (
-        build_data_docs(
-            settings.gx_dir, [r for r in results.values() if r], keep=settings.gx_keep_results
-        )
-        if any(results.values())
-        else None
-    )
+    docs = data_docs_of(settings, list(results.values()))
     # the ingestion of these submissions is complete: no plan asks for them again
     for sha, intake_key in figures["intake_keys"]:
         mark_ingested(settings.landing_area, sha, intake_key)

@@ -8,7 +8,14 @@ the run measures review windows and expiry from the same instant.
 import dagster as dg
 import polars as pl
 
-from assets.metadata import breakdown, counts_by, row_count, table_metadata, table_schema
+from assets.metadata import (
+    breakdown,
+    counts_by,
+    data_docs_of,
+    row_count,
+    table_metadata,
+    table_schema,
+)
 from assets.partitions import register_months
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
@@ -16,7 +23,7 @@ from cbm.clustering import assign_events
 from cbm.contract import KINDS
 from cbm.dictionary import DISPUTE_STATUSES, STATUS, VERDICTS
 from cbm.release import parse_as_of
-from checks.validation import INDEX_COLUMNS, build_data_docs, run_suites
+from checks.validation import INDEX_COLUMNS, run_suites
 from warehouse.db import fetch_arrow, indicator_period_range, read_release_context, sql_file
 from warehouse.queries import query
 from warehouse.resource import WarehouseResource
@@ -67,7 +74,7 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
                 run_name=WAREHOUSE_RUN_NAME,
             )
         ]
-    docs = build_data_docs(settings.gx_dir, results, keep=settings.gx_keep_results)
+    docs = data_docs_of(settings, results)
     for result in results:
         yield dg.AssetCheckResult(
             asset_key="release_context",

@@ -380,17 +380,30 @@ def _with_details(vd, results: list, index_columns: list[str]) -> list:
 
 
 def build_data_docs(
-    gx_dir: Path, results: list[SuiteResult] | None = None, keep: int | None = None
+    gx_dir: Path,
+    results: list[SuiteResult] | None = None,
+    keep: int | None = None,
+    since: datetime | None = None,
 ) -> str | None:
     """Render GX Data Docs and return the index URL: the pages of ``results`` (this run's
-    validations) and the index, or with ``results=None`` every stored validation result.
-    With ``keep``, only the ``keep`` newest results of each suite and table stay stored
-    (``prune_validation_results``) before the index is rendered."""
+    validations), or of every result stored ``since`` a time (what ``cbm run`` validated),
+    and the index; with neither, every stored validation result. With ``keep``, only the
+    ``keep`` newest results of each suite and table stay stored (``prune_validation_results``)
+    before the index is rendered."""
     ctx = _context(gx_dir)
     if keep is not None:
         prune_validation_results(ctx, gx_dir, keep)
     started = time.time() - 1  # file times may be coarser than the clock
-    if results is None:
+    if since is not None:
+        ids = [
+            key
+            for key in ctx.validation_results_store.list_keys()
+            if key.run_id.run_time and key.run_id.run_time >= since
+        ]
+        suites = {k.expectation_suite_identifier.name for k in ids}
+        pages = [*ids, *(ExpectationSuiteIdentifier(name=s) for s in sorted(suites))]
+        ctx.build_data_docs(resource_identifiers=pages)
+    elif results is None:
         ctx.build_data_docs()
     else:
         done = [r for r in results if r is not None and r.result_id is not None]

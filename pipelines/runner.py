@@ -12,6 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.output import CannotRun, Progress, _check_folder, _count, _say, _show
@@ -254,10 +255,24 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
             return summary
     if spec.ingest_only:
         _forget_last_run_state(spec.workdir)  # the next full run verifies and publishes
-    summary = _run_jobs(spec, plan, t0)
+    started = datetime.now(UTC)
+    try:
+        summary = _run_jobs(spec, plan, t0)
+    finally:  # a failed run's validations get their pages too
+        _build_data_docs(spec, started)
     if not spec.ingest_only:
         _write_last_run_state(spec.workdir, state)
     return summary
+
+
+def _build_data_docs(spec: RunSpec, since: datetime) -> None:
+    """The Data Docs of every validation this run made, built once after its last job (its
+    runs' results point to them: ``CbmSettings.docs_after_run``; benchmarks/README.md, M19)."""
+    from checks.validation import build_data_docs
+
+    gx_dir = spec.workdir / "gx"  # as CbmSettings.gx_dir
+    if (gx_dir / "gx").is_dir():  # no validation ran yet: nothing to render
+        build_data_docs(gx_dir, keep=spec.keep_results, since=since)
 
 
 def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
@@ -283,6 +298,7 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
         gx_keep_results=spec.keep_results,
         accept_change=spec.accept_change,
         unsigned=spec.unsigned,
+        docs_after_run=True,
     )
     defs = build_definitions(
         settings,

@@ -319,3 +319,27 @@ def test_a_run_writes_the_registry_tables_once_and_verification_alone_writes_the
     (project.workdir / "last_run.json").unlink()  # not "nothing new": the jobs run again
     project.run()
     assert written() == 2
+
+
+def test_cbm_run_renders_the_data_docs_of_every_validation_it_ran_once_at_the_end(project):
+    """The runs of cbm run leave the Data Docs to the command, which renders them after its
+    last run: a page for every validation result the run stored, and the index."""
+    import dagster as dg
+
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    project.run()
+    site = project.workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    stored = sorted((project.workdir / "gx" / "gx" / "uncommitted" / "validations").rglob("*.json"))
+    pages = sorted((site / "validations").rglob("*.html"))
+    assert stored and len(pages) == len(stored)
+    assert {p.relative_to(site / "validations").with_suffix("") for p in pages} == {
+        s.relative_to(project.workdir / "gx" / "gx" / "uncommitted" / "validations").with_suffix("")
+        for s in stored
+    }
+    assert (site / "index.html").is_file()
+    with dg.DagsterInstance.get() as instance:
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("validation_findings")), limit=1
+        ).records
+    link = record.event_log_entry.asset_materialization.metadata["data_docs"].value
+    assert link.endswith("/index.html")
