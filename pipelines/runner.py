@@ -270,7 +270,7 @@ def _build_data_docs(spec: RunSpec, since: datetime) -> None:
     runs' results point to them: ``CbmSettings.docs_after_run``; benchmarks/README.md, M19)."""
     from checks.validation import build_data_docs
 
-    gx_dir = spec.workdir / "gx"  # as CbmSettings.gx_dir
+    gx_dir = spec.workdir.resolve() / "gx"  # as CbmSettings.gx_dir
     if (gx_dir / "gx").is_dir():  # no validation ran yet: nothing to render
         build_data_docs(gx_dir, keep=spec.keep_results, since=since)
 

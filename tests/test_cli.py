@@ -343,3 +343,14 @@ def test_cbm_run_renders_the_data_docs_of_every_validation_it_ran_once_at_the_en
         ).records
     link = record.event_log_entry.asset_materialization.metadata["data_docs"].value
     assert link.endswith("/index.html")
+
+
+def test_cbm_run_with_relative_folders_as_make_demo_gives_them(project, monkeypatch, capsys):
+    """`make demo` names its folders relative to the clone (.cbm/demo/...): every path the run
+    makes from them (the Data Docs' page addresses among them) is made absolute first."""
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+    monkeypatch.chdir(project.root)
+    args = ["run", "--inbox", "inbox", "--registry", "registry", "--workdir", "work"]
+    assert main([*args, "--publish", "publish"]) == 0, capsys.readouterr().err
+    site = project.workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    assert (site / "index.html").is_file()
