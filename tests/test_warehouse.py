@@ -205,3 +205,24 @@ def test_anonymised_rows_are_written_in_order_and_in_whole_row_groups(tmp_path):
     counts = [n for _, n in groups]
     assert counts[:-1] == [ROW_GROUP_ROWS] * (len(counts) - 1), counts
     assert sum(counts) == sum(sizes)
+
+
+def test_a_run_holds_one_connection_to_a_small_warehouse_only(tmp_path):
+    """A small warehouse is opened once per run (its steps join that connection: M17); a
+    large one by each step, so no buffer pool stays warm between steps."""
+    from warehouse.resource import HOLD_BELOW_BYTES, WarehouseResource
+
+    small = WarehouseResource(workdir=str(tmp_path / "small"))
+    small.setup_for_execution(None)
+    try:
+        assert small._held is not None and small.path.exists()
+    finally:
+        small.teardown_after_execution(None)
+    assert small._held is None
+    (tmp_path / "large").mkdir()
+    with open(tmp_path / "large" / "warehouse.duckdb", "wb") as f:
+        f.truncate(HOLD_BELOW_BYTES + 1)  # its size is all that is looked at
+    large = WarehouseResource(workdir=str(tmp_path / "large"))
+    large.setup_for_execution(None)
+    assert large._held is None
+    large.teardown_after_execution(None)

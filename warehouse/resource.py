@@ -11,6 +11,9 @@ from pydantic import PrivateAttr
 
 from warehouse.db import Warehouse, memory_limit
 
+# below this size a run holds one connection to the warehouse for all its steps (M17)
+HOLD_BELOW_BYTES = 256 * 2**20
+
 
 class WarehouseResource(dg.ConfigurableResource):
     """``<workdir>/warehouse.duckdb`` (``Warehouse``); one writer at a time."""
@@ -36,10 +39,14 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(str(self.path), self.lock_wait_seconds, limit)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """One connection held open for the whole run: each step's ``connect()`` joins the
-        database DuckDB already has open in this process, instead of opening the file and
-        checkpointing it on close once per step (benchmarks/README.md, M17). The write lock
-        is the run's from its first step to its last."""
+        """For a small warehouse, one connection held open for the whole run: each step's
+        ``connect()`` joins the database DuckDB already has open in this process, instead of
+        opening the file and checkpointing it on close once per step (benchmarks/README.md,
+        M17). The write lock is then the run's from its first step to its last. A large
+        warehouse is opened by each step as before: there opening costs little beside the
+        work, and a buffer pool kept warm between steps raised the peak memory (M17)."""
+        if self.path.exists() and self.path.stat().st_size > HOLD_BELOW_BYTES:
+            return
         self._held = ExitStack()
         self._held.enter_context(self._warehouse().connect())
 
