@@ -110,14 +110,14 @@ def data_docs_of(settings, results: list) -> str | None:
     """The Data Docs page (``file://`` URI) for a step's validation ``results``: built now,
     or, when ``cbm run`` builds them once after its last run (``docs_after_run``), the index
     it will build; None without results."""
-    from checks.offline_docs import data_docs_site
+    from checks.offline_docs import data_docs_index
     from checks.validation import build_data_docs
 
     done = [r for r in results if r]
     if not done:
         return None
     if settings.docs_after_run:
-        return (data_docs_site(settings.gx_dir) / "index.html").as_uri()
+        return data_docs_index(settings.gx_dir).as_uri()
     return build_data_docs(settings.gx_dir, done, keep=settings.gx_keep_results)
 
 

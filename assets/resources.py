@@ -18,6 +18,7 @@ from cbm.protection import PseudonymKey, load_key
 from cbm.registry import Registry, load_registry
 from cbm.signatures import SigningKey
 from cbm.storage import is_remote
+from checks.offline_docs import gx_dir_of
 from warehouse.db import KeyMismatch, claim_key
 
 DEFAULT_GX_KEEP_RESULTS = 30
@@ -107,7 +108,7 @@ class CbmSettings(dg.ConfigurableResource):
 
     @property
     def gx_dir(self) -> Path:
-        return Path(self.workdir) / "gx"
+        return gx_dir_of(self.workdir)
 
     def data_docs_link(self, page: str | None) -> str | None:
         """The http address of a rendered Data Docs page (``file://`` URI), as ``cbm docs``

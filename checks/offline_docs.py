@@ -74,9 +74,19 @@ BY_DESIGN_NOTE = (
 BODY = re.compile(r"<body[^>]*>")
 
 
+def gx_dir_of(workdir: Path) -> Path:
+    """The GX project folder of a workdir (its suites, stored results and Data Docs)."""
+    return Path(workdir) / "gx"
+
+
 def data_docs_site(gx_dir: Path) -> Path:
     """Where the Data Docs site of a GX project folder is rendered (``cbm docs`` serves it)."""
     return gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+
+def data_docs_index(gx_dir: Path) -> Path:
+    """The index page of that site."""
+    return data_docs_site(gx_dir) / "index.html"
 
 
 def vendor_dir() -> Path:

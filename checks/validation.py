@@ -31,7 +31,7 @@ from great_expectations.data_context.types.resource_identifiers import Expectati
 
 from cbm.contract import FIELDS, typed_fields
 from checks import expectations  # noqa: F401  (registers our expectations with GX)
-from checks.offline_docs import data_docs_site, make_offline
+from checks.offline_docs import data_docs_index, data_docs_site, make_offline
 from compat import gx as gx_compat
 
 INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
@@ -400,19 +400,19 @@ def build_data_docs(
             for key in ctx.validation_results_store.list_keys()
             if key.run_id.run_time and key.run_id.run_time >= since
         ]
-        suites = {k.expectation_suite_identifier.name for k in ids}
-        pages = [*ids, *(ExpectationSuiteIdentifier(name=s) for s in sorted(suites))]
-        ctx.build_data_docs(resource_identifiers=pages)
-    elif results is None:
-        ctx.build_data_docs()
+    elif results is not None:
+        ids = [r.result_id for r in results if r is not None and r.result_id is not None]
     else:
-        done = [r for r in results if r is not None and r.result_id is not None]
-        # the suites' own pages too: each result page links to its suite
-        suites = {r.suite: ExpectationSuiteIdentifier(name=r.suite) for r in done}
-        ctx.build_data_docs(resource_identifiers=[*(r.result_id for r in done), *suites.values()])
-    site = data_docs_site(gx_dir)
-    make_offline(site, since=started)
-    return (site / "index.html").as_uri() if (site / "index.html").exists() else None
+        ids = None
+    if ids is None:
+        ctx.build_data_docs()
+    else:  # the suites' own pages too: each result page links to its suite
+        suites = sorted({i.expectation_suite_identifier.name for i in ids})
+        pages = [*ids, *(ExpectationSuiteIdentifier(name=s) for s in suites)]
+        ctx.build_data_docs(resource_identifiers=pages)
+    make_offline(data_docs_site(gx_dir), since=started)
+    index = data_docs_index(gx_dir)
+    return index.as_uri() if index.exists() else None
 
 
 def prune_validation_results(ctx, gx_dir: Path, keep: int) -> int:

@@ -268,9 +268,10 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
 def _build_data_docs(spec: RunSpec, since: datetime) -> None:
     """The Data Docs of every validation this run made, built once after its last job (its
     runs' results point to them: ``CbmSettings.docs_after_run``; benchmarks/README.md, M19)."""
+    from checks.offline_docs import gx_dir_of
     from checks.validation import build_data_docs
 
-    gx_dir = spec.workdir.resolve() / "gx"  # as CbmSettings.gx_dir
+    gx_dir = gx_dir_of(spec.workdir.resolve())  # absolute: pages are named by file:// URIs
     if (gx_dir / "gx").is_dir():  # no validation ran yet: nothing to render
         build_data_docs(gx_dir, keep=spec.keep_results, since=since)
 
@@ -409,9 +410,9 @@ def summarize(workdir: Path, publish: Path) -> dict:
         if (publish / "releases").exists()
         else []
     )
-    from checks.offline_docs import data_docs_site
+    from checks.offline_docs import data_docs_index, gx_dir_of
 
-    docs = data_docs_site(workdir / "gx") / "index.html"
+    docs = data_docs_index(gx_dir_of(workdir))
     return {
         "submissions": row[0],
         "submissions_rejected": row[1],
