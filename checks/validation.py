@@ -497,8 +497,12 @@ def run_suites(
     one_pass = rows > DETAILS_IN_ONE_PASS_ROWS
     result_format = _detail_format(index_columns) if one_pass else PASS_FAIL
     checkpoint = _checkpoint(ctx, runs, warehouse_path, result_format)
+    # The checkpoint was just read from its store or added to it; pass/fail-first results are
+    # stored once, completed, by _complete_results (compat/gx.py, patches 5 and 6).
+    stored_here = contextlib.nullcontext() if one_pass else gx_compat.results_stored_by_caller()
     try:
-        result = checkpoint.run(run_id=RunIdentifier(run_name=run_name) if run_name else None)
+        with gx_compat.fresh_from_store(checkpoint), stored_here:
+            result = checkpoint.run(run_id=RunIdentifier(run_name=run_name) if run_name else None)
         if not one_pass:
             _complete_results(ctx, checkpoint, result, index_columns)
     finally:

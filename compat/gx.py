@@ -48,24 +48,73 @@ Data Docs build, which ``cbm run`` does twice (validation, warehouse checks). Ji
 compiled templates in a bytecode cache, checked against each template's source (a changed
 template is compiled again). ``install`` gives every GX view one in-memory cache for the
 process: the pages are rendered from the same templates, only not compiled twice.
+
+4. Each expectation's configuration built once per validation (``install_configurations``)
+------------------------------------------------------------------------------------------
+
+``Expectation.configuration`` is a property that builds a new ``ExpectationConfiguration``
+from the expectation's fields (a pydantic ``dict()``, deep copies) on every read, and GX reads
+it once per keyword while it builds the metric graph: about 16,000 builds for the 428 rules
+of one small run's suites, a quarter of GX's fixed cost (benchmarks/README.md, M20). Within
+one ``Validator.graph_validate`` call, where GX makes the expectations from their
+configurations and only reads them, ``install_configurations`` builds each expectation's
+configuration once and hands the same one to every read. Outside that call the property is
+GX's own, so an expectation edited between validations is read afresh. The cache holds the
+expectations it saw until the call ends (no address reused within it) and is per thread.
+
+5. Freshness taken as read for a checkpoint just read or written (``fresh_from_store``)
+----------------------------------------------------------------------------------------
+
+``Checkpoint.run`` first checks that the checkpoint, each of its validation definitions and
+each of their suites equal what their stores hold: it reads every one of them back from disk
+and compares, and each ``ValidationDefinition.run`` checks its definition and suite again
+(a tenth of GX's fixed cost, M20). ``checks.validation`` runs a checkpoint it has just read
+from its store or just added to it, in the same call. Within ``fresh_from_store(checkpoint)``
+that checkpoint and its validation definitions are taken as fresh without reading the stores
+again; what GX's check also does on the way, recording each suite's owning context (GX issue
+#12209), is still done. Any other object, or the same one outside the block, is checked as
+GX checks it.
+
+6. Results stored once (``results_stored_by_caller``)
+----------------------------------------------------
+
+Each ``ValidationDefinition.run`` serialises its result and writes it to the result store.
+``checks.validation`` then completes every result of a pass/fail-first run (details of the
+rules that failed, counts of those that passed) and stores each again, so every result was
+serialised and written twice (about a tenth of GX's fixed cost, M20). Within
+``results_stored_by_caller()`` GX's ``store_validation_results`` writes nothing and the
+caller stores each result once, completed. Outside the block GX stores as it does.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 import threading
 from pathlib import Path
 
 import great_expectations
+from great_expectations.checkpoint.checkpoint import Checkpoint
+from great_expectations.core.freshness_diagnostics import (
+    CheckpointFreshnessDiagnostics,
+    ValidationDefinitionFreshnessDiagnostics,
+)
+from great_expectations.core.owner_resolution import owner_from_batch_definition
+from great_expectations.core.validation_definition import ValidationDefinition
 from great_expectations.data_context.data_context import file_data_context as _file_context
 from great_expectations.data_context.data_context import (
     serializable_data_context as _serializable,
 )
 from great_expectations.data_context.store import tuple_store_backend as _tuple_store
+from great_expectations.data_context.store.validation_results_store import (
+    ValidationResultsStore,
+)
 from great_expectations.execution_engine import sqlalchemy_execution_engine as _see
+from great_expectations.expectations.expectation import Expectation
 from great_expectations.render.view.view import DefaultJinjaView
+from great_expectations.validator.validator import Validator
 from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
@@ -199,9 +248,144 @@ def install_templates() -> None:
     DefaultJinjaView.__init__ = __init__
 
 
+_BUILT = threading.local()  # .configs: {id(expectation): (expectation, configuration)} in a call
+# GX's own functions, kept before patching (the tests compare them with what was patched)
+GX_CONFIGURATION = Expectation.configuration.fget
+GX_GRAPH_VALIDATE = Validator.graph_validate
+GX_CHECKPOINT_IS_FRESH = Checkpoint.is_fresh
+GX_DEFINITION_IS_FRESH = ValidationDefinition.is_fresh
+GX_STORE_VALIDATION_RESULTS = ValidationResultsStore.store_validation_results
+
+
+def _configuration(self):
+    configs = getattr(_BUILT, "configs", None)
+    if configs is None:  # outside graph_validate: GX's own
+        return GX_CONFIGURATION(self)
+    held = configs.get(id(self))
+    if held is None:
+        held = configs[id(self)] = (self, GX_CONFIGURATION(self))
+    return held[1]
+
+
+_configuration.__cbm_configurations__ = True
+
+
+def install_configurations() -> None:
+    """Build each expectation's configuration once per ``Validator.graph_validate`` call
+    (idempotent)."""
+    if getattr(Expectation.configuration.fget, "__cbm_configurations__", False):
+        return
+    graph_validate = GX_GRAPH_VALIDATE
+
+    def graph_validate_once(self, *args, **kwargs):
+        if getattr(_BUILT, "configs", None) is not None:  # nested: the outer call's cache
+            return graph_validate(self, *args, **kwargs)
+        _BUILT.configs = {}
+        try:
+            return graph_validate(self, *args, **kwargs)
+        finally:
+            _BUILT.configs = None
+
+    Validator.graph_validate = graph_validate_once
+    Expectation.configuration = property(_configuration, doc=Expectation.configuration.__doc__)
+
+
+def configurations_installed() -> bool:
+    return getattr(Expectation.configuration.fget, "__cbm_configurations__", False)
+
+
+_FRESH = threading.local()  # .held: {id(obj): obj} taken as fresh within fresh_from_store
+
+
+def _held_fresh(obj) -> bool:
+    held = getattr(_FRESH, "held", None)
+    return held is not None and held.get(id(obj)) is obj
+
+
+@contextlib.contextmanager
+def fresh_from_store(checkpoint):
+    """Within the block, ``checkpoint`` and its validation definitions (just read from their
+    stores or just added to them by the caller) are taken as fresh (patch 5)."""
+    outer = getattr(_FRESH, "held", None)
+    held = dict(outer or {})
+    held[id(checkpoint)] = checkpoint
+    for vd in checkpoint.validation_definitions:
+        held[id(vd)] = vd
+    _FRESH.held = held
+    try:
+        yield checkpoint
+    finally:
+        _FRESH.held = outer
+
+
+def install_freshness() -> None:
+    """Let ``fresh_from_store`` skip the store reads of GX's freshness checks (idempotent)."""
+    if getattr(Checkpoint.is_fresh, "__cbm_freshness__", False):
+        return
+    checkpoint_is_fresh = GX_CHECKPOINT_IS_FRESH
+    definition_is_fresh = GX_DEFINITION_IS_FRESH
+
+    def checkpoint_fresh(self):
+        if not (_held_fresh(self) and self.id):
+            return checkpoint_is_fresh(self)
+        for vd in self.validation_definitions:
+            vd.is_fresh()
+        return CheckpointFreshnessDiagnostics(errors=[])
+
+    def definition_fresh(self):
+        if not (_held_fresh(self) and self.id):
+            return definition_is_fresh(self)
+        self._record_suite_owner(owner_from_batch_definition(self.data))
+        return ValidationDefinitionFreshnessDiagnostics(errors=[])
+
+    checkpoint_fresh.__cbm_freshness__ = definition_fresh.__cbm_freshness__ = True
+    Checkpoint.is_fresh = checkpoint_fresh
+    ValidationDefinition.is_fresh = definition_fresh
+
+
+def freshness_installed() -> bool:
+    return getattr(Checkpoint.is_fresh, "__cbm_freshness__", False)
+
+
+_DEFERRED = threading.local()  # .on: the caller stores the results of this block
+
+
+@contextlib.contextmanager
+def results_stored_by_caller():
+    """Within the block GX stores no validation result: the caller stores each (patch 6)."""
+    outer = getattr(_DEFERRED, "on", False)
+    _DEFERRED.on = True
+    try:
+        yield
+    finally:
+        _DEFERRED.on = outer
+
+
+def install_results_once() -> None:
+    """Let ``results_stored_by_caller`` hold GX's own result writes (idempotent)."""
+    if getattr(ValidationResultsStore.store_validation_results, "__cbm_results__", False):
+        return
+    store_validation_results = GX_STORE_VALIDATION_RESULTS
+
+    def store_unless_deferred(self, *args, **kwargs):
+        if getattr(_DEFERRED, "on", False):
+            return False
+        return store_validation_results(self, *args, **kwargs)
+
+    store_unless_deferred.__cbm_results__ = True
+    ValidationResultsStore.store_validation_results = store_unless_deferred
+
+
+def results_once_installed() -> bool:
+    return getattr(ValidationResultsStore.store_validation_results, "__cbm_results__", False)
+
+
 def install() -> None:
     """Every patch above (idempotent), after checking that this is the GX they were made for."""
     check_version("great_expectations", great_expectations.__version__, SUPPORTED)
     install_duckdb()
     install_whole_files()
     install_templates()
+    install_configurations()
+    install_freshness()
+    install_results_once()

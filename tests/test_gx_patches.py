@@ -1,0 +1,210 @@
+"""compat/gx.py patches 4 to 6, which cut GX's fixed cost per validation (benchmarks/README.md,
+M20). Each test fails loudly when GX changes what a patch relies on: the source of every GX
+function a patch replaces or wraps is pinned by its hash, and what each patch is for (GX
+rebuilding configurations, re-reading its stores, writing results twice) is shown on GX's own
+code, so a GX that stops doing it makes the test say the patch can go."""
+
+import hashlib
+import inspect
+
+import duckdb
+import great_expectations as gx
+import pytest
+from great_expectations.checkpoint.checkpoint import Checkpoint
+from great_expectations.core.validation_definition import ValidationDefinition
+from great_expectations.data_context.store.expectations_store import ExpectationsStore
+from great_expectations.data_context.store.store import Store
+from great_expectations.data_context.store.validation_results_store import ValidationResultsStore
+from great_expectations.validator.validator import Validator
+
+import checks.validation  # noqa: F401  (installs compat/gx.py, as the validation stack does)
+from compat import gx as gx_compat
+from warehouse.db import connection_config
+
+# What the patches were read against (GX 1.24): the source of each function they replace or
+# wrap. A different hash means GX changed it: read the new code against the patch's
+# docstring in compat/gx.py, then update the hash.
+PATCHED_SOURCES = {
+    "Expectation.configuration": "017b2b788132d570",
+    "Validator.graph_validate": "179acad7dc6ff0ea",
+    "Checkpoint.is_fresh": "5ce9272644cf66d9",
+    "ValidationDefinition.is_fresh": "6b854fd63e220aac",
+    "ValidationResultsStore.store_validation_results": "60db16b874ded8c4",
+}
+
+
+def _source_hash(fn) -> str:
+    return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
+
+
+GX_FUNCTIONS = {
+    "Expectation.configuration": gx_compat.GX_CONFIGURATION,
+    "Validator.graph_validate": gx_compat.GX_GRAPH_VALIDATE,
+    "Checkpoint.is_fresh": gx_compat.GX_CHECKPOINT_IS_FRESH,
+    "ValidationDefinition.is_fresh": gx_compat.GX_DEFINITION_IS_FRESH,
+    "ValidationResultsStore.store_validation_results": gx_compat.GX_STORE_VALIDATION_RESULTS,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATCHED_SOURCES))
+def test_the_gx_functions_patched_are_the_ones_read(name):
+    assert _source_hash(GX_FUNCTIONS[name]) == PATCHED_SOURCES[name], (
+        f"GX changed {name}: read it against compat/gx.py before updating the hash"
+    )
+
+
+def test_every_patch_is_installed_by_the_validation_stack():
+    assert gx_compat.configurations_installed()
+    assert gx_compat.freshness_installed()
+    assert gx_compat.results_once_installed()
+    assert Validator.graph_validate is not gx_compat.GX_GRAPH_VALIDATE
+    assert Checkpoint.is_fresh is not gx_compat.GX_CHECKPOINT_IS_FRESH
+    assert ValidationDefinition.is_fresh is not gx_compat.GX_DEFINITION_IS_FRESH
+    assert (
+        ValidationResultsStore.store_validation_results is not gx_compat.GX_STORE_VALIDATION_RESULTS
+    )
+
+
+def _project(tmp_path):
+    path = tmp_path / "t.duckdb"
+    con = duckdb.connect(str(path), config=connection_config())
+    con.execute("CREATE TABLE t AS SELECT i AS id, i % 7 AS v, 'x' AS s FROM range(100) r(i)")
+    con.close()
+    ctx = gx.get_context(mode="ephemeral")
+    ds = ctx.data_sources.add_sql(name="w", connection_string=f"duckdb:///{path}")
+    batch = ds.add_table_asset(name="t", table_name="t").add_batch_definition_whole_table("all")
+    suite = ctx.suites.add(
+        gx.ExpectationSuite(
+            name="s",
+            expectations=[
+                gx.expectations.ExpectColumnValuesToBeBetween(column="v", min_value=1, max_value=5),
+                gx.expectations.ExpectColumnValuesToNotBeNull(column="s"),
+                gx.expectations.ExpectColumnValuesToBeInSet(column="s", value_set=["x", "y"]),
+            ],
+        )
+    )
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="v", data=batch, suite=suite))
+    checkpoint = ctx.checkpoints.add(gx.Checkpoint(name="c", validation_definitions=[vd]))
+    return ctx, ds, checkpoint
+
+
+@pytest.fixture
+def project(tmp_path):
+    ctx, ds, checkpoint = _project(tmp_path)
+    yield ctx, checkpoint
+    ds.get_execution_engine().close()
+
+
+def _counted(results) -> list:
+    return [(r.success, (r.result or {}).get("unexpected_count")) for r in results]
+
+
+# 4. configurations built once per validation
+
+
+def test_gx_builds_a_new_configuration_on_every_read():
+    """What patch 4 is for; outside a validation the property is still GX's own."""
+    e = gx.expectations.ExpectColumnValuesToNotBeNull(column="s")
+    assert e.configuration is not e.configuration
+    assert e.configuration == e.configuration
+    e.column = "t"  # edited between validations: read afresh
+    assert e.configuration.kwargs["column"] == "t"
+
+
+def test_within_a_validation_each_configuration_is_built_once(project, monkeypatch):
+    ctx, checkpoint = project
+    builds, build = [], gx_compat.GX_CONFIGURATION
+
+    def counting(self):
+        builds.append(id(self))
+        return build(self)
+
+    monkeypatch.setattr(gx_compat, "GX_CONFIGURATION", counting)
+    patched = _counted(checkpoint.run().run_results.popitem()[1].results)
+    patched_builds = len(builds)
+    assert patched_builds == len(set(builds))  # never twice for one expectation
+
+    builds.clear()  # GX's own graph_validate: the same results from many more builds
+    monkeypatch.setattr(Validator, "graph_validate", gx_compat.GX_GRAPH_VALIDATE)
+    own = _counted(checkpoint.run().run_results.popitem()[1].results)
+    assert own == patched == [(False, 29), (True, 0), (True, 0)]
+    assert len(builds) > 5 * patched_builds, (
+        f"GX now builds configurations {len(builds)} times per validation: patch 4 may go"
+    )
+
+
+# 5. freshness taken as read for a checkpoint just read or written
+
+
+def _store_reads(monkeypatch) -> list:
+    """The class name of every store GX reads an object from, from here on."""
+    reads = []
+    for cls in (Store, ExpectationsStore):  # the suites' store has a get of its own
+        get = cls.get
+
+        def counting(self, *args, _get=get, **kwargs):
+            reads.append(type(self).__name__)
+            return _get(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "get", counting)
+    return reads
+
+
+def test_gx_reads_every_store_back_before_a_run(project, monkeypatch):
+    """What patch 5 is for: GX's own check reads the checkpoint, definition and suite back."""
+    ctx, checkpoint = project
+    reads = _store_reads(monkeypatch)
+    checkpoint.run()
+    assert {"CheckpointStore", "ValidationDefinitionStore", "ExpectationsStore"} <= set(reads)
+
+
+def test_a_checkpoint_just_read_runs_without_reading_the_stores_again(project, monkeypatch):
+    ctx, checkpoint = project
+    checkpoint = ctx.checkpoints.get("c")
+    vd = checkpoint.validation_definitions[0]
+    vd.suite._owner = None  # as a suite read from its store is: the check records the owner
+    reads = _store_reads(monkeypatch)
+    with gx_compat.fresh_from_store(checkpoint):
+        result = checkpoint.run()
+    assert reads == []
+    assert vd.suite._owner is not None
+    assert _counted(result.run_results.popitem()[1].results)[0] == (False, 29)
+
+
+def test_outside_the_block_or_for_another_object_gx_checks_as_before(project):
+    ctx, checkpoint = project
+    edited = ctx.checkpoints.get("c")
+    edited.validation_definitions[0].suite.expectations[0].max_value = 6  # not stored
+    with (
+        gx_compat.fresh_from_store(checkpoint),  # another object: still checked
+        pytest.raises(Exception, match="(?i)fresh|changed|modified"),
+    ):
+        edited.run()
+    with pytest.raises(Exception, match="(?i)fresh|changed|modified"):
+        edited.run()
+
+
+# 6. results stored once
+
+
+def _stored(ctx) -> int:
+    return len(ctx.validation_results_store.list_keys())
+
+
+def test_gx_stores_each_result_as_it_runs(project):
+    """What patch 6 is for: GX writes the result, before ours completes and writes it."""
+    ctx, checkpoint = project
+    checkpoint.run()
+    assert _stored(ctx) == 1
+
+
+def test_within_the_block_gx_stores_no_result(project):
+    ctx, checkpoint = project
+    with gx_compat.results_stored_by_caller():
+        result = checkpoint.run()
+    assert _stored(ctx) == 0
+    rid, validation = result.run_results.popitem()
+    ctx.validation_results_store.set(rid, validation)  # the caller stores it, once
+    assert _stored(ctx) == 1
+    checkpoint.run()  # after the block GX stores again
+    assert _stored(ctx) == 2
