@@ -1,6 +1,8 @@
 """The code location: its graph (snapshot), the inbox sensor on the one ingestion plan, and
 one asset materialized on a temporary DuckDB."""
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 import yaml
@@ -12,6 +14,8 @@ from cbm.signatures import new_party_key, sign_file
 from pipelines.definitions import build_definitions, defs
 from tests.conftest import incident, set_limits, write_csv, write_registry
 from warehouse.db import Warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REGISTRY = ["party_directory", "registry_commitments", "registry_obligations"]
 REPORTS = ["reports_attestations", "reports_compliance", "reports_incidents"]
@@ -128,6 +132,53 @@ def test_code_location_loads_with_the_expected_graph():
             node.automation_condition is not None,
         )
     assert actual == {k: (g, sorted(u), p, a) for k, (g, u, p, a) in EXPECTED_GRAPH.items()}
+
+
+# The stages in the order the data goes through them: the lineage's groups, as the verifier
+# guide lists them
+STAGES = (
+    "registry",
+    "landing",
+    "staged",
+    "anonymised",
+    "validated",
+    "verified",
+    "indicators",
+    "alerts",
+    "published",
+)
+GUIDE = ROOT / "docs" / "verifier-guide.md"
+LINEAGE_BEGIN = "<!-- lineage table: tests/test_definitions.py writes it from the definitions -->"
+LINEAGE_END = "<!-- end of the lineage table -->"
+
+
+def lineage_table() -> str:
+    """The lineage as text, stage by stage: what each asset reads and the checks on it."""
+    graph = defs.resolve_asset_graph()
+    checks: dict[str, list[str]] = {}
+    for check in graph.asset_check_keys:
+        checks.setdefault(check.asset_key.to_user_string(), []).append(check.name)
+    rows = ["| stage | asset | reads | checks |", "|---|---|---|---|"]
+    keys = sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
+    assert {graph.get(k).group_name for k in keys} == set(STAGES)
+    for stage in STAGES:
+        for key in (k for k in keys if graph.get(k).group_name == stage):
+            reads = sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+            name = key.to_user_string()
+            rows.append(
+                f"| {stage} | `{name}` | {', '.join(f'`{r}`' for r in reads) or '–'} "
+                f"| {', '.join(f'`{c}`' for c in sorted(checks.get(name, []))) or '–'} |"
+            )
+    return "\n".join(rows)
+
+
+def test_the_verifier_guide_lists_the_lineage_as_defined():
+    """The guide's lineage table is the definitions' graph, whole and readable (the UI's own
+    graph cuts long names): regenerate it from the failure message when the graph changes."""
+    text = GUIDE.read_text()
+    table = text.split(LINEAGE_BEGIN, 1)[1].split(LINEAGE_END, 1)[0].strip()
+    expected = lineage_table()
+    assert table == expected, f"docs/verifier-guide.md's lineage table is now:\n\n{expected}"
 
 
 def test_every_asset_has_description_kinds_and_owner():
