@@ -6,7 +6,7 @@ submissions_partitions = dg.DynamicPartitionsDefinition(name="submissions")
 
 # Indicator months: the months with events or verdicts, from the first one with data to the
 # as-of month, registered by verification (``register_months``) so the catalogue shows no
-# month before the data begins. Kept in calendar order: a range of months is a backfill.
+# month before the data begins.
 monthly_partitions = dg.DynamicPartitionsDefinition(name="months")
 
 
@@ -22,21 +22,35 @@ def months_between(first: str, last: str) -> list[str]:
 
 
 def register_months(instance: dg.DagsterInstance, first: str, last: str) -> list[str]:
-    """Make the month partitions cover ``first``..``last`` (and what they covered), contiguous
-    and in calendar order; return them. A month earlier than the first one registered puts
-    every month back in order (their materializations stay: they are recorded by key)."""
+    """Make the month partitions cover ``first``..``last`` and every month between them and
+    those registered before; return them in the order registered.
+
+    Months are only ever added. Putting them back in calendar order when a month earlier
+    than the first one arrived meant deleting every month and adding them again, and a
+    backfill or automation tick of a running daemon that read the months in between failed
+    ("Unable to determine root partitions for backfill", issue #38; the daemon fails a
+    backfill naming a month that is gone: tests/test_definitions.py). Such a month is therefore added after the others, where the
+    UI then lists it; a run over every month (``all_months_range``) still takes them all."""
     name = monthly_partitions.name
     known = instance.get_dynamic_partitions(name)
     span = [*known, first, last]
-    wanted = months_between(min(span), max(span))
-    if wanted == known:
-        return known
-    if wanted[: len(known)] != known:
-        for key in known:
-            instance.delete_dynamic_partition(name, key)
-        known = []
-    instance.add_dynamic_partitions(name, wanted[len(known) :])
-    return wanted
+    missing = [m for m in months_between(min(span), max(span)) if m not in set(known)]
+    if missing:
+        try:
+            instance.add_dynamic_partitions(name, missing)
+        except Exception:  # another process added some of them first: keep what it added
+            known = instance.get_dynamic_partitions(name)
+            still = [m for m in missing if m not in set(known)]
+            if still:
+                instance.add_dynamic_partitions(name, still)
+    return instance.get_dynamic_partitions(name) if missing else known
+
+
+def all_months_range(instance: dg.DagsterInstance) -> tuple[str, str]:
+    """The partition range (first and last key, in the order registered) that covers every
+    registered month."""
+    registered = instance.get_dynamic_partitions(monthly_partitions.name)
+    return registered[0], registered[-1]
 
 
 # Refresh when new validated data lands: any upstream update not yet handled, nothing

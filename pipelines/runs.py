@@ -116,7 +116,10 @@ class InProcess:
             self.execute(verify, show=self.show)
         months = indicator_months(settings, self.instance)
         if months:
-            self.execute(INDICATORS, {RANGE_START: months[0], RANGE_END: months[1]}, self.show)
+            from assets.partitions import all_months_range
+
+            start, end = all_months_range(self.instance)
+            self.execute(INDICATORS, {RANGE_START: start, RANGE_END: end}, self.show)
             if self.show:
                 _say(f"      indicators for {months[0]} .. {months[1]}")
         self.execute(PUBLISH, show=self.show)

@@ -583,3 +583,83 @@ def test_files_left_waiting_at_staging_are_asked_for_again_by_the_sensor(deploym
         assert deployment.status() == {f"incidents_{i}.csv": "accepted" for i in range(3)}
         assert len(keys) >= 2  # a file left waiting came back under a new run key
         assert isinstance(tick, dg.SkipReason) and "no change" in tick.skip_message
+
+
+def _months_backfill(instance, months: list[str]) -> str:
+    """A backfill of every month of indicator_values (and the registry's party_directory, a
+    root it can always start with), as the automation sensor stores one."""
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    graph = defs.resolve_asset_graph()
+    indicators = dg.AssetKey("indicator_values")
+    subset = AssetGraphSubset(
+        partitions_subsets_by_asset_key={
+            indicators: graph.get(indicators)
+            .partitions_def.empty_subset()
+            .with_partition_keys(months)
+        },
+        non_partitioned_asset_keys={dg.AssetKey("party_directory")},
+    )
+    backfill = PartitionBackfill.from_asset_graph_subset(
+        backfill_id=f"months{len(instance.get_backfills())}",
+        backfill_timestamp=0.0,
+        tags={},
+        dynamic_partitions_store=instance,
+        asset_graph_subset=subset,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def test_a_backfill_over_the_months_survives_a_late_earlier_month(tmp_path, monkeypatch):
+    """Issue #38: beside `dagster dev`, a backfill the automation had stored failed ("Unable
+    to determine root partitions"). The daemon fails a backfill whose target names a month
+    that is gone when it looks, and register_months used to delete every month and add them
+    back whenever a month earlier than the first arrived. Shown here with the daemon's own
+    backfill iteration on the real code location: a month gone before an iteration fails
+    the backfill ("have been removed since this backfill was stored"; gone during one, the
+    message is the one seen beside `dagster dev`); a late earlier month, registered the way
+    it is now, leaves the backfill running."""
+    import logging
+
+    from dagster._core.test_utils import create_test_daemon_workspace_context
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.backfill import execute_backfill_iteration
+
+    from assets.partitions import register_months
+
+    for name in ("CBM_INBOX", "CBM_WORKDIR", "CBM_PUBLISH", "CBM_REGISTRY"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))  # for the run config only
+    queued = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
+    target = ModuleTarget(
+        module_name="pipelines.definitions",
+        attribute="defs",
+        working_directory=str(ROOT),
+        location_name="cbm_verify",
+    )
+    with (
+        dg.instance_for_test(overrides={"run_coordinator": queued}) as instance,
+        create_test_daemon_workspace_context(target, instance) as workspace,
+    ):
+
+        def iterate():
+            list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
+
+        months = register_months(instance, "2026-01", "2026-03")
+        gone = _months_backfill(instance, months)
+        instance.delete_dynamic_partition("months", "2026-01")  # what the old way did
+        iterate()
+        failed = instance.get_backfill(gone)
+        assert failed.status.value in ("FAILING", "FAILED")
+        assert "2026-01" in failed.error.message and "removed" in failed.error.message
+
+        kept = _months_backfill(instance, register_months(instance, "2026-01", "2026-03"))
+        register_months(instance, "2025-11", "2026-04")  # a late report about November
+        iterate()
+        running = instance.get_backfill(kept)
+        assert running.error is None and running.status.value == "REQUESTED"
+        assert [r.tags["dagster/backfill"] for r in instance.get_runs()] == [kept]

@@ -1,5 +1,5 @@
 """What the Dagster UI shows, at the cheap level: readable partition keys, month partitions
-in calendar order, a meaning for every column, and Data Docs pointed at local copies."""
+only ever added, a meaning for every column, and Data Docs pointed at local copies."""
 
 import socket
 import struct
@@ -13,7 +13,12 @@ import duckdb
 import pytest
 
 from assets.metadata import _declared_schemas, table_schema
-from assets.partitions import monthly_partitions, months_between, register_months
+from assets.partitions import (
+    all_months_range,
+    monthly_partitions,
+    months_between,
+    register_months,
+)
 from cbm.columns import describe
 from cbm.intake import partition_key, submission_of
 from checks.offline_docs import CDN_FILES, make_offline, vendor_dir
@@ -43,19 +48,43 @@ def test_a_hostile_file_name_gives_a_key_dagster_accepts(name):
     assert "..." not in key and not set(key) & set(",[]|\n") and key.endswith(SHA[:16])
 
 
-def test_months_stay_in_calendar_order_when_an_earlier_month_arrives():
+def test_months_are_only_ever_added_and_a_run_over_all_of_them_takes_every_month(monkeypatch):
     assert months_between("2025-11", "2026-02") == ["2025-11", "2025-12", "2026-01", "2026-02"]
     with dg.DagsterInstance.ephemeral() as instance:
+        monkeypatch.setattr(
+            instance, "delete_dynamic_partition", lambda *a: pytest.fail("a month was deleted")
+        )
         assert register_months(instance, "2026-01", "2026-03") == ["2026-01", "2026-02", "2026-03"]
-        register_months(instance, "2025-11", "2026-02")  # a late report about November
-        keys = instance.get_dynamic_partitions(monthly_partitions.name)
-        assert keys == ["2025-11", "2025-12", "2026-01", "2026-02", "2026-03"]
-        register_months(instance, "2026-05", "2026-05")  # a gap is filled: ranges stay whole
-        assert instance.get_dynamic_partitions(monthly_partitions.name)[-3:] == [
+        # a late report about November: added after the others, nothing deleted
+        assert register_months(instance, "2025-11", "2026-02") == [
+            "2026-01",
+            "2026-02",
             "2026-03",
-            "2026-04",
-            "2026-05",
+            "2025-11",
+            "2025-12",
         ]
+        register_months(instance, "2026-05", "2026-05")  # a gap is filled
+        keys = instance.get_dynamic_partitions(monthly_partitions.name)
+        assert keys[-2:] == ["2026-04", "2026-05"]
+        assert sorted(keys) == months_between("2025-11", "2026-05")
+        start, end = all_months_range(instance)
+        assert keys[keys.index(start) : keys.index(end) + 1] == keys  # the range takes them all
+
+
+def test_months_another_process_added_meanwhile_are_kept():
+    with dg.DagsterInstance.ephemeral() as instance:
+        register_months(instance, "2026-01", "2026-01")
+        known = instance.get_dynamic_partitions
+
+        def stale(name):  # read before the other process added February
+            keys = known(name)
+            instance.add_dynamic_partitions(name, ["2026-02"])
+            return [k for k in keys if k != "2026-02"]
+
+        instance.get_dynamic_partitions = stale
+        register_months(instance, "2026-01", "2026-03")
+        instance.get_dynamic_partitions = known
+        assert known(monthly_partitions.name) == ["2026-01", "2026-02", "2026-03"]
 
 
 def test_every_declared_column_has_a_meaning():
