@@ -41,7 +41,9 @@ INTAKE_TABLES = [
     description=(
         "Every submission seen (view over the intake tables; what `cbm status` lists): party, "
         "kind, file name, status (landed, staged, accepted, partial, rejected), rows read, "
-        "accepted and quarantined, and the corrections among the accepted rows. Beside it the "
+        "accepted and quarantined, and the corrections among the accepted rows. Its metadata "
+        "`submissions` lists them rejected and partial first, by party and file, with `why`: "
+        "each rule that quarantined rows (and how many) or the whole file. Beside it the "
         "views `accepted_reports` (every accepted row of every kind, by submission) and "
         "`submission_copies` (submissions whose bytes another party handed in first or its "
         "author signed) and `copied_reports` (accepted rows of a submission that became a copy "

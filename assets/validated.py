@@ -103,6 +103,7 @@ OUTCOME_FIELDS = (
     "rows_quarantined",
     "copy_of",
     "reasons",
+    "findings",
 )
 
 
@@ -346,11 +347,16 @@ def validated_reports(
     outcomes = figures["outcomes"]
     with partitions_read_once(context.instance):
         for outcome in outcomes:
-            for asset in ("validation_findings", f"reports_{outcome['kind']}"):
+            # a partition's row count is its submission's: its findings, its accepted rows
+            # (the run's figures, which every partition of the run gets, are the whole table's)
+            for asset, rows in (
+                ("validation_findings", outcome["findings"]),
+                (f"reports_{outcome['kind']}", outcome["rows_accepted"]),
+            ):
                 if asset == "reports_None":  # rejected before its kind was known
                     continue
                 context.add_asset_metadata(
-                    outcome_metadata(outcome),
+                    {**outcome_metadata(outcome), "dagster/row_count": int(rows)},
                     asset_key=asset,
                     partition_key=key_of[outcome["sha256"]],
                 )

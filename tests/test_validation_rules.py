@@ -314,3 +314,84 @@ def test_the_quarantine_asset_counts_rows_as_cbm_status_does(generated_run, monk
     assert meta["files_rejected_whole"] == whole > 0
     assert meta["critical_findings"] >= meta["rows_quarantined"] + whole  # a finding per rule
     assert f"{meta['rows_quarantined']:,} rows quarantined" in meta["listed"]
+
+
+def test_the_submissions_asset_lists_each_partys_files_not_accepted_whole_and_why(
+    generated_run, monkeypatch, capsys
+):
+    """A verifier answers "which of party X's files were rejected or partial, and why" from
+    the submissions asset's page: its table lists those first, by party and file name, each
+    with the rules (and rows) that cbm status --json gives for it."""
+    import json
+    import re
+
+    import dagster as dg
+
+    from pipelines.cli import main
+
+    project, _ = generated_run
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("submissions"))
+    table = event.asset_materialization.metadata["submissions"]
+    rows = [r.data for r in table.records]
+    assert "why" in [c.name for c in table.schema.columns]
+    not_whole = [r["status"] in ("rejected", "partial") for r in rows]
+    assert any(not_whole) and not_whole == sorted(not_whole, reverse=True)  # those first
+    firsts = [(r["party"], r["file_name"]) for r in rows if r["status"] != "accepted"]
+    assert firsts == sorted(firsts)
+    capsys.readouterr()
+    assert main(["status", "--workdir", str(project.workdir), "--json"]) == 0
+    status = {
+        s["submission"][:16]: s
+        for s in json.loads(capsys.readouterr().out)["submissions"]
+        if not s["duplicate_of"]
+    }
+    for row in rows:
+        reasons = status[row["submission"]]["reasons"]
+        shown = dict(re.findall(r"(\w+) \((\d+) rows?|whole file\)", row["why"]))
+        named = re.findall(r"(\w+) \(", row["why"])
+        assert sorted(named) == sorted(reasons), row
+        for rule, n in shown.items():
+            if rule:
+                assert int(n) == reasons[rule], row
+        assert bool(row["why"]) == (row["status"] in ("rejected", "partial")), row
+
+
+def _partition_metadata(instance, asset: str, key: str):
+    import dagster as dg
+
+    (record,) = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    return record.event_log_entry.asset_materialization.metadata.items()
+
+
+def test_a_partition_counts_its_own_submission(generated_run, monkeypatch):
+    """A submission's partition page counts that submission, not the whole table: on
+    validation_findings its findings, on reports_<kind> its accepted rows."""
+    import dagster as dg
+
+    from warehouse.db import Warehouse
+
+    project, _ = generated_run
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    with Warehouse(str(project.workdir / "warehouse.duckdb")).connect() as con:
+        findings = dict(
+            con.execute(
+                "SELECT submission_sha, count(*) FROM validation_findings GROUP BY ALL"
+            ).fetchall()
+        )
+        whole_table = sum(findings.values())
+    seen = set()
+    with dg.DagsterInstance.get() as instance:
+        for key in instance.get_dynamic_partitions("submissions"):
+            meta = {
+                k: v.value for k, v in _partition_metadata(instance, "validation_findings", key)
+            }
+            assert meta["dagster/row_count"] == findings.get(meta["submission"], 0), key
+            seen.add(meta["dagster/row_count"])
+            if meta["kind"] != "unknown" and meta["status"] != "rejected":
+                reports = dict(_partition_metadata(instance, f"reports_{meta['kind']}", key))
+                assert reports["dagster/row_count"].value == meta["rows_accepted"], key
+    assert len(seen) > 1 and whole_table not in seen

@@ -20,11 +20,23 @@ SELECT count(*), count(*) FILTER (WHERE status = 'rejected'),
 FROM submissions
 
 -- name: listed
--- The submissions as the UI lists them: rejected and partial first.
-SELECT party_code AS party, file_name, kind, status, rows_read, rows_accepted,
-       rows_quarantined, left(sha256, 16) AS submission
-FROM submissions
-ORDER BY status NOT IN ('rejected', 'partial'), party_code, file_name
+-- The submissions as the UI lists them: rejected and partial first, by party and file name,
+-- each with why: every rule that quarantined its rows (how many rows) or the whole file.
+WITH rules AS (
+  SELECT submission_sha, rule, count(*) AS n, bool_or(row_number IS NULL) AS whole_file
+  FROM quarantine WHERE severity = 'critical' GROUP BY ALL
+),
+why AS (
+  SELECT submission_sha,
+         string_agg(CASE WHEN whole_file THEN rule || ' (whole file)'
+                         ELSE rule || ' (' || n || CASE WHEN n = 1 THEN ' row)' ELSE ' rows)' END
+                    END, ', ' ORDER BY rule) AS why
+  FROM rules GROUP BY ALL
+)
+SELECT s.party_code AS party, s.file_name, s.kind, s.status, s.rows_read, s.rows_accepted,
+       s.rows_quarantined, coalesce(w.why, '') AS why, left(s.sha256, 16) AS submission
+FROM submissions s LEFT JOIN why w ON w.submission_sha = s.sha256
+ORDER BY s.status NOT IN ('rejected', 'partial'), s.party_code, s.file_name
 LIMIT $limit
 
 -- name: findings
