@@ -431,3 +431,20 @@ def test_duplicate_chains_and_cycles_keep_one_incident_each():
     ]
     # a -> b -> c (c's target is not in the bundle: c stands); d <-> e: the smaller stands
     assert stix._declared_duplicates(objects) == {a: c, b: c, e: d}
+
+
+def test_misp_stix_cannot_import_stix_incidents_so_the_docs_send_misp_users_to_the_feed(release):
+    """docs/interoperability.md says misp-stix reads none of the bundle's incidents; when a
+    misp-stix version can, this fails and that paragraph must change."""
+    from misp_stix_converter import ExternalSTIX2toMISPParser
+    from stix2.parsing import parse
+
+    parser = ExternalSTIX2toMISPParser()
+    parser.load_stix_bundle(
+        parse(json.loads((release / stix.BUNDLE).read_text()), allow_custom=True)
+    )
+    parser.parse_stix_bundle()
+    events = parser.misp_events if isinstance(parser.misp_events, list) else [parser.misp_event]
+    assert not any(e.objects or e.attributes for e in events)
+    errors = [m for messages in parser.errors.values() for m in messages]
+    assert "Unable to load STIX object type: incident" in errors

@@ -29,6 +29,7 @@ from pipelines.cli.releases import (
 )
 from pipelines.cli.run import demo_command, generate_command, run_command
 from pipelines.cli.status import status_command
+from pipelines.cli.taxii import taxii_command, taxii_credential_command
 from pipelines.output import (
     EXIT_READER_GONE,
     EXIT_USAGE,
@@ -89,6 +90,8 @@ for _command in (
     keygen_command,
     sign_command,
     docs_command,
+    taxii_command,
+    taxii_credential_command,
     demo_command,
 ):
     cli.add_command(_command)
