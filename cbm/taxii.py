@@ -3,7 +3,8 @@
 
 - **Releases**, read-only, open to anyone: every object of every published release's
   ``stix/bundle.json``. A release is served only when the publish folder's changelog lists it
-  and its files match its manifest (``verify_release``): nothing built but held, nothing half
+  and its files match its manifest (``verify_release``, checked when the server first reads
+  the changelog and again whenever it changes): nothing built but held, nothing half
   written, nothing edited after publication. An object version is "added" when the first
   release holding it was: the release's ``as_of``, kept strictly increasing in changelog order,
   so ``added_after`` pages are stable and the same folder always serves the same answers.
@@ -47,6 +48,7 @@ MAX_LIMIT = 1_000
 MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # bytes of one POST; the API root says so
 ROW_TYPES = {"incident": "incidents", "opinion": "attestations"}  # what intake reads by kind
 ITERATIONS = 200_000  # PBKDF2-SHA256 rounds of a stored credential
+KEPT_STATUSES = 10_000  # status resources kept in memory for GET status/<id>/, newest
 
 
 class TaxiiError(Exception):
@@ -402,6 +404,8 @@ class Server:
                 status = accept_envelope(self.inbox, party, body)
                 with self.lock:
                     self.statuses[status["id"]] = (party, status)
+                    while len(self.statuses) > KEPT_STATUSES:  # the oldest go first
+                        self.statuses.pop(next(iter(self.statuses)))
                 return 202, status, {}
             raise TaxiiError(403, "write-only", f"{party} may only add objects here")
         others = {inbox_collection(p) for p in self.parties}
