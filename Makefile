@@ -11,7 +11,7 @@ export CBM_REGISTRY := $(CURDIR)/$(DEMO)/registry
 export CBM_WORKDIR  := $(CURDIR)/$(DEMO)/work
 export CBM_PUBLISH  := $(CURDIR)/$(DEMO)/publish
 
-.PHONY: demo test test-scale browser ui docs lint fmt validate clean bench bench-floor bench-many-files fuzz
+.PHONY: demo test test-crash test-scale browser ui docs lint fmt validate clean bench bench-floor bench-many-files fuzz
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -26,6 +26,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# crash safety with real processes: cbm runs killed (SIGKILL) and run again, two at once
+# (tests/test_reliability.py; .ci/run runs it after make test)
+test-crash: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_reliability.py -m crash
 
 # the scale-out deployment for real (docs/deployment.md): PostgreSQL (Debian's postgresql),
 # moto's S3 on loopback, webserver, daemon and code server as separate processes

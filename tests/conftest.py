@@ -219,7 +219,7 @@ def generated_run(tmp_path_factory, worker_id):
 # would order them by their number of tests, which put the longest module among the last.
 # Modules not listed follow in collection order. Only the order changes, never what runs.
 LONGEST_FIRST = (
-    "test_reliability.py",
+    "test_reliability.py",  # make test-crash
     "test_pipeline.py",
     "test_definitions.py",
     "test_refusals.py",

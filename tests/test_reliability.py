@@ -1,5 +1,8 @@
 """Crash safety and concurrency, with real processes: SIGKILL at several points, then a
-re-run ends exactly like an uninterrupted run; two runs at once never corrupt anything."""
+re-run ends exactly like an uninterrupted run; two runs at once never corrupt anything.
+
+Whole `cbm run` processes started, killed and started again: `make test-crash` runs them,
+and `.ci/run` runs that target after `make test` (docs/development.md, "The test suites")."""
 
 import os
 import shutil
@@ -14,6 +17,8 @@ import pytest
 
 from cbm.generate import generate
 from cbm.release import verify_release
+
+pytestmark = pytest.mark.crash
 
 KEEP_PARTIES = {"ALPHA", "BRAVO", "AUDITOR", "ACADEMY"}
 VOLATILE = {"submissions": "* EXCLUDE (received_at, landing_path)"}
