@@ -140,7 +140,11 @@ def small_runs(base: Path, env: dict) -> dict:
 
     with Warehouse(path=str(workdir / "warehouse.duckdb")).connect() as con:
         raw = min(raw_scan(con) for _ in range(3))
-    return {"demo_s": round(demo, 2), "one_file_s": round(one, 2), "small_raw_scan_s": round(raw, 4)}
+    return {
+        "demo_s": round(demo, 2),
+        "one_file_s": round(one, 2),
+        "small_raw_scan_s": round(raw, 4),
+    }
 
 
 def _runs(dagster_home: Path, since: float = 0.0):
