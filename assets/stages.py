@@ -12,6 +12,20 @@ INGESTION = "team:ingestion"
 VERIFICATION = "team:verification"
 PUBLICATION = "team:publication"
 
+# The stages (the lineage's groups), in the order the data goes through them: the verifier
+# guide's lineage table and the browser suite's stage-by-stage screenshots follow it.
+STAGES = (
+    "registry",
+    "landing",
+    "staged",
+    "anonymised",
+    "validated",
+    "verified",
+    "indicators",
+    "alerts",
+    "published",
+)
+
 # one writer of the warehouse file at a time (docs/deployment.md, "the warehouse pool")
 WAREHOUSE_POOL = "warehouse"
 

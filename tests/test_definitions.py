@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from assets.resources import CbmSettings, RegistryResource
+from assets.stages import STAGES
 from cbm.files import sha256_file
 from cbm.intake import partition_key, plan_intake, submission_key
 from cbm.signatures import new_party_key, sign_file
@@ -134,19 +135,6 @@ def test_code_location_loads_with_the_expected_graph():
     assert actual == {k: (g, sorted(u), p, a) for k, (g, u, p, a) in EXPECTED_GRAPH.items()}
 
 
-# The stages in the order the data goes through them: the lineage's groups, as the verifier
-# guide lists them
-STAGES = (
-    "registry",
-    "landing",
-    "staged",
-    "anonymised",
-    "validated",
-    "verified",
-    "indicators",
-    "alerts",
-    "published",
-)
 GUIDE = ROOT / "docs" / "verifier-guide.md"
 LINEAGE_BEGIN = "<!-- lineage table: tests/test_definitions.py writes it from the definitions -->"
 LINEAGE_END = "<!-- end of the lineage table -->"

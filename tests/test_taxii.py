@@ -342,36 +342,15 @@ def test_operator_mistakes_give_one_line_and_exit_2(tmp_path, capsys, generated_
     project, _ = generated_run
     creds = tmp_path / "taxii.json"
     registry = str(project.registry)
-    assert (
-        main(
-            [
-                "taxii-credential",
-                "--credentials",
-                str(creds),
-                "--party",
-                "NOPE",
-                "--registry",
-                registry,
-            ]
-        )
-        == 2
-    )
+
+    def credential(party: str) -> int:
+        args = ["--credentials", str(creds), "--party", party, "--registry", registry]
+        return main(["taxii-credential", *args])
+
+    assert credential("NOPE") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "NOPE" in err and "ALPHA" in err
-    assert (
-        main(
-            [
-                "taxii-credential",
-                "--credentials",
-                str(creds),
-                "--party",
-                "ALPHA",
-                "--registry",
-                registry,
-            ]
-        )
-        == 0
-    )
+    assert credential("ALPHA") == 0
     out = capsys.readouterr()
     assert len(out.out.strip()) == 32 and "ALPHA" not in out.out  # the credential alone
     assert Credentials(creds).check("ALPHA", out.out.strip())

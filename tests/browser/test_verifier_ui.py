@@ -11,21 +11,10 @@ import re
 import urllib.parse
 import urllib.request
 
+from assets.stages import STAGES
 from cbm.intake import partition_key, read_landing_meta
 
 SLOW = 60_000  # ms: the UI's first load of a page on a busy two-core machine
-# The stages, in the order the data goes through them (the lineage's groups)
-STAGES = (
-    "registry",
-    "landing",
-    "staged",
-    "anonymised",
-    "validated",
-    "verified",
-    "indicators",
-    "alerts",
-    "published",
-)
 SCHEMA = "label ... on TableSchemaMetadataEntry { schema { columns { name description } } }"
 
 
@@ -154,6 +143,25 @@ def test_a_rejected_submission_says_who_what_and_why_on_its_partition(page, depl
     assert "rejected" in text and name in text and party in text
     assert " ".join(reason.split()) in " ".join(text.split())  # the reason in full
     page.shot("03-rejected-submission-partition")
+
+
+def test_one_page_lists_a_partys_files_not_accepted_whole_and_why(page, deployment):
+    """The submissions asset's table (warehouse/sql/queries/submissions.sql, listed): every
+    rejected or partial file of a party, its file name in full and why, read off one page."""
+    from warehouse.queries import query
+
+    listed = deployment.query(query("submissions.listed"), {"limit": 500})
+    party = next(r[0] for r in listed if r[2] in ("rejected", "partial"))
+    mine = [r for r in listed if r[0] == party and r[2] in ("rejected", "partial")]
+    p = open_page(page, f"{deployment.ui}/assets/submissions?view=events", "why")
+    p.get_by_text(mine[0][1], exact=True).first.wait_for(timeout=SLOW)
+    text = " ".join(body(p).split())
+    for _, file_name, _, why, *_, submission in mine:
+        assert file_name in text and why in text and submission in text, (file_name, why)
+    p.mouse.move(900, 600)  # the event's panel scrolls on its own: the table to the top
+    p.mouse.wheel(0, 650)
+    p.wait_for_timeout(500)
+    page.shot("05b-submissions-why")
 
 
 def test_a_partial_submission_warns_on_its_own_partition_check(page, deployment):

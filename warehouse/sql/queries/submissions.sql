@@ -33,8 +33,8 @@ why AS (
                     END, ', ' ORDER BY rule) AS why
   FROM rules GROUP BY ALL
 )
-SELECT s.party_code AS party, s.file_name, s.kind, s.status, s.rows_read, s.rows_accepted,
-       s.rows_quarantined, coalesce(w.why, '') AS why, left(s.sha256, 16) AS submission
+SELECT s.party_code AS party, s.file_name, s.status, coalesce(w.why, '') AS why, s.kind,
+       s.rows_read, s.rows_accepted, s.rows_quarantined, left(s.sha256, 16) AS submission
 FROM submissions s LEFT JOIN why w ON w.submission_sha = s.sha256
 ORDER BY s.status NOT IN ('rejected', 'partial'), s.party_code, s.file_name
 LIMIT $limit
