@@ -28,6 +28,7 @@ import json
 import secrets
 import ssl
 import threading
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -139,27 +140,44 @@ def published_records(publish: Path) -> tuple[list[Record], list[str]]:
     """Every object version of every release the changelog of ``publish`` lists and whose
     files match their manifest, in the order TAXII pages them; and the releases served."""
     changelog = publish / "CHANGELOG.jsonl"
-    entries = []
-    if changelog.exists():
-        entries = [json.loads(line) for line in changelog.read_text().splitlines() if line.strip()]
+    lines = changelog.read_text().splitlines() if changelog.exists() else []
     first: dict[tuple[str, str], Record] = {}
     served, last = [], None
-    for entry in entries:
-        folder = publish / "releases" / str(entry.get("release_id"))
-        bundle = folder / "stix" / "bundle.json"
-        if not bundle.is_file() or not verify_release(folder)[0]:
+    for line in lines:
+        release = _release_objects(publish, line)
+        if release is None:  # not a published release, or not one that checks: not served
             continue
-        moment = _parse_stamp(str(entry.get("as_of")))
+        name, moment, objects = release
         if last is not None and moment <= last:  # kept strictly increasing
             moment = last + timedelta(microseconds=1)
         last = moment
-        served.append(folder.name)
-        for obj in json.loads(bundle.read_bytes()).get("objects", []):
+        served.append(name)
+        for obj in objects:
             version = obj.get("modified") or obj.get("created") or ""
             key = (obj["id"], version)
             if key not in first:
                 first[key] = Record(_stamp(moment), obj["id"], version, obj)
     return sorted(first.values()), served
+
+
+def _release_objects(publish: Path, line: str) -> tuple[str, datetime, list[dict]] | None:
+    """A changelog line's release: its name, as-of time and STIX objects, when the line names
+    a release whose files match its manifest; None for anything else (nothing raises)."""
+    try:
+        entry = json.loads(line) if line.strip() else None
+        if not isinstance(entry, dict):
+            return None
+        folder = publish / "releases" / str(entry.get("release_id"))
+        bundle = folder / "stix" / "bundle.json"
+        if not bundle.is_file() or not verify_release(folder)[0]:
+            return None
+        moment = _parse_stamp(str(entry.get("as_of")))
+        objects = json.loads(bundle.read_bytes()).get("objects", [])
+        if not all(isinstance(o, dict) and isinstance(o.get("id"), str) for o in objects):
+            return None
+        return folder.name, moment, objects
+    except (ValueError, OSError, TaxiiError, AttributeError):
+        return None
 
 
 class Served:
@@ -528,6 +546,11 @@ class Handler(BaseHTTPRequestHandler):
                 headers = {"WWW-Authenticate": 'Basic realm="cbm-verify TAXII"'}
         except ValueError as exc:
             status, payload, headers = 400, TaxiiError(400, "bad request", str(exc)).body(), {}
+        except Exception:  # noqa: BLE001 - logged here; the client gets a TAXII error, no trace
+            self.log_error("unexpected error answering %s %s", method, self.path)
+            traceback.print_exc()
+            error = TaxiiError(500, "internal error", "the server could not answer; see its log")
+            status, payload, headers = 500, error.body(), {}
         self._send(status, payload, headers)
 
     def _party(self, cbm: Server) -> str | None:

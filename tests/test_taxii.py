@@ -268,7 +268,11 @@ def test_nothing_unpublished_is_served(generated_run, tmp_path):
     stranger = publish / "releases" / "r-00000000000000000000"
     shutil.copytree(project.publish / "releases" / served[0], stranger)
     assert stranger.name not in published_records(publish)[1]
-    (publish / "CHANGELOG.jsonl").unlink()
+    changelog = publish / "CHANGELOG.jsonl"
+    kept = published_records(publish)[1]
+    changelog.write_text("{not json\n[1, 2]\n" + changelog.read_text() + '{"as_of": "x"}\n')
+    assert published_records(publish)[1] == kept  # stray lines: skipped, nothing raises
+    changelog.unlink()
     assert published_records(publish) == ([], [])
 
 
@@ -370,3 +374,19 @@ def test_operator_mistakes_give_one_line_and_exit_2(tmp_path, capsys, generated_
         assert main(["taxii", *(x for kv in base.items() for x in kv)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and named in err, err
+
+
+def test_an_unexpected_error_is_a_taxii_error_and_the_server_goes_on(party_inbox, monkeypatch):
+    _, server = party_inbox
+    answer = TaxiiServer.answer
+
+    def broken(self, method, path, *args):
+        if path.endswith("/collections/"):
+            raise RuntimeError("disk gone")
+        return answer(self, method, path, *args)
+
+    monkeypatch.setattr(TaxiiServer, "answer", broken)
+    failed = requests.get(f"{server.url}/cbm/collections/", timeout=30)
+    assert failed.status_code == 500 and failed.json()["http_status"] == "500"
+    assert "disk gone" not in failed.text  # the server's log has it, not the client
+    assert requests.get(f"{server.url}/taxii2/", timeout=30).status_code == 200
