@@ -248,13 +248,28 @@ def install_templates() -> None:
     DefaultJinjaView.__init__ = __init__
 
 
-_BUILT = threading.local()  # .configs: {id(expectation): (expectation, configuration)} in a call
-# GX's own functions, kept before patching (the tests compare them with what was patched)
+# GX's own functions, kept before patching (the patches call them; the tests compare them
+# with what was patched)
 GX_CONFIGURATION = Expectation.configuration.fget
 GX_GRAPH_VALIDATE = Validator.graph_validate
 GX_CHECKPOINT_IS_FRESH = Checkpoint.is_fresh
 GX_DEFINITION_IS_FRESH = ValidationDefinition.is_fresh
 GX_STORE_VALIDATION_RESULTS = ValidationResultsStore.store_validation_results
+
+
+def _ours(func) -> bool:
+    """Whether ``func`` is one of this module's replacements (patches 4 to 6)."""
+    return getattr(func, "__cbm_patch__", False)
+
+
+def _replace(owner, name: str, func) -> None:
+    func.__cbm_patch__ = True
+    setattr(owner, name, func)
+
+
+# 4. configurations built once per validation
+
+_BUILT = threading.local()  # .configs: {id(expectation): (expectation, configuration)} in a call
 
 
 def _configuration(self):
@@ -267,39 +282,38 @@ def _configuration(self):
     return held[1]
 
 
-_configuration.__cbm_configurations__ = True
+def _graph_validate_once(self, *args, **kwargs):
+    if getattr(_BUILT, "configs", None) is not None:  # nested: the outer call's cache
+        return GX_GRAPH_VALIDATE(self, *args, **kwargs)
+    _BUILT.configs = {}
+    try:
+        return GX_GRAPH_VALIDATE(self, *args, **kwargs)
+    finally:
+        _BUILT.configs = None
 
 
 def install_configurations() -> None:
     """Build each expectation's configuration once per ``Validator.graph_validate`` call
     (idempotent)."""
-    if getattr(Expectation.configuration.fget, "__cbm_configurations__", False):
+    if configurations_installed():
         return
-    graph_validate = GX_GRAPH_VALIDATE
-
-    def graph_validate_once(self, *args, **kwargs):
-        if getattr(_BUILT, "configs", None) is not None:  # nested: the outer call's cache
-            return graph_validate(self, *args, **kwargs)
-        _BUILT.configs = {}
-        try:
-            return graph_validate(self, *args, **kwargs)
-        finally:
-            _BUILT.configs = None
-
-    Validator.graph_validate = graph_validate_once
+    _replace(Validator, "graph_validate", _graph_validate_once)
+    _configuration.__cbm_patch__ = True
     Expectation.configuration = property(_configuration, doc=Expectation.configuration.__doc__)
 
 
 def configurations_installed() -> bool:
-    return getattr(Expectation.configuration.fget, "__cbm_configurations__", False)
+    return _ours(Expectation.configuration.fget)
 
+
+# 5. freshness taken as read for a checkpoint just read or written
 
 _FRESH = threading.local()  # .held: {id(obj): obj} taken as fresh within fresh_from_store
 
 
 def _held_fresh(obj) -> bool:
     held = getattr(_FRESH, "held", None)
-    return held is not None and held.get(id(obj)) is obj
+    return held is not None and held.get(id(obj)) is obj and bool(obj.id)
 
 
 @contextlib.contextmanager
@@ -308,9 +322,8 @@ def fresh_from_store(checkpoint):
     stores or just added to them by the caller) are taken as fresh (patch 5)."""
     outer = getattr(_FRESH, "held", None)
     held = dict(outer or {})
-    held[id(checkpoint)] = checkpoint
-    for vd in checkpoint.validation_definitions:
-        held[id(vd)] = vd
+    for obj in (checkpoint, *checkpoint.validation_definitions):
+        held[id(obj)] = obj
     _FRESH.held = held
     try:
         yield checkpoint
@@ -318,34 +331,33 @@ def fresh_from_store(checkpoint):
         _FRESH.held = outer
 
 
+def _checkpoint_fresh(self):
+    if not _held_fresh(self):
+        return GX_CHECKPOINT_IS_FRESH(self)
+    for vd in self.validation_definitions:
+        vd.is_fresh()
+    return CheckpointFreshnessDiagnostics(errors=[])
+
+
+def _definition_fresh(self):
+    if not _held_fresh(self):
+        return GX_DEFINITION_IS_FRESH(self)
+    self._record_suite_owner(owner_from_batch_definition(self.data))
+    return ValidationDefinitionFreshnessDiagnostics(errors=[])
+
+
 def install_freshness() -> None:
     """Let ``fresh_from_store`` skip the store reads of GX's freshness checks (idempotent)."""
-    if getattr(Checkpoint.is_fresh, "__cbm_freshness__", False):
-        return
-    checkpoint_is_fresh = GX_CHECKPOINT_IS_FRESH
-    definition_is_fresh = GX_DEFINITION_IS_FRESH
-
-    def checkpoint_fresh(self):
-        if not (_held_fresh(self) and self.id):
-            return checkpoint_is_fresh(self)
-        for vd in self.validation_definitions:
-            vd.is_fresh()
-        return CheckpointFreshnessDiagnostics(errors=[])
-
-    def definition_fresh(self):
-        if not (_held_fresh(self) and self.id):
-            return definition_is_fresh(self)
-        self._record_suite_owner(owner_from_batch_definition(self.data))
-        return ValidationDefinitionFreshnessDiagnostics(errors=[])
-
-    checkpoint_fresh.__cbm_freshness__ = definition_fresh.__cbm_freshness__ = True
-    Checkpoint.is_fresh = checkpoint_fresh
-    ValidationDefinition.is_fresh = definition_fresh
+    if not freshness_installed():
+        _replace(Checkpoint, "is_fresh", _checkpoint_fresh)
+        _replace(ValidationDefinition, "is_fresh", _definition_fresh)
 
 
 def freshness_installed() -> bool:
-    return getattr(Checkpoint.is_fresh, "__cbm_freshness__", False)
+    return _ours(Checkpoint.is_fresh)
 
+
+# 6. results stored once
 
 _DEFERRED = threading.local()  # .on: the caller stores the results of this block
 
@@ -361,23 +373,20 @@ def results_stored_by_caller():
         _DEFERRED.on = outer
 
 
+def _store_unless_deferred(self, *args, **kwargs):
+    if getattr(_DEFERRED, "on", False):
+        return False
+    return GX_STORE_VALIDATION_RESULTS(self, *args, **kwargs)
+
+
 def install_results_once() -> None:
     """Let ``results_stored_by_caller`` hold GX's own result writes (idempotent)."""
-    if getattr(ValidationResultsStore.store_validation_results, "__cbm_results__", False):
-        return
-    store_validation_results = GX_STORE_VALIDATION_RESULTS
-
-    def store_unless_deferred(self, *args, **kwargs):
-        if getattr(_DEFERRED, "on", False):
-            return False
-        return store_validation_results(self, *args, **kwargs)
-
-    store_unless_deferred.__cbm_results__ = True
-    ValidationResultsStore.store_validation_results = store_unless_deferred
+    if not results_once_installed():
+        _replace(ValidationResultsStore, "store_validation_results", _store_unless_deferred)
 
 
 def results_once_installed() -> bool:
-    return getattr(ValidationResultsStore.store_validation_results, "__cbm_results__", False)
+    return _ours(ValidationResultsStore.store_validation_results)
 
 
 def install() -> None:
