@@ -30,27 +30,21 @@ def register_months(instance: dg.DagsterInstance, first: str, last: str) -> list
     backfill or automation tick of a running daemon that read the months in between failed
     ("Unable to determine root partitions for backfill", issue #38; the daemon fails a
     backfill naming a month that is gone: tests/test_definitions.py). Such a month is therefore added after the others, where the
-    UI then lists it; a run over every month (``all_months_range``) still takes them all."""
+    UI then lists it; a run over every month takes the range from the first registered to
+    the last."""
     name = monthly_partitions.name
     known = instance.get_dynamic_partitions(name)
     span = [*known, first, last]
-    missing = [m for m in months_between(min(span), max(span)) if m not in set(known)]
-    if missing:
-        try:
-            instance.add_dynamic_partitions(name, missing)
-        except Exception:  # another process added some of them first: keep what it added
-            known = instance.get_dynamic_partitions(name)
-            still = [m for m in missing if m not in set(known)]
-            if still:
-                instance.add_dynamic_partitions(name, still)
-    return instance.get_dynamic_partitions(name) if missing else known
-
-
-def all_months_range(instance: dg.DagsterInstance) -> tuple[str, str]:
-    """The partition range (first and last key, in the order registered) that covers every
-    registered month."""
-    registered = instance.get_dynamic_partitions(monthly_partitions.name)
-    return registered[0], registered[-1]
+    have = set(known)
+    missing = [m for m in months_between(min(span), max(span)) if m not in have]
+    if not missing:
+        return known
+    try:
+        instance.add_dynamic_partitions(name, missing)
+    except Exception:  # another process added some of them in between: add the rest
+        have = set(instance.get_dynamic_partitions(name))
+        instance.add_dynamic_partitions(name, [m for m in missing if m not in have])
+    return instance.get_dynamic_partitions(name)
 
 
 # Refresh when new validated data lands: any upstream update not yet handled, nothing

@@ -116,14 +116,14 @@ class InProcess:
             self.execute(verify, show=self.show)
         months = indicator_months(settings, self.instance)
         if months:
-            from assets.partitions import all_months_range
-
-            start, end = all_months_range(self.instance)
-            self.execute(INDICATORS, {RANGE_START: start, RANGE_END: end}, self.show)
+            first, last, registered = months  # every month: from the first added to the last
+            self.execute(
+                INDICATORS, {RANGE_START: registered[0], RANGE_END: registered[-1]}, self.show
+            )
             if self.show:
-                _say(f"      indicators for {months[0]} .. {months[1]}")
+                _say(f"      indicators for {first} .. {last}")
         self.execute(PUBLISH, show=self.show)
-        return months
+        return months[:2] if months else None
 
     def execute(
         self,
@@ -178,8 +178,9 @@ class InProcess:
         return stale
 
 
-def indicator_months(settings, instance) -> tuple[str, str] | None:
-    """The month partitions that have verdicts or events, up to the as-of month (registered)."""
+def indicator_months(settings, instance) -> tuple[str, str, list[str]] | None:
+    """The first and last month with verdicts or events (up to the as-of month), and every
+    month partition registered, in the order added (``register_months``)."""
     from assets.partitions import register_months
     from warehouse.db import Warehouse, indicator_period_range
 
@@ -187,8 +188,7 @@ def indicator_months(settings, instance) -> tuple[str, str] | None:
         span = indicator_period_range(con)
     if span is None:
         return None
-    register_months(instance, *span)
-    return span
+    return (*span, register_months(instance, *span))
 
 
 def _alive(pid: int) -> bool:
