@@ -80,6 +80,10 @@ class Credentials:
         self._entries = json.loads(self.path.read_text()) if self.path.exists() else {}
         if not isinstance(self._entries, dict):
             raise ValueError(f"{self.path}: not a credentials file (a JSON object expected)")
+        # credentials already checked, by party: a keyed digest of each, so a party's next
+        # request costs a hash, not another PBKDF2 derivation (the file is read at start only)
+        self._key = secrets.token_bytes(32)
+        self._checked: dict[str, bytes] = {}
 
     def parties(self) -> list[str]:
         return sorted(self._entries)
@@ -99,13 +103,20 @@ class Credentials:
         return token
 
     def check(self, party: str, token: str) -> bool:
+        digest = hmac.digest(self._key, token.encode(), "sha256")
+        if hmac.compare_digest(self._checked.get(party, b""), digest):
+            return True
         entry = self._entries.get(party)
-        if not isinstance(entry, dict):
-            _derive(token, b"\0" * 16, ITERATIONS)  # the same time for an unknown party
+        try:
+            expected = bytes.fromhex(entry["sha256"])
+            got = _derive(token, bytes.fromhex(entry["salt"]), int(entry["iterations"]))
+        except (TypeError, KeyError, ValueError):  # an unknown party, or an entry unreadable
+            _derive(token, b"\0" * 16, ITERATIONS)  # the same time as a known one
             return False
-        expected = bytes.fromhex(entry["sha256"])
-        got = _derive(token, bytes.fromhex(entry["salt"]), int(entry["iterations"]))
-        return hmac.compare_digest(expected, got)
+        if not hmac.compare_digest(expected, got):
+            return False
+        self._checked[party] = digest
+        return True
 
 
 def _derive(token: str, salt: bytes, iterations: int) -> bytes:
@@ -188,6 +199,7 @@ class Served:
         self._lock = threading.Lock()
         self._stamp = None
         self._records: list[Record] = []
+        self.releases: list[str] = []  # the releases served, in changelog order
 
     def records(self) -> list[Record]:
         path = self.publish / "CHANGELOG.jsonl"
@@ -198,7 +210,9 @@ class Served:
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._records = published_records(self.publish)[0] if stamp else []
+                self._records, self.releases = (
+                    published_records(self.publish) if stamp else ([], [])
+                )
                 self._stamp = stamp
             return self._records
 
@@ -502,6 +516,7 @@ def _accepts(header: str | None) -> bool:
 class Handler(BaseHTTPRequestHandler):
     server_version = "cbm-taxii/1"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may go silent, mid-request or between requests
 
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
         if getattr(self.server, "quiet", False):
@@ -588,9 +603,12 @@ def make_server(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     quiet: bool = False,
+    client_seconds: float = Handler.timeout,
 ) -> ThreadingHTTPServer:
-    """The HTTP (or, with a certificate and key, HTTPS) server; ``serve_forever`` runs it."""
-    httpd = ThreadingHTTPServer((host, port), Handler)
+    """The HTTP (or, with a certificate and key, HTTPS) server; ``serve_forever`` runs it.
+    ``client_seconds``: how long a client may stay silent before its connection is closed."""
+    handler = type("Handler", (Handler,), {"timeout": client_seconds})
+    httpd = ThreadingHTTPServer((host, port), handler)
     httpd.cbm = cbm
     httpd.quiet = quiet
     httpd.daemon_threads = True

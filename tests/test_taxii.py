@@ -31,12 +31,21 @@ class Running:
     """A server on a free loopback port, and one credential per party it was given."""
 
     def __init__(
-        self, publish: Path, inbox: Path, parties: set[str], tmp: Path, tls=None, **options
+        self,
+        publish: Path,
+        inbox: Path,
+        parties: set[str],
+        tmp: Path,
+        tls=None,
+        client_seconds: float = 30,
+        **options,
     ):
         credentials = Credentials(tmp / "secrets" / "taxii.json")
         self.tokens = {p: credentials.issue(p) for p in ("ALPHA", "INTLORG")}
         server = TaxiiServer(publish, inbox, credentials, parties, **options)
-        self.httpd = make_server(server, port=0, quiet=True, **(tls or {}))
+        self.httpd = make_server(
+            server, port=0, quiet=True, client_seconds=client_seconds, **(tls or {})
+        )
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -390,3 +399,70 @@ def test_an_unexpected_error_is_a_taxii_error_and_the_server_goes_on(party_inbox
     assert failed.status_code == 500 and failed.json()["http_status"] == "500"
     assert "disk gone" not in failed.text  # the server's log has it, not the client
     assert requests.get(f"{server.url}/taxii2/", timeout=30).status_code == 200
+
+
+def test_a_silent_client_is_dropped_and_others_are_served_meanwhile(party_inbox, tmp_path):
+    import socket
+
+    project, _ = party_inbox
+    server = Running(project.publish, project.inbox, PARTIES, tmp_path / "q", client_seconds=1)
+    try:
+        port = server.httpd.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+            assert requests.get(f"{server.url}/taxii2/", timeout=10).status_code == 200
+            assert slow.recv(1024) == b""  # closed by the server after a second of silence
+    finally:
+        server.close()
+
+
+def test_the_own_release_pushed_back_over_taxii_is_quarantined_as_a_copy(generated_run, tmp_path):
+    """A party pulls the published release over TAXII and posts it back as its own report:
+    intake's own-release rules quarantine every row, as for the same bundle dropped as a file
+    (tests/test_refusals.py)."""
+    original, _ = generated_run
+    project = original.copy(tmp_path / "deployment")
+    server = Running(project.publish, project.inbox, PARTIES, tmp_path)
+    try:
+        releases = server.collection(RELEASES, "ALPHA")
+        objects = [
+            o
+            for page in as_pages(releases.get_objects, per_request=500)
+            for o in page.get("objects", [])
+        ]
+        status = server.collection(inbox_collection("ALPHA"), "ALPHA").add_objects(
+            {"objects": objects}
+        )
+        assert status.success_count == len(objects)
+    finally:
+        server.close()
+    (pushed,) = (project.inbox / "ALPHA").glob("incidents_taxii-*.stix.json")
+    project.run(ingest_only=True)
+    ((read, accepted, quarantined),) = project.query(
+        "SELECT rows_read, rows_accepted, rows_quarantined FROM submissions WHERE file_name = ?",
+        [pushed.name],
+    )
+    assert read > 0 and accepted == 0 and quarantined == read
+    rules = project.query(
+        "SELECT DISTINCT q.rule FROM quarantine q JOIN submissions s ON s.sha256 = q.submission_sha "
+        "WHERE s.file_name = ? AND q.severity = 'critical' ORDER BY 1",
+        [pushed.name],
+    )
+    assert ("copy_of_own_release",) in rules
+
+
+def test_a_credential_checked_once_is_not_derived_again_and_others_still_fail(
+    tmp_path, monkeypatch
+):
+    import cbm.taxii as taxii
+
+    credentials = Credentials(tmp_path / "taxii.json")
+    token = credentials.issue("ALPHA")
+    derived = []
+    derive = taxii._derive
+    monkeypatch.setattr(taxii, "_derive", lambda *a: derived.append(1) or derive(*a))
+    assert credentials.check("ALPHA", token) and credentials.check("ALPHA", token)
+    assert len(derived) == 1  # the second request costs a keyed hash only
+    assert not credentials.check("ALPHA", token + "x")
+    assert not credentials.check("BRAVO", token)  # another party's name, the same credential
+    assert not Credentials(tmp_path / "taxii.json").check("ALPHA", "wrong")

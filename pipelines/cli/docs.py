@@ -37,12 +37,12 @@ def cmd_docs(args) -> int:
     import http.server
     import urllib.parse
 
-    from checks.offline_docs import data_docs_site, gx_dir_of
+    from checks.offline_docs import data_docs_index, data_docs_site, gx_dir_of
 
     workdir = Path(args.workdir)
     _check_folder("--workdir", workdir, must_exist=True)
     site = data_docs_site(gx_dir_of(workdir))
-    if not (site / "index.html").is_file():
+    if not data_docs_index(gx_dir_of(workdir)).is_file():
         raise CannotRun(f"no Data Docs in {workdir} yet: run 'cbm run' first ({site})")
 
     releases = None

@@ -96,8 +96,12 @@ def cmd_taxii(args) -> int:
         raise CannotRun(f"--tls-cert {args.tls_cert}: {exc}") from None
     scheme = "https" if args.tls_cert else "http"
     base = f"{scheme}://{args.host}:{args.port}"
+    records = server.served.records()  # checked now, not on the first client's request
     _say(f"TAXII 2.1 discovery: {base}/taxii2/ (Ctrl-C stops)")
-    _say(f"releases (read-only): {base}/{API_ROOT}/collections/{RELEASES}/")
+    _say(
+        f"releases (read-only): {base}/{API_ROOT}/collections/{RELEASES}/ "
+        f"({len(server.served.releases)} releases, {len(records):,} object versions)"
+    )
     _say(
         f"parties with a credential ({len(credentials.parties())}): "
         f"{', '.join(credentials.parties()) or 'none yet: cbm taxii-credential'}"
