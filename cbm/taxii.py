@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cbm import stix
 from cbm.files import write_atomic
 from cbm.release import verify_release
 
@@ -47,7 +48,8 @@ RELEASES = str(uuid.uuid5(NAMESPACE, "collection:releases"))
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # bytes of one POST; the API root says so
-ROW_TYPES = {"incident": "incidents", "opinion": "attestations"}  # what intake reads by kind
+# the STIX type of each report kind intake reads from a bundle, the other way round
+KIND_OF_TYPE = {stix_type: kind for kind, stix_type in stix.ROW_TYPES.items()}
 ITERATIONS = 200_000  # PBKDF2-SHA256 rounds of a stored credential
 KEPT_STATUSES = 10_000  # status resources kept in memory for GET status/<id>/, newest
 
@@ -291,17 +293,17 @@ def accept_envelope(inbox: Path, party: str, body: bytes) -> dict:
     ]
     if bad:
         raise TaxiiError(400, "not STIX objects", f"objects {bad[:5]} have no type or id")
-    kinds = sorted({ROW_TYPES[o["type"]] for o in objects if o["type"] in ROW_TYPES})
+    kinds = sorted({KIND_OF_TYPE[o["type"]] for o in objects if o["type"] in KIND_OF_TYPE})
     if not kinds:
         raise TaxiiError(
             422,
             "nothing to report",
             "an envelope must hold incident or opinion objects (contract §7)",
         )
-    context = [o for o in objects if o["type"] not in ROW_TYPES]
+    context = [o for o in objects if o["type"] not in KIND_OF_TYPE]
     written = []
     for kind in kinds:
-        rows = [o for o in objects if ROW_TYPES.get(o["type"]) == kind]
+        rows = [o for o in objects if KIND_OF_TYPE.get(o["type"]) == kind]
         content = json.dumps(
             sorted(context + rows, key=lambda o: (o["type"], o["id"])), sort_keys=True
         ).encode()
