@@ -129,7 +129,6 @@ def small_runs(base: Path, env: dict) -> dict:
     and the raw scan of that warehouse."""
     from cbm.generate import generate
 
-    shutil.rmtree(base, ignore_errors=True)
     sample = generate(base / "gen", seed=7)
     workdir, publish = base / "work", base / "publish"
     env = dict(env, DAGSTER_HOME=str(base / "dagster_home"))
@@ -350,12 +349,11 @@ def main() -> None:
         "--small", action="store_true", help="only demo_s and one_file_s (the sample inbox)"
     )
     args = p.parse_args()
-    key = {"CBM_PSEUDONYM_KEY": "bench:" + "42" * 32}
-    os.environ.update(key)
+    os.environ["CBM_PSEUDONYM_KEY"] = "bench:" + "42" * 32  # this process and its cbm runs
     log("the sample inbox: cbm run in a fresh workdir, then one more one-row file")
     small_base = Path(tempfile.mkdtemp(prefix="cbm-bench-small-"))
     try:
-        small = small_runs(small_base, dict(os.environ, **key))
+        small = small_runs(small_base, dict(os.environ))
     finally:
         shutil.rmtree(small_base, ignore_errors=True)
     if args.small:
@@ -368,10 +366,7 @@ def main() -> None:
     inbox = base / "inbox"
     shutil.copytree(src / "inbox", inbox)
     workdir, publish = base / "work", base / "publish"
-    env = dict(
-        os.environ, CBM_PSEUDONYM_KEY="bench:" + "42" * 32, DAGSTER_HOME=str(base / "dagster_home")
-    )
-    os.environ["CBM_PSEUDONYM_KEY"] = env["CBM_PSEUDONYM_KEY"]
+    env = dict(os.environ, DAGSTER_HOME=str(base / "dagster_home"))
 
     log(f"cbm run on {args.reports:,} reports in {base}")
     end_to_end = run_cbm(inbox, src / "registry", workdir, publish, env)
