@@ -226,6 +226,7 @@ LONGEST_FIRST = (
     "test_changes.py",
     "test_stix_misp.py",
     "test_intake.py",
+    "test_taxii.py",
     "test_rederive.py",
     "test_cli.py",
     "test_alerts.py",
