@@ -30,7 +30,10 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
 from cbm.contract import FIELDS, typed_fields
-from checks import expectations  # noqa: F401  (registers our expectations with GX)
+from checks import (
+    expectations,  # noqa: F401  (registers our expectations with GX)
+    gx_template,
+)
 from checks.offline_docs import data_docs_index, data_docs_site, make_offline
 from compat import gx as gx_compat
 
@@ -248,7 +251,8 @@ DETAILS_IN_ONE_PASS_ROWS = 500_000
 
 
 def _checkpoint(ctx, runs, warehouse_path, result_format: dict):
-    """One GX checkpoint validating every (suite, table) of ``runs`` with ``result_format``:
+    """One GX checkpoint validating every (suite, table) of ``runs`` with ``result_format``,
+    and whether it was built now (not read from its store):
     one run, one engine, one result store pass (less per suite than a checkpoint each: M7). The pass/fail and the detailed checkpoint of the same runs are stored apart, so
     neither is rebuilt when a run switches between them."""
     vds, rebuilt = [], False
@@ -263,16 +267,15 @@ def _checkpoint(ctx, runs, warehouse_path, result_format: dict):
         try:
             checkpoint = ctx.checkpoints.get(name)
             if checkpoint.result_format == result_format:
-                return checkpoint
+                return checkpoint, False
         except Exception:  # not there yet (or unreadable): build it
             pass
     # The validation definitions are stored: add_or_update would store each again, suite included
     _delete_if_stored(ctx.checkpoints, name)
-    return ctx.checkpoints.add(
-        gx.Checkpoint(
-            name=name, validation_definitions=vds, actions=[], result_format=result_format
-        )
+    checkpoint = gx.Checkpoint(
+        name=name, validation_definitions=vds, actions=[], result_format=result_format
     )
+    return ctx.checkpoints.add(checkpoint), True
 
 
 def _detail_format(index_columns: list[str]) -> dict:
@@ -493,10 +496,13 @@ def run_suites(
     submissions checked); GX's own ``__none__`` without it.
     """
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
+    gx_template.seed(gx_dir, warehouse_path)  # a new workdir: the project last set up here
     ctx = _context(gx_dir)
     one_pass = rows > DETAILS_IN_ONE_PASS_ROWS
     result_format = _detail_format(index_columns) if one_pass else PASS_FAIL
-    checkpoint = _checkpoint(ctx, runs, warehouse_path, result_format)
+    checkpoint, built = _checkpoint(ctx, runs, warehouse_path, result_format)
+    if built:
+        gx_template.keep(gx_dir, warehouse_path)
     # The checkpoint was just read from its store or added to it; pass/fail-first results are
     # stored once, completed, by _complete_results (compat/gx.py, patches 5 and 6).
     stored_here = contextlib.nullcontext() if one_pass else gx_compat.results_stored_by_caller()
