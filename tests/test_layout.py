@@ -6,11 +6,15 @@ import neither Dagster nor Great Expectations.
 """
 
 import ast
+import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("cbm", "compat", "assets", "checks", "warehouse", "pipelines")
@@ -94,41 +98,56 @@ def _fresh_python(code: str) -> list:
     return json.loads(out)
 
 
-def _iri_verdicts(prelude: str) -> list:
-    """What jsonschema's iri and iri-reference checks say of IRI_CASES after ``prelude``, and
-    whether the grammar (lark) was imported before the first check."""
-    return _fresh_python(
+def _iri_code(prelude: str) -> str:
+    """Code printing whether the grammar (lark) was imported after ``prelude``, then what
+    jsonschema's iri and iri-reference checks say of IRI_CASES."""
+    return (
         f"{prelude}; import sys, json, jsonschema; lark = 'lark' in sys.modules; "
         "fc = jsonschema.FormatChecker(); "
-        f"print(json.dumps([lark] + [[fc.conforms(v, f) for f in ('iri', 'iri-reference')] "
-        f"for v in {IRI_CASES!r}]))"
+        "iri = [lark] + [[fc.conforms(v, f) for f in ('iri', 'iri-reference')] "
+        f"for v in {IRI_CASES!r}]"
     )
 
 
-def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same():
-    # checks/__init__ imports cbm first, as every module that imports GX does
-    deferred = _iri_verdicts("import checks")
-    eager = _iri_verdicts("import jsonschema")
-    assert deferred[0] is False, "importing the checks compiled rfc3987_syntax's grammar"
+@pytest.fixture(scope="module")
+def pipeline_imported() -> dict:
+    """In one new interpreter that imports the pipeline (and with it GX): whether scipy.stats
+    and the IRI grammar were executed, and what they then answer."""
+    (iri, stats) = _fresh_python(
+        _iri_code("import pipelines.definitions")
+        + "; loaded = 'scipy.stats._stats_py' in sys.modules; from scipy import stats; "
+        "print(json.dumps([iri, [loaded, stats.entropy([0.25, 0.75]), "
+        "'scipy.stats._stats_py' in sys.modules]]))"
+    )
+    return {"iri": iri, "stats": stats}
+
+
+def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same(pipeline_imported):
+    # checks/__init__ puts it off before anything imports GX
+    deferred = pipeline_imported["iri"]
+    eager = _fresh_python(_iri_code("import jsonschema") + "; print(json.dumps(iri))")
+    assert deferred[0] is False, "importing the pipeline compiled rfc3987_syntax's grammar"
     assert eager[0] is True  # without cbm, jsonschema imports it at once
     assert deferred[1:] == eager[1:]
     assert [True, True] in deferred[1:] and [False, False] in deferred[1:]
 
 
-def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same():
+def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same(pipeline_imported):
     """Great Expectations imports scipy.stats for an expectation no suite uses; cbm has it
     loaded on first use (compat.imports.defer_unused), and it then answers as ever."""
-    code = (
-        "import sys, json; {prelude}; "
-        "loaded = 'scipy.stats._stats_py' in sys.modules; "
-        "from scipy import stats; "
-        "print(json.dumps([loaded, stats.entropy([0.25, 0.75]), 'scipy.stats._stats_py' in sys.modules]))"
+    loaded, entropy, loaded_after = pipeline_imported["stats"]
+    assert loaded is False, "importing the pipeline executed scipy.stats"
+    assert entropy == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+    assert loaded_after is True
+    # without cbm, GX would import it at once: a module GX imports with the package says so
+    # at its top level (read, not imported: a second interpreter importing GX costs seconds)
+    gx_root = Path(importlib.util.find_spec("great_expectations").origin).parent
+    kl = gx_root / "expectations" / "core" / "expect_column_kl_divergence_to_be_less_than.py"
+    assert "\nfrom scipy import stats\n" in kl.read_text()
+    assert (
+        "expect_column_kl_divergence_to_be_less_than"
+        in (gx_root / "expectations" / "core" / "__init__.py").read_text()
     )
-    deferred = _fresh_python(code.format(prelude="import pipelines.definitions"))
-    eager = _fresh_python(code.format(prelude="import great_expectations"))
-    assert deferred[0] is False, "importing the pipeline executed scipy.stats"
-    assert eager[0] is True  # without cbm, GX imports it at once
-    assert deferred[1:] == eager[1:] and deferred[2] is True
 
 
 def all_modules() -> dict[str, set[str]]:
