@@ -18,12 +18,7 @@ from assets.resources import CbmSettings
 from assets.stages import VERIFICATION, WAREHOUSE_POOL, stage
 from cbm.contract import KINDS
 from cbm.intake import mark_ingested, submissions_of
-from checks.validation import (
-    SAMPLES,
-    SuiteResult,
-    data_docs_run_name,
-    run_suites,
-)
+from checks.results import SAMPLES, SuiteResult, data_docs_run_name
 from compat.dagster import (  # Dagster internals, in one place
     AssetCheckEvaluationTargetMaterializationData,  # not exported; names what a check checked
     partitions_read_once,
@@ -401,6 +396,8 @@ def _validate(context, settings: CbmSettings, con, shas: list[str], batch_rows: 
             continue
         con.execute("CHECKPOINT")  # GX reads the file through its own connection
         started = time.perf_counter()
+        from checks.validation import run_suites  # the validation stack: only with rows to check
+
         # no connection for samples: they come from the findings (_record_findings)
         found = run_suites(
             None,

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -35,51 +34,15 @@ from checks import (
     gx_template,
 )
 from checks.offline_docs import data_docs_index, data_docs_site, make_offline
+from checks.results import INDEX_COLUMNS, SAMPLES, Finding, SuiteResult
 from compat import gx as gx_compat
 
-INDEX_COLUMNS = ["submission_sha", "row_number", "report_id"]
-SAMPLES = 5  # failing values kept per finding for the asset check metadata
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
 gx_compat.install()  # before any GX project is opened: every GX patch of compat/gx.py
 
 
 class SuiteError(RuntimeError):
     """An expectation could not be evaluated (a broken suite or a GX change): never a pass."""
-
-
-@dataclass
-class Finding:
-    rule: str
-    expectation: str
-    column: str | None
-    severity: str
-    reason: str
-    unexpected_count: int
-    query: str | None = None  # SQL selecting the failing rows (index columns + value_column)
-    value_column: str | None = None
-    samples: list[str] = field(default_factory=list)
-
-    def sample(self, n: int = 5) -> list[str]:
-        return [s[:80] for s in self.samples[:n]]
-
-
-@dataclass
-class SuiteResult:
-    suite: str
-    table: str
-    evaluated: int
-    findings: list[Finding]
-    docs_url: str | None
-    result_id: object = None  # GX ValidationResultIdentifier of this run (for Data Docs)
-
-    @property
-    def critical(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "critical"]
-
-    def summary(self) -> dict:
-        return {
-            f.rule + (f":{f.column}" if f.column else ""): f.unexpected_count for f in self.findings
-        }
 
 
 # What a typed field's text must be, for the type rules generated from the contract.
@@ -462,17 +425,6 @@ def run_suite(
         con, warehouse_path, gx_dir, [(suite_name, table)], index_columns, rows=rows
     )
     return result
-
-
-def data_docs_run_name(names: list[str]) -> str:
-    """The name Data Docs gives a validation run: what it checked (a submission's partition
-    key, ``PARTY/file@hash``; several: how many, the first and the last of the batch). It
-    names a folder of GX's result store: a slash would make another folder, so it is written
-    ``PARTY-file@hash``, and no space (a folder name shell tools take whole)."""
-    shown = [name.replace("/", "-").replace(" ", "_") for name in names]
-    if len(shown) <= 1:
-        return shown[0] if shown else "no-submission"
-    return f"{len(shown)}-submissions_{shown[0]}_to_{shown[-1]}"
 
 
 def run_suites(

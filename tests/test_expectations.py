@@ -361,7 +361,7 @@ def test_a_large_batch_gets_its_details_in_one_pass_with_the_same_findings(
 
 
 def test_data_docs_names_a_validation_run_after_the_submissions_it_checked():
-    from checks.validation import data_docs_run_name
+    from checks.results import data_docs_run_name
 
     assert data_docs_run_name(["ALPHA/incidents_a.csv@0123456789abcdef"]) == (
         "ALPHA-incidents_a.csv@0123456789abcdef"

@@ -111,15 +111,24 @@ def _iri_code(prelude: str) -> str:
 
 @pytest.fixture(scope="module")
 def pipeline_imported() -> dict:
-    """In one new interpreter that imports the pipeline (and with it GX): whether scipy.stats
-    and the IRI grammar were executed, and what they then answer."""
-    (iri, stats) = _fresh_python(
-        _iri_code("import pipelines.definitions")
+    """In one new interpreter that imports the pipeline, then the validation stack (GX):
+    whether GX came with the first, whether scipy.stats and the IRI grammar were executed,
+    and what they then answer."""
+    (gx, iri, stats) = _fresh_python(
+        "import sys; import pipelines.definitions; gx = 'great_expectations' in sys.modules; "
+        + _iri_code("import checks.validation")
         + "; loaded = 'scipy.stats._stats_py' in sys.modules; from scipy import stats; "
-        "print(json.dumps([iri, [loaded, stats.entropy([0.25, 0.75]), "
+        "print(json.dumps([gx, iri, [loaded, stats.entropy([0.25, 0.75]), "
         "'scipy.stats._stats_py' in sys.modules]]))"
     )
-    return {"iri": iri, "stats": stats}
+    return {"gx": gx, "iri": iri, "stats": stats}
+
+
+def test_the_code_location_loads_without_the_validation_stack(pipeline_imported):
+    """Great Expectations is imported where rows are validated (``checks.validation``, inside
+    the validating assets), not by loading the definitions: a run that validates nothing
+    (indicators, a release, a re-derivation) never pays for it."""
+    assert pipeline_imported["gx"] is False
 
 
 def test_the_iri_grammar_is_compiled_on_first_use_and_checks_the_same(pipeline_imported):
