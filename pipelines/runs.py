@@ -9,8 +9,8 @@ decided once:
 - The inbox sensor turns each batch into a ``RunRequest`` (``run_request``); Dagster launches
   it.
 - ``cbm run`` and ``cbm rederive`` execute the same batches, then the publication chain
-  (``PUBLICATION``: verify, compute the indicators of the months with data, publish),
-  in-process (``InProcess``).
+  (``PUBLICATION``: verify, then the indicators of the months with data and the release in
+  one run), in-process (``InProcess``).
 
 This module imports Dagster only inside its functions: ``cbm status`` imports the runner's
 package without it.
@@ -26,11 +26,11 @@ from pipelines.output import _count, _say
 INGEST = "ingest_submissions"
 VERIFY = "verify_reports"
 REDERIVE_VERIFY = "rederive_verification"  # a member's re-derivation: from the bundle's tables
-INDICATORS = "compute_indicators"
 PUBLISH = "publish_release"
+INDICATORS_AND_RELEASE = "indicators_and_release"  # compute_indicators and publish_release
 # the publication chain after ingestion: verification, then the month partitions that have
-# verdicts or events, then the release
-PUBLICATION = (VERIFY, INDICATORS, PUBLISH)
+# verdicts or events and the release, in one run (the release alone when no month has data)
+PUBLICATION = (VERIFY, INDICATORS_AND_RELEASE)
 
 # the code location's name in workspace.yaml: in-process runs are filed under it
 LOCATION_NAME = "cbm_verify"
@@ -115,15 +115,18 @@ class InProcess:
         else:
             self.execute(verify, show=self.show)
         months = indicator_months(settings, self.instance)
-        if months:
-            first, last, registered = months  # every month: from the first added to the last
-            self.execute(
-                INDICATORS, {RANGE_START: registered[0], RANGE_END: registered[-1]}, self.show
-            )
-            if self.show:
-                _say(f"      indicators for {first} .. {last}")
-        self.execute(PUBLISH, show=self.show)
-        return months[:2] if months else None
+        if not months:
+            self.execute(PUBLISH, show=self.show)
+            return None
+        first, last, registered = months  # every month: from the first added to the last
+        if self.show:
+            _say(f"      indicators for {first} .. {last}, then the release")
+        self.execute(
+            INDICATORS_AND_RELEASE,
+            {RANGE_START: registered[0], RANGE_END: registered[-1]},
+            self.show,
+        )
+        return first, last
 
     def execute(
         self,

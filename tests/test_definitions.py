@@ -191,6 +191,8 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
     assert defs.resolve_job_def("publish_release")
     assert defs.resolve_job_def("verify_reports")
     assert defs.resolve_job_def("compute_indicators").partitions_def.name == "months"
+    # cbm run's last run: the two above together
+    assert defs.resolve_job_def("indicators_and_release").partitions_def.name == "months"
     assert defs.resolve_sensor_def("inbox_sensor")
     assert defs.resolve_schedule_def("monthly_release").cron_schedule == "0 6 1 * *"
     # scheduling as documented (docs/operations.md): all three run on a new instance

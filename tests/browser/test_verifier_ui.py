@@ -273,9 +273,8 @@ def test_indicator_months_start_with_the_data(page, deployment):
 
 
 def test_cbm_runs_appear_in_each_jobs_run_history(page, deployment):
-    p = open_page(
-        page, f"{deployment.ui}/locations/cbm_verify/jobs/publish_release/runs", "publish_release"
-    )
+    job = "indicators_and_release"  # cbm run's last run
+    p = open_page(page, f"{deployment.ui}/locations/cbm_verify/jobs/{job}/runs", job)
     p.get_by_text("Success").first.wait_for(timeout=SLOW)
     assert "No runs" not in body(p)
     page.shot("10-job-run-history")
