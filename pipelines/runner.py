@@ -260,6 +260,9 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
         summary = _run_jobs(spec, plan, t0)
     finally:  # a failed run's validations get their pages too
         _build_data_docs(spec, started)
+    # after the pages: a first run's summary names the index it has just rendered
+    summary["data_docs"] = _data_docs_path(spec.workdir)
+    summary["seconds"] = round(time.monotonic() - t0, 1)
     if not spec.ingest_only:
         _write_last_run_state(spec.workdir, state)
     return summary
@@ -410,9 +413,6 @@ def summarize(workdir: Path, publish: Path) -> dict:
         if (publish / "releases").exists()
         else []
     )
-    from checks.offline_docs import data_docs_index, gx_dir_of
-
-    docs = data_docs_index(gx_dir_of(workdir))
     return {
         "submissions": row[0],
         "submissions_rejected": row[1],
@@ -424,12 +424,20 @@ def summarize(workdir: Path, publish: Path) -> dict:
         "release_path": str(publish / "releases" / latest) if latest else None,
         "warehouse": str(warehouse),
         "workdir": str(workdir),
-        "data_docs": str(docs) if docs.exists() else None,
+        "data_docs": _data_docs_path(workdir),
         "signed": bool(latest) and (publish / "releases" / latest / rel.SIGNATURE).is_file(),
         "alerts": alerts[0],
         "alerts_unacknowledged": alerts[1],
         "open_disputes": open_disputes,
     }
+
+
+def _data_docs_path(workdir: Path) -> str | None:
+    """The Data Docs index of the workdir, once rendered."""
+    from checks.offline_docs import data_docs_index, gx_dir_of
+
+    docs = data_docs_index(gx_dir_of(workdir))
+    return str(docs) if docs.exists() else None
 
 
 def _print_summary(s: dict) -> None:
