@@ -1,13 +1,21 @@
 """The daemon path, measured: the sample inbox dropped at once into a deployment that runs
 ``dagster-daemon`` with the inbox sensor and the automation sensor, timed until every file is
-ingested and until verification (dyad levels, alerts) has caught up.
+ingested and until verification (dyad levels, alerts) has caught up; then one more file,
+dropped alone, timed until it is listed and until the alert it raises reaches a webhook.
 
     .venv/bin/python benchmarks/daemon.py [--reports N] [--keep DIR]
 
 Prints one JSON object: files, seconds to the first run, to all ingested, to verified, files
-per minute, then the seconds until one more file, dropped alone, is listed by ``cbm status``,
-and the runs the daemon launched. A real daemon, a real instance (SQLite, in a
-temporary DAGSTER_HOME), the code location of workspace.yaml.
+per minute; for the lone file the seconds until ``cbm status`` lists it (``single_file_s``)
+and until its alert is delivered (``single_alert_s``); and the runs the daemon launched.
+A real daemon, a real instance (SQLite, in a temporary DAGSTER_HOME), the code location of
+workspace.yaml, the sensors at their documented intervals, and a local HTTP server as the
+policy's alert webhook.
+
+The lone file is the second source of an incident: the backlog holds BRAVO's report of a
+severity-5 incident in a region the sample never names (Iceland), alleged against ALPHA; the
+lone file is DELTA's report of it. Corroborated, the event turns tentative and the dyad
+(Alphaland, ISL) rises from level 0 to 1: one alert (docs/alerts-and-calendar.md).
 """
 
 from __future__ import annotations
@@ -39,6 +47,13 @@ def _runs(home: Path) -> list[tuple[str, str]]:
         return con.execute("SELECT pipeline_name, status FROM runs").fetchall()
 
 
+def _interval(sensor: str) -> int:
+    """The sensor's minimum interval as the code location declares it."""
+    from pipelines.definitions import defs
+
+    return defs.resolve_sensor_def(sensor).minimum_interval_seconds
+
+
 def _ingested(workdir: Path) -> int:
     import duckdb
 
@@ -54,6 +69,65 @@ def _ingested(workdir: Path) -> int:
         return -1
 
 
+# the lone file's incident, first as BRAVO hands it in with the backlog, then as DELTA does
+INCIDENT = (
+    "report_id,version,tlp,confidence,summary,category,occurred_at,reported_at,time_precision,"
+    "region,lat,lon,sector,severity,determination,alleged_party,technical_keys\n"
+    "{rid},1,GREEN,80,,border_incident,2026-03-01T10:00:00+00:00,2026-03-01T12:00:00+00:00,"
+    "hour,ISL,,,,{severity},suspected,ALPHA,\n"
+)
+SEED = ("BRAVO/incidents_bench_seed.csv", INCIDENT.format(rid="BENCH-SEED", severity=5))
+LONE = ("DELTA/incidents_bench_alert.csv", INCIDENT.format(rid="BENCH-ALERT", severity=4))
+
+
+class Webhook:
+    """A local HTTP server that records when each alert arrived (time.monotonic) and what it
+    said."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.received: list[tuple[float, dict]] = []
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's hook
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = {}
+                received.append((time.monotonic(), payload))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def first_about(self, region: str, since: float) -> float | None:
+        """When the first alert on a dyad with ``region`` arrived after ``since``."""
+        for at, payload in list(self.received):
+            if at >= since and (payload.get("dyad") or {}).get("counterpart") == region:
+                return at
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _use_webhook(registry: Path, url: str) -> None:
+    import yaml
+
+    policy = yaml.safe_load((registry / "policy.yaml").read_text())
+    policy["alerts"] = {"webhook": {"url": url}}
+    (registry / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=2000)
@@ -67,7 +141,10 @@ def main() -> int:
     from cbm.protection import new_key_file
 
     gen = generate(base / "gen", reports=args.reports)
+    (gen.inbox / SEED[0]).write_text(SEED[1])
     files = [p for p in gen.inbox.rglob("*") if p.is_file()]
+    hook = Webhook()
+    _use_webhook(gen.registry, hook.url)
     home, inbox, workdir, publish = (base / n for n in ("dagster_home", "inbox", "work", "publish"))
     for d in (home, inbox, workdir, publish):
         d.mkdir(exist_ok=True)
@@ -119,25 +196,27 @@ def main() -> int:
                 verified_at = time.monotonic() - t0
                 break
             time.sleep(2)
-        # then one more file, alone: how long until cbm status lists it
-        single = None
+        # then one more file, alone: how long until cbm status lists it, and until the alert
+        # it raises reaches the webhook
+        single = alert = None
         if verified_at:
-            extra = generate(base / "gen2", seed=8, reports=50, halves=False)
-            source = sorted(extra.inbox.glob("ACADEMY/incidents_*.csv"))[0]
-            target = inbox / "ACADEMY" / "incidents_late_arrival.csv"
+            target = inbox / LONE[0]
             before = _ingested(workdir)
             t1 = time.monotonic()
-            shutil.copy2(source, target)
+            target.write_text(LONE[1])
             while time.monotonic() - t1 < args.timeout:
                 if single is None and _ingested(workdir) > before:
                     single = time.monotonic() - t1
+                if alert is None and (at := hook.first_about("ISL", t1)) is not None:
+                    alert = at - t1
                 busy = any(s in ACTIVE for _, s in _runs(home))
-                if single is not None and not busy:
-                    break  # its run, and what automation started after it, have finished
+                if single is not None and alert is not None and not busy:
+                    break  # its runs, and what automation started after them, have finished
                 time.sleep(1)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
+        hook.close()
     runs = _runs(home)
     result = {
         "files": len(files),
@@ -146,13 +225,16 @@ def main() -> int:
         "verified_s": round(verified_at, 1) if verified_at else None,
         "files_per_minute": round(len(files) / ingested_at * 60, 1) if ingested_at else None,
         "single_file_s": round(single, 1) if single else None,
-        "sensor_interval_s": 30,
+        "single_alert_s": round(alert, 1) if alert else None,
+        "alerts_delivered": len(hook.received),
+        "sensor_interval_s": _interval("inbox_sensor"),
+        "automation_interval_s": _interval("keep_verification_current"),
         "runs": {f"{j}:{s}": sum(1 for r in runs if r == (j, s)) for j, s in sorted(set(runs))},
     }
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(result, indent=2))
-    return 0 if verified_at else 1
+    return 0 if verified_at and alert else 1
 
 
 if __name__ == "__main__":
