@@ -15,7 +15,9 @@ policy's alert webhook.
 The lone file is the second source of an incident: the backlog holds BRAVO's report of a
 severity-5 incident in a region the sample never names (Iceland), alleged against ALPHA; the
 lone file is DELTA's report of it. Corroborated, the event turns tentative and the dyad
-(Alphaland, ISL) rises from level 0 to 1: one alert (docs/alerts-and-calendar.md).
+(Alphaland, ISL) rises from level 0 to 1: one alert (docs/alerts-and-calendar.md). The
+incident is dated in the sample's last month, within the policy's 90 days of expiry before
+its as-of time.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _ingested(workdir: Path) -> int:
 INCIDENT = (
     "report_id,version,tlp,confidence,summary,category,occurred_at,reported_at,time_precision,"
     "region,lat,lon,sector,severity,determination,alleged_party,technical_keys\n"
-    "{rid},1,GREEN,80,,border_incident,2026-03-01T10:00:00+00:00,2026-03-01T12:00:00+00:00,"
+    "{rid},1,GREEN,80,,border_incident,2026-10-15T10:00:00+00:00,2026-10-15T12:00:00+00:00,"
     "hour,ISL,,,,{severity},suspected,ALPHA,\n"
 )
 SEED = ("BRAVO/incidents_bench_seed.csv", INCIDENT.format(rid="BENCH-SEED", severity=5))
