@@ -1,4 +1,5 @@
-"""A new GX project written from the last one this process set up, not built from nothing.
+"""A GX project not built again: a new one written from the last one this process set up,
+and a copied one that names its own warehouse.
 
 Setting a GX project up (the context's files, the datasource on the warehouse, a table asset
 per table, every suite, validation definition and checkpoint) costs more than validating a
@@ -13,6 +14,10 @@ anything that does not match is built again.
 
 Nothing is written outside the workdir and nothing outlives the process: a ``cbm run`` sets
 up its project as before.
+
+A workdir copied or moved with its project (``follow``) gets its own warehouse named in the
+project file before GX reads it: GX would replace the datasource and drop every table asset,
+and every suite, definition and checkpoint would be built again (M24).
 """
 
 from __future__ import annotations
@@ -46,6 +51,31 @@ def seed(gx_dir: Path, warehouse_path: Path) -> bool:
     # the project file last and whole: a project that has it has all of its files (a seed
     # that stops half-way is written again by the next one)
     write_atomic(root / CONFIG, yaml.safe_dump(config, sort_keys=False))
+    return True
+
+
+def follow(gx_dir: Path, warehouse_path: Path) -> bool:
+    """Name ``warehouse_path`` in ``gx_dir``'s project when it names another warehouse (a
+    workdir copied or moved, with its project); whether it did. GX itself would replace the
+    datasource, and with it every table asset, so every suite, definition and checkpoint would
+    be built again; only the connection string is another."""
+    config_path = gx_dir / "gx" / CONFIG
+    url = f"duckdb:///{warehouse_path}"
+    try:
+        text = config_path.read_text()
+    except OSError:
+        return False
+    if f" {url}\n" in text:  # the usual case, read without parsing
+        return False
+    config = yaml.safe_load(text)
+    try:
+        datasource = config["fluent_datasources"]["warehouse"]
+    except (KeyError, TypeError):
+        return False
+    if datasource.get("connection_string") == url:
+        return False
+    datasource["connection_string"] = url
+    write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
     return True
 
 

@@ -448,7 +448,8 @@ def run_suites(
     submissions checked); GX's own ``__none__`` without it.
     """
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
-    gx_template.seed(gx_dir, warehouse_path)  # a new workdir: the project last set up here
+    # a new workdir gets the project last set up here; a copied one names its own warehouse
+    gx_template.seed(gx_dir, warehouse_path) or gx_template.follow(gx_dir, warehouse_path)
     ctx = _context(gx_dir)
     one_pass = rows > DETAILS_IN_ONE_PASS_ROWS
     result_format = _detail_format(index_columns) if one_pass else PASS_FAIL

@@ -96,3 +96,24 @@ def test_a_seed_that_stopped_half_way_is_written_again(tmp_path, suite):
     half.write_text('{"name": "rul')  # cut; the project file was never written
     assert gx_template.seed(tmp_path / "two" / "gx", warehouse)
     assert _findings(tmp_path / "two", warehouse) == {"no_ones": 10, "a_given": 4}
+
+
+def test_a_copied_workdir_names_its_own_warehouse_and_rebuilds_nothing(
+    tmp_path, suite, monkeypatch
+):
+    """A workdir copied with its project (or moved): GX would replace the datasource, and
+    every table asset with it, so every suite, definition and checkpoint would be built
+    again. Only the connection string changes; the copy validates its own rows."""
+    import shutil
+
+    _findings(tmp_path / "one", _warehouse(tmp_path / "one", 40))
+    shutil.copytree(tmp_path / "one", tmp_path / "copy")
+    copy = tmp_path / "copy" / "warehouse.duckdb"
+    con = duckdb.connect(str(copy), config=connection_config())
+    con.execute("DELETE FROM t WHERE row_number >= 20")  # the copy's own rows from now on
+    con.close()
+    monkeypatch.setattr(gx_template, "keep", lambda *a: pytest.fail("rebuilt"))
+    assert _findings(tmp_path / "copy", copy) == {"no_ones": 5, "a_given": 2}
+    config = (tmp_path / "copy" / "gx" / "gx" / gx_template.CONFIG).read_text()
+    assert str(tmp_path / "one") not in config
+    assert not gx_template.follow(tmp_path / "copy" / "gx", copy)  # named already
