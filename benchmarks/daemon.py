@@ -23,6 +23,7 @@ its as-of time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.alert_servers import WebhookServer  # noqa: E402
+
 BIN = Path(sys.executable).parent
 ACTIVE = ("QUEUED", "STARTING", "STARTED", "NOT_STARTED", "CANCELING")
 
@@ -82,44 +86,13 @@ SEED = ("BRAVO/incidents_bench_seed.csv", INCIDENT.format(rid="BENCH-SEED", seve
 LONE = ("DELTA/incidents_bench_alert.csv", INCIDENT.format(rid="BENCH-ALERT", severity=4))
 
 
-class Webhook:
-    """A local HTTP server that records when each alert arrived (time.monotonic) and what it
-    said."""
-
-    def __init__(self):
-        import http.server
-        import threading
-
-        self.received: list[tuple[float, dict]] = []
-        received = self.received
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's hook
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    payload = json.loads(body)
-                except ValueError:
-                    payload = {}
-                received.append((time.monotonic(), payload))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def first_about(self, region: str, since: float) -> float | None:
-        """When the first alert on a dyad with ``region`` arrived after ``since``."""
-        for at, payload in list(self.received):
-            if at >= since and (payload.get("dyad") or {}).get("counterpart") == region:
-                return at
-        return None
-
-    def close(self) -> None:
-        self.server.shutdown()
+def first_alert_about(hook, region: str, since: float) -> float | None:
+    """When the first alert on a dyad with ``region`` reached ``hook`` after ``since``."""
+    for request in list(hook.requests):
+        payload = json.loads(request["body"] or b"{}")
+        if request["at"] >= since and (payload.get("dyad") or {}).get("counterpart") == region:
+            return request["at"]
+    return None
 
 
 def _use_webhook(registry: Path, url: str) -> None:
@@ -145,7 +118,8 @@ def main() -> int:
     gen = generate(base / "gen", reports=args.reports)
     (gen.inbox / SEED[0]).write_text(SEED[1])
     files = [p for p in gen.inbox.rglob("*") if p.is_file()]
-    hook = Webhook()
+    servers = contextlib.ExitStack()
+    hook = servers.enter_context(WebhookServer())  # the tests' alert endpoint, with arrival times
     _use_webhook(gen.registry, hook.url)
     home, inbox, workdir, publish = (base / n for n in ("dagster_home", "inbox", "work", "publish"))
     for d in (home, inbox, workdir, publish):
@@ -209,7 +183,7 @@ def main() -> int:
             while time.monotonic() - t1 < args.timeout:
                 if single is None and _ingested(workdir) > before:
                     single = time.monotonic() - t1
-                if alert is None and (at := hook.first_about("ISL", t1)) is not None:
+                if alert is None and (at := first_alert_about(hook, "ISL", t1)) is not None:
                     alert = at - t1
                 busy = any(s in ACTIVE for _, s in _runs(home))
                 if single is not None and alert is not None and not busy:
@@ -218,7 +192,7 @@ def main() -> int:
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
-        hook.close()
+        servers.close()
     runs = _runs(home)
     result = {
         "files": len(files),
@@ -228,7 +202,7 @@ def main() -> int:
         "files_per_minute": round(len(files) / ingested_at * 60, 1) if ingested_at else None,
         "single_file_s": round(single, 1) if single else None,
         "single_alert_s": round(alert, 1) if alert else None,
-        "alerts_delivered": len(hook.received),
+        "alerts_delivered": len(hook.requests),
         "sensor_interval_s": _interval("inbox_sensor"),
         "automation_interval_s": _interval("keep_verification_current"),
         "runs": {f"{j}:{s}": sum(1 for r in runs if r == (j, s)) for j, s in sorted(set(runs))},

@@ -34,6 +34,19 @@ CONFIG = "great_expectations.yml"
 _kept: tuple[dict, dict[str, bytes]] | None = None  # (the project file, read; the other files)
 
 
+def warehouse_url(warehouse_path: Path) -> str:
+    """The connection string a project's ``warehouse`` datasource names the warehouse by."""
+    return f"duckdb:///{warehouse_path}"
+
+
+def _named(config) -> str | None:
+    """The warehouse a read project file names, if it has the datasource."""
+    try:
+        return config["fluent_datasources"]["warehouse"]["connection_string"]
+    except (KeyError, TypeError):
+        return None
+
+
 def seed(gx_dir: Path, warehouse_path: Path) -> bool:
     """Write the kept project into ``gx_dir``, naming ``warehouse_path``, when ``gx_dir``
     has no project yet and one is kept; whether it did."""
@@ -47,7 +60,7 @@ def seed(gx_dir: Path, warehouse_path: Path) -> bool:
         path.write_bytes(data)
     (root / "uncommitted").mkdir(exist_ok=True)
     config = copy.deepcopy(config)
-    config["fluent_datasources"]["warehouse"]["connection_string"] = f"duckdb:///{warehouse_path}"
+    config["fluent_datasources"]["warehouse"]["connection_string"] = warehouse_url(warehouse_path)
     # the project file last and whole: a project that has it has all of its files (a seed
     # that stops half-way is written again by the next one)
     write_atomic(root / CONFIG, yaml.safe_dump(config, sort_keys=False))
@@ -60,7 +73,7 @@ def follow(gx_dir: Path, warehouse_path: Path) -> bool:
     datasource, and with it every table asset, so every suite, definition and checkpoint would
     be built again; only the connection string is another."""
     config_path = gx_dir / "gx" / CONFIG
-    url = f"duckdb:///{warehouse_path}"
+    url = warehouse_url(warehouse_path)
     try:
         text = config_path.read_text()
     except OSError:
@@ -68,13 +81,9 @@ def follow(gx_dir: Path, warehouse_path: Path) -> bool:
     if f" {url}\n" in text:  # the usual case, read without parsing
         return False
     config = yaml.safe_load(text)
-    try:
-        datasource = config["fluent_datasources"]["warehouse"]
-    except (KeyError, TypeError):
+    if _named(config) in (None, url):
         return False
-    if datasource.get("connection_string") == url:
-        return False
-    datasource["connection_string"] = url
+    config["fluent_datasources"]["warehouse"]["connection_string"] = url
     write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
     return True
 
@@ -84,11 +93,7 @@ def keep(gx_dir: Path, warehouse_path: Path) -> None:
     global _kept
     root = gx_dir / "gx"
     config = yaml.safe_load((root / CONFIG).read_text())
-    try:
-        named = config["fluent_datasources"]["warehouse"]["connection_string"]
-    except (KeyError, TypeError):
-        return
-    if named != f"duckdb:///{warehouse_path}":
+    if _named(config) != warehouse_url(warehouse_path):
         return
     files = {
         path.relative_to(root).as_posix(): path.read_bytes()

@@ -137,7 +137,7 @@ def _warehouse_datasource(ctx, warehouse_path: Path):
     assets, so it is only (re)defined when missing or pointing at another file: otherwise each
     suite's registration would drop the previous suite's asset and every run would rebuild
     every checkpoint."""
-    url = f"duckdb:///{warehouse_path}"
+    url = gx_template.warehouse_url(warehouse_path)
     try:
         ds = ctx.data_sources.get("warehouse")
         if str(ds.connection_string) == url:
@@ -175,9 +175,9 @@ def _validation_definition(ctx, spec, suite_name, table, warehouse_path):
         try:
             vd = ctx.validation_definitions.get(name)
             asset = vd.data.data_asset
-            if asset.table_name == table and str(asset.datasource.connection_string) == (
-                f"duckdb:///{warehouse_path}"
-            ):
+            if asset.table_name == table and str(
+                asset.datasource.connection_string
+            ) == gx_template.warehouse_url(warehouse_path):
                 return vd, False
         except Exception:  # not there yet (or unreadable): build it
             pass
@@ -449,7 +449,8 @@ def run_suites(
     """
     index_columns = INDEX_COLUMNS if index_columns is None else index_columns
     # a new workdir gets the project last set up here; a copied one names its own warehouse
-    gx_template.seed(gx_dir, warehouse_path) or gx_template.follow(gx_dir, warehouse_path)
+    if not gx_template.seed(gx_dir, warehouse_path):
+        gx_template.follow(gx_dir, warehouse_path)
     ctx = _context(gx_dir)
     one_pass = rows > DETAILS_IN_ONE_PASS_ROWS
     result_format = _detail_format(index_columns) if one_pass else PASS_FAIL

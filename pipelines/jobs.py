@@ -81,11 +81,11 @@ compute_indicators = dg.define_asset_job(
     description="Indicator values for one month or a range of months (backfill from the UI).",
 )
 
-PUBLISHED = ["release", "published_event_members", "own_publications"]
+RELEASE_ASSETS = ["release", "published_event_members", "own_publications"]
 
 publish_release = dg.define_asset_job(
     name="publish_release",
-    selection=dg.AssetSelection.assets(*PUBLISHED),
+    selection=dg.AssetSelection.assets(*RELEASE_ASSETS),
     description="Cut a release from the current indicators, verdicts and events (on demand).",
 )
 
@@ -93,7 +93,7 @@ publish_release = dg.define_asset_job(
 # planning and recording: benchmarks/README.md, M23)
 indicators_and_release = dg.define_asset_job(
     name="indicators_and_release",
-    selection=dg.AssetSelection.assets("indicator_values", *PUBLISHED),
+    selection=dg.AssetSelection.assets("indicator_values", *RELEASE_ASSETS),
     description=(
         "Indicator values for a range of months, then the release from them (what `cbm run` "
         "does after verification): compute_indicators and publish_release in one run."

@@ -257,7 +257,7 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
         _forget_last_run_state(spec.workdir)  # the next full run verifies and publishes
     started = datetime.now(UTC)
     try:
-        summary = _run_jobs(spec, plan, t0)
+        summary = _run_jobs(spec, plan)
     finally:  # a failed run's validations get their pages too
         _build_data_docs(spec, started)
     # after the pages: a first run's summary names the index it has just rendered
@@ -279,7 +279,7 @@ def _build_data_docs(spec: RunSpec, since: datetime) -> None:
         build_data_docs(gx_dir, keep=spec.keep_results, since=since)
 
 
-def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
+def _run_jobs(spec: RunSpec, plan) -> dict:
     """Ingest what the plan names, then verify, compute indicators and publish, in-process."""
     import dagster as dg
 
@@ -338,13 +338,11 @@ def _run_jobs(spec: RunSpec, plan, t0: float) -> dict:
             else "[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)"
         )
         summary = summarize(spec.workdir, spec.publish)
-        summary["seconds"] = round(time.monotonic() - t0, 1)
         summary["failed_submissions"] = [f for (f,) in failed]
         return summary
     _say("[3/3] verifying, computing indicators, publishing")
     runs.publish(settings, registry_fresh=ingested > 0)
     summary = summarize(spec.workdir, spec.publish)
-    summary["seconds"] = round(time.monotonic() - t0, 1)
     summary["failed_submissions"] = [f for (f,) in failed]
     return summary
 

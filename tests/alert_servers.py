@@ -6,6 +6,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from email import message_from_bytes
 from email.message import Message
 
@@ -19,7 +20,7 @@ def free_port() -> int:
 
 
 class WebhookServer:
-    """Records every POST (headers and body); answers ``statuses`` in turn, then 200."""
+    """Records every POST (headers, body, arrival time); answers ``statuses`` in turn, then 200."""
 
     def __init__(self, statuses: list[int] | None = None):
         self.requests: list[dict] = []
@@ -30,7 +31,11 @@ class WebhookServer:
             def do_POST(self):  # noqa: N802 - http.server's hook
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 server.requests.append(
-                    {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                    {
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
+                        "at": time.monotonic(),  # when it arrived (benchmarks/daemon.py)
+                    }
                 )
                 status = server.statuses.pop(0) if server.statuses else 200
                 self.send_response(status)
