@@ -25,6 +25,14 @@ it flushes to disk) stays Dagster's.
 A new run's shard is a copy of an empty one that Dagster's own set-up made once
 (``TEMPLATE``): the set-up (the tables, then Alembic's stamp) costs more (M11).
 
+Dagster's SQLite event log asks whether a table exists before most reads and writes (the
+dynamic partitions table before every partition read), each time on a new engine and
+connection, and reflects the asset key table's columns for every asset event it stores. The
+storage remembers what it has seen there (only a migration adds a table or column, only a
+wipe removes one). And the head revision of Dagster's migration scripts, which each SQLite
+storage reads as it opens by loading every script, is read once per process
+(``check_alembic_revision``, replaced in the modules that call it). Both: M25.
+
 The instance's configuration (``dagster.yaml`` of a new Dagster home) is in
 ``pipelines/event_log.py``; it names this module's storage class.
 
@@ -53,10 +61,14 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # n
 from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage import sql as dagster_sql
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
 )
+from dagster._core.storage.runs.sqlite import sqlite_run_storage
+from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -66,7 +78,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
-from compat import check_version
+from compat import CompatError, check_version
 
 SUPPORTED = "1.13."  # the Dagster release these patches were written against and tested with
 check_version("dagster", dagster_version, SUPPORTED)
@@ -90,6 +102,10 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         self._open: OrderedDict[str, Engine] = OrderedDict()  # shard -> its one connection
         self._open_pid = os.getpid()
         self._cursors: list = []  # the DB-API cursors of the connection now in use
+        # tables and asset-key columns seen to exist; only a migration adds them, and nothing
+        # but a wipe removes them (``_forget_schema``)
+        self._tables_seen: set[str] = set()
+        self._asset_key_cols_seen: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -123,6 +139,31 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 self._open.popitem(last=False)[1].dispose()
         self._open.move_to_end(shard)
         return engine
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks before most reads and writes whether a table exists (the dynamic
+        # partitions before each partition read, the asset check and tag tables before each
+        # write), each time on a new engine and connection: about 190 times a small cbm run
+        # (benchmarks/README.md, M25). A table once there stays there.
+        if table_name in self._tables_seen:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            self._tables_seen.add(table_name)
+        return found
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        # asked for every asset event stored, by reflecting the asset key table's columns
+        if column_name in self._asset_key_cols_seen:
+            return True
+        found = super()._has_asset_key_col_on_connection(conn, column_name)
+        if found:
+            self._asset_key_cols_seen.add(column_name)
+        return found
+
+    def _forget_schema(self) -> None:
+        self._tables_seen.clear()
+        self._asset_key_cols_seen.clear()
 
     def _note_cursor(self, conn, cursor, *args) -> None:
         self._cursors.append(cursor)
@@ -203,10 +244,12 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def wipe(self) -> None:
         self._close_open()  # before its files go
+        self._forget_schema()
         super().wipe()
 
     def upgrade(self) -> None:
         self._close_open()
+        self._forget_schema()
         super().upgrade()
 
     def dispose(self) -> None:
@@ -240,6 +283,53 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 self._store_asset_event_tags(conn, group, event_ids)
                 for event, event_id in zip(group, event_ids, strict=True):
                     self._store_asset_event(conn, event, event_id)
+
+
+# modules whose SQLite storages check their Alembic revision as they open (a new instance's
+# runs, schedules and event log index; a run shard not made from the template)
+_ALEMBIC_CHECKERS = (sqlite_event_log, sqlite_run_storage, sqlite_schedule_storage)
+
+
+_ALEMBIC_HEADS: dict[str, str | None] = {}  # script location -> its head revision
+
+
+def _alembic_head(alembic_config) -> str | None:
+    """The head revision of the migration scripts ``alembic_config`` names: fixed for an
+    installed Dagster, and read by loading every script (about 30 ms each time)."""
+    from alembic.script import ScriptDirectory
+
+    location = alembic_config.get_main_option("script_location")
+    if location not in _ALEMBIC_HEADS:
+        head = ScriptDirectory.from_config(alembic_config).as_revision_number("head")
+        _ALEMBIC_HEADS[location] = head
+    return _ALEMBIC_HEADS[location]
+
+
+def check_alembic_revision(alembic_config, conn: Connection) -> tuple[str | None, str | None]:
+    """Dagster's ``check_alembic_revision`` (the database's revision and the scripts' head),
+    with the head read once per process: Dagster reads it anew for each storage it opens,
+    three times per instance made (benchmarks/README.md, M25)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with dagster_sql._alembic_lock:
+        db_revision = MigrationContext.configure(conn).get_current_revision()
+    return db_revision, _alembic_head(alembic_config)
+
+
+def _patch_alembic_checks(modules=_ALEMBIC_CHECKERS) -> None:
+    for module in modules:
+        current = getattr(module, "check_alembic_revision", None)
+        if current is check_alembic_revision:
+            continue
+        if current is not dagster_sql.check_alembic_revision:
+            raise CompatError(
+                f"{module.__name__}.check_alembic_revision is not Dagster's own any more: "
+                "look at compat/dagster.py's check_alembic_revision"
+            )
+        module.check_alembic_revision = check_alembic_revision
+
+
+_patch_alembic_checks()
 
 
 @contextmanager

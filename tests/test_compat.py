@@ -61,3 +61,60 @@ def test_an_instance_yaml_written_before_the_move_still_names_a_storage_that_loa
     assert relocatable_instance_yaml(old) == default_instance_yaml()  # rewritten when met
     assert "module: compat.dagster" in default_instance_yaml()
     assert BatchingSqliteEventLogStorage.__module__ == "compat.dagster"
+
+
+def test_the_event_log_asks_sqlite_once_whether_a_table_or_column_is_there(tmp_path, monkeypatch):
+    """Dagster asks whether the dynamic partitions table exists before every partition read,
+    on a new engine each time; the storage asks once, and again after a wipe or an upgrade.
+    Fails when Dagster stops asking through ``has_table`` (then the patch is dead code)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from compat.dagster import BatchingSqliteEventLogStorage
+
+    asked: list[str] = []
+    table, column = (
+        SqliteEventLogStorage.has_table,
+        SqliteEventLogStorage._has_asset_key_col_on_connection,
+    )
+    monkeypatch.setattr(
+        SqliteEventLogStorage, "has_table", lambda s, name: asked.append(name) or table(s, name)
+    )
+    monkeypatch.setattr(
+        SqliteEventLogStorage,
+        "_has_asset_key_col_on_connection",
+        lambda s, conn, name: asked.append(f"col:{name}") or column(s, conn, name),
+    )
+    storage = BatchingSqliteEventLogStorage(str(tmp_path / "log"))
+    for _ in range(3):
+        assert storage.get_dynamic_partitions("p") == []
+        assert storage.has_asset_key_col("last_materialization_timestamp")
+    assert asked.count("dynamic_partitions") == 1
+    assert asked.count("col:last_materialization_timestamp") == 1
+    for _ in range(2):  # a table that is not there is asked about each time
+        assert not storage.has_table("no_such_table")
+    assert asked.count("no_such_table") == 2
+    storage.wipe()
+    storage.add_dynamic_partitions("p", ["a"])
+    assert storage.get_dynamic_partitions("p") == ["a"]
+    assert asked.count("dynamic_partitions") == 2
+
+
+def test_alembic_heads_are_read_once_and_answer_as_dagster_does(tmp_path):
+    from dagster._core.storage import sql as dagster_sql
+    from dagster._core.storage.runs.sqlite import sqlite_run_storage
+
+    from compat import dagster as compat_dagster
+
+    for module in compat_dagster._ALEMBIC_CHECKERS:
+        assert module.check_alembic_revision is compat_dagster.check_alembic_revision
+    storage = sqlite_run_storage.SqliteRunStorage.from_local(str(tmp_path / "runs"))
+    config = dagster_sql.get_alembic_config(sqlite_run_storage.__file__)
+    with storage.connect() as conn:
+        ours = compat_dagster.check_alembic_revision(config, conn)
+        assert ours == dagster_sql.check_alembic_revision(config, conn)
+    assert ours[0] and ours[0] == ours[1]  # stamped at the scripts' head by Dagster's set-up
+    # a module whose check is no longer Dagster's function is refused in one line
+    stranger = type(sqlite_run_storage)("stranger")
+    stranger.check_alembic_revision = lambda config, conn: (None, None)
+    with pytest.raises(CompatError, match="stranger.check_alembic_revision is not Dagster's own"):
+        compat_dagster._patch_alembic_checks((stranger,))
