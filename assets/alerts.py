@@ -84,7 +84,7 @@ def alerts(
 ):
     reg = registry.registry
     policy = reg.policy
-    with warehouse.connect() as con:
+    with warehouse.connect(readers=True) as con:
         as_of = read_release_context(con).as_of
         raised, open_rows, delivered = _raise_alerts(con, policy, as_of)
     # deliver with the warehouse closed: a slow notifier holds no lock
@@ -99,7 +99,7 @@ def alerts(
     for a in attempts:
         if not a.ok:
             context.log.warning(f"alert {a.alert_id}: {a.notifier} attempt {a.attempt}: {a.detail}")
-    with warehouse.connect() as con:
+    with warehouse.connect(readers=True) as con:
         if attempts:
             con.executemany(
                 query("alerts.delivered_attempt"),

@@ -99,7 +99,7 @@ def submissions(warehouse: WarehouseResource) -> dg.MaterializeResult:
     ),
 )
 def quarantine(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    with warehouse.connect() as con:
+    with warehouse.connect(readers=True) as con:
         n, files, critical, warnings = con.execute(query("submissions.findings")).fetchone()
         # the same number cbm status totals: rows set aside, each once, whatever rules it broke
         rows_quarantined = con.execute(query("submissions.totals")).fetchone()[4]

@@ -397,7 +397,7 @@ def summarize(workdir: Path, publish: Path) -> dict:
     from warehouse.db import Warehouse, table_names
 
     warehouse = workdir / "warehouse.duckdb"
-    with Warehouse(str(warehouse)).connect() as con:
+    with Warehouse(str(warehouse)).connect(readers=True) as con:
         row = con.execute(query("submissions.totals")).fetchone()
         alerts = con.execute(query("cli.alert_counts")).fetchone()
         open_disputes = (

@@ -86,7 +86,7 @@ def test_a_read_only_connection_has_the_table_macros(tmp_path):
     path = tmp_path / "warehouse.duckdb"
     with Warehouse(str(path)).connect():
         pass  # the schema, as a run makes it
-    with Warehouse(str(path)).connect(read_only=True) as con:
+    with Warehouse(str(path)).connect(read_only=True, readers=True) as con:
         assert con.execute(query("cli.unacknowledged")).fetchone() == (0,)
         assert con.execute(query("cli.quarantine"), {"party": None, "rule": None}).fetchall() == []
     stored = duckdb.connect(str(path), read_only=True)

@@ -85,6 +85,7 @@ class WarehouseOutOfMemory(RuntimeError):
         )
 
 
+@functools.cache  # the package's own files: read once per process
 def sql_file(name: str) -> str:
     """The text of ``warehouse/sql/<name>.sql``."""
     return resources.files("warehouse").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
@@ -185,8 +186,10 @@ def views_ddl() -> str:
 # Views over the stored tables, created with the schema: one SQL file each, named after it.
 VIEWS = ("submissions", "quarantine")
 # Table macros that read them (open_alerts(): what "unacknowledged" means;
-# quarantine_listing(party, rule): what is listed as quarantined): made on every connection,
-# as temporary macros, so a read-only connection to a warehouse made before them has them too.
+# quarantine_listing(party, rule): what is listed as quarantined): made on each connection that
+# asks for them (``connect(readers=True)``), as temporary macros, so a read-only connection to a
+# warehouse made before them has them too, and none is stored in the file. Not on the others:
+# 4 ms a connection, about 50 connections a cbm run (benchmarks/README.md, M25).
 READERS = ("open_alerts", "quarantine_listing")
 
 
@@ -222,8 +225,13 @@ def connection_config() -> dict[str, str]:
     value so the warehouse and GX can share the database instance. The versions come from the
     package metadata: importing duckdb_engine would import SQLAlchemy for quick commands too.
     """
+    return {"custom_user_agent": _user_agent()}
+
+
+@functools.cache  # read from the installed packages' metadata once per process
+def _user_agent() -> str:
     engine, sqla = metadata.version("duckdb_engine"), metadata.version("sqlalchemy")
-    return {"custom_user_agent": f"duckdb_engine/{engine}(sqlalchemy/{sqla})"}
+    return f"duckdb_engine/{engine}(sqlalchemy/{sqla})"
 
 
 @dataclass(frozen=True)
@@ -235,7 +243,11 @@ class Warehouse:
     memory_limit: str = DEFAULT_MEMORY_LIMIT  # checked by ``memory_limit()``
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, read_only: bool = False, readers: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the warehouse, its schema current (unless ``read_only``);
+        ``readers``: with the table macros ``open_alerts()`` and ``quarantine_listing()``."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         con = _connect_waiting(self.path, read_only, self.lock_wait_seconds)
         try:
@@ -244,7 +256,8 @@ class Warehouse:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             if not read_only:
                 _ensure_schema(con, self.path)
-            con.execute(readers_ddl())
+            if readers:
+                con.execute(readers_ddl())
             yield con
         except duckdb.OutOfMemoryException as exc:  # said the same in `cbm run` and the UI
             raise WarehouseOutOfMemory(self.memory_limit, exc) from exc

@@ -30,8 +30,11 @@ class WarehouseResource(dg.ConfigurableResource):
         return Path(self.workdir) / "warehouse.duckdb"
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._warehouse().connect(read_only) as con:
+    def connect(
+        self, read_only: bool = False, readers: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """``Warehouse.connect``: ``readers`` adds the table macros (open_alerts(), ...)."""
+        with self._warehouse().connect(read_only, readers) as con:
             yield con
 
     def _warehouse(self) -> Warehouse:

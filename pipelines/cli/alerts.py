@@ -106,7 +106,7 @@ def cmd_alerts(args) -> int:
     if (args.ack is None) != (args.by is None):
         raise CannotRun("--ack ID and --by PARTY go together: who acknowledges which alert")
     if args.ack is not None:
-        with Warehouse(str(path)).connect() as con:
+        with Warehouse(str(path)).connect(readers=True) as con:
             if not con.execute(query("cli.alert_exists"), [args.ack]).fetchone():
                 raise CannotRun(
                     f"--ack {args.ack}: no such alert in {path} ('cbm alerts' lists them)"

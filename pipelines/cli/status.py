@@ -56,7 +56,7 @@ def cmd_status(args) -> int:
         )
     if (args.party or args.rule) and not args.quarantine:
         raise CannotRun("--party and --rule narrow --quarantine; add --quarantine")
-    with Warehouse(str(path)).connect(read_only=True) as con:
+    with Warehouse(str(path)).connect(read_only=True, readers=True) as con:
         if args.quarantine:
             _check_narrowing(con, args)
             cursor = con.execute(query("cli.quarantine"), {"party": args.party, "rule": args.rule})
