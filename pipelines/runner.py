@@ -318,6 +318,13 @@ def _run_jobs(spec: RunSpec, plan) -> dict:
         f"[2/3] ingesting {_count(len(todo), 'submission')}: "
         "landing > staged > anonymised > validated"
     )
+    with Warehouse(str(settings.warehouse_path)).held():  # the runs' steps and reads join it
+        return _ingest_and_publish(spec, plan, settings, runs, todo)
+
+
+def _ingest_and_publish(spec: RunSpec, plan, settings, runs, todo: set[str]) -> dict:
+    from warehouse.db import Warehouse
+
     started = time.monotonic()
     ingested = runs.ingest(plan)
     with Warehouse(str(settings.warehouse_path)).connect() as con:

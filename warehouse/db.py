@@ -264,6 +264,24 @@ class Warehouse:
         finally:
             con.close()
 
+    @contextmanager
+    def held(self) -> Iterator[bool]:
+        """For a small warehouse, one connection held open for the block: each ``connect()``
+        in this process then joins the database DuckDB already has open, instead of opening
+        the file and checkpointing it on close (about 20 ms each: benchmarks/README.md, M17,
+        M25). The write lock is this process's for the whole block. A large warehouse is not
+        held: opening costs little beside its work, and a buffer pool kept warm between steps
+        raised the peak memory (M17). Yields whether it holds it."""
+        path = Path(self.path)
+        if path.exists() and path.stat().st_size > HOLD_BELOW_BYTES:
+            yield False
+            return
+        with self.connect():
+            yield True
+
+
+# below this size a run holds one connection to the warehouse for all its steps (M17)
+HOLD_BELOW_BYTES = 256 * 2**20
 
 # Databases whose schema this process has created: (path, inode) so a file that is deleted
 # and made anew gets its schema again. Saves re-running the DDL on every connection.

@@ -9,10 +9,7 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
-from warehouse.db import Warehouse, memory_limit
-
-# below this size a run holds one connection to the warehouse for all its steps (M17)
-HOLD_BELOW_BYTES = 256 * 2**20
+from warehouse.db import HOLD_BELOW_BYTES, Warehouse, memory_limit  # noqa: F401  (tests)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -42,16 +39,14 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(str(self.path), self.lock_wait_seconds, limit)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """For a small warehouse, one connection held open for the whole run: each step's
-        ``connect()`` joins the database DuckDB already has open in this process, instead of
-        opening the file and checkpointing it on close once per step (benchmarks/README.md,
-        M17). The write lock is then the run's from its first step to its last. A large
-        warehouse is opened by each step as before: there opening costs little beside the
-        work, and a buffer pool kept warm between steps raised the peak memory (M17)."""
-        if self.path.exists() and self.path.stat().st_size > HOLD_BELOW_BYTES:
-            return
-        self._held = ExitStack()
-        self._held.enter_context(self._warehouse().connect())
+        """For a small warehouse, one connection held open for the whole run
+        (``Warehouse.held``): each step's ``connect()`` joins it. The write lock is then the
+        run's from its first step to its last."""
+        held = ExitStack()
+        if held.enter_context(self._warehouse().held()):
+            self._held = held
+        else:
+            held.close()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._held is not None:
