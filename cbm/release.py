@@ -199,27 +199,43 @@ def check_publish_root(publish: Path, release: Path) -> tuple[list[str], list[st
     return problems, notes
 
 
+# How every Parquet file of a release and of a member bundle is written. A file's bytes are a
+# function of its rows, these options and the library that writes them (``parquet_writer``):
+# the rows are handed over as one chunk each, so how a query happened to batch them does not
+# show in the bytes.
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
+
+
+def parquet_writer() -> str:
+    """What a Parquet file's bytes depend on besides its rows (recorded in a member bundle)."""
+    return f"pyarrow {pa.__version__} " + json.dumps(PARQUET_OPTIONS, sort_keys=True)
+
+
+def write_parquet(root: Path, rel: str, table: pa.Table) -> dict:
+    """One Parquet file of a release or bundle; its manifest entry."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.combine_chunks(), path, **PARQUET_OPTIONS)
+    return {"path": rel, "rows": table.num_rows, "sha256": sha256_file(path)}
+
+
 def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
-    """One zstd Parquet file per period under ``product/period=YYYY-MM/``; returns file entries."""
+    """One zstd Parquet file per period under ``product/period=YYYY-MM/``; returns file entries.
+    Always written whole: every row of a product names its release (``release_id``), so no
+    period of one release holds the rows of the previous one's (benchmarks/README.md, M26)."""
     entries = []
     periods = sorted(set(table.column("period").to_pylist())) if table.num_rows else []
     for period in periods:
         mask = pc.equal(table.column("period"), period)
         part = table.filter(mask).drop_columns(["period"])
-        rel = Path(product) / f"period={period}" / "part-0.parquet"
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, path, compression="zstd", use_dictionary=True, write_statistics=True)
-        entries.append({"path": rel.as_posix(), "rows": part.num_rows, "sha256": sha256_file(path)})
+        rel = (Path(product) / f"period={period}" / "part-0.parquet").as_posix()
+        entries.append(write_parquet(root, rel, part))
     return entries
 
 
 def write_table(root: Path, rel: str, table: pa.Table) -> dict:
     """One Parquet file of a release that is not partitioned by period (``changes/``)."""
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True)
-    return {"path": rel, "rows": table.num_rows, "sha256": sha256_file(path)}
+    return write_parquet(root, rel, table)
 
 
 def write_file(root: Path, rel: str, data: bytes) -> dict:

@@ -54,7 +54,7 @@ def test_the_generated_release_is_re_derived_without_the_key(generated_run, no_k
     # the bundle: pseudonymised rows without free text, nothing TLP:RED, no raw names
     con = duckdb.connect()
     for kind in ("incidents", "compliance", "attestations"):
-        path = bundle / "reports" / f"{kind}.parquet"
+        path = bundle / "reports" / kind / "*.parquet"  # one file per submission
         columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM '{path}'").fetchall()]
         assert "summary" not in columns and "source" in columns
         tlps = {r[0] for r in con.execute(f"SELECT DISTINCT tlp FROM '{path}'").fetchall()}
@@ -114,9 +114,62 @@ def test_a_red_report_changes_nothing_and_a_later_release_re_derives_with_its_ch
     assert out.count("FAIL:") == 1
     altered = project.workdir / "altered"
     shutil.copytree(bundle, altered)
-    rows = altered / "reports" / "incidents.parquet"
+    rows = sorted((altered / "reports" / "incidents").glob("*.parquet"))[0]
     rows.write_bytes(rows.read_bytes()[:-10])
     code, out = rederive(altered, second, capsys)
-    assert code == 2 and "reports/incidents.parquet does not match bundle.json" in out
+    assert code == 2 and f"reports/incidents/{rows.name} does not match bundle.json" in out
     code, out = rederive(bundle, first, capsys)
     assert code == 2 and f"bundle of {second.name}, not of {first.name}" in out
+
+
+def test_a_later_release_copies_what_did_not_change_and_is_byte_for_byte_a_full_write(
+    generated_run, tmp_path, capsys, monkeypatch
+):
+    """Issue #40, decision 5: the next release's member bundle copies each submission's file
+    whose rows did not change from the previous bundle; it is the bundle a full write makes
+    from the same warehouse, and the release re-derives from it byte for byte."""
+    from cbm import release as rel
+    from cbm.registry import load_registry
+    from warehouse import bundle as bundles
+    from warehouse.db import Warehouse
+
+    original, _ = generated_run
+    deployment = original.copy(tmp_path / "deployment")
+    first = latest(deployment)
+    write_csv(deployment.inbox / "ALPHA" / "incidents_more.csv", [incident("MORE-1")])
+    monkeypatch.setattr(bundles, "COPY_FROM_ROWS", 1)  # small submissions compared too
+    written: list[Path] = []
+    real = rel.pq.write_table
+    monkeypatch.setattr(
+        rel.pq,
+        "write_table",
+        lambda t, path, **kw: written.append(Path(path)) or real(t, path, **kw),
+    )
+    deployment.run()
+    monkeypatch.setattr(rel.pq, "write_table", real)
+    second = latest(deployment)
+    assert second != first
+    bundle = deployment.workdir / "bundles" / second.name
+    description = json.loads((bundle / "bundle.json").read_text())
+    assert description["bundle_version"] == 3
+    reports = [f["path"] for f in description["files"] if f["path"].startswith("reports/")]
+    names = {p.name for p in written}
+    rewritten = [p for p in reports if Path(p).name in names]
+    assert len(reports) > 20 and rewritten == [f"reports/incidents/{rewritten[0].split('/')[-1]}"]
+    # the bundle, written again from the same warehouse without the earlier one: the same bytes
+    monkeypatch.setattr(bundles, "earlier_bundle", lambda root: None)
+    with Warehouse(str(deployment.workdir / "warehouse.duckdb")).connect() as con:
+        full = bundles.write_bundle(
+            con,
+            tmp_path / "full",
+            second.name,
+            first.name,
+            load_registry(deployment.registry),
+            deployment.registry,
+            description.get("manifest_declarations"),
+        )
+    assert release_bytes(full) == release_bytes(bundle)
+    # the release: a re-derivation writes every file (its workdir has no earlier bundle)
+    monkeypatch.delenv("CBM_PSEUDONYM_KEY")
+    code, out = rederive(bundle, second, capsys)
+    assert code == 0 and "all identical" in out, out
