@@ -173,3 +173,33 @@ def test_a_later_release_copies_what_did_not_change_and_is_byte_for_byte_a_full_
     monkeypatch.delenv("CBM_PSEUDONYM_KEY")
     code, out = rederive(bundle, second, capsys)
     assert code == 0 and "all identical" in out, out
+
+
+def test_a_version_2_bundle_with_one_reports_file_per_kind_still_re_derives(
+    generated_run, tmp_path, no_key, capsys
+):
+    """Members keep the bundles of earlier releases: one ``reports/<kind>.parquet`` per kind
+    (version 2) reads as well as one file per submission (version 3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cbm.files import sha256_file
+
+    deployment, summary = generated_run
+    old = tmp_path / "bundle-v2"
+    shutil.copytree(deployment.workdir / "bundles" / summary["latest_release"], old)
+    description = json.loads((old / "bundle.json").read_text())
+    files = [f for f in description["files"] if not f["path"].startswith("reports/")]
+    for kind in ("incidents", "compliance", "attestations"):
+        parts = sorted((old / "reports" / kind).glob("*.parquet"))
+        pq.write_table(
+            pa.concat_tables(pq.read_table(p) for p in parts), old / "reports" / f"{kind}.parquet"
+        )
+        shutil.rmtree(old / "reports" / kind)
+        path = f"reports/{kind}.parquet"
+        files.append({"path": path, "rows": None, "sha256": sha256_file(old / path)})
+    description.update(bundle_version=2, files=files)
+    del description["parquet_writer"]
+    (old / "bundle.json").write_text(json.dumps(description))
+    code, out = rederive(old, Path(summary["release_path"]), capsys)
+    assert code == 0 and "all identical" in out, out
