@@ -200,15 +200,9 @@ def check_publish_root(publish: Path, release: Path) -> tuple[list[str], list[st
 
 
 # How every Parquet file of a release and of a member bundle is written. A file's bytes are a
-# function of its rows, these options and the library that writes them (``parquet_writer``):
-# the rows are handed over as one chunk each, so how a query happened to batch them does not
-# show in the bytes.
+# function of its rows, these options and the library that writes them: the rows are handed
+# over as one chunk each, so how a query happened to batch them does not show in the bytes.
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
-
-
-def parquet_writer() -> str:
-    """What a Parquet file's bytes depend on besides its rows (recorded in a member bundle)."""
-    return f"pyarrow {pa.__version__} " + json.dumps(PARQUET_OPTIONS, sort_keys=True)
 
 
 def write_parquet(root: Path, rel: str, table: pa.Table) -> dict:
@@ -221,8 +215,8 @@ def write_parquet(root: Path, rel: str, table: pa.Table) -> dict:
 
 def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
     """One zstd Parquet file per period under ``product/period=YYYY-MM/``; returns file entries.
-    Always written whole: every row of a product names its release (``release_id``), so no
-    period of one release holds the rows of the previous one's (benchmarks/README.md, M26)."""
+    Written whole each release: every row of a product names its release (``release_id``), so
+    no period holds the rows of the previous release's (benchmarks/README.md, M26)."""
     entries = []
     periods = sorted(set(table.column("period").to_pylist())) if table.num_rows else []
     for period in periods:

@@ -54,7 +54,7 @@ def test_the_generated_release_is_re_derived_without_the_key(generated_run, no_k
     # the bundle: pseudonymised rows without free text, nothing TLP:RED, no raw names
     con = duckdb.connect()
     for kind in ("incidents", "compliance", "attestations"):
-        path = bundle / "reports" / kind / "*.parquet"  # one file per submission
+        path = bundle / "reports" / f"{kind}.parquet"
         columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM '{path}'").fetchall()]
         assert "summary" not in columns and "source" in columns
         tlps = {r[0] for r in con.execute(f"SELECT DISTINCT tlp FROM '{path}'").fetchall()}
@@ -114,102 +114,9 @@ def test_a_red_report_changes_nothing_and_a_later_release_re_derives_with_its_ch
     assert out.count("FAIL:") == 1
     altered = project.workdir / "altered"
     shutil.copytree(bundle, altered)
-    rows = sorted((altered / "reports" / "incidents").glob("*.parquet"))[0]
+    rows = altered / "reports" / "incidents.parquet"
     rows.write_bytes(rows.read_bytes()[:-10])
     code, out = rederive(altered, second, capsys)
-    assert code == 2 and f"reports/incidents/{rows.name} does not match bundle.json" in out
+    assert code == 2 and "reports/incidents.parquet does not match bundle.json" in out
     code, out = rederive(bundle, first, capsys)
     assert code == 2 and f"bundle of {second.name}, not of {first.name}" in out
-
-
-def test_a_later_release_copies_what_did_not_change_and_is_byte_for_byte_a_full_write(
-    generated_run, tmp_path, capsys, monkeypatch
-):
-    """Issue #40, decision 5: the next release's member bundle copies each submission's file
-    whose rows did not change from the previous bundle; it is the bundle a full write makes
-    from the same warehouse, byte for byte."""
-    from cbm import release as rel
-    from cbm.registry import load_registry
-    from warehouse import bundle as bundles
-    from warehouse.db import Warehouse
-
-    original, _ = generated_run
-    deployment = original.copy(tmp_path / "deployment")
-    first = latest(deployment)
-    write_csv(deployment.inbox / "ALPHA" / "incidents_more.csv", [incident("MORE-1")])
-    monkeypatch.setattr(bundles, "COPY_FROM_ROWS", 1)  # small submissions compared too
-    written: list[Path] = []
-    real = rel.pq.write_table
-    monkeypatch.setattr(
-        rel.pq,
-        "write_table",
-        lambda t, path, **kw: written.append(Path(path)) or real(t, path, **kw),
-    )
-    deployment.run()
-    monkeypatch.setattr(rel.pq, "write_table", real)
-    second = latest(deployment)
-    assert second != first
-    bundle = deployment.workdir / "bundles" / second.name
-    description = json.loads((bundle / "bundle.json").read_text())
-    assert description["bundle_version"] == 3
-    reports = [f["path"] for f in description["files"] if f["path"].startswith("reports/")]
-    names = {p.name for p in written}
-    rewritten = [p for p in reports if Path(p).name in names]
-    assert len(reports) > 20 and rewritten == [f"reports/incidents/{rewritten[0].split('/')[-1]}"]
-    # the bundle, written again from the same warehouse without the earlier one: the same bytes
-    monkeypatch.setattr(bundles, "earlier_bundle", lambda root: None)
-    with Warehouse(str(deployment.workdir / "warehouse.duckdb")).connect() as con:
-        full = bundles.write_bundle(
-            con,
-            tmp_path / "full",
-            second.name,
-            first.name,
-            load_registry(deployment.registry),
-            deployment.registry,
-            description.get("manifest_declarations"),
-        )
-    assert release_bytes(full) == release_bytes(bundle)
-
-
-def test_a_version_2_bundle_with_one_reports_file_per_kind_loads_the_same_rows(
-    generated_run, tmp_path
-):
-    """Members keep the bundles of earlier releases: one ``reports/<kind>.parquet`` per kind
-    (version 2) reads as one file per submission (version 3) does."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from cbm.files import sha256_file
-    from warehouse.bundle import load_bundle, read_bundle
-    from warehouse.db import Warehouse
-
-    deployment, summary = generated_run
-    new = deployment.workdir / "bundles" / summary["latest_release"]
-    old = tmp_path / "bundle-v2"
-    shutil.copytree(new, old)
-    description = json.loads((old / "bundle.json").read_text())
-    files = [f for f in description["files"] if not f["path"].startswith("reports/")]
-    for kind in ("incidents", "compliance", "attestations"):
-        parts = sorted((old / "reports" / kind).glob("*.parquet"))
-        table = pa.concat_tables(pq.read_table(p) for p in parts)
-        pq.write_table(table, old / "reports" / f"{kind}.parquet")
-        shutil.rmtree(old / "reports" / kind)
-        path = f"reports/{kind}.parquet"
-        files.append({"path": path, "rows": table.num_rows, "sha256": sha256_file(old / path)})
-    description.update(bundle_version=2, files=files)
-    del description["parquet_writer"]
-    (old / "bundle.json").write_text(json.dumps(description))
-    loaded = []
-    for bundle in (new, old):
-        read_bundle(bundle)  # every file checked against bundle.json
-        with Warehouse(str(tmp_path / f"{bundle.name}.duckdb")).connect() as con:
-            load_bundle(con, bundle)
-            loaded.append(
-                {
-                    kind: con.execute(
-                        f"SELECT * FROM reports_{kind} ORDER BY submission_sha, row_number"
-                    ).fetchall()
-                    for kind in ("incidents", "compliance", "attestations")
-                }
-            )
-    assert loaded[0] == loaded[1] and all(loaded[0].values())

@@ -3,14 +3,10 @@ recompute the release without the raw inputs or the pseudonymisation key.
 
 ``<workdir>/bundles/<release_id>/`` (member tier, never public):
 
-- ``reports/<kind>/<submission sha256>.parquet``: the rows verification read (views
-  ``verification_<kind>``), one file per submission: current versions, pseudonymised,
-  validated; no free text, technical keys only as keyed hashes, nothing above what the
-  members may see (GREEN, or AMBER where policy.yaml names them its recipients; never
-  AMBER+STRICT or RED). A submission's file holds the same rows from one release to the next
-  unless a later version supersedes one of them, so the next bundle copies it from this one
-  instead of writing it again (``Earlier``; the bytes are those of a full write). Bundles of
-  version 2 held one ``reports/<kind>.parquet`` per kind; ``cbm rederive`` reads both.
+- ``reports/<kind>.parquet``: the rows verification read (views ``verification_<kind>``):
+  current versions, pseudonymised, validated; no free text, technical keys only as keyed
+  hashes, nothing above what the members may see (GREEN, or AMBER where policy.yaml names
+  them its recipients; never AMBER+STRICT or RED).
 - ``tables/*.parquet``: commitments, obligations, ``verification_scope``, ``release_context``
   (as-of time, method version, input submissions, key version and fingerprint), the members
   of the previous release's events (to name an event's successor), and ``party_directory``
@@ -20,9 +16,7 @@ recompute the release without the raw inputs or the pseudonymisation key.
   (no alerts, endpoints or recipients, no release guard); ``parties.yaml`` with the parties
   a release can name and the publisher, public fields only (a party's name is its code).
 - ``bundle.json``: the release it derives, the previous release, every file with its SHA-256,
-  what the release's manifest declares beyond its figures (``manifest_declarations``), and
-  the Parquet writer of its files and of the release's (``parquet_writer``: the library and
-  options; the next release copies unchanged files only from one written the same way).
+  and what the release's manifest declares beyond its figures (``manifest_declarations``).
 
 Same warehouse, same bytes: the bundle is written once per release id, atomically.
 """
@@ -32,26 +26,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from cbm.contract import KINDS
 from cbm.files import fsync_dir, sha256_file
 from cbm.registry import Registry
-from cbm.release import parquet_writer, write_file, write_parquet, write_table
+from cbm.release import write_file, write_table
 from warehouse.db import fetch_arrow
 from warehouse.queries import Sql, query
 
-# 2: party_directory names no one it need not; verification_scope. 3: reports one file per
-# submission, and the Parquet writer recorded
-BUNDLE_VERSION = 3
-READS = (2, 3)  # the bundle versions cbm rederive reads
+BUNDLE_VERSION = 2  # 2: party_directory names no one it need not; verification_scope
 BUNDLE_FILE = "bundle.json"
 TABLES = ("registry_commitments", "registry_obligations", "release_context", "verification_scope")
 
@@ -79,13 +66,11 @@ def write_bundle(
     for stale in bundles.glob(f".tmp-{release_id}-*"):  # a run killed while writing it
         shutil.rmtree(stale, ignore_errors=True)
     tmp = bundles / f".tmp-{release_id}-{os.getpid()}"
-    earlier = earlier_bundle(bundles / previous) if previous else None
     files = [
-        entry
-        for kind in KINDS
-        for entry in _write_reports(
-            tmp, kind, fetch_arrow(con, query("bundle.reports", kind=kind)), earlier
+        write_table(
+            tmp, f"reports/{kind}.parquet", fetch_arrow(con, query("bundle.reports", kind=kind))
         )
+        for kind in KINDS
     ]
     files += [
         write_table(tmp, f"tables/{t}.parquet", fetch_arrow(con, query("bundle.table", table=t)))
@@ -143,7 +128,6 @@ def write_bundle(
         "bundle_version": BUNDLE_VERSION,
         "release_id": release_id,
         "previous_release_id": previous,
-        "parquet_writer": parquet_writer(),
         "files": sorted(files, key=lambda f: f["path"]),
     }
     if declarations:
@@ -159,90 +143,6 @@ def write_bundle(
     return root
 
 
-# A submission's rows are compared with the earlier file's only from this many rows on: below
-# it, writing them costs no more than reading the earlier file back (0.9 ms against 1.4 ms for
-# 1,000 rows; 59 ms against 31 ms for 200,000: benchmarks/README.md, M26). The bytes are the
-# same either way.
-COPY_FROM_ROWS = 10_000
-
-
-@dataclass(frozen=True)
-class Earlier:
-    """The report files of the previous bundle, written by this same Parquet writer
-    (``parquet_writer``), which the next bundle copies instead of writing again: its folder,
-    and each file's SHA-256 as its description lists it.
-
-    A file is copied only when the rows it holds, read back, are the rows to be written, and
-    the copy has the SHA-256 listed: the bytes are those that writing the rows gives (the
-    same rows, options and library), and a file altered since it was listed is written
-    anew."""
-
-    root: Path
-    files: dict[str, str]  # path -> sha256
-
-    @classmethod
-    def of(cls, root: Path | None, entries: list[dict] | None) -> Earlier | None:
-        """From a bundle description's file entries."""
-        files = {str(f["path"]): str(f["sha256"]) for f in entries or []}
-        return cls(root, files) if root is not None and files else None
-
-    def copy(self, rel: str, rows: pa.Table, path: Path) -> bool:
-        """Whether ``rel``, holding exactly ``rows``, was copied to ``path``."""
-        listed, source = self.files.get(rel), self.root / rel
-        if listed is None or not source.is_file():
-            return False
-        try:
-            if not pq.read_table(source).equals(rows, check_metadata=True):
-                return False
-        except (OSError, pa.ArrowException):
-            return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, path)
-        if sha256_file(path) == listed:
-            return True
-        path.unlink()
-        return False
-
-
-def _write_reports(root: Path, kind: str, rows: pa.Table, earlier: Earlier | None) -> list[dict]:
-    """``reports/<kind>/<submission>.parquet``, one file per submission, from ``rows`` sorted
-    by submission and row number; a submission whose rows ``earlier`` holds is copied."""
-    rows = rows.combine_chunks()
-    shas = rows.column("submission_sha").combine_chunks()
-    n = len(shas)
-    if n == 0:
-        return []
-    changes = pc.indices_nonzero(pc.not_equal(shas.slice(1), shas.slice(0, n - 1)))
-    starts = [0, *(i + 1 for i in changes.to_pylist())]
-    entries = []
-    for start, end in zip(starts, [*starts[1:], n], strict=True):
-        part = rows.slice(start, end - start)
-        rel = f"reports/{kind}/{shas[start].as_py()}.parquet"
-        copied = (
-            earlier is not None
-            and part.num_rows >= COPY_FROM_ROWS
-            and earlier.copy(rel, part, root / rel)
-        )
-        entries.append(
-            {"path": rel, "rows": part.num_rows, "sha256": earlier.files[rel]}
-            if copied
-            else write_parquet(root, rel, part)
-        )
-    return entries
-
-
-def earlier_bundle(root: Path) -> Earlier | None:
-    """The report files of the bundle at ``root``, when it was written by this Parquet writer
-    (None: no such bundle, another version or writer, or its description does not read)."""
-    try:
-        description = json.loads((root / BUNDLE_FILE).read_text(encoding="utf-8"))
-        if description.get("parquet_writer") != parquet_writer():
-            return None
-        return Earlier.of(root, description["files"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
 def read_bundle(root: Path) -> dict:
     """The bundle's description, after checking every file against it (BundleError if not)."""
     path = Path(root) / BUNDLE_FILE
@@ -254,10 +154,10 @@ def read_bundle(root: Path) -> dict:
         release_id = description["release_id"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not a readable bundle description ({exc})") from None
-    if description.get("bundle_version") not in READS:
+    if description.get("bundle_version") != BUNDLE_VERSION:
         raise BundleError(
             f"{path}: bundle version {description.get('bundle_version')!r}, this cbm reads "
-            + " and ".join(map(str, READS))
+            f"{BUNDLE_VERSION}"
         )
     for entry in files:
         file = Path(root) / str(entry.get("path"))
@@ -272,16 +172,10 @@ def read_bundle(root: Path) -> dict:
 
 def load_bundle(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """Fill a new warehouse with a bundle's rows and tables (``read_bundle`` checked it)."""
-    listed = [f["path"] for f in json.loads((root / BUNDLE_FILE).read_text())["files"]]
     for kind in KINDS:
-        # version 3: one file per submission (none for a kind without rows); 2: one per kind
-        parts = [
-            str(root / p)
-            for p in listed
-            if p == f"reports/{kind}.parquet" or p.startswith(f"reports/{kind}/")
-        ]
-        if parts:
-            con.execute(query("bundle.load_reports", kind=kind), [parts])
+        con.execute(
+            query("bundle.load_reports", kind=kind), [str(root / "reports" / f"{kind}.parquet")]
+        )
     for table in (*TABLES, "party_directory", "published_event_members"):
         source = str(root / "tables" / f"{table}.parquet")
         made = table == "release_context"  # made by its asset, not by the schema
