@@ -185,10 +185,14 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             engine = self._engine(shard)
             try:
                 with engine.connect() as conn:
+                    sqlite = conn.connection.dbapi_connection
+                    changes = sqlite.total_changes
                     with conn.begin():
                         yield conn
                     self._close_cursors()  # the checkpoint needs no statement running
-                    if shard != INDEX_SHARD_NAME:  # the UI watches a run's .db file
+                    # the UI watches a run's .db file: a write reaches it at once (a read has
+                    # nothing to move there; M27)
+                    if shard != INDEX_SHARD_NAME and sqlite.total_changes != changes:
                         conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
             finally:
                 self._close_cursors()
@@ -201,9 +205,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         path = self.path_for_shard(shard)
         if os.path.exists(path):
             return False
-        template = os.path.join(self._base_dir, TEMPLATE.format(version=dagster_version))
-        if not os.path.exists(template):
-            self._make_template(template)
+        template = self.run_template()
         copy = f"{path}.{os.getpid()}.tmp"
         shutil.copyfile(template, copy)
         try:
@@ -213,6 +215,14 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         finally:
             os.unlink(copy)
         return True
+
+    def run_template(self) -> str:
+        """The empty run shard that new runs' shards are copied from, made now if missing
+        (a new Dagster home's first run makes it otherwise)."""
+        template = os.path.join(self._base_dir, TEMPLATE.format(version=dagster_version))
+        if not os.path.exists(template):
+            self._make_template(template)
+        return template
 
     def _make_template(self, template: str) -> None:
         """An empty run shard as Dagster's set-up makes it, outside the ``*.db`` names that
