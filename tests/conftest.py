@@ -30,6 +30,13 @@ def dagster_home_template(tmp_path_factory) -> Path:
         instance.get_runs()
         instance.get_dynamic_partitions("submissions")
         instance.event_log_storage.get_asset_records()
+        instance.event_log_storage.run_template()  # else each test's first run makes it
+    return home
+
+
+def dagster_home_from(template: Path, home: Path) -> Path:
+    """A module's own Dagster home, a copy of the worker's ``dagster_home_template``."""
+    shutil.copytree(template, home)
     return home
 
 

@@ -21,7 +21,7 @@ from cbm.signatures import (
     verify_signature,
 )
 from pipelines.cli import main
-from tests.conftest import Project, incident, write_csv
+from tests.conftest import Project, dagster_home_from, incident, write_csv
 from tests.test_trust import register, verify
 
 AS_OF = "2026-06-30T00:00:00+00:00"
@@ -100,19 +100,18 @@ def signed_release(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def histories(tmp_path_factory):
+def histories(tmp_path_factory, dagster_home_template):
     """The same inbox published in two ways with the same --as-of: partial then full (A), and
     full at once (B), with their own Dagster instance: made once for the module (three runs),
     copied by each test (``two_histories``)."""
-    from pipelines.event_log import default_instance_yaml
     from tests.conftest import TEST_KEY
 
     root = tmp_path_factory.mktemp("histories")
-    (root / "dagster_home").mkdir()
-    (root / "dagster_home" / "dagster.yaml").write_text(default_instance_yaml())
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
-        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        env.setenv(
+            "DAGSTER_HOME", str(dagster_home_from(dagster_home_template, root / "dagster_home"))
+        )
         a, b = Project(root / "a"), Project(root / "b")
         first = [incident("A-1"), incident("A-2", category="airspace_violation")]
         second = [incident("A-3", region="LVA")]

@@ -13,7 +13,15 @@ import yaml
 
 from cbm.calendar import calendar_ics
 from cbm.registry import RegistryError, load_commitments, load_parties
-from tests.conftest import TEST_KEY, Project, attestation, compliance, incident, write_csv
+from tests.conftest import (
+    TEST_KEY,
+    Project,
+    attestation,
+    compliance,
+    dagster_home_from,
+    incident,
+    write_csv,
+)
 
 AS_OF = "2026-05-01T00:00:00+00:00"
 
@@ -31,14 +39,15 @@ def _att(rid, subject_report_id, stance, kind="incidents", subject="BRAVO", day=
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def deployment(tmp_path_factory, dagster_home_template):
     root = tmp_path_factory.mktemp("disputes")
     project = Project(root)
     with pytest.MonkeyPatch.context() as env:  # before the per-test environment
         env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
         env.delenv("CBM_KEY_FILE", raising=False)
-        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        (root / "dagster_home").mkdir()
+        env.setenv(
+            "DAGSTER_HOME", str(dagster_home_from(dagster_home_template, root / "dagster_home"))
+        )
         _hand_in(project)
         project.run(as_of=AS_OF)
     release = project.publish / "releases" / (project.publish / "LATEST").read_text().strip()

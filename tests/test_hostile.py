@@ -20,12 +20,13 @@ def _snapshot(root: Path, skip: tuple[Path, ...]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    from tests.conftest import TEST_KEY, write_registry
+def hostile(tmp_path_factory, dagster_home_template):
+    from tests.conftest import TEST_KEY, dagster_home_from, write_registry
 
-    os.environ["CBM_PSEUDONYM_KEY"] = TEST_KEY
     base = tmp_path_factory.mktemp("hostile")
-    os.environ["DAGSTER_HOME"] = str(base / "dh")
+    env = pytest.MonkeyPatch()  # module scope: before the per-test environment, undone after
+    env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+    env.setenv("DAGSTER_HOME", str(dagster_home_from(dagster_home_template, base / "dh")))
     inbox, registry = base / "inbox", write_registry(base / "registry")
     expected = {}
     for party, name, data, outcome in CASES:
@@ -47,7 +48,10 @@ def hostile(tmp_path_factory):
     from pipelines.cli import run_pipeline
     from warehouse.db import Warehouse
 
-    summary = run_pipeline(inbox, registry, work, publish)
+    try:
+        summary = run_pipeline(inbox, registry, work, publish)
+    finally:
+        env.undo()
     after = _snapshot(base, (work, publish, base / "dh"))
     with Warehouse(path=str(work / "warehouse.duckdb")).connect() as con:
         subs = {

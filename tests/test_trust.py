@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from tests.conftest import TEST_KEY, Project, incident, write_csv, write_registry
+from tests.conftest import (
+    TEST_KEY,
+    Project,
+    dagster_home_from,
+    incident,
+    write_csv,
+    write_registry,
+)
 
 KEY_PARTIES = ("SECRETARIAT", "BRAVO", "CHARLIE")
 
@@ -27,7 +34,7 @@ def register(project, party: str, key_file) -> None:
 
 
 @pytest.fixture(scope="module")
-def signed_once(tmp_path_factory):
+def signed_once(tmp_path_factory, dagster_home_template):
     """One signed release, made once for the module; tests change copies of it."""
     root = tmp_path_factory.mktemp("signed")
     project = Project(root / "deployment")
@@ -38,7 +45,9 @@ def signed_once(tmp_path_factory):
     write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
     with pytest.MonkeyPatch.context() as env:  # module scope: before the per-test environment
         env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
-        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        env.setenv(
+            "DAGSTER_HOME", str(dagster_home_from(dagster_home_template, root / "dagster_home"))
+        )
         summary = project.run(signing_key=str(keys["SECRETARIAT"]))
     return project, summary
 

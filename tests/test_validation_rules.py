@@ -63,14 +63,13 @@ ATTESTATION_CASES = {
 
 
 @pytest.fixture(scope="module")
-def ruled(tmp_path_factory):
-    import os
+def ruled(tmp_path_factory, dagster_home_template):
+    from tests.conftest import TEST_KEY, dagster_home_from, write_registry
 
-    from tests.conftest import TEST_KEY, write_registry
-
-    os.environ["CBM_PSEUDONYM_KEY"] = TEST_KEY
     base = tmp_path_factory.mktemp("rules")
-    os.environ["DAGSTER_HOME"] = str(base / "dh")
+    env = pytest.MonkeyPatch()  # module scope: before the per-test environment, undone after
+    env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+    env.setenv("DAGSTER_HOME", str(dagster_home_from(dagster_home_template, base / "dh")))
     inbox = base / "inbox"
     write_csv(
         inbox / "BRAVO" / "incidents_rules.csv",
@@ -102,13 +101,16 @@ def ruled(tmp_path_factory):
     from pipelines.cli import run_pipeline
 
     # validation is ingestion: nothing verified or published is looked at here
-    run_pipeline(
-        inbox,
-        write_registry(base / "registry"),
-        base / "work",
-        base / "publish",
-        ingest_only=True,
-    )
+    try:
+        run_pipeline(
+            inbox,
+            write_registry(base / "registry"),
+            base / "work",
+            base / "publish",
+            ingest_only=True,
+        )
+    finally:
+        env.undo()
     from warehouse.db import Warehouse
 
     with Warehouse(path=str(base / "work" / "warehouse.duckdb")).connect() as con:

@@ -264,14 +264,13 @@ def scenario_rows():
 
 
 @pytest.fixture(scope="module")
-def verified(tmp_path_factory):
-    import os
+def verified(tmp_path_factory, dagster_home_template):
+    from tests.conftest import TEST_KEY, dagster_home_from
 
-    from tests.conftest import TEST_KEY
-
-    os.environ["CBM_PSEUDONYM_KEY"] = TEST_KEY
     base = tmp_path_factory.mktemp("verify")
-    os.environ["DAGSTER_HOME"] = str(base / "dh")
+    env = pytest.MonkeyPatch()  # module scope: before the per-test environment, undone after
+    env.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
+    env.setenv("DAGSTER_HOME", str(dagster_home_from(dagster_home_template, base / "dh")))
     registry = write_registry(base / "registry")
     parties = yaml.safe_load((registry / "parties.yaml").read_text())
     parties.append(
@@ -294,9 +293,12 @@ def verified(tmp_path_factory):
     from pipelines.cli import run_pipeline
     from warehouse.db import Warehouse
 
-    summary = run_pipeline(
-        base / "inbox", registry, base / "work", base / "publish", AS_OF.isoformat()
-    )
+    try:
+        summary = run_pipeline(
+            base / "inbox", registry, base / "work", base / "publish", AS_OF.isoformat()
+        )
+    finally:
+        env.undo()
     assert summary["rows_quarantined"] == 0
 
     class View:
