@@ -210,7 +210,8 @@ def test_anonymised_rows_are_written_in_order_and_in_whole_row_groups(tmp_path):
 def test_a_run_holds_one_connection_to_a_small_warehouse_only(tmp_path):
     """A small warehouse is opened once per run (its steps join that connection: M17); a
     large one by each step, so no buffer pool stays warm between steps."""
-    from warehouse.resource import HOLD_BELOW_BYTES, WarehouseResource
+    from warehouse.db import HOLD_BELOW_BYTES
+    from warehouse.resource import WarehouseResource
 
     small = WarehouseResource(workdir=str(tmp_path / "small"))
     small.setup_for_execution(None)

@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
-from warehouse.db import HOLD_BELOW_BYTES, Warehouse, memory_limit  # noqa: F401  (tests)
+from warehouse.db import Warehouse, memory_limit
 
 
 class WarehouseResource(dg.ConfigurableResource):
