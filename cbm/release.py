@@ -205,8 +205,9 @@ def check_publish_root(publish: Path, release: Path) -> tuple[list[str], list[st
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
 
 
-def write_parquet(root: Path, rel: str, table: pa.Table) -> dict:
-    """One Parquet file of a release or bundle; its manifest entry."""
+def write_table(root: Path, rel: str, table: pa.Table) -> dict:
+    """One Parquet file of a release or a member bundle (a product's period, ``changes/``, a
+    bundle's table); its manifest entry."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.combine_chunks(), path, **PARQUET_OPTIONS)
@@ -223,13 +224,8 @@ def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:
         mask = pc.equal(table.column("period"), period)
         part = table.filter(mask).drop_columns(["period"])
         rel = (Path(product) / f"period={period}" / "part-0.parquet").as_posix()
-        entries.append(write_parquet(root, rel, part))
+        entries.append(write_table(root, rel, part))
     return entries
-
-
-def write_table(root: Path, rel: str, table: pa.Table) -> dict:
-    """One Parquet file of a release that is not partitioned by period (``changes/``)."""
-    return write_parquet(root, rel, table)
 
 
 def write_file(root: Path, rel: str, data: bytes) -> dict:

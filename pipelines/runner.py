@@ -344,11 +344,9 @@ def _ingest_and_publish(spec: RunSpec, plan, settings, runs, todo: set[str]) -> 
             if spec.ingest_only
             else "[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)"
         )
-        summary = summarize(spec.workdir, spec.publish)
-        summary["failed_submissions"] = [f for (f,) in failed]
-        return summary
-    _say("[3/3] verifying, computing indicators, publishing")
-    runs.publish(settings, registry_fresh=ingested > 0)
+    else:
+        _say("[3/3] verifying, computing indicators, publishing")
+        runs.publish(settings, registry_fresh=ingested > 0)
     summary = summarize(spec.workdir, spec.publish)
     summary["failed_submissions"] = [f for (f,) in failed]
     return summary

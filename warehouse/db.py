@@ -234,6 +234,10 @@ def _user_agent() -> str:
     return f"duckdb_engine/{engine}(sqlalchemy/{sqla})"
 
 
+# below this size a run holds one connection to the warehouse for all its steps (M17)
+HOLD_BELOW_BYTES = 256 * 2**20
+
+
 @dataclass(frozen=True)
 class Warehouse:
     """The DuckDB file of one workdir."""
@@ -279,9 +283,6 @@ class Warehouse:
         with self.connect():
             yield True
 
-
-# below this size a run holds one connection to the warehouse for all its steps (M17)
-HOLD_BELOW_BYTES = 256 * 2**20
 
 # Databases whose schema this process has created: (path, inode) so a file that is deleted
 # and made anew gets its schema again. Saves re-running the DDL on every connection.
