@@ -185,14 +185,13 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             engine = self._engine(shard)
             try:
                 with engine.connect() as conn:
-                    sqlite = conn.connection.dbapi_connection
-                    changes = sqlite.total_changes
                     with conn.begin():
                         yield conn
                     self._close_cursors()  # the checkpoint needs no statement running
-                    # the UI watches a run's .db file: a write reaches it at once (a read has
-                    # nothing to move there; M27)
-                    if shard != INDEX_SHARD_NAME and sqlite.total_changes != changes:
+                    # the UI watches a run's .db file. After reads too: a writer's passive
+                    # checkpoint cannot move frames past a reader's snapshot, and the reader's
+                    # own checkpoint then brings them in (M27)
+                    if shard != INDEX_SHARD_NAME:
                         conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
             finally:
                 self._close_cursors()

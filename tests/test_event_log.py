@@ -168,30 +168,6 @@ def test_the_run_view_is_told_of_each_event_while_the_writer_keeps_its_connectio
         writer.dispose()
 
 
-def test_a_write_to_a_run_shard_is_checkpointed_and_a_read_is_not(tmp_path, monkeypatch):
-    """The passive checkpoint that moves a run's events into its .db file (which the UI
-    watches) follows each write; a read has nothing to move and costs none (M27)."""
-    from compat import dagster as compat_dagster
-
-    checkpoints = []
-    real = compat_dagster.text
-    monkeypatch.setattr(
-        compat_dagster,
-        "text",
-        lambda sql: (checkpoints.append(sql) if "wal_checkpoint" in sql else None) or real(sql),
-    )
-    storage = BatchingSqliteEventLogStorage(str(tmp_path))
-    storage.store_event(_log_entry("run-c", "written"))
-    assert len(checkpoints) == 1
-    for _ in range(3):
-        records = storage.get_records_for_run("run-c").records
-    assert [r.event_log_entry.user_message for r in records] == ["written"]
-    assert len(checkpoints) == 1
-    storage.store_event(_log_entry("run-c", "written again"))
-    assert len(checkpoints) == 2
-    storage.dispose()
-
-
 def test_a_new_run_shard_is_a_copy_of_the_empty_one_dagster_makes(tmp_path, monkeypatch):
     """A run's shard is copied from an empty one that Dagster's own set-up made once: the
     same tables, indexes, Alembic revision and journal mode as Dagster's own storage gives a
