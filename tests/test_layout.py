@@ -9,6 +9,7 @@ import ast
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -157,6 +158,38 @@ def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same(pipeline_impor
         "expect_column_kl_divergence_to_be_less_than"
         in (gx_root / "expectations" / "core" / "__init__.py").read_text()
     )
+
+
+ARROW_POOL_AND_BYTES = (
+    "import hashlib, io, json, pipelines, pyarrow as pa; from cbm.release import "
+    "PARQUET_OPTIONS; import pyarrow.parquet as pq; t = pa.table({'a': list(range(50000)), "
+    "'b': [str(i % 97) for i in range(50000)]}); buf = io.BytesIO(); "
+    "pq.write_table(t, buf, **PARQUET_OPTIONS); print(json.dumps("
+    "[pa.default_memory_pool().backend_name, hashlib.sha256(buf.getvalue()).hexdigest()]))"
+)
+
+
+def test_the_entry_points_give_arrow_the_system_allocator_and_the_bytes_stay():
+    """``pipelines`` has Arrow allocate from the system (M28), unless the operator chose a
+    pool; the Parquet bytes are the same under either."""
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    run = [sys.executable, "-c", ARROW_POOL_AND_BYTES]
+    ours = json.loads(
+        subprocess.run(run, capture_output=True, text=True, cwd=ROOT, env=env, check=True).stdout
+    )
+    chosen = json.loads(
+        subprocess.run(
+            run,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env | {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"},
+            check=True,
+        ).stdout
+    )
+    assert ours[0] == "system"
+    assert chosen[0] == "mimalloc"
+    assert ours[1] == chosen[1]
 
 
 def all_modules() -> dict[str, set[str]]:
