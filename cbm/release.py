@@ -200,18 +200,50 @@ def check_publish_root(publish: Path, release: Path) -> tuple[list[str], list[st
 
 
 # How every Parquet file of a release and of a member bundle is written. A file's bytes are a
-# function of its rows, these options and the library that writes them: the rows are handed
-# over as one chunk each, so how a query happened to batch them does not show in the bytes.
+# function of its rows, these options and the library that writes them: each row group's rows
+# are handed over as one chunk, so how a query happened to batch them does not show in the
+# bytes. A row group is pyarrow's default size, named so the slices below match it.
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
+ROW_GROUP_ROWS = 1024 * 1024
 
 
 def write_table(root: Path, rel: str, table: pa.Table) -> dict:
     """One Parquet file of a release or a member bundle (a product's period, ``changes/``, a
     bundle's table); its manifest entry."""
+    return write_batches(root, rel, table.schema, table.to_batches())
+
+
+def write_batches(root: Path, rel: str, schema: pa.Schema, batches) -> dict:
+    """One Parquet file from ``batches`` (record batches of ``schema``, in order: a table's,
+    or a query's as DuckDB streams them); its manifest entry. Written one row group at a
+    time, each made one chunk: the bytes of the whole table made one chunk, without all its
+    rows in memory at once (the member bundle's incident rows at 4,000,000 reports:
+    benchmarks/README.md, M30)."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.combine_chunks(), path, **PARQUET_OPTIONS)
-    return {"path": rel, "rows": table.num_rows, "sha256": sha256_file(path)}
+    rows = 0
+    with pq.ParquetWriter(path, schema, **PARQUET_OPTIONS) as writer:
+        for group in _row_groups(schema, batches):
+            writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+            rows += group.num_rows
+    return {"path": rel, "rows": rows, "sha256": sha256_file(path)}
+
+
+def _row_groups(schema: pa.Schema, batches):
+    """``batches`` regrouped into tables of ``ROW_GROUP_ROWS`` rows (the last one shorter;
+    one empty table for no rows), each one chunk."""
+    held, count, made = [], 0, False
+    for batch in batches:
+        while batch.num_rows:
+            take = min(batch.num_rows, ROW_GROUP_ROWS - count)
+            held.append(batch.slice(0, take))
+            count += take
+            batch = batch.slice(take)
+            if count == ROW_GROUP_ROWS:
+                yield pa.Table.from_batches(held, schema).combine_chunks()
+                held, count, made = [], 0, True
+    if held or not made:
+        yield pa.Table.from_batches(held, schema).combine_chunks()
 
 
 def write_product(root: Path, product: str, table: pa.Table) -> list[dict]:

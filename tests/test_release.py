@@ -1,5 +1,7 @@
 """Releases: manifest checks, atomic publication."""
 
+import itertools
+
 import pyarrow as pa
 import pytest
 
@@ -97,3 +99,34 @@ def test_verify_release_names_damage_the_fuzzer_found_without_raising(tmp_path):
         False,
         ["manifest entry for indicators/period=2026-01/part-0.parquet has no sha256"],
     )
+
+
+def test_a_files_bytes_do_not_show_how_its_rows_were_batched(tmp_path, monkeypatch):
+    """write_table hands each row group over as one chunk (M30): the bytes are those of the
+    whole table made one chunk, whatever chunks the rows came in, row group by row group."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(rel, "ROW_GROUP_ROWS", 1000)
+    # small pages, so a page ends inside a row group, where a chunk's edge would move it
+    monkeypatch.setattr(rel, "PARQUET_OPTIONS", rel.PARQUET_OPTIONS | {"data_page_size": 256})
+    n = 4321
+    whole = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "code": pa.array([None if i % 7 == 0 else f"c{i % 13}" for i in range(n)]),
+        }
+    )
+    cuts = [0, 1, 999, 1000, 2500, 2501, 4000, n]  # chunk edges off the row groups' edges
+    batched = pa.concat_tables([whole.slice(a, b - a) for a, b in itertools.pairwise(cuts)])
+    assert batched.column("id").num_chunks == len(cuts) - 1
+    pq.write_table(
+        whole, tmp_path / "reference.parquet", row_group_size=1000, **rel.PARQUET_OPTIONS
+    )
+    reference = (tmp_path / "reference.parquet").read_bytes()
+    for name, table in (("whole", whole), ("batched", batched)):
+        entry = rel.write_table(tmp_path, f"{name}.parquet", table)
+        assert (tmp_path / f"{name}.parquet").read_bytes() == reference, name
+        assert entry["rows"] == n
+    assert pq.ParquetFile(tmp_path / "batched.parquet").num_row_groups == 5
+    empty = rel.write_table(tmp_path, "empty.parquet", whole.slice(0, 0))
+    assert empty["rows"] == 0 and pq.read_table(tmp_path / "empty.parquet").num_rows == 0

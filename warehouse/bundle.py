@@ -34,8 +34,8 @@ import yaml
 from cbm.contract import KINDS
 from cbm.files import fsync_dir, sha256_file
 from cbm.registry import Registry
-from cbm.release import write_file, write_table
-from warehouse.db import fetch_arrow
+from cbm.release import write_batches, write_file, write_table
+from warehouse.db import fetch_arrow, stream_arrow
 from warehouse.queries import Sql, query
 
 BUNDLE_VERSION = 2  # 2: party_directory names no one it need not; verification_scope
@@ -66,12 +66,10 @@ def write_bundle(
     for stale in bundles.glob(f".tmp-{release_id}-*"):  # a run killed while writing it
         shutil.rmtree(stale, ignore_errors=True)
     tmp = bundles / f".tmp-{release_id}-{os.getpid()}"
-    files = [
-        write_table(
-            tmp, f"reports/{kind}.parquet", fetch_arrow(con, query("bundle.reports", kind=kind))
-        )
-        for kind in KINDS
-    ]
+    files = []
+    for kind in KINDS:  # the most rows of a release: streamed, never all in memory (M30)
+        rows = stream_arrow(con, query("bundle.reports", kind=kind))
+        files.append(write_batches(tmp, f"reports/{kind}.parquet", rows.schema, rows))
     files += [
         write_table(tmp, f"tables/{t}.parquet", fetch_arrow(con, query("bundle.table", table=t)))
         for t in TABLES

@@ -389,6 +389,14 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
     return con.sql(sql, params=params or None).to_arrow_table()
 
 
+def stream_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
+    """A query's result as a pyarrow RecordBatchReader, for rows too many to hold twice: the
+    same rows and types as ``fetch_arrow``, batch by batch (the member bundle's reports:
+    benchmarks/README.md, M30). Nothing else may run on ``con`` until it is read."""
+    con.abort()
+    return con.sql(sql, params=params or None).to_arrow_reader()
+
+
 def indicator_period_range(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
     """The first and last month ('YYYY-MM') with events or verdicts, up to the as-of month:
     the indicator months a release computes."""
