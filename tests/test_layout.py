@@ -117,7 +117,11 @@ def pipeline_imported() -> dict:
     and what they then answer."""
     (gx, iri, stats) = _fresh_python(
         "import sys; import pipelines.definitions; gx = 'great_expectations' in sys.modules; "
-        + _iri_code("import checks.validation")
+        # as cbm run imports it: on its own thread while the ingestion run starts (M29)
+        + _iri_code(
+            "from pipelines.runner import _import_validation_stack_behind as behind; "
+            "behind().join(); assert 'great_expectations' in sys.modules"
+        )
         + "; loaded = 'scipy.stats._stats_py' in sys.modules; from scipy import stats; "
         "print(json.dumps([gx, iri, [loaded, stats.entropy([0.25, 0.75]), "
         "'scipy.stats._stats_py' in sys.modules]]))"
@@ -158,6 +162,22 @@ def test_scipy_stats_is_loaded_on_first_use_and_computes_the_same(pipeline_impor
         "expect_column_kl_divergence_to_be_less_than"
         in (gx_root / "expectations" / "core" / "__init__.py").read_text()
     )
+
+
+def test_an_import_that_fails_behind_the_run_fails_again_where_the_step_imports():
+    """``cbm run`` imports the validation stack on a thread of its own (M29); when that
+    import fails, nothing half-imported stays behind: the step's own import raises the
+    error, as it did before."""
+    (first, again) = _fresh_python(
+        "import sys, json; sys.modules['great_expectations'] = None; "
+        "from pipelines.runner import _import_validation_stack_behind as behind; "
+        "behind().join(); first = 'checks.validation' in sys.modules\n"
+        "try:\n    import checks.validation\nexcept ImportError as e:\n"
+        "    again = type(e).__name__ + ': ' + str(e)\n"
+        "print(json.dumps([first, again]))"
+    )
+    assert first is False
+    assert again.startswith("ModuleNotFoundError") and "great_expectations" in again
 
 
 ARROW_POOL_AND_BYTES = (
