@@ -47,14 +47,31 @@ def _snapshot(home: Path) -> dict:
     out["tags"] = sorted(
         index.execute("SELECT asset_key, key, count(*) FROM asset_event_tags GROUP BY 1, 2")
     )
+    # the index's row per asset key: its last materialization (the job of its run, its
+    # partition, its place among the run's events), the job of its last run, a timestamp
+    jobs = dict(run_ids)
     out["last_event"] = sorted(
-        (key, '"partition"' in (last or ""), (last or "").count("ASSET_MATERIALIZATION"))
-        for key, last in index.execute("SELECT asset_key, last_materialization FROM asset_keys")
+        (key, *_last_materialization(last, jobs), jobs.get(last_run), stamp is not None)
+        for key, last, last_run, stamp in index.execute(
+            "SELECT asset_key, last_materialization, last_run_id, "
+            "last_materialization_timestamp FROM asset_keys"
+        )
     )
     out["partitions"] = sorted(
         index.execute("SELECT partitions_def_name, partition FROM dynamic_partitions")
     )
     return out
+
+
+def _last_materialization(serialized: str | None, jobs: dict) -> tuple:
+    """(job, partition, event type) of an ``asset_keys.last_materialization`` record."""
+    if serialized is None:
+        return (None, None, None)
+    from dagster._serdes import deserialize_value
+
+    entry = deserialize_value(serialized).event_log_entry
+    event = entry.dagster_event
+    return (jobs.get(entry.run_id), event.partition, event.event_type_value)
 
 
 def test_batched_writes_record_what_one_by_one_writes_record(tmp_path, monkeypatch):
