@@ -48,6 +48,28 @@ def copy_atomic(src: Path, dst: Path) -> None:
         raise
 
 
+def sync_filesystem(path: Path) -> None:
+    """Flush to disk every file written on the filesystem that holds ``path``: before a folder
+    of files (a release, a member bundle) is renamed into place, so that a power loss cannot
+    leave the folder visible with files the disk never got. Linux's ``syncfs``, one call for
+    the folder's hundreds of files (a release holds one file per event in its MISP feed: an
+    fsync each took 0.17-0.23 s for 640 files here, one ``syncfs`` 6 ms); ``os.sync`` where
+    there is no ``syncfs``."""
+    import ctypes
+
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)  # the C library's
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"syncfs: {os.strerror(errno)}", str(path))
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cbm.files import fsync_dir, sha256_file, write_atomic
+from cbm.files import fsync_dir, sha256_file, sync_filesystem, write_atomic
 from cbm.storage import Conflict, Location
 
 # Bump when the published files change form for the same figures (it is part of every release
@@ -331,6 +331,7 @@ def publish_atomically(
     write_atomic(tmp / MANIFEST, manifest_bytes)
     if sign is not None:
         write_atomic(tmp / SIGNATURE, sign(manifest_bytes))
+    sync_filesystem(tmp)  # the files on disk before the folder is visible (a power loss)
     fsync_dir(tmp)
     os.rename(tmp, final)
     fsync_dir(releases)
@@ -546,6 +547,7 @@ def pull_published(target: Location, mirror: Path) -> bytes | None:
         if not (tmp / MANIFEST).exists():
             raise OSError(f"{target.where(prefix)}: LATEST names it, but it has no {MANIFEST}")
         shutil.rmtree(folder, ignore_errors=True)
+        sync_filesystem(tmp)
         os.rename(tmp, folder)
     write_atomic(mirror / "LATEST", latest)
     return latest

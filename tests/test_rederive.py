@@ -120,3 +120,33 @@ def test_a_red_report_changes_nothing_and_a_later_release_re_derives_with_its_ch
     assert code == 2 and "reports/incidents.parquet does not match bundle.json" in out
     code, out = rederive(bundle, first, capsys)
     assert code == 2 and f"bundle of {second.name}, not of {first.name}" in out
+
+
+def test_a_bundles_files_are_on_disk_before_its_folder_is_renamed_into_place(
+    generated_run, tmp_path, monkeypatch
+):
+    """As a release's (tests/test_release.py): the bundle is flushed under its temporary name,
+    whole, before the rename that makes it visible."""
+    import shutil
+
+    import warehouse.bundle as bundle
+    from cbm.registry import load_registry
+    from warehouse.db import Warehouse
+
+    deployment, _ = generated_run
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(deployment.workdir / "warehouse.duckdb", warehouse)
+    seen = []
+
+    def flushed(path):
+        seen.append((path.name, (path / bundle.BUNDLE_FILE).is_file()))
+        assert not (tmp_path / "bundles" / "r-flush").exists()
+
+    monkeypatch.setattr(bundle, "sync_filesystem", flushed)
+    registry = load_registry(deployment.registry)
+    with Warehouse(str(warehouse)).connect() as con:
+        root = bundle.write_bundle(
+            con, tmp_path / "bundles", "r-flush", None, registry, deployment.registry
+        )
+    assert len(seen) == 1 and seen[0][0].startswith(".tmp-r-flush-") and seen[0][1]
+    assert (root / bundle.BUNDLE_FILE).is_file()

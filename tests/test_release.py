@@ -130,3 +130,32 @@ def test_a_files_bytes_do_not_show_how_its_rows_were_batched(tmp_path, monkeypat
     assert pq.ParquetFile(tmp_path / "batched.parquet").num_row_groups == 5
     empty = rel.write_table(tmp_path, "empty.parquet", whole.slice(0, 0))
     assert empty["rows"] == 0 and pq.read_table(tmp_path / "empty.parquet").num_rows == 0
+
+
+def test_a_releases_files_are_on_disk_before_its_folder_is_renamed_into_place(
+    tmp_path, monkeypatch
+):
+    """A power loss must not leave a release folder visible with files the disk never got:
+    the filesystem is flushed (``syncfs``) while the folder still has its temporary name and
+    holds every file, manifest included."""
+    seen = []
+
+    def flushed(path):
+        seen.append((path.name, sorted(p.name for p in path.iterdir())))
+        assert not (tmp_path / "releases" / "r-test").exists()
+
+    monkeypatch.setattr(rel, "sync_filesystem", flushed)
+    _publish(tmp_path)
+    assert len(seen) == 1
+    folder, names = seen[0]
+    assert folder.startswith(".tmp-r-test-") and {"indicators", rel.MANIFEST} <= set(names)
+    assert (tmp_path / "releases" / "r-test" / rel.MANIFEST).is_file()
+
+
+def test_the_filesystem_flush_runs_and_names_a_missing_folder(tmp_path):
+    from cbm.files import sync_filesystem
+
+    (tmp_path / "f").write_bytes(b"x")
+    sync_filesystem(tmp_path)  # syncfs returned 0
+    with pytest.raises(FileNotFoundError, match="gone"):
+        sync_filesystem(tmp_path / "gone")

@@ -32,7 +32,7 @@ import duckdb
 import yaml
 
 from cbm.contract import KINDS
-from cbm.files import fsync_dir, sha256_file
+from cbm.files import fsync_dir, sha256_file, sync_filesystem
 from cbm.registry import Registry
 from cbm.release import write_batches, write_file, write_table
 from warehouse.db import fetch_arrow, stream_arrow
@@ -133,6 +133,7 @@ def write_bundle(
     write_file(
         tmp, BUNDLE_FILE, (json.dumps(description, indent=2, sort_keys=True) + "\n").encode()
     )
+    sync_filesystem(tmp)  # the files on disk before the bundle is visible (a power loss)
     try:
         tmp.rename(root)
     except OSError:  # another run wrote it first: same release id, same bytes
