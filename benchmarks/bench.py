@@ -334,6 +334,26 @@ def incremental_file(inbox: Path, reports: int, seed: int) -> Path:
     return target
 
 
+def result_name(root: Path, reports: int) -> str:
+    """The results file's name: the commit measured, with ``-dirty`` when tracked files other
+    than earlier results differ from it (the figures are then not that commit's), ``nogit``
+    outside a checkout."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    if not commit:
+        return f"bench-{reports}-nogit.json"
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if not line[3:].startswith("benchmarks/results/")
+    ]
+    return f"bench-{reports}-{commit}{'-dirty' if changed else ''}.json"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -417,10 +437,7 @@ def main() -> None:
     print(text)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    (out / f"bench-{args.reports}-{commit or 'nogit'}.json").write_text(text + "\n")
+    (out / result_name(ROOT, args.reports)).write_text(text + "\n")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
 

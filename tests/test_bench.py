@@ -54,3 +54,32 @@ def test_one_expectation_floor_flags_the_rows_the_suite_flags(warehouse_file, tm
             per_rule |= set(con.execute(f"SELECT {cols} FROM ({f.query}) q").fetchall())
         collapsed = set(con.execute(f"SELECT {cols} FROM anon_{kind} WHERE {failing}").fetchall())
     assert collapsed == per_rule
+
+
+def test_a_results_file_names_its_commit_and_says_when_the_tree_differed(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    assert bench.result_name(tmp_path, 10) == "bench-10-nogit.json"
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "old.json").write_text("{}\n")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    assert bench.result_name(tmp_path, 10) == f"bench-10-{commit}.json"
+    (tmp_path / "benchmarks" / "results" / "old.json").write_text('{"a": 1}\n')
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert bench.result_name(tmp_path, 10) == f"bench-10-{commit}.json"  # results, untracked
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert bench.result_name(tmp_path, 10) == f"bench-10-{commit}-dirty.json"
