@@ -13,3 +13,4 @@ _defer_import_time_work()
 # before pyarrow is imported, as Arrow reads it once; an operator's own choice stands. The
 # allocator does not touch the bytes written.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+ARROW_POOLS = ("mimalloc", "jemalloc", "system")  # what Arrow takes (cbm run refuses others)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines import ARROW_POOLS
 from pipelines.output import CannotRun, Progress, _check_folder, _count, _say, _show
 from warehouse.queries import query
 
@@ -68,6 +69,12 @@ def _check_inputs(inbox: Path, registry_dir: Path):
         raise CannotRun(
             "DAGSTER_EVENT_BATCH_SIZE must be a whole number >= 0 (0: Dagster stores events "
             f"one by one), not {batch!r}"
+        )
+    pool = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")  # read by Arrow (pipelines/__init__.py)
+    if pool not in ARROW_POOLS:
+        raise CannotRun(
+            f"ARROW_DEFAULT_MEMORY_POOL must be one of {', '.join(ARROW_POOLS)} (Arrow's "
+            f"allocator; unset, cbm uses system), not {pool!r}"
         )
     return registry, key
 

@@ -77,6 +77,11 @@ CASES = {
         {"DAGSTER_EVENT_BATCH_SIZE": "abc"},
         ["DAGSTER_EVENT_BATCH_SIZE", "'abc'", ">= 0"],
     ),
+    "Arrow allocator misspelt": (
+        lambda b: run_args(b),
+        {"ARROW_DEFAULT_MEMORY_POOL": "jemaloc"},
+        ["ARROW_DEFAULT_MEMORY_POOL", "'jemaloc'", "mimalloc, jemalloc, system"],
+    ),
     "inbox on object storage": (
         lambda b: run_args(b, inbox="s3://bucket/inbox"),
         {},
