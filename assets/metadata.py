@@ -124,7 +124,7 @@ def data_docs_of(settings, results: list) -> str | None:
 def row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     """How many rows ``table`` holds: the figure an asset reports (a count with a condition
     is a named statement, warehouse/queries.py)."""
-    con.abort()  # a relation starts only once earlier results are done (warehouse.db.fetch_arrow)
+    con.abort()  # a relation starts only once earlier results are done (warehouse.db._relation)
     return con.table(table).count("*").fetchall()[0][0]
 
 

@@ -40,7 +40,7 @@ def _batch_view(con, kind: str, shas: list[str]) -> int:
         raise ValueError("submission keys must be SHA-256 hex digests")
     # a stored view, not a temporary one: GX reads it through its own connection, where no
     # parameter can travel; DuckDB writes the hashes into the view as constants
-    con.abort()  # a relation starts only once earlier results are done (warehouse.db.fetch_arrow)
+    con.abort()  # a relation starts only once earlier results are done (warehouse.db._relation)
     batch = con.table(f"anon_{kind}").filter(
         duckdb.ColumnExpression("submission_sha").isin(*map(duckdb.ConstantExpression, shas))
         if shas

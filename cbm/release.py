@@ -331,8 +331,7 @@ def publish_atomically(
     write_atomic(tmp / MANIFEST, manifest_bytes)
     if sign is not None:
         write_atomic(tmp / SIGNATURE, sign(manifest_bytes))
-    sync_filesystem(tmp)  # the files on disk before the folder is visible (a power loss)
-    fsync_dir(tmp)
+    sync_filesystem(tmp)  # files and folder on disk before it is visible (a power loss)
     os.rename(tmp, final)
     fsync_dir(releases)
     return PublishedRelease(release_id, final, True, files)

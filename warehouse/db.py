@@ -379,22 +379,26 @@ def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {t for (t,) in con.execute(query("warehouse.table_names")).fetchall()}
 
 
-def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
-    """A query's result as a pyarrow Table. Through a relation (``con.sql``), not the DB-API
-    cursor: DuckDB 2 copies the rows once more for Arrow output of an ``execute`` (more
-    memory and time for the same bytes: benchmarks/README.md, M15). A relation refuses to start while an earlier
+def _relation(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> duckdb.DuckDBPyRelation:
+    """A query as a relation (``con.sql``), for Arrow output: not the DB-API cursor, as DuckDB 2
+    copies the rows once more for Arrow output of an ``execute`` (more memory and time for the
+    same bytes: benchmarks/README.md, M15). A relation refuses to start while an earlier
     ``execute`` result was read only in part (``fetchone``); its rest is dropped first, as the
     next ``execute`` would drop it."""
     con.abort()
-    return con.sql(sql, params=params or None).to_arrow_table()
+    return con.sql(sql, params=params or None)
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
+    """A query's result as a pyarrow Table."""
+    return _relation(con, sql, params).to_arrow_table()
 
 
 def stream_arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None):
     """A query's result as a pyarrow RecordBatchReader, for rows too many to hold twice: the
     same rows and types as ``fetch_arrow``, batch by batch (the member bundle's reports:
     benchmarks/README.md, M30). Nothing else may run on ``con`` until it is read."""
-    con.abort()
-    return con.sql(sql, params=params or None).to_arrow_reader()
+    return _relation(con, sql, params).to_arrow_reader()
 
 
 def indicator_period_range(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
