@@ -84,6 +84,21 @@ rules that failed, counts of those that passed) and stores each again, so every 
 serialised and written twice (about a tenth of GX's fixed cost, M20). Within
 ``results_stored_by_caller()`` GX's ``store_validation_results`` writes nothing and the
 caller stores each result once, completed. Outside the block GX stores as it does.
+
+7. Metric ids without GX's general converter (``install_metric_ids``)
+--------------------------------------------------------------------
+
+GX names every metric it plans by an id: ``IDDict.to_id`` turns the metric's keyword dicts
+into JSON with ``convert_to_json_serializable`` and hashes it, about 8,000 times for the
+suites of one validation. That converter is written for any value (pydantic models, numpy,
+pandas, shapely, Spark): a ``None``, the commonest keyword value here, passes three
+``numpy.issubdtype`` calls and a ``pandas.isna`` before it is returned as it came. A quarter
+of GX's fixed cost went there (benchmarks/README.md, M33). ``install_metric_ids`` gives the
+one module that makes ids (``great_expectations.core.id_dict``) a converter that returns what
+GX's returns for the exact built-in types (``str``, ``int``, ``bool``, ``None``, ``float``
+with NaN as ``None``, ``dict`` with its keys made strings, ``list`` and ``tuple`` as lists)
+and hands every other value, subclasses included, to GX's own. The ids are the same strings
+(tested on GX's own conversion of many values); everything else in GX converts as before.
 """
 
 from __future__ import annotations
@@ -102,6 +117,7 @@ from great_expectations.core.freshness_diagnostics import (
     ValidationDefinitionFreshnessDiagnostics,
 )
 from great_expectations.core.owner_resolution import owner_from_batch_definition
+from great_expectations.core import id_dict as _id_dict
 from great_expectations.core.validation_definition import ValidationDefinition
 from great_expectations.data_context.data_context import file_data_context as _file_context
 from great_expectations.data_context.data_context import (
@@ -255,6 +271,7 @@ GX_GRAPH_VALIDATE = Validator.graph_validate
 GX_CHECKPOINT_IS_FRESH = Checkpoint.is_fresh
 GX_DEFINITION_IS_FRESH = ValidationDefinition.is_fresh
 GX_STORE_VALIDATION_RESULTS = ValidationResultsStore.store_validation_results
+GX_TO_JSON = _id_dict.convert_to_json_serializable
 
 
 def _ours(func) -> bool:
@@ -389,6 +406,35 @@ def results_once_installed() -> bool:
     return _ours(ValidationResultsStore.store_validation_results)
 
 
+# 7. metric ids without GX's general converter
+
+
+def plain_to_json(data):
+    """GX's ``convert_to_json_serializable`` for the exact built-in types; GX's own for the
+    rest (patch 7)."""
+    kind = type(data)
+    if kind is str or kind is int or kind is bool or data is None:
+        return data
+    if kind is dict:
+        return {str(key): plain_to_json(value) for key, value in data.items()}
+    if kind is list or kind is tuple:
+        return [plain_to_json(value) for value in data]
+    if kind is float:
+        return None if data != data else data  # NaN, as GX writes it
+    return GX_TO_JSON(data)
+
+
+def install_metric_ids() -> None:
+    """Let ``IDDict.to_id`` convert plain values without GX's general converter (idempotent)."""
+    if not metric_ids_installed():
+        plain_to_json.__cbm_patch__ = True
+        _id_dict.convert_to_json_serializable = plain_to_json
+
+
+def metric_ids_installed() -> bool:
+    return _ours(_id_dict.convert_to_json_serializable)
+
+
 def install() -> None:
     """Every patch above (idempotent), after checking that this is the GX they were made for."""
     check_version("great_expectations", great_expectations.__version__, SUPPORTED)
@@ -398,3 +444,4 @@ def install() -> None:
     install_configurations()
     install_freshness()
     install_results_once()
+    install_metric_ids()

@@ -4,13 +4,21 @@ function a patch replaces or wraps is pinned by its hash, and what each patch is
 rebuilding configurations, re-reading its stores, writing results twice) is shown on GX's own
 code, so a GX that stops doing it makes the test say the patch can go."""
 
+import datetime
+import decimal
+import enum
 import hashlib
 import inspect
+import json
+import random
 
 import duckdb
 import great_expectations as gx
+import numpy as np
 import pytest
 from great_expectations.checkpoint.checkpoint import Checkpoint
+from great_expectations.core import id_dict
+from great_expectations.core.id_dict import IDDict
 from great_expectations.core.validation_definition import ValidationDefinition
 from great_expectations.data_context.store.expectations_store import ExpectationsStore
 from great_expectations.data_context.store.store import Store
@@ -30,6 +38,8 @@ PATCHED_SOURCES = {
     "Checkpoint.is_fresh": "5ce9272644cf66d9",
     "ValidationDefinition.is_fresh": "6b854fd63e220aac",
     "ValidationResultsStore.store_validation_results": "60db16b874ded8c4",
+    "IDDict.to_id": "3820fd313f5a0f69",
+    "convert_to_json_serializable": "a282e2e272fc0dd2",
 }
 
 
@@ -43,6 +53,8 @@ GX_FUNCTIONS = {
     "Checkpoint.is_fresh": gx_compat.GX_CHECKPOINT_IS_FRESH,
     "ValidationDefinition.is_fresh": gx_compat.GX_DEFINITION_IS_FRESH,
     "ValidationResultsStore.store_validation_results": gx_compat.GX_STORE_VALIDATION_RESULTS,
+    "IDDict.to_id": IDDict.to_id,
+    "convert_to_json_serializable": gx_compat.GX_TO_JSON,
 }
 
 
@@ -57,6 +69,8 @@ def test_every_patch_is_installed_by_the_validation_stack():
     assert gx_compat.configurations_installed()
     assert gx_compat.freshness_installed()
     assert gx_compat.results_once_installed()
+    assert gx_compat.metric_ids_installed()
+    assert id_dict.convert_to_json_serializable is not gx_compat.GX_TO_JSON
     assert Validator.graph_validate is not gx_compat.GX_GRAPH_VALIDATE
     assert Checkpoint.is_fresh is not gx_compat.GX_CHECKPOINT_IS_FRESH
     assert ValidationDefinition.is_fresh is not gx_compat.GX_DEFINITION_IS_FRESH
@@ -208,3 +222,93 @@ def test_within_the_block_gx_stores_no_result(project):
     assert _stored(ctx) == 1
     checkpoint.run()  # after the block GX stores again
     assert _stored(ctx) == 2
+
+
+# 7. metric ids without GX's general converter
+
+
+class _Kind(str, enum.Enum):
+    A = "a"
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+_ODD_VALUES = [
+    _Kind.A, _Level.LOW, np.int64(3), np.float64("nan"), np.float64(0.1), np.bool_(True),
+    datetime.date(2026, 12, 7), decimal.Decimal("1.5"), {3, 1, 2}, range(3), b"x",
+    IDDict({"column": "v"}), float("inf"), float("-inf"), -0.0, 1e300, True, False,
+]
+
+
+def _value(rng: random.Random, depth: int = 0):
+    """A random keyword value: plain built-ins mostly, now and then one GX converts its way."""
+    roll = rng.random()
+    if depth < 3 and roll < 0.2:
+        return {
+            rng.choice(["column", "min_value", 1, 2.5, None, True, _Kind.A]): _value(rng, depth + 1)
+            for _ in range(rng.randint(0, 4))
+        }
+    if depth < 3 and roll < 0.35:
+        items = [_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+        return items if rng.random() < 0.5 else tuple(items)
+    if roll < 0.45:
+        return rng.choice(_ODD_VALUES)
+    return rng.choice([None, "", "x", "é", 0, -7, 2**70, 0.5, float("nan"), True, False])
+
+
+def _as_json(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def test_plain_values_convert_as_gx_converts_them():
+    rng = random.Random(7)
+    for _ in range(3000):
+        value = _value(rng)
+        mine, theirs = gx_compat.plain_to_json(value), gx_compat.GX_TO_JSON(value)
+        assert _as_json(mine) == _as_json(theirs), value
+        assert type(mine) is type(theirs), value
+
+
+def test_gx_passes_a_none_through_numpy_before_returning_it(monkeypatch):
+    """What patch 7 is for: GX's converter asks numpy about a None three times (and pandas
+    once) before returning it. A GX that returns plain values at once makes the patch moot."""
+    calls = []
+    issubdtype = np.issubdtype
+
+    def counting(*args):
+        calls.append(args)
+        return issubdtype(*args)
+
+    monkeypatch.setattr(np, "issubdtype", counting)
+    assert gx_compat.GX_TO_JSON({"column": "v", "row_condition": None}) == {
+        "column": "v",
+        "row_condition": None,
+    }
+    assert len(calls) >= 3, "GX converts None without numpy now: patch 7 may go"
+
+
+def test_a_validation_makes_the_same_metric_ids_as_gx(project, monkeypatch):
+    ctx, checkpoint = project
+    ids, to_id = [], IDDict.to_id
+
+    def both(self, *args, **kwargs):
+        ours = to_id(self, *args, **kwargs)
+        monkeypatch.setattr(id_dict, "convert_to_json_serializable", gx_compat.GX_TO_JSON)
+        try:
+            theirs = to_id(self, *args, **kwargs)
+        finally:
+            monkeypatch.setattr(id_dict, "convert_to_json_serializable", gx_compat.plain_to_json)
+        ids.append((ours, theirs))
+        return ours
+
+    monkeypatch.setattr(IDDict, "to_id", both)
+    assert _counted(checkpoint.run().run_results.popitem()[1].results) == [
+        (False, 29),
+        (True, 0),
+        (True, 0),
+    ]
+    hashed = [pair for pair in ids if isinstance(pair[0], str) and len(pair[0]) == 32]
+    assert len(hashed) > 50  # the ids GX hashes from several keywords were compared
+    assert all(ours == theirs for ours, theirs in ids)
