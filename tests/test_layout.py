@@ -6,6 +6,7 @@ import neither Dagster nor Great Expectations.
 """
 
 import ast
+import gc
 import importlib.util
 import json
 import math
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from compat import imports
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("cbm", "compat", "assets", "checks", "warehouse", "pipelines")
@@ -115,7 +118,10 @@ def pipeline_imported() -> dict:
     """In one new interpreter that imports the pipeline, then the validation stack (GX):
     whether GX came with the first, whether scipy.stats and the IRI grammar were executed,
     and what they then answer."""
-    (gx, iri, stats) = _fresh_python(
+    (gx, iri, stats, collector) = _fresh_python(
+        # the collections made from here on, by generation
+        "import gc; made = [0, 0, 0]; gc.callbacks.append(lambda phase, info: phase == 'stop' "
+        "and made.__setitem__(info['generation'], made[info['generation']] + 1)); "
         "import sys; import pipelines.definitions; gx = 'great_expectations' in sys.modules; "
         # as cbm run imports it: on its own thread while the ingestion run starts (M29)
         + _iri_code(
@@ -124,9 +130,32 @@ def pipeline_imported() -> dict:
         )
         + "; loaded = 'scipy.stats._stats_py' in sys.modules; from scipy import stats; "
         "print(json.dumps([gx, iri, [loaded, stats.entropy([0.25, 0.75]), "
-        "'scipy.stats._stats_py' in sys.modules]]))"
+        "'scipy.stats._stats_py' in sys.modules], [gc.get_threshold(), made]]))"
     )
-    return {"gx": gx, "iri": iri, "stats": stats}
+    return {"gx": gx, "iri": iri, "stats": stats, "collector": collector}
+
+
+def test_no_full_collection_while_the_stack_imports(pipeline_imported):
+    """At CPython's thresholds the collector walked every object six times while Dagster, GX
+    and the definitions were imported (0.7 s; M34). The entry points raise the first
+    threshold, and importing them all makes no full collection."""
+    thresholds, made = pipeline_imported["collector"]
+    assert tuple(thresholds) == imports.GC_THRESHOLDS
+    assert made[2] == 0, f"full collections while the stack imports: {made}"
+    assert made[0] < 150, made  # the young generation: about 900 at the default
+
+
+def test_a_process_that_set_its_own_thresholds_keeps_them():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(500, 5, 5)
+        imports.collect_less_often()
+        assert gc.get_threshold() == (500, 5, 5)
+        gc.set_threshold(*imports.DEFAULT_GC_THRESHOLDS)
+        imports.collect_less_often()
+        assert gc.get_threshold() == imports.GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_the_code_location_loads_without_the_validation_stack(pipeline_imported):
