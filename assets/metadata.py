@@ -17,8 +17,13 @@ def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
         "WHERE table_name = ? ORDER BY ordinal_position",
         [table],
     ).fetchall()
+    return _schema(table, rows)
+
+
+def _schema(table: str, columns) -> dg.TableSchema:
+    """``columns``: (name, type) in the table's order."""
     return dg.TableSchema(
-        columns=[dg.TableColumn(name=n, type=t, description=describe(table, n)) for n, t in rows]
+        columns=[dg.TableColumn(name=n, type=t, description=describe(table, n)) for n, t in columns]
     )
 
 
@@ -90,14 +95,16 @@ def _declared_schemas() -> dict[str, dg.TableSchema]:
     con = duckdb.connect()
     try:
         con.execute(schema_ddl())
-        return {
-            table: table_schema(con, table)
-            for (table,) in con.execute(
-                "SELECT DISTINCT table_name FROM information_schema.columns"
-            ).fetchall()
-        }
+        rows = con.execute(  # one query for all of them (a query a table cost 0.1 s a process)
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
     finally:
         con.close()
+    columns: dict[str, list] = {}
+    for table, name, kind in rows:
+        columns.setdefault(table, []).append((name, kind))
+    return {table: _schema(table, cols) for table, cols in columns.items()}
 
 
 def declared_schema(table: str) -> dict:
