@@ -112,12 +112,12 @@ from pathlib import Path
 
 import great_expectations
 from great_expectations.checkpoint.checkpoint import Checkpoint
+from great_expectations.core import id_dict as _id_dict
 from great_expectations.core.freshness_diagnostics import (
     CheckpointFreshnessDiagnostics,
     ValidationDefinitionFreshnessDiagnostics,
 )
 from great_expectations.core.owner_resolution import owner_from_batch_definition
-from great_expectations.core import id_dict as _id_dict
 from great_expectations.core.validation_definition import ValidationDefinition
 from great_expectations.data_context.data_context import file_data_context as _file_context
 from great_expectations.data_context.data_context import (

@@ -227,7 +227,7 @@ def test_within_the_block_gx_stores_no_result(project):
 # 7. metric ids without GX's general converter
 
 
-class _Kind(str, enum.Enum):
+class _Kind(enum.StrEnum):
     A = "a"
 
 
@@ -236,9 +236,24 @@ class _Level(enum.IntEnum):
 
 
 _ODD_VALUES = [
-    _Kind.A, _Level.LOW, np.int64(3), np.float64("nan"), np.float64(0.1), np.bool_(True),
-    datetime.date(2026, 12, 7), decimal.Decimal("1.5"), {3, 1, 2}, range(3), b"x",
-    IDDict({"column": "v"}), float("inf"), float("-inf"), -0.0, 1e300, True, False,
+    _Kind.A,
+    _Level.LOW,
+    np.int64(3),
+    np.float64("nan"),
+    np.float64(0.1),
+    np.bool_(True),
+    datetime.date(2026, 12, 7),
+    decimal.Decimal("1.5"),
+    {3, 1, 2},
+    range(3),
+    b"x",
+    IDDict({"column": "v"}),
+    float("inf"),
+    float("-inf"),
+    -0.0,
+    1e300,
+    True,
+    False,
 ]
 
 
