@@ -2,6 +2,7 @@
 
 import json
 import tempfile
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,7 @@ from warehouse.db import (
     read_release_context,
     recorded_key,
     sql_file,
+    thread_cursor,
 )
 from warehouse.queries import query
 from warehouse.resource import WarehouseResource
@@ -129,30 +131,39 @@ def release(
         declarations["key_rotation"] = rotation
     if rederiving is None and settings.unsigned and not signer:
         declarations["unsigned"] = "on purpose (--unsigned)"
-    try:
-        built = build_release(
-            publish,
-            settings.held_dir,
-            products,
-            declarations,
-            signer=signer,
-            guard=rederiving is None,
-            accept_change=settings.accept_change,
-        )
-    except ReleaseHeld as exc:
-        raise dg.Failure(str(exc)) from None
     release_id = products.release_id
     with warehouse.connect() as con:
-        members, own = _record_publication(con, products, rotation)
-        bundle = write_bundle(
+        # the member bundle is written on a thread of its own while the release's files are
+        # (M35): it reads only the warehouse, they only the products gathered above
+        beside = _Beside(
             con,
-            settings.bundles_dir,
-            release_id,
-            products.previous,
-            registry,
-            registry_dir,
-            built.declarations,
+            lambda cursor, final: write_bundle(
+                cursor,
+                settings.bundles_dir,
+                release_id,
+                products.previous,
+                registry,
+                registry_dir,
+                final,
+            ),
         )
+        try:
+            built = build_release(
+                publish,
+                settings.held_dir,
+                products,
+                declarations,
+                signer=signer,
+                guard=rederiving is None,
+                accept_change=settings.accept_change,
+                before_publishing=beside.start,
+            )
+        except ReleaseHeld as exc:  # held before the bundle starts: there is none
+            raise dg.Failure(str(exc)) from None
+        finally:
+            beside.join()
+        bundle = beside.result()
+        members, own = _record_publication(con, products, rotation)
     rel.set_latest(publish, release_id)
     if target.remote:
         try:
@@ -170,6 +181,44 @@ def release(
     )
     yield dg.MaterializeResult(asset_key="published_event_members", metadata=members)
     yield dg.MaterializeResult(asset_key="own_publications", metadata=own)
+
+
+class _Beside:
+    """``write(cursor, declarations)`` on a thread of its own, from ``start`` on, over its own
+    cursor of ``con`` (``thread_cursor``)."""
+
+    def __init__(self, con, write):
+        self._con, self._write = con, write
+        self._thread: threading.Thread | None = None
+        self._outcome: tuple[bool, object] | None = None
+
+    def start(self, declarations: dict) -> None:
+        cursor = thread_cursor(self._con)
+
+        def run() -> None:
+            try:
+                self._outcome = (True, self._write(cursor, declarations))
+            except BaseException as exc:  # handed to the caller of result()
+                self._outcome = (False, exc)
+            finally:
+                cursor.close()
+
+        self._thread = threading.Thread(target=run, name="cbm-member-bundle", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for it (also when the release failed: nothing is left writing)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self):
+        """What ``write`` returned (None if it never started); its exception, raised here."""
+        if self._outcome is None:
+            return None
+        done, value = self._outcome
+        if not done:
+            raise value
+        return value
 
 
 def _gather_products(

@@ -109,6 +109,7 @@ def build_release(
     signer=None,
     guard: bool = True,
     accept_change: str | None = None,
+    before_publishing=None,
 ) -> BuiltRelease:
     """Write ``products`` as release ``products.release_id`` under ``publish`` (atomically;
     the folder exists whole or not at all) and add its changelog line.
@@ -117,7 +118,9 @@ def build_release(
     purpose", a re-derivation's declarations). ``signer``: the publisher's key (None:
     unsigned). ``guard``: compare with the previous release first (a re-derivation does not:
     it reproduces a release that was published). ``accept_change``: the reason a held change
-    is published anyway, recorded in the manifest."""
+    is published anyway, recorded in the manifest. ``before_publishing``: called with the
+    manifest's final declarations once the release is to be published (not held), before its
+    files are written (the release asset starts the member bundle there)."""
     p = products
     declarations = dict(declarations)
     previous_root = publish / "releases" / p.previous if p.previous else None
@@ -157,6 +160,8 @@ def build_release(
         )
     if findings:
         declarations["accepted_change"] = {"reason": accept_change, "findings": findings}
+    if before_publishing is not None:
+        before_publishing(dict(declarations))
     published = rel.publish_atomically(
         publish,
         p.release_id,

@@ -62,11 +62,18 @@ products = ReleaseProducts(
     publisher=publisher(registry.parties),
 )
 declarations = {k: v for k, v in manifest.items() if k not in base}
+calls = []  # what the release asset starts the member bundle from, and when
+def before(final):
+    calls.append([final, (out / "releases" / products.release_id).exists()])
 try:
-    built = build_release(out, out / "held", products, declarations, accept_change=None)
+    built = build_release(
+        out, out / "held", products, declarations, accept_change=None, before_publishing=before
+    )
     result = {"path": str(built.path), "new": built.new, "counts": built.counts}
 except ReleaseHeld as exc:
     result = {"held": str(exc.held), "message": str(exc)}
+result["before_publishing"] = calls
+result["declarations"] = declarations
 result["dagster_loaded"] = any(m == "dagster" or m.startswith("dagster.") for m in sys.modules)
 print(json.dumps(result))
 """
@@ -93,6 +100,8 @@ def test_the_domain_rebuilds_the_pipelines_release_byte_for_byte_without_dagster
     original = Path(summary["release_path"])
     built = rebuild(original, deployment.registry, tmp_path / "publish", "same")
     assert built["dagster_loaded"] is False and built["new"] is True
+    # told once, before the release's folder existed, with the manifest's declarations
+    assert built["before_publishing"] == [[built["declarations"], False]]
     made = Path(built["path"])
     assert made.name == original.name
     theirs = {p.relative_to(original): p for p in original.rglob("*") if p.is_file()}
@@ -113,6 +122,7 @@ def test_the_release_guard_holds_a_mass_removal_before_anything_is_signed(genera
     subprocess.run(["cp", "-r", str(original), str(publish / "releases")], check=True)
     held = rebuild(original, deployment.registry, publish, "shrink")
     assert held["dagster_loaded"] is False
+    assert held["before_publishing"] == []  # a held release: no member bundle is started
     assert "held, not signed and not LATEST" in held["message"] and "events" in held["message"]
     assert Path(held["held"]) == publish / "held" / "releases" / "r-00000000000000000001"
     assert (Path(held["held"]) / "manifest.json").is_file()

@@ -159,3 +159,39 @@ def test_the_filesystem_flush_runs_and_names_a_missing_folder(tmp_path):
     sync_filesystem(tmp_path)  # syncfs returned 0
     with pytest.raises(FileNotFoundError, match="gone"):
         sync_filesystem(tmp_path / "gone")
+
+
+def test_the_member_bundle_beside_the_release_hands_back_its_result_or_its_error(tmp_path):
+    """The release asset writes the member bundle on a thread of its own while the release's
+    files are written (M35): over its own cursor, on that thread; what it returns, or raises,
+    reaches the step; a bundle never started (a held release) is None."""
+    import threading
+
+    from assets.published import _Beside
+    from warehouse.db import Warehouse
+
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
+        seen = []
+
+        def write(cursor, declarations):
+            seen.append((threading.current_thread().name, cursor is not con))
+            return cursor.execute("SELECT 40 + ?", [declarations["n"]]).fetchone()[0]
+
+        done = _Beside(con, write)
+        done.start({"n": 2})
+        done.join()
+        assert done.result() == 42
+        assert seen == [("cbm-member-bundle", True)]
+
+        def fail(cursor, declarations):
+            raise OSError("disk full")
+
+        failed = _Beside(con, fail)
+        failed.start({})
+        failed.join()
+        with pytest.raises(OSError, match="disk full"):
+            failed.result()
+
+        never = _Beside(con, write)
+        never.join()
+        assert never.result() is None

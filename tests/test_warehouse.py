@@ -227,3 +227,38 @@ def test_a_run_holds_one_connection_to_a_small_warehouse_only(tmp_path):
     large.setup_for_execution(None)
     assert large._held is None
     large.teardown_after_execution(None)
+
+
+DISPLAY_ONLY = {"enable_progress_bar"}  # how a query shows its progress, never what it returns
+
+
+def _settings(con) -> dict:
+    rows = con.execute("SELECT name, value FROM duckdb_settings()").fetchall()
+    return {name: value for name, value in rows if name not in DISPLAY_ONLY}
+
+
+def test_a_cursor_for_another_thread_is_set_as_its_connection_is(tmp_path):
+    """The member bundle is written on a thread of its own (M35), over ``thread_cursor``: a
+    plain ``cursor()`` does not inherit the connection's session (its time zone reads
+    Etc/UTC, which changes the Arrow type and so the Parquet bytes)."""
+    import pyarrow.parquet as pq
+
+    from cbm.release import write_table
+    from warehouse.db import fetch_arrow, thread_cursor
+
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
+        con.execute("CREATE TABLE t AS SELECT TIMESTAMPTZ '2026-12-07 10:00:00+00' AS at")
+        plain = con.cursor()
+        assert _settings(plain)["TimeZone"] != _settings(con)["TimeZone"]  # why it exists
+        cursor = thread_cursor(con)
+        try:
+            assert _settings(cursor) == _settings(con)
+            made = [
+                write_table(tmp_path / name, "t.parquet", fetch_arrow(c, "SELECT * FROM t"))
+                for name, c in (("con", con), ("cursor", cursor), ("plain", plain))
+            ]
+        finally:
+            cursor.close()
+            plain.close()
+    assert made[0]["sha256"] == made[1]["sha256"] != made[2]["sha256"]
+    assert str(pq.read_schema(tmp_path / "cursor" / "t.parquet").field("at").type.tz) == "UTC"

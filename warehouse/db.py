@@ -238,6 +238,19 @@ def _user_agent() -> str:
 HOLD_BELOW_BYTES = 256 * 2**20
 
 
+# What each connection sets for itself (a cursor made from it does not inherit it: a time
+# zone of Etc/UTC instead of UTC changes the Arrow type, and so a Parquet file's bytes)
+SESSION = "SET TimeZone = 'UTC'"
+
+
+def thread_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A connection of its own to ``con``'s database, for another thread (a DuckDB connection
+    is not shared between threads), set as ``con`` is (``SESSION``). The caller closes it."""
+    cursor = con.cursor()
+    cursor.execute(SESSION)
+    return cursor
+
+
 @dataclass(frozen=True)
 class Warehouse:
     """The DuckDB file of one workdir."""
@@ -255,7 +268,7 @@ class Warehouse:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         con = _connect_waiting(self.path, read_only, self.lock_wait_seconds)
         try:
-            con.execute("SET TimeZone = 'UTC'")
+            con.execute(SESSION)
             # for the whole database instance, so GX's connections to it keep the limit too
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             if not read_only:
