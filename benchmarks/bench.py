@@ -93,9 +93,15 @@ def cached_inbox(reports: int, parties: int, seed: int) -> Path:
     return cache
 
 
+# The code measured is this checkout's: ``python -m`` from ROOT puts ROOT first on the path.
+# (The venv's ``cbm`` script imports wherever the editable install points: a bench run from
+# another worktree, sharing the venv, measured the main tree's pipeline instead of its own.)
+CBM = [sys.executable, "-m", "pipelines.cli"]
+
+
 def run_cbm(inbox: Path, registry: Path, workdir: Path, publish: Path, env: dict) -> float:
     cmd = [
-        str(ROOT / ".venv" / "bin" / "cbm"),
+        *CBM,
         "run",
         "--inbox",
         str(inbox),
@@ -106,10 +112,8 @@ def run_cbm(inbox: Path, registry: Path, workdir: Path, publish: Path, env: dict
         "--publish",
         str(publish),
     ]
-    if not Path(cmd[0]).exists():
-        cmd = [sys.executable, "-m", "pipelines.cli", *cmd[1:]]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"cbm run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

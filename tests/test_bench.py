@@ -1,6 +1,7 @@
 """The benchmark's baselines measure the same rules as the suites (benchmarks/bench.py,
 benchmarks/floor.py): a baseline that checked less would flatter or shame GX unfairly."""
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -83,3 +84,22 @@ def test_a_results_file_names_its_commit_and_says_when_the_tree_differed(tmp_pat
     assert bench.result_name(tmp_path, 10) == f"bench-10-{commit}.json"  # results, untracked
     (tmp_path / "code.py").write_text("a = 2\n")
     assert bench.result_name(tmp_path, 10) == f"bench-10-{commit}-dirty.json"
+
+
+def test_the_bench_runs_the_pipeline_of_its_own_checkout(tmp_path, monkeypatch):
+    """A bench run from another worktree (sharing this venv, whose editable install points
+    here) must measure that worktree's pipeline: ``run_cbm`` runs ``python -m pipelines.cli``
+    from the bench's own root."""
+    checkout = tmp_path / "worktree"
+    cli = checkout / "pipelines" / "cli"
+    cli.mkdir(parents=True)
+    (checkout / "pipelines" / "__init__.py").write_text("")
+    (cli / "__init__.py").write_text("")
+    (cli / "__main__.py").write_text(
+        "import sys, pathlib\n"
+        "pathlib.Path(sys.argv[sys.argv.index('--workdir') + 1]).write_text(__file__)\n"
+    )
+    monkeypatch.setattr(bench, "ROOT", checkout)
+    marker = tmp_path / "ran"
+    bench.run_cbm(tmp_path, tmp_path, marker, tmp_path, dict(os.environ))
+    assert Path(marker.read_text()) == cli / "__main__.py"
