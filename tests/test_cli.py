@@ -356,3 +356,26 @@ def test_cbm_run_with_relative_folders_as_make_demo_gives_them(project, monkeypa
     assert main([*args, "--publish", "publish"]) == 0, capsys.readouterr().err
     site = project.workdir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
     assert (site / "index.html").is_file()
+
+
+def test_the_help_names_every_environment_variable_the_code_reads():
+    """Each variable our code reads from the environment (``os.environ``) is in the help's
+    environment list, which every ``cbm CMD --help`` shows."""
+    import re
+
+    from pipelines.cli.base import EPILOG
+
+    root = Path(__file__).resolve().parent.parent
+    read = set()
+    for package in ("cbm", "assets", "checks", "warehouse", "pipelines", "compat"):
+        for source in (root / package).rglob("*.py"):
+            text = source.read_text(encoding="utf-8")
+            read |= set(
+                re.findall(r"environ(?:\.get|\.setdefault)?\(?\[?\s*\"([A-Z][A-Z0-9_]+)\"", text)
+            )
+    listed = set(re.findall(r"^  ([A-Z][A-Z0-9_]+)", EPILOG.split("exit codes:")[0], re.M))
+    # AWS's region is boto's and pyarrow's own setting; CBM_PSEUDONYM_KEY is CBM_KEY_FILE's
+    # alternative, named on its line
+    assert read - listed - {"AWS_REGION", "AWS_DEFAULT_REGION", "CBM_PSEUDONYM_KEY"} == set()
+    assert "CBM_PSEUDONYM_KEY" in EPILOG
+    assert {"CBM_WORKERS", "CBM_DUCKDB_MEMORY", "ARROW_DEFAULT_MEMORY_POOL"} <= read

@@ -27,6 +27,14 @@ environment:
   CBM_GX_KEEP_RESULTS   validation results kept per suite and table in Data Docs (default 30)
   CBM_DOCS_URL          where 'cbm docs' serves the Data Docs, for the UI's links
                         (default http://127.0.0.1:8765)
+  CBM_WORKERS           submissions hashed, read and anonymised side by side (default 1)
+  CBM_DUCKDB_MEMORY     DuckDB's memory limit: 2GiB, 1500MB or 25% (default 1.5GiB)
+  CBM_LANDING           the landing area, a folder or s3:// (default <workdir>/landing)
+  CBM_CACHE_DIR         where the report's bundled chart library is kept
+                        (default ~/.cache/cbm-verify)
+  AWS_ENDPOINT_URL      an S3 API that is not AWS (MinIO), for s3:// locations
+  DAGSTER_EVENT_BATCH_SIZE   Dagster events written per batch (default 500; 0: one by one)
+  ARROW_DEFAULT_MEMORY_POOL  Arrow's allocator: system (default), mimalloc or jemalloc
   CBM_DEBUG=1           print the traceback of an unexpected error
 
 \b
