@@ -103,3 +103,19 @@ def test_the_bench_runs_the_pipeline_of_its_own_checkout(tmp_path, monkeypatch):
     marker = tmp_path / "ran"
     bench.run_cbm(tmp_path, tmp_path, marker, tmp_path, dict(os.environ))
     assert Path(marker.read_text()) == cli / "__main__.py"
+
+
+def test_the_incremental_submission_has_the_rows_it_is_named_for(tmp_path):
+    """``--incremental`` times one more submission of N reports: exactly N incident rows
+    (it had been the CSV third of an N-report sample), with report ids no other seed's
+    submission uses (two seeds' files on one workdir would otherwise conflict)."""
+    import polars as pl
+
+    inbox = tmp_path / "inbox"
+    (inbox / "INTLORG").mkdir(parents=True)
+    one = pl.read_csv(bench.incremental_file(inbox, 300, 5), infer_schema=False)
+    other = pl.read_csv(bench.incremental_file(inbox, 300, 6), infer_schema=False)
+    assert one.height == other.height == 300
+    assert one["report_id"].n_unique() == 300
+    assert set(one["report_id"]).isdisjoint(other["report_id"])
+    assert {"category", "occurred_at", "region"} <= set(one.columns)
