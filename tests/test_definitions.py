@@ -499,12 +499,27 @@ def test_after_a_sensor_ingestion_automation_brings_alerts_up_to_date(deployment
         again = dg.evaluate_automation_conditions(
             defs=local, instance=instance, cursor=evaluation.cursor
         )
-        # handled: nothing more until new data lands (the indicator months were not run here)
+        # handled: nothing more until new data lands, but the indicator months, now that
+        # verification has run
+        months = dg.AssetKey("indicator_values")
+        assert again.get_num_requested(months) > 0
         assert all(
-            r.key == dg.AssetKey("indicator_values") or not again.get_num_requested(r.key)
+            r.key == months or not again.get_num_requested(r.key)
             for r in again.results
             if isinstance(r.key, dg.AssetKey)
         )
+        # more data once the months exist: verification is asked for, and the months are not
+        # asked for beside it (a run of their own beside it could read verification's old
+        # tables); as above, they are asked for once verification's run has landed
+        quiet = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=again.cursor
+        )
+        assert quiet.total_requested == 0
+        write_csv(deployment.inbox / "BRAVO" / "incidents_b2.csv", [incident("B-2", severity=4)])
+        deployment.execute(instance, deployment.tick(instance))
+        more = dg.evaluate_automation_conditions(defs=local, instance=instance, cursor=quiet.cursor)
+        assert more.get_num_requested(dg.AssetKey("event_members")) == 1
+        assert more.get_num_requested(months) == 0
 
 
 def test_an_update_upstream_after_the_assets_own_run_in_one_tick_still_refreshes_it():
