@@ -3,6 +3,8 @@ library version it was not written for, each with a test that fails loudly when 
 changes (here, and beside each patch: tests/test_gx_duckdb.py, tests/test_gx_files.py,
 tests/test_event_log.py, tests/test_expectations.py's template cache)."""
 
+from pathlib import Path
+
 import dagster as dg
 import great_expectations
 import pytest
@@ -118,3 +120,28 @@ def test_alembic_heads_are_read_once_and_answer_as_dagster_does(tmp_path):
     stranger.check_alembic_revision = lambda config, conn: (None, None)
     with pytest.raises(CompatError, match="stranger.check_alembic_revision is not Dagster's own"):
         compat_dagster._patch_alembic_checks((stranger,))
+
+
+def test_a_queued_run_starts_within_a_second_and_older_homes_are_brought_up_to_date(tmp_path):
+    """Dagster's queue looks for runs to start every five seconds by default; the instance
+    cbm writes (and the deployment's template) every second (M38). A home written before
+    is rewritten when met, as for the storage's move."""
+    import yaml
+
+    from pipelines.event_log import (
+        BEFORE_QUEUE,
+        default_instance_yaml,
+        instance_at,
+        relocatable_instance_yaml,
+    )
+
+    old = BEFORE_QUEUE.format(base_dir='"history/runs"')
+    assert "dequeue_interval_seconds" not in old
+    assert relocatable_instance_yaml(old) == default_instance_yaml()
+    (tmp_path / "dagster.yaml").write_text(default_instance_yaml())
+    with instance_at(tmp_path) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+    deploy = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml").read_text()
+    )
+    assert deploy["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
