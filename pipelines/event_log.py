@@ -71,8 +71,8 @@ def relocatable_instance_yaml(text: str) -> str | None:
     """A ``dagster.yaml`` this project wrote, unchanged since, with the absolute path of its
     home's event log (before it was relative), the storage's old module
     (``pipelines.event_log``) or without the run queue's interval: the file as this version
-    writes it. None for any other file (an
-    operator's own configuration is never rewritten)."""
+    writes it. None for any other file (an operator's own configuration is never
+    rewritten)."""
     match = re.search(r"(?m)^    base_dir: (\".*\")$", text)
     written = [DEFAULT_INSTANCE, BEFORE_QUEUE, BEFORE_COMPAT]
     if not match or text not in [t.format(base_dir=match.group(1)) for t in written]:
