@@ -4,9 +4,9 @@ catalogue, and what each status and suppression value means. Deterministic bytes
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
+
+from cbm import jsontext
 
 COMMON = {
     "release_id": "the release this row belongs to",
@@ -195,4 +195,4 @@ def release_dictionary(catalogue: list[dict], tables: dict[str, pa.Table], polic
         "disclosure_control": DISCLOSURE,
         "small_cell_k": policy.get("small_cell_k"),
     }
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (jsontext.dumps(doc, ensure_ascii=False) + "\n").encode()

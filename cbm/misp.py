@@ -11,10 +11,10 @@ week's Monday) as a typed ``datetime`` attribute besides the event's own ``date`
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import datetime
 
+from cbm import jsontext
 from cbm.stix import EVENT_COLUMNS, NAMESPACE, week_monday
 
 FIELDS = EVENT_COLUMNS  # one text attribute each (the comment names the column)
@@ -27,7 +27,7 @@ def _uuid(key: str) -> str:
 
 
 def _dump(doc) -> bytes:
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (jsontext.dumps(doc, ensure_ascii=False) + "\n").encode()
 
 
 def feed_files(events: list[dict], as_of: datetime, publisher_label: str) -> dict[str, bytes]:

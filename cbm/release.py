@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cbm import jsontext
 from cbm.files import fsync_dir, sha256_file, sync_filesystem, write_atomic
 from cbm.storage import Conflict, Location
 
@@ -327,7 +328,7 @@ def publish_atomically(
         "schema_version": SCHEMA_VERSION,
         "files": files,
     }
-    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    manifest_bytes = (jsontext.dumps(manifest) + "\n").encode()
     write_atomic(tmp / MANIFEST, manifest_bytes)
     if sign is not None:
         write_atomic(tmp / SIGNATURE, sign(manifest_bytes))

@@ -21,6 +21,8 @@ import re
 import uuid
 from datetime import UTC, date, datetime
 
+from cbm import jsontext
+
 # pinned from oasis-open/cti-stix-common-objects (docs/interoperability.md names the commits)
 INCIDENT_CORE = "extension-definition--ef765651-680c-498d-9894-99799f2fa126"
 TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
@@ -584,7 +586,7 @@ def release_bundle(
         }
     )
     bundle = {"type": "bundle", "id": _uuid("bundle", release_id), "objects": objects}
-    return (json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (jsontext.dumps(bundle, ensure_ascii=False) + "\n").encode()
 
 
 def schema_files() -> dict[str, bytes]:

@@ -31,6 +31,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from cbm import jsontext
 from cbm.contract import KINDS
 from cbm.files import fsync_dir, sha256_file, sync_filesystem
 from cbm.registry import Registry
@@ -130,9 +131,7 @@ def write_bundle(
     }
     if declarations:
         description["manifest_declarations"] = declarations
-    write_file(
-        tmp, BUNDLE_FILE, (json.dumps(description, indent=2, sort_keys=True) + "\n").encode()
-    )
+    write_file(tmp, BUNDLE_FILE, (jsontext.dumps(description) + "\n").encode())
     sync_filesystem(tmp)  # the files on disk before the bundle is visible (a power loss)
     try:
         tmp.rename(root)
