@@ -2,10 +2,13 @@
 
 import os
 
-# first: puts off import-time work Great Expectations would do (compat/imports.py)
-from compat.imports import install as _defer_import_time_work
+# first: the collector's thresholds for the imports to come (compat/imports.py, M34). The
+# deferrals of Great Expectations' import-time work are installed by ``checks``, which imports
+# it: finding ``scipy.stats`` imports numpy, which a command that hands its run to a warm
+# process (``pipelines.warm``) or reads a table (``cbm status``) never needs.
+from compat.imports import collect_less_often as _collect_less_often
 
-_defer_import_time_work()
+_collect_less_often()
 
 # Arrow's buffers from the system allocator, not the mimalloc pool pyarrow defaults to: in a
 # fresh process mimalloc's first large allocations cost 0.3-0.4 s more for the same rows
