@@ -17,7 +17,15 @@ second ``cbm run`` (new release included).
 First, on the demo's sample inbox (``cbm generate``, seed 7, 74 files): ``demo_s``, a whole
 ``cbm run`` in a fresh workdir, then ``one_file_s``, a ``cbm run`` with one more one-row file
 on that workdir (each a whole process, as an operator runs it). ``--small`` measures only
-these two, with the raw scan of their warehouse beside them.
+these two, with the raw scan of their warehouse beside them. The same two again in a fresh
+workdir with a warm process running (``cbm warm start``, timed as ``warm_start_s``):
+``demo_warm_s`` and ``one_file_warm_s``, each ``cbm run`` forked from it. With ``--warm``, the
+large inbox is also run through the warm process in a second workdir (``end_to_end_warm_s``,
+and ``incremental_warm_s`` with ``--incremental``), in the same invocation as the runs in
+their own processes.
+
+Every other run is in a process of its own (``CBM_WARM=0``), whether or not a warm process
+serves this checkout.
 """
 
 from __future__ import annotations
@@ -131,25 +139,53 @@ ONE_ROW = (
 )
 
 
+@contextlib.contextmanager
+def warm_process(base: Path, env: dict):
+    """A warm process (``cbm warm start``) of this checkout in a private folder of its own:
+    yields the environment of the commands it serves and the seconds it took to start."""
+    env = {k: v for k, v in env.items() if k != "CBM_WARM"} | {"CBM_WARM_DIR": str(base / "warm")}
+    t = time.perf_counter()
+    subprocess.run([*CBM, "warm", "start"], env=env, cwd=ROOT, check=True, capture_output=True)
+    started = time.perf_counter() - t
+    try:
+        yield env, started
+    finally:
+        subprocess.run([*CBM, "warm", "stop"], env=env, cwd=ROOT, capture_output=True)
+
+
 def small_runs(base: Path, env: dict) -> dict:
     """demo_s and one_file_s on the demo's sample inbox (fresh workdir, then one more file),
-    and the raw scan of that warehouse."""
+    the raw scan of that warehouse, then the same two through a warm process."""
     from cbm.generate import generate
 
     sample = generate(base / "gen", seed=7)
     workdir, publish = base / "work", base / "publish"
-    env = dict(env, DAGSTER_HOME=str(base / "dagster_home"))
-    demo = run_cbm(sample.inbox, sample.registry, workdir, publish, env)
-    (sample.inbox / "ALPHA" / "incidents_bench_one.csv").write_text(ONE_ROW)
-    one = run_cbm(sample.inbox, sample.registry, workdir, publish, env)
+    cold_env = dict(env, DAGSTER_HOME=str(base / "dagster_home"))
+    demo = run_cbm(sample.inbox, sample.registry, workdir, publish, cold_env)
+    one_file = sample.inbox / "ALPHA" / "incidents_bench_one.csv"
+    one_file.write_text(ONE_ROW)
+    one = run_cbm(sample.inbox, sample.registry, workdir, publish, cold_env)
     from warehouse.db import Warehouse
 
     with Warehouse(path=str(workdir / "warehouse.duckdb")).connect() as con:
         raw = min(raw_scan(con) for _ in range(3))
+    one_file.unlink()
+    log("the same through a warm process (cbm warm start)")
+    with warm_process(base, dict(env, DAGSTER_HOME=str(base / "dagster_home_warm"))) as (
+        warm_env,
+        started,
+    ):
+        workdir, publish = base / "work_warm", base / "publish_warm"
+        demo_warm = run_cbm(sample.inbox, sample.registry, workdir, publish, warm_env)
+        one_file.write_text(ONE_ROW)
+        one_warm = run_cbm(sample.inbox, sample.registry, workdir, publish, warm_env)
     return {
         "demo_s": round(demo, 2),
         "one_file_s": round(one, 2),
         "small_raw_scan_s": round(raw, 4),
+        "warm_start_s": round(started, 2),
+        "demo_warm_s": round(demo_warm, 2),
+        "one_file_warm_s": round(one_warm, 2),
     }
 
 
@@ -380,8 +416,14 @@ def main() -> None:
     p.add_argument(
         "--small", action="store_true", help="only demo_s and one_file_s (the sample inbox)"
     )
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="also run the large inbox (and the incremental) through a warm process",
+    )
     args = p.parse_args()
     os.environ["CBM_PSEUDONYM_KEY"] = "bench:" + "42" * 32  # this process and its cbm runs
+    os.environ["CBM_WARM"] = "0"  # each run in its own process, unless measured warm
     log("the sample inbox: cbm run in a fresh workdir, then one more one-row file")
     small_base = Path(tempfile.mkdtemp(prefix="cbm-bench-small-"))
     try:
@@ -437,6 +479,14 @@ def main() -> None:
         "validation_minus_fixed_vs_raw": round((validation - fixed) / raw, 2),
         **small,
     }
+    warm = contextlib.ExitStack()
+    if args.warm:
+        log(f"cbm run on {args.reports:,} reports through a warm process")
+        warm_env, _ = warm.enter_context(warm_process(base, env))
+        warm_env["DAGSTER_HOME"] = str(base / "dagster_home_warm")
+        warm_work, warm_publish = base / "work_warm", base / "publish_warm"
+        seconds = run_cbm(inbox, src / "registry", warm_work, warm_publish, warm_env)
+        result["end_to_end_warm_s"] = round(seconds, 2)
     if args.incremental:
         log("incremental: one more submission of 10,000 incident rows")
         added = incremental_file(inbox, 10_000, args.seed)
@@ -446,6 +496,11 @@ def main() -> None:
         accept = ("--accept-change", "benchmark: one more 10,000-report submission")
         seconds = run_cbm(inbox, src / "registry", workdir, publish, env, *accept)
         result["incremental_s"] = round(seconds, 2)
+        if args.warm:
+            log("incremental through the warm process")
+            result["incremental_warm_s"] = round(
+                run_cbm(inbox, src / "registry", warm_work, warm_publish, warm_env, *accept), 2
+            )
         result["incremental_stages_s"] = stage_seconds(base / "dagster_home", since)
         result["incremental_runs_s"] = round(run_seconds(base / "dagster_home", since), 2)
         with Warehouse(path=str(workdir / "warehouse.duckdb")).connect(read_only=True) as con:
@@ -459,6 +514,7 @@ def main() -> None:
             "accepted": accepted,
             "quarantined": quarantined,
         }
+    warm.close()
     result["machine"] = machine()
     text = json.dumps(result, indent=2)
     print(text)

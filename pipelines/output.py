@@ -17,6 +17,28 @@ class CannotRun(Exception):
     """A one-line reason why a command cannot start."""
 
 
+# Work a command may leave until its output is complete and its caller has its exit code (a
+# warm process's child, ``pipelines.warm``, collects it: ``after_the_command``). None: a
+# command's own process, which does such work where it stands.
+_AFTER: list | None = None
+
+
+def after_the_command(work) -> bool:
+    """Leave ``work`` (a function of no arguments) until the command has returned, if the
+    process running it outlives the command (a warm process's child); False: do it now."""
+    if _AFTER is None:
+        return False
+    _AFTER.append(work)
+    return True
+
+
+def collect_after_the_command() -> list:
+    """From now on, ``after_the_command`` collects the work into the list returned."""
+    global _AFTER
+    _AFTER = []
+    return _AFTER
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 

@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines import ARROW_POOLS
-from pipelines.output import CannotRun, Progress, _check_folder, _count, _say, _show
+from pipelines.output import (
+    CannotRun,
+    Progress,
+    _check_folder,
+    _count,
+    _say,
+    _show,
+    after_the_command,
+)
 from warehouse.queries import query
 
 
@@ -195,10 +203,10 @@ def _check_signing_key(key_file: str | None, registry, registry_dir: Path, unsig
 
 
 @contextmanager
-def _workdir_lock(workdir: Path, wait_seconds: float):
+def _workdir_lock(workdir: Path, wait_seconds: float, quiet: bool = False):
     path = workdir / ".cbm-run.lock"
     with path.open("a+") as fh:
-        deadline, told = time.monotonic() + wait_seconds, False
+        deadline, told = time.monotonic() + wait_seconds, quiet
         while True:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,19 +269,34 @@ def _run_pipeline_locked(spec: RunSpec) -> dict:
             _say(f"nothing new: release {summary['latest_release']} is current")
             summary["seconds"] = round(time.monotonic() - t0, 1)
             return summary
+    if plan.to_ingest:  # its readers' fork server starts beside what comes next
+        from cbm.children import start_early
+
+        start_early()
     if spec.ingest_only:
         _forget_last_run_state(spec.workdir)  # the next full run verifies and publishes
     started = datetime.now(UTC)
     try:
         summary = _run_jobs(spec, plan)
     finally:  # a failed run's validations get their pages too
-        _build_data_docs(spec, started)
-    # after the pages: a first run's summary names the index it has just rendered
-    summary["data_docs"] = _data_docs_path(spec.workdir)
+        later = after_the_command(lambda: _build_data_docs_locked(spec, started))
+        if not later:
+            _build_data_docs(spec, started)
+    # after the pages: a first run's summary names the index it has just rendered (or that
+    # a warm process's child renders once the command has returned)
+    summary["data_docs"] = _data_docs_path(spec.workdir, to_be_built=later)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     if not spec.ingest_only:
         _write_last_run_state(spec.workdir, state)
     return summary
+
+
+def _build_data_docs_locked(spec: RunSpec, since: datetime) -> None:
+    """``_build_data_docs`` after the command has returned (a warm process's child: decision 2
+    of #40, the pages off the run's critical path), under the workdir's lock again: a run
+    that took the lock first is waited for, and its pages are built with these."""
+    with _workdir_lock(spec.workdir, wait_seconds=3600, quiet=True):
+        _build_data_docs(spec, since)
 
 
 def _build_data_docs(spec: RunSpec, since: datetime) -> None:
@@ -387,13 +410,8 @@ def _run_state(plan, spec: RunSpec) -> dict:
     registry files (the method's policy among them), the as-of flag, the key, and the code
     itself. Equal to the last successful run's state with nothing to ingest = nothing new to
     publish."""
-    code = hashlib.sha256()
-    for package in ("cbm", "compat", "assets", "checks", "warehouse", "pipelines"):
-        base = Path(__file__).resolve().parent.parent / package
-        for path in sorted(base.rglob("*")):
-            if path.suffix in (".py", ".sql", ".json", ".yaml"):
-                st = path.stat()
-                code.update(f"{path.relative_to(base)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    from pipelines.warm import code_fingerprint
+
     return {
         "intake_keys": sorted({f.intake_key for f in plan.files}),
         # any edit of the registry (a commitment, a party's class, the policy)
@@ -405,7 +423,7 @@ def _run_state(plan, spec: RunSpec) -> dict:
         ).hexdigest(),
         "as_of": spec.as_of,
         "key": spec.key.fingerprint,
-        "code": code.hexdigest(),
+        "code": code_fingerprint(),
     }
 
 
@@ -465,11 +483,14 @@ def summarize(workdir: Path, publish: Path) -> dict:
     }
 
 
-def _data_docs_path(workdir: Path) -> str | None:
-    """The Data Docs index of the workdir, once rendered."""
+def _data_docs_path(workdir: Path, to_be_built: bool = False) -> str | None:
+    """The Data Docs index of the workdir, once rendered (or to be rendered: ``to_be_built``,
+    when a validation has run)."""
     from checks.offline_docs import data_docs_index, gx_dir_of
 
     docs = data_docs_index(gx_dir_of(workdir))
+    if to_be_built and (gx_dir_of(workdir) / "gx").is_dir():
+        return str(docs)
     return str(docs) if docs.exists() else None
 
 

@@ -42,7 +42,10 @@ def dagster_home_from(template: Path, home: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch, dagster_home_template):
-    """Every test gets its own key and DAGSTER_HOME; nothing leaks between tests."""
+    """Every test gets its own key and DAGSTER_HOME; nothing leaks between tests. A ``cbm``
+    the tests start runs in its own process even where a warm process serves this checkout
+    (``cbm warm``): tests/test_warm.py starts its own."""
+    monkeypatch.setenv("CBM_WARM", "0")
     monkeypatch.setenv("CBM_PSEUDONYM_KEY", TEST_KEY)
     monkeypatch.delenv("CBM_KEY_FILE", raising=False)
     home = tmp_path / "dagster_home"
@@ -245,6 +248,7 @@ LONGEST_FIRST = (
     "test_pipeline.py",
     "test_definitions.py",
     "test_refusals.py",
+    "test_warm.py",  # a warm process and a 150-report run through it, on one worker
     "test_changes.py",
     "test_stix_misp.py",
     "test_intake.py",

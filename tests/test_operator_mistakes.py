@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cbm(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CBM_")}
+    # none of the operator's own CBM_ settings; CBM_WARM=0 (conftest) stays: never a warm process
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CBM_") or k == "CBM_WARM"}
     environ |= {"CBM_PSEUDONYM_KEY": TEST_KEY} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args],

@@ -30,6 +30,7 @@ from pipelines.cli.releases import (
 from pipelines.cli.run import demo_command, generate_command, run_command
 from pipelines.cli.status import status_command
 from pipelines.cli.taxii import taxii_command, taxii_credential_command
+from pipelines.cli.warm import warm_command
 from pipelines.output import (
     EXIT_READER_GONE,
     EXIT_USAGE,
@@ -49,6 +50,7 @@ __all__ = [
     "console_main",
     "main",
     "printable",
+    "run_main",
     "run_pipeline",
 ]
 
@@ -92,6 +94,7 @@ for _command in (
     docs_command,
     taxii_command,
     taxii_credential_command,
+    warm_command,
     demo_command,
 ):
     cli.add_command(_command)
@@ -168,8 +171,26 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE if code is None else code
 
 
+def run_main(argv: list[str] | None = None) -> int:
+    """``main`` as a process runs it: standard output flushed, and a reader of it that left
+    first ends the command quietly (``EXIT_READER_GONE``). The warm process's children
+    (``pipelines.warm``) run their command through it too."""
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _to_devnull(sys.stdout)
+        code = EXIT_READER_GONE
+    sys.stderr.flush()
+    return code
+
+
 def console_main() -> None:
     """Console-script entry point.
+
+    ``cbm run`` and ``cbm demo`` run in this checkout's warm process when one is running
+    (``cbm warm start``, ``pipelines.warm``): this process then only forwards signals and
+    exits with the command's code.
 
     SIGPIPE stays ignored, as Python sets it: a connection that a peer closes (a browser
     leaving a `cbm docs` page, an alert endpoint, object storage) raises an error where it
@@ -180,11 +201,12 @@ def console_main() -> None:
     warnings at interpreter shutdown while GX still holds type objects; they say nothing about
     the run and would bury its last line.
     """
-    try:
-        code = main()
+    from pipelines.warm import delegate
+
+    code = delegate(sys.argv[1:])
+    if code is None:
+        code = run_main()
+    else:
         sys.stdout.flush()
-    except BrokenPipeError:
-        _to_devnull(sys.stdout)
-        code = EXIT_READER_GONE
-    sys.stderr.flush()
+        sys.stderr.flush()
     os._exit(code)

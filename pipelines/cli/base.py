@@ -36,6 +36,10 @@ environment:
   DAGSTER_EVENT_BATCH_SIZE   Dagster events written per batch (default 500; 0: one by one)
   ARROW_DEFAULT_MEMORY_POOL  Arrow's allocator: system (default), mimalloc or jemalloc
   CBM_DEBUG=1           print the traceback of an unexpected error
+  CBM_WARM=0            'cbm run'/'cbm demo' in their own process even when 'cbm warm
+                        start' runs a warm process for this checkout
+  CBM_WARM_DIR          the warm processes' private folder (default
+                        $XDG_RUNTIME_DIR/cbm-warm-<uid>, else /tmp/cbm-warm-<uid>)
 
 \b
 exit codes:
