@@ -48,6 +48,41 @@ PRELOAD = (
     "polars",
     "pyarrow.parquet",
     "duckdb",
+    "warehouse.migrations",
+)
+
+# What else a run imports on its way (found by listing the modules a warm child imported:
+# benchmarks/README.md, M39): the libraries' own modules, so a release of theirs that moves
+# one costs a child that import, never the warm process its start.
+PRELOAD_IF_PRESENT = (
+    "dagster._core.definitions.external_asset",
+    "dagster._core.definitions.repository_definition.repository_data_builder",
+    "dagster._core.execution.execute_in_process",
+    "dagster._core.execution.plan.active",
+    "dagster._core.executor.in_process",
+    "dagster._core.instance.factory",
+    "dagster._core.instance.runs.run_domain",
+    "dagster._core.secrets.env_file",
+    "dagster._core.storage.legacy_storage",
+    "dagster._core.storage.local_compute_log_manager",
+    "dagster._core.storage.migration.utils",
+    "dagster._core.storage.root",
+    "dagster._core.system_config.composite_descent",
+    "dotenv",
+    "duckdb_engine",
+    "upath.implementations.local",
+    "fsspec.implementations.local",
+    "great_expectations.render.renderer.site_builder",
+    "iso3166",
+    "jinja2.ext",
+    "multiprocessing.forkserver",
+    "multiprocessing.popen_forkserver",
+    "multiprocessing.synchronize",
+    "narwhals._interchange.dataframe",
+    "ruamel.yaml.mergevalue",
+    "tzdata.zoneinfo",
+    "watchdog.observers.polling",
+    "watchdog.utils.dirsnapshot",
 )
 
 
@@ -74,6 +109,9 @@ def preload() -> float:
     started = time.monotonic()
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in PRELOAD_IF_PRESENT:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     gc.collect()
     gc.freeze()  # what the imports made is never collected again: children do not walk it
     if threading.active_count() != 1:
