@@ -43,6 +43,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import sysconfig
@@ -131,12 +132,13 @@ def private_dir(create: bool) -> Path | None:
     if create:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        st = folder.stat()
+        st = folder.lstat()  # a link is refused, wherever it points
     except FileNotFoundError:
         return None
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a folder (a link or a file)"
         raise WarmError(
-            f"{folder} is not private to this user (owner uid {st.st_uid}, mode "
+            f"{folder} is not private to this user ({what}, owner uid {st.st_uid}, mode "
             f"{st.st_mode & 0o777:o}): set CBM_WARM_DIR to a folder of your own"
         )
     return folder

@@ -7,6 +7,7 @@ its log, one line per command started, returned and exited.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -20,7 +21,6 @@ from pipelines.warm import (
     ROOT,
     RUNTIME_ENV,
     WarmError,
-    ask,
     environment_difference,
     identity,
     private_dir,
@@ -146,6 +146,7 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.stopping = False
+        self.lock_file = None  # held by main() for as long as the warm process runs
 
     def bind(self) -> None:
         private_dir(create=True)
@@ -360,7 +361,10 @@ class Server:
                 os.kill(child.pid, signal.SIGTERM)
 
     def close_in_child(self) -> None:
-        """In a forked child: let go of the warm process's socket and its other commands."""
+        """In a forked child: let go of the warm process's socket, its lock and its other
+        commands."""
+        if self.lock_file is not None:
+            self.lock_file.close()  # the warm process keeps the lock; the child's copy goes
         self.listener.close()
         self.selector.close()
         for pidfd, child in self.children.items():
@@ -469,12 +473,21 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     path = socket_path()
-    if ask("status", timeout=2) is not None:
-        _say(f"another warm process answers on {path}: not starting")
+    try:
+        private_dir(create=True)
+        # one warm process per checkout and Python: the lock is held until this one exits
+        held = path.with_suffix(".lock").open("a")
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _say(f"another warm process runs for this checkout ({path}): not starting")
+        return 2
+    except (WarmError, OSError) as exc:
+        _say(f"cannot start: {exc}")
         return 2
     try:
         seconds = preload()
         server = Server(path, args.idle_minutes * 60, env)
+        server.lock_file = held
         server.bind()
     except WarmError as exc:
         _say(f"cannot start: {exc}")

@@ -163,6 +163,24 @@ def test_a_signal_to_the_command_reaches_its_run(warm_env, tmp_path):
     assert "exited 143" in _log(warm_env)
 
 
+def test_one_warm_process_per_checkout(warm_env):
+    """A second warm process for the same checkout and Python does not start (its lock), and
+    ``cbm warm start`` leaves the running one alone."""
+    second = subprocess.run(
+        [sys.executable, "-m", "pipelines.warm_server"],
+        env=warm_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 2
+    assert "another warm process runs for this checkout" in second.stdout
+    again = cbm("warm", "start", env=warm_env)
+    assert again.returncode == 0 and "already runs" in again.stdout
+    assert ask_with(warm_env, "status")["fresh"] is True
+
+
 def test_changed_code_stops_the_warm_process(warm_env, tmp_path):
     """A command from code that is not what the warm process imported (an edit, an install)
     runs in its own process; the warm process says so and stops. (Last in this module.)"""
@@ -195,6 +213,13 @@ def test_a_folder_others_can_enter_is_refused(tmp_path, monkeypatch):
     folder.chmod(0o755)
     monkeypatch.setenv("CBM_WARM_DIR", str(folder))
     with pytest.raises(warm.WarmError, match="not private to this user"):
+        warm.private_dir(create=False)
+    link = tmp_path / "link"
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    link.symlink_to(private)
+    monkeypatch.setenv("CBM_WARM_DIR", str(link))
+    with pytest.raises(warm.WarmError, match="not a folder"):
         warm.private_dir(create=False)
     env = dict(os.environ) | {"CBM_WARM_DIR": str(folder)}
     env.pop("CBM_WARM")
