@@ -91,6 +91,18 @@ def test_quick_commands_load_neither_dagster_nor_great_expectations():
     assert out.strip() == "[]"
 
 
+def test_a_command_that_hands_its_run_to_a_warm_process_imports_the_standard_library_only():
+    """What ``cbm run`` imports before it hands itself to a warm process (``pipelines.cli``,
+    ``pipelines.warm``): no numpy, polars, DuckDB or pyarrow (M42), so handing over costs
+    a few hundredths of a second."""
+    (loaded,) = _fresh_python(
+        "import sys, json; import pipelines.cli, pipelines.warm; "
+        "print(json.dumps([sorted(m for m in ('numpy', 'scipy', 'polars', 'duckdb', 'pyarrow', "
+        "'dagster', 'great_expectations') if m in sys.modules)]))"
+    )
+    assert loaded == []
+
+
 IRI_CASES = ["http://example.org/ä", "not an iri", "urn:x", "a/b", "http://[::1", ""]
 
 
