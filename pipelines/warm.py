@@ -80,6 +80,7 @@ RUNTIME_ENV = frozenset(
 )
 
 MAX_MESSAGE = 4 << 20
+REPLY_TIMEOUT_S = 60  # the warm process answers a request at once: refused, or a child's pid
 DEFAULT_IDLE_MINUTES = 480
 
 
@@ -229,6 +230,10 @@ def delegate(argv: list[str]) -> int | None:
         return None
     if "-h" in argv or "--help" in argv:
         return None
+    try:
+        cwd = os.getcwd()
+    except OSError:  # gone: the command's own process says what that means
+        return None
     conn = connect()
     if conn is None:
         return None
@@ -236,17 +241,27 @@ def delegate(argv: list[str]) -> int | None:
         request = {
             "kind": "run",
             "argv": argv,
-            "cwd": os.getcwd(),
+            "cwd": cwd,
             "env": dict(os.environ),
             "identity": identity(),
         }
         try:
             send(conn, request, _standard_fds())
-            conn.settimeout(None)
-            reply, _ = recv(conn)
-        except OSError:
+        except OSError:  # not sent: nothing runs there
             return None
-        if reply is None:
+        try:
+            conn.settimeout(REPLY_TIMEOUT_S)
+            reply, _ = recv(conn)
+        except TimeoutError:  # it may have started the command: never run it twice
+            print(
+                f"cbm: the warm process did not answer in {REPLY_TIMEOUT_S} s (its log: "
+                f"{log_path()}); run again with CBM_WARM=0, or cbm warm stop",
+                file=sys.stderr,
+            )
+            return 1
+        except OSError:
+            reply = None
+        if reply is None:  # it closed without a word: it stopped, and started nothing
             return None
         if "refused" in reply:
             print(f"cbm: warm process not used: {reply['refused']}", file=sys.stderr)
