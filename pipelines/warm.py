@@ -76,6 +76,22 @@ RUNTIME_ENV = frozenset(
         "TERM",
         "COLUMNS",
         "LINES",
+        # a login's or a tool's own, read by none of the libraries as they are imported: a
+        # warm process started in one terminal serves another, or make
+        "SSH_CLIENT",
+        "SSH_CONNECTION",
+        "SSH_TTY",
+        "SSH_AUTH_SOCK",
+        "XDG_SESSION_ID",
+        "TMUX",
+        "TMUX_PANE",
+        "STY",
+        "WINDOW",
+        "MAKEFLAGS",
+        "MAKELEVEL",
+        "MFLAGS",
+        "MAKE_TERMOUT",
+        "MAKE_TERMERR",
     }
 )
 
