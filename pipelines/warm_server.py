@@ -296,8 +296,11 @@ class Server:
             send(conn, {"pid": pid})
         return True
 
-    def _report(self, child: Child, code: int) -> None:
-        """The command's exit code to its process, once."""
+    def _report(self, child: Child, code: int, how: str) -> None:
+        """The command's exit code to its process, once; each end (its command ``returned``,
+        its child ``exited``) in the log."""
+        seconds = time.monotonic() - child.started
+        _say(f"cbm {child.name}: child {child.pid} {how} {code} after {seconds:.1f} s")
         if child.reported:
             return
         child.reported = True
@@ -314,12 +317,7 @@ class Server:
         data = os.read(child.done_fd, 16)
         self._close_done(child)
         if data.strip().lstrip(b"-").isdigit():
-            code = int(data)
-            _say(
-                f"cbm {child.name}: child {child.pid} returned {code} after "
-                f"{time.monotonic() - child.started:.1f} s"
-            )
-            self._report(child, code)
+            self._report(child, int(data), "returned")
 
     def _close_done(self, child: Child) -> None:
         if child.done_fd is not None:
@@ -333,12 +331,7 @@ class Server:
         os.close(pidfd)
         self._close_done(child)
         _, status = os.waitpid(child.pid, 0)
-        code = _exit_code(status)
-        _say(
-            f"cbm {child.name}: child {child.pid} exited {code} after "
-            f"{time.monotonic() - child.started:.1f} s"
-        )
-        self._report(child, code)
+        self._report(child, _exit_code(status), "exited")
 
     def _client_left(self, pidfd: int) -> None:
         """The command's process went away before its child's command returned (killed: it
