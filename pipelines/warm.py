@@ -18,7 +18,7 @@ The child runs the code the warm process imported, so the warm process serves on
 - the same code: the packages' files (their sizes and times), the Python and its installed
   packages, as when it started (``identity``). After a change it says so, stops, and the
   command runs in its own process;
-- the same environment, except the variables read when a command runs (``RUNTIME_ENV``):
+- the same environment, except the variables read when a command runs (``is_runtime``):
   a variable that a library reads as it is imported (``TZ``, ``POLARS_*``, ``DAGSTER_*``,
   ``ARROW_DEFAULT_MEMORY_POOL``) must be the same, else the command runs in its own
   process and one line says which variable differs.
@@ -54,21 +54,11 @@ PACKAGES = ("cbm", "compat", "assets", "checks", "warehouse", "pipelines")
 WARM_COMMANDS = frozenset({"run", "demo"})
 
 # Read when a command runs, not when a module is imported: they may differ between the warm
-# process and a command it serves. Every other variable must be equal.
+# process and a command it serves (``is_runtime``). Every other variable must be equal.
+RUNTIME_PREFIX = "CBM_"  # cbm's own settings are all read as a command runs (tested)
 RUNTIME_ENV = frozenset(
     {
         "DAGSTER_HOME",
-        "CBM_KEY_FILE",
-        "CBM_PSEUDONYM_KEY",
-        "CBM_SIGNING_KEY_FILE",
-        "CBM_GX_KEEP_RESULTS",
-        "CBM_DOCS_URL",
-        "CBM_WORKERS",
-        "CBM_DUCKDB_MEMORY",
-        "CBM_LANDING",
-        "CBM_CACHE_DIR",
-        "CBM_DEBUG",
-        "CBM_WARM",
         "PWD",
         "OLDPWD",
         "SHLVL",
@@ -161,10 +151,17 @@ def private_dir(create: bool) -> Path | None:
     return folder
 
 
+def is_runtime(name: str) -> bool:
+    """Whether a variable is read only as a command runs: cbm's own (``CBM_*``, the code
+    location's ``CBM_INBOX``... included), Dagster's home, and what differs from one
+    terminal, login or ``make`` to the next (``RUNTIME_ENV``)."""
+    return name in RUNTIME_ENV or name.startswith(RUNTIME_PREFIX)
+
+
 def environment_difference(mine: dict, theirs: dict) -> list[str]:
-    """The names of the variables, outside ``RUNTIME_ENV``, that differ between two
-    environments, sorted (names only: a value may be a secret)."""
-    names = (set(mine) | set(theirs)) - RUNTIME_ENV
+    """The names of the variables, but those read as a command runs (``is_runtime``), that
+    differ between two environments, sorted (names only: a value may be a secret)."""
+    names = {n for n in set(mine) | set(theirs) if not is_runtime(n)}
     return sorted(n for n in names if mine.get(n) != theirs.get(n))
 
 

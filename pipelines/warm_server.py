@@ -19,10 +19,10 @@ from pathlib import Path
 from pipelines.warm import (
     DEFAULT_IDLE_MINUTES,
     ROOT,
-    RUNTIME_ENV,
     WarmError,
     environment_difference,
     identity,
+    is_runtime,
     private_dir,
     recv,
     send,
@@ -89,11 +89,11 @@ PRELOAD_IF_PRESENT = (
 def child_environment(imported: dict[str, str], command: dict[str, str]) -> dict[str, str]:
     """A child's environment: the warm process's after its imports (libraries set variables
     as they are imported: polars its allocator's, ``pipelines.event_log`` Dagster's batch
-    size), with the command's own values of ``RUNTIME_ENV``. The rest of the command's
+    size), with the command's own values of what is read as it runs (``is_runtime``). The rest of the command's
     environment equals the warm process's at its start (``environment_difference``), so the
     child has what the command's own process would have after the same imports."""
-    env = {k: v for k, v in imported.items() if k not in RUNTIME_ENV}
-    env.update((k, v) for k, v in command.items() if k in RUNTIME_ENV)
+    env = {k: v for k, v in imported.items() if not is_runtime(k)}
+    env.update((k, v) for k, v in command.items() if is_runtime(k))
     return env
 
 

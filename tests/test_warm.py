@@ -1,6 +1,7 @@
 """``cbm warm``: a warm process of this checkout, and ``cbm run`` forked from it, through the
 real ``cbm`` entry point (``python -m pipelines.cli``), as an operator runs them."""
 
+import ast
 import fcntl
 import os
 import signal
@@ -194,6 +195,50 @@ def test_changed_code_stops_the_warm_process(warm_env, tmp_path):
     assert "stopping: the code or the installed packages changed" in _log(warm_env)
     status = cbm("warm", "status", env=warm_env)
     assert status.returncode == 0 and "no warm process" in status.stdout
+
+
+def _environ_reads(node) -> list[str]:
+    """The names of the variables a piece of code reads from ``os.environ`` by a constant."""
+    names = []
+    for n in ast.walk(node):
+        target, key = None, None
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.args:
+            target, key = n.func.value, n.args[0]
+            if n.func.attr == "getenv":
+                target = ast.Attribute(value=target, attr="environ")
+        elif isinstance(n, ast.Subscript):
+            target, key = n.value, n.slice
+        if (
+            isinstance(target, ast.Attribute)
+            and target.attr == "environ"
+            and isinstance(key, ast.Constant)
+            and isinstance(key.value, str)
+        ):
+            names.append(key.value)
+    return names
+
+
+def test_no_module_reads_a_cbm_variable_as_it_is_imported():
+    """What lets every ``CBM_*`` variable differ between a warm process and a command it
+    serves (``warm.is_runtime``): cbm reads them inside functions, as a command runs, never
+    in a module's own statements (which the warm process ran once, for every command)."""
+    read_at_import = []
+    for package in warm.PACKAGES:
+        for source in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(source.read_text(encoding="utf-8"))
+            for stmt in tree.body:
+                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                read_at_import += [
+                    f"{source.relative_to(ROOT)}: {name}"
+                    for name in _environ_reads(stmt)
+                    if warm.is_runtime(name)
+                ]
+    assert read_at_import == []
+    # the scan sees a read: the one variable pipelines sets as it is imported, read there
+    init = ast.parse((ROOT / "pipelines" / "__init__.py").read_text(encoding="utf-8"))
+    assert "ARROW_DEFAULT_MEMORY_POOL" in _environ_reads(init)
+    assert warm.is_runtime("CBM_INBOX") and not warm.is_runtime("TZ")
 
 
 def test_child_environment_is_the_warm_process_s_with_the_command_s_runtime_values():
