@@ -173,7 +173,8 @@ def send(conn: socket.socket, message: dict, fds: list[int] | None = None) -> No
     frame = struct.pack(">I", len(data)) + data
     if fds:
         sent = socket.send_fds(conn, [frame], fds)
-        conn.sendall(frame[sent:])
+        if sent < len(frame):  # (never an empty send: the peer may have answered and gone)
+            conn.sendall(frame[sent:])
     else:
         conn.sendall(frame)
 

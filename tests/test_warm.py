@@ -241,6 +241,25 @@ def test_no_module_reads_a_cbm_variable_as_it_is_imported():
     assert warm.is_runtime("CBM_INBOX") and not warm.is_runtime("TZ")
 
 
+def test_a_request_sent_whole_is_sent_even_if_the_warm_process_answered_and_left(monkeypatch):
+    """A refusal can come, and the connection close, the moment the request is in: the
+    command then has its answer, not a broken pipe (found by a fresh clone's make test)."""
+    import socket
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    real = socket.send_fds
+
+    def sent_then_gone(sock, buffers, fds):
+        count = real(sock, buffers, fds)
+        theirs.recv(1 << 20)
+        theirs.close()  # the warm process read it whole, answered and closed
+        return count
+
+    monkeypatch.setattr(socket, "send_fds", sent_then_gone)
+    with mine:
+        warm.send(mine, {"kind": "run", "argv": ["run"]}, [0, 1, 2])
+
+
 def test_child_environment_is_the_warm_process_s_with_the_command_s_runtime_values():
     imported = {"PATH": "/bin", "_RJEM_MALLOC_CONF": "x", "DAGSTER_HOME": "/warm", "CBM_DEBUG": "1"}
     command = {"PATH": "/bin", "DAGSTER_HOME": "/mine", "CBM_PSEUDONYM_KEY": "k"}
