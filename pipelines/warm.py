@@ -3,8 +3,9 @@
 A ``cbm run`` in a fresh process spends 2.5-5 s importing Dagster, Great Expectations,
 DuckDB, polars and the definitions before it looks at a file: as long as the rest of a
 one-file run (benchmarks/README.md, M39). ``cbm warm start`` starts one background process per
-checkout and Python that imports all of it once and then waits on a Unix socket. A ``cbm run``
-or ``cbm demo`` (the ``cbm`` command or ``python -m pipelines.cli``) that finds it hands over
+checkout and Python that imports all of it once and then waits on a Unix socket. A ``cbm run``,
+``cbm demo`` or ``cbm rederive`` (the ``cbm`` command or ``python -m pipelines.cli``) that
+finds it hands over
 its arguments, working directory, environment and standard streams; the warm process forks a
 child that runs the command exactly as a fresh process would (``pipelines.cli.main``) and
 reports its exit code. The command's own process forwards Ctrl-C and ``kill`` to that child
@@ -51,7 +52,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cbm", "compat", "assets", "checks", "warehouse", "pipelines")
-WARM_COMMANDS = frozenset({"run", "demo"})
+WARM_COMMANDS = frozenset({"run", "demo", "rederive"})  # the commands that run Dagster
 
 # Read when a command runs, not when a module is imported: they may differ between the warm
 # process and a command it serves (``is_runtime``). Every other variable must be equal.

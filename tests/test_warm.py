@@ -4,6 +4,7 @@ real ``cbm`` entry point (``python -m pipelines.cli``), as an operator runs them
 import ast
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,18 @@ def test_a_run_in_the_warm_process_publishes_what_its_own_process_publishes(
         assert files == sorted(f.relative_to(other) for f in other.rglob("*") if f.is_file())
         for name in files:
             assert (mine / name).read_bytes() == (other / name).read_bytes(), name
+    # a member party's re-derivation of that release, through the warm process too
+    (release,) = ours
+    again = cbm(
+        "rederive",
+        str(tmp_path / "w" / "bundles" / release.name),
+        "--release",
+        str(release),
+        env=env,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"OK: {release} re-derived byte for byte" in again.stdout
+    assert re.search(r"cbm rederive: child \d+ returned 0", _log(warm_env))
 
 
 def test_an_operator_mistake_reads_the_same_through_the_warm_process(warm_env, tmp_path):

@@ -21,7 +21,7 @@ START_TIMEOUT_S = 180
 @command(
     "warm",
     "keep Dagster, Great Expectations and the definitions imported in a background process, "
-    "so each 'cbm run' and 'cbm demo' of this checkout starts in a fork of it",
+    "so each 'cbm run', 'cbm demo' and 'cbm rederive' of this checkout starts in a fork of it",
 )
 @click.argument("action", type=click.Choice(["start", "stop", "status"]))
 @click.option(
@@ -60,7 +60,7 @@ def warm_stop(_args) -> int:
         _say(f"waiting for {reply['running']} command(s) it runs to end")
     while _alive(status["pid"]):
         time.sleep(0.1)
-    _say("warm process stopped; cbm run and cbm demo start in their own process again")
+    _say("warm process stopped; cbm run, demo and rederive start in their own process again")
     return EXIT_OK
 
 
@@ -120,8 +120,8 @@ def warm_start(args) -> int:
             )
         time.sleep(0.1)
     _say(
-        f"warm process {proc.pid} ready in {time.monotonic() - started:.1f} s: cbm run and cbm "
-        f"demo from {ROOT} now start in it (stops after {args.idle_minutes} idle minutes, or "
-        "cbm warm stop)"
+        f"warm process {proc.pid} ready in {time.monotonic() - started:.1f} s: cbm run, demo "
+        f"and rederive from {ROOT} now start in it (stops after {args.idle_minutes} idle "
+        "minutes, or cbm warm stop)"
     )
     return EXIT_OK
