@@ -296,7 +296,13 @@ def _build_data_docs_locked(spec: RunSpec, since: datetime) -> None:
     of #40, the pages off the run's critical path), under the workdir's lock again: a run
     that took the lock first is waited for, and its pages are built with these."""
     with _workdir_lock(spec.workdir, wait_seconds=3600, quiet=True):
-        _build_data_docs(spec, since)
+        try:
+            _build_data_docs(spec, since)
+        except Exception:
+            # the run's state is written: without this, the next run would find "nothing
+            # new" and these pages would never be rendered; it now runs again, and renders
+            _forget_last_run_state(spec.workdir)
+            raise
 
 
 def _build_data_docs(spec: RunSpec, since: datetime) -> None:

@@ -273,6 +273,27 @@ def test_a_request_sent_whole_is_sent_even_if_the_warm_process_answered_and_left
         warm.send(mine, {"kind": "run", "argv": ["run"]}, [0, 1, 2])
 
 
+def test_data_docs_that_fail_after_the_command_leave_the_next_run_to_render_them(
+    tmp_path, monkeypatch
+):
+    """A warm child renders the Data Docs after its command has written the run's state; if
+    that fails, the state is forgotten, so the next ``cbm run`` is not "nothing new"."""
+    from types import SimpleNamespace
+
+    from pipelines import runner
+
+    (tmp_path / "last_run.json").write_text("{}")
+
+    def broken(spec, since):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "_build_data_docs", broken)
+    with pytest.raises(OSError, match="disk full"):
+        runner._build_data_docs_locked(SimpleNamespace(workdir=tmp_path), since=None)
+    assert not (tmp_path / "last_run.json").exists()
+    assert runner._last_run_state(tmp_path) is None
+
+
 def test_child_environment_is_the_warm_process_s_with_the_command_s_runtime_values():
     imported = {"PATH": "/bin", "_RJEM_MALLOC_CONF": "x", "DAGSTER_HOME": "/warm", "CBM_DEBUG": "1"}
     command = {"PATH": "/bin", "DAGSTER_HOME": "/mine", "CBM_PSEUDONYM_KEY": "k"}
