@@ -226,15 +226,23 @@ def connect(timeout: float = 2.0) -> socket.socket | None:
     return conn
 
 
-def _standard_fds() -> list[int]:
+def _send_request(conn: socket.socket, request: dict) -> None:
+    """The request, with this process's standard descriptors (/dev/null for one that whoever
+    started it closed)."""
+    opened = []
     fds = []
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
             fds.append(fd)
-        except OSError:  # closed by whoever started us: the child gets /dev/null there
-            fds.append(os.open(os.devnull, os.O_RDWR))
-    return fds
+        except OSError:
+            opened.append(os.open(os.devnull, os.O_RDWR))
+            fds.append(opened[-1])
+    try:
+        send(conn, request, fds)
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def delegate(argv: list[str]) -> int | None:
@@ -261,7 +269,7 @@ def delegate(argv: list[str]) -> int | None:
             "identity": identity(),
         }
         try:
-            send(conn, request, _standard_fds())
+            _send_request(conn, request)
         except OSError:  # not sent: nothing runs there
             return None
         try:
@@ -293,13 +301,11 @@ def _wait_for_child(conn: socket.socket, pid: int) -> int:
 
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     before = {s: signal.signal(s, forward) for s in forwarded}
+    conn.settimeout(None)  # a run takes what it takes (a signal does not end the wait: PEP 475)
     try:
-        while True:
-            try:
-                reply, _ = recv(conn)
-                break
-            except InterruptedError:
-                continue
+        reply, _ = recv(conn)
+    except OSError:
+        reply = None
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)

@@ -294,6 +294,30 @@ def test_data_docs_that_fail_after_the_command_leave_the_next_run_to_render_them
     assert runner._last_run_state(tmp_path) is None
 
 
+def test_a_run_longer_than_the_answer_s_timeout_is_waited_for(monkeypatch):
+    """The warm process must answer a request within ``REPLY_TIMEOUT_S``; the run itself
+    then takes what it takes (a run of a million reports is longer than a minute)."""
+    import socket
+    import threading
+
+    monkeypatch.setattr(warm, "REPLY_TIMEOUT_S", 0.2)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    mine.settimeout(warm.REPLY_TIMEOUT_S)  # as delegate leaves it after the answer
+
+    def end_later():
+        time.sleep(1.0)  # five times the answer's timeout
+        warm.send(theirs, {"exit": 3})
+
+    ender = threading.Thread(target=end_later)
+    ender.start()
+    try:
+        assert warm._wait_for_child(mine, pid=2**22 + 1) == 3  # no such process: no signal
+    finally:
+        ender.join()
+        mine.close()
+        theirs.close()
+
+
 def test_child_environment_is_the_warm_process_s_with_the_command_s_runtime_values():
     imported = {"PATH": "/bin", "_RJEM_MALLOC_CONF": "x", "DAGSTER_HOME": "/warm", "CBM_DEBUG": "1"}
     command = {"PATH": "/bin", "DAGSTER_HOME": "/mine", "CBM_PSEUDONYM_KEY": "k"}
