@@ -23,6 +23,7 @@ from pipelines.warm import (
     environment_difference,
     identity,
     is_runtime,
+    log_path,
     private_dir,
     recv,
     send,
@@ -149,7 +150,7 @@ class Server:
         self.lock_file = None  # held by main() for as long as the warm process runs
 
     def bind(self) -> None:
-        private_dir(create=True)
+        """Listen on the socket (its folder made private by ``main``, which holds the lock)."""
         self.path.unlink(missing_ok=True)  # a socket nobody answers on (checked by the caller)
         self.listener.bind(str(self.path))
         os.chmod(self.path, 0o600)
@@ -244,14 +245,15 @@ class Server:
             "running": len(self.children),
             "root": str(ROOT),
             "python": sys.executable,
-            "log": str(self.path.with_suffix(".log")),
+            "log": str(log_path()),
             "fresh": identity() == self.identity,
         }
 
     def _refuse(self, message: dict) -> str | None:
         if self.stopping:
             return "it is stopping"
-        if message.get("identity") != identity() or self.identity != identity():
+        current = identity()
+        if message.get("identity") != current or self.identity != current:
             # its code is not the checkout's any more: it has had its day
             stale = "the code or the installed packages changed since it started"
             self.stop_listening(stale)

@@ -13,7 +13,15 @@ import click
 
 from pipelines.cli.base import WholeNumber, command
 from pipelines.output import EXIT_OK, CannotRun, _say
-from pipelines.warm import DEFAULT_IDLE_MINUTES, ROOT, WarmError, ask, log_path, socket_path
+from pipelines.warm import (
+    DEFAULT_IDLE_MINUTES,
+    ROOT,
+    WarmError,
+    ask,
+    log_path,
+    private_dir,
+    socket_path,
+)
 
 START_TIMEOUT_S = 180
 
@@ -83,8 +91,6 @@ def warm_start(args) -> int:
         warm_stop(args)
     try:
         log = log_path()
-        from pipelines.warm import private_dir
-
         private_dir(create=True)
     except (WarmError, OSError) as exc:
         raise CannotRun(f"warm: {exc}") from exc
