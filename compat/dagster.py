@@ -290,8 +290,30 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                         "Cannot store asset event tags for null event id."
                     )
                 self._store_asset_event_tags(conn, group, event_ids)
-                for event, event_id in zip(group, event_ids, strict=True):
+                for event, event_id in newest_of_each_kind(group, event_ids):
                     self._store_asset_event(conn, event, event_id)
+
+
+def newest_of_each_kind(
+    events: Sequence[EventLogEntry], event_ids: Sequence[int]
+) -> list[tuple[EventLogEntry, int]]:
+    """The events of a batch whose ``_store_asset_event`` leaves something in the index's row
+    per asset key (``asset_keys``), in their order: the newest of each type per asset key.
+
+    ``_store_asset_event`` writes an asset key's row with values that depend on the event's
+    type alone for which columns they fill (a materialization: the last materialization, its
+    run, a timestamp; a planned materialization: the run and a timestamp; an observation: a
+    timestamp), so a newer event of the same type and key overwrites all an older one wrote.
+    A batch of one run's planned events or materializations holds hundreds of events of a few
+    keys: storing each was an insert, its integrity error, an update and a serialised copy of
+    the event, about a tenth of a small run (benchmarks/README.md, M43). The row ends the same
+    (``tests/test_event_log.py``)."""
+    newest: dict[tuple[str, str], int] = {}
+    for i, event in enumerate(events):
+        dagster_event = event.dagster_event
+        if dagster_event is not None and dagster_event.asset_key is not None:
+            newest[(dagster_event.asset_key.to_string(), dagster_event.event_type_value)] = i
+    return [(events[i], event_ids[i]) for i in sorted(newest.values())]
 
 
 # modules whose SQLite storages check their Alembic revision as they open (a new instance's
