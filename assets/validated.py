@@ -46,8 +46,22 @@ def _batch_view(con, kind: str, shas: list[str]) -> int:
         if shas
         else duckdb.ConstantExpression(False)
     )
-    batch.create_view(f"batch_{kind}", replace=True)
-    return row_count(con, f"batch_{kind}")
+    batch.create_view(_batch_name(kind), replace=True)
+    return row_count(con, _batch_name(kind))
+
+
+def _batch_name(kind: str) -> str:
+    """The view of the submissions' rows of ``kind`` being validated (``_batch_view``)."""
+    return f"batch_{kind}"
+
+
+def gx_checkpoints(con) -> list[list[tuple[str, str]]]:
+    """The (suite, table) lists of the checkpoints a run validating every kind uses, their
+    tables made in ``con`` (empty): what a warm process sets up once for new workdirs
+    (``pipelines.warm_server``)."""
+    for kind in KINDS:
+        _batch_view(con, kind, [])
+    return [[(k, _batch_name(k)) for k in step] for step in VALIDATION_STEPS]
 
 
 def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> None:
@@ -333,7 +347,7 @@ def validated_reports(
         results, seconds = _validate(context, settings, con, shas, batch_rows)
         figures = _batch_figures(con, shas)
         for kind in KINDS:  # the batch views were for GX's connection only
-            con.execute(f"DROP VIEW IF EXISTS batch_{kind}")
+            con.execute(f"DROP VIEW IF EXISTS {_batch_name(kind)}")
     docs = data_docs_of(settings, list(results.values()))
     # the ingestion of these submissions is complete: no plan asks for them again
     for sha, intake_key in figures["intake_keys"]:
@@ -391,7 +405,7 @@ def _validate(context, settings: CbmSettings, con, shas: list[str], batch_rows: 
     results: dict[str, SuiteResult | None] = dict.fromkeys(KINDS)
     seconds = {"validation": 0.0, "accept": 0.0}
     for step in VALIDATION_STEPS:
-        runs = [(k, f"batch_{k}") for k in step if k in kinds]
+        runs = [(k, _batch_name(k)) for k in step if k in kinds]
         if not runs:
             continue
         con.execute("CHECKPOINT")  # GX reads the file through its own connection

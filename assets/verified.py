@@ -44,6 +44,14 @@ WAREHOUSE_CHECKPOINTS = (
 WAREHOUSE_SUITES = {t: s for suites, _ in WAREHOUSE_CHECKPOINTS for t, s in suites.items()}
 
 
+def gx_checkpoints() -> list[list[tuple[str, str]]]:
+    """The (suite, table) lists of ``WAREHOUSE_CHECKPOINTS``, as ``warehouse_table_checks``
+    runs them."""
+    return [
+        [(suite, table) for table, suite in suites.items()] for suites, _ in WAREHOUSE_CHECKPOINTS
+    ]
+
+
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(
@@ -65,14 +73,16 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
         con.execute("CHECKPOINT")
         results = [
             result
-            for suites, index_columns in WAREHOUSE_CHECKPOINTS
+            for runs, (_, index_columns) in zip(
+                gx_checkpoints(), WAREHOUSE_CHECKPOINTS, strict=True
+            )
             for result in run_suites(
                 con,
                 settings.warehouse_path,
                 settings.gx_dir,
-                [(suite, table) for table, suite in suites.items()],
+                runs,
                 index_columns=index_columns,
-                rows=sum(row_count(con, t) for t in suites),
+                rows=sum(row_count(con, table) for _, table in runs),
                 run_name=WAREHOUSE_RUN_NAME,
             )
         ]

@@ -13,7 +13,8 @@ JSON and the warehouse file on every use (``checks.validation._validation_defini
 anything that does not match is built again.
 
 Nothing is written outside the workdir and nothing outlives the process: a ``cbm run`` sets
-up its project as before.
+up its project as before. A warm process (``pipelines.warm_server``) sets one up as it starts,
+in a temporary folder, and keeps it for the runs it forks (``prepare_gx_project``).
 
 A workdir copied or moved with its project (``follow``) gets its own warehouse named in the
 project file before GX reads it: GX would replace the datasource and drop every table asset,
@@ -103,6 +104,11 @@ def keep(gx_dir: Path, warehouse_path: Path) -> None:
         and path.relative_to(root).parts[0] != "uncommitted"
     }
     _kept = (config, files)
+
+
+def kept_files() -> list[str]:
+    """The files of the kept project, by their path in it (none kept: none)."""
+    return [] if _kept is None else [CONFIG, *_kept[1]]
 
 
 def forget() -> None:

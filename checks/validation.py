@@ -481,6 +481,17 @@ def run_suites(
     return out
 
 
+def prepare_project(gx_dir: Path, warehouse_path: Path, checkpoints: list[list[tuple[str, str]]]):
+    """Set ``gx_dir``'s project up with a pass/fail checkpoint for each list of (suite, table)
+    of ``checkpoints`` (as a small run's validation builds them, validating nothing), and keep
+    it as the next new workdir's project (``gx_template.keep``). The tables must exist in
+    ``warehouse_path``."""
+    ctx = _context(gx_dir)
+    for runs in checkpoints:
+        _checkpoint(ctx, runs, warehouse_path, PASS_FAIL)
+    gx_template.keep(gx_dir, warehouse_path)
+
+
 def _has_tlp(con, table: str) -> bool:
     return con is None or bool(
         con.execute(

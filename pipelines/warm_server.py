@@ -121,6 +121,46 @@ def preload() -> float:
     return time.monotonic() - started
 
 
+def prepare_gx_project() -> int:
+    """Set up, once, the Great Expectations project a new workdir's first run would build
+    (its suites, validation definitions and the checkpoints of a run of every kind, with the
+    warehouse suites'), and keep it for the children to start new workdirs from
+    (``checks.gx_template``, M21): about 0.4 s of a run in a new workdir (benchmarks/README.md,
+    M44). The set-up needs DuckDB, whose threads would make this process unsafe to fork, so
+    a child of its own does it in a temporary folder; this process only reads the files it
+    left. Returns how many files were kept (0: none, the children build their own)."""
+    import tempfile
+
+    from checks import gx_template
+
+    with tempfile.TemporaryDirectory(prefix="cbm-warm-gx-") as tmp:
+        warehouse_path, gx_dir = Path(tmp) / "warehouse.duckdb", Path(tmp) / "gx"
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a child; its result is checked below
+            code = 1
+            try:
+                from assets import validated, verified
+                from checks.validation import prepare_project
+                from warehouse.db import Warehouse
+
+                with Warehouse(path=str(warehouse_path)).connect() as con:
+                    checkpoints = validated.gx_checkpoints(con) + verified.gx_checkpoints()
+                    con.execute("CHECKPOINT")
+                prepare_project(gx_dir, warehouse_path, checkpoints)
+                code = 0
+            except BaseException as exc:  # noqa: BLE001 - said in the log; the warm process goes on
+                _say(f"setting up a Great Expectations project failed: {type(exc).__name__}: {exc}")
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return 0
+        gx_template.keep(gx_dir, warehouse_path)
+        return len(gx_template.kept_files())
+
+
 def _exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -481,6 +521,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         seconds = preload()
+        started = time.monotonic()
+        kept = prepare_gx_project()
+        _say(
+            f"a Great Expectations project of {kept} files kept for new workdirs "
+            f"({time.monotonic() - started:.1f} s)"
+            if kept
+            else "no Great Expectations project kept: each new workdir's run builds its own"
+        )
         server = Server(path, args.idle_minutes * 60, env)
         server.lock_file = held
         server.bind()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import warm, warm_server
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, Project, incident, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +113,34 @@ def test_a_run_in_the_warm_process_publishes_what_its_own_process_publishes(
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"OK: {release} re-derived byte for byte" in again.stdout
     assert re.search(r"cbm rederive: child \d+ returned 0", _log(warm_env))
+
+
+def test_new_workdirs_start_from_the_project_the_warm_process_set_up(warm_env, tmp_path):
+    """The warm process sets a Great Expectations project up once, as it starts (its log says
+    how many files), and its runs in new workdirs start from it instead of building their
+    own (M44): two such runs have the same suites, validation definitions and warehouse
+    checkpoints, GX's ids and all, which two projects built apart never share."""
+    assert re.search(r"a Great Expectations project of [1-9]\d* files kept", _log(warm_env))
+    projects = []
+    for name in ("a", "b"):
+        project = Project(tmp_path / name)
+        write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1")])
+        env = warm_env | {"DAGSTER_HOME": str(tmp_path / name / "dagster_home")}
+        done = cbm(*project.run_args(), env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "warm process not used" not in done.stderr
+        projects.append(project.workdir / "gx" / "gx")
+    first, second = projects
+    shared = [
+        path.relative_to(first)
+        for folder in ("expectations", "validation_definitions", "checkpoints")
+        for path in sorted((first / folder).glob("*.json"))
+        if not path.name.startswith("incidents__batch_incidents.")  # this run's own checkpoint
+        or folder != "checkpoints"
+    ]
+    assert len(shared) >= 10 and any(p.parts[0] == "checkpoints" for p in shared)
+    for name in shared:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
 def test_an_operator_mistake_reads_the_same_through_the_warm_process(warm_env, tmp_path):
