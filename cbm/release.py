@@ -266,7 +266,8 @@ def write_file(root: Path, rel: str, data: bytes) -> dict:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return {"path": rel, "rows": None, "sha256": sha256_file(path)}
+    # the bytes just written, hashed as they are in memory (not read back: M45)
+    return {"path": rel, "rows": None, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 @dataclass
