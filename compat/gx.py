@@ -99,6 +99,21 @@ GX's returns for the exact built-in types (``str``, ``int``, ``bool``, ``None``,
 with NaN as ``None``, ``dict`` with its keys made strings, ``list`` and ``tuple`` as lists)
 and hands every other value, subclasses included, to GX's own. The ids are the same strings
 (tested on GX's own conversion of many values); everything else in GX converts as before.
+
+8. Column names on DuckDB without the catalog queries that fail (``install_column_names``)
+----------------------------------------------------------------------------------------
+
+Every table GX validates needs its columns (the ``table.column_types`` metric). GX asks
+SQLAlchemy's inspector, and ``duckdb_engine`` answers as PostgreSQL would: through
+``pg_catalog`` queries, the primary key's (``CAST(... AS REGCLASS)``) and the columns'
+(``pg_collation``), both of which DuckDB rejects. GX catches each error and falls back to the
+column names of a one-row ``SELECT *`` (``column_reflection_fallback``), without types and
+with no primary key. Building, compiling and failing those two statements, and opening the
+inspector's connection, was a fifth of GX's fixed cost (benchmarks/README.md, M46).
+``install_column_names`` gives ``table_column_types`` a ``get_sqlalchemy_column_metadata`` that,
+on DuckDB, goes to that fallback at once and builds the same result; every other dialect, and a
+custom query, goes to GX's own. The test compares both on a table and a view, so a DuckDB or
+SQLAlchemy that starts answering the catalog queries (columns with types) makes it fail.
 """
 
 from __future__ import annotations
@@ -111,6 +126,7 @@ import threading
 from pathlib import Path
 
 import great_expectations
+import sqlalchemy as _sa
 from great_expectations.checkpoint.checkpoint import Checkpoint
 from great_expectations.core import id_dict as _id_dict
 from great_expectations.core.freshness_diagnostics import (
@@ -129,6 +145,10 @@ from great_expectations.data_context.store.validation_results_store import (
 )
 from great_expectations.execution_engine import sqlalchemy_execution_engine as _see
 from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.metrics import util as _metrics_util
+from great_expectations.expectations.metrics.table_metrics import (
+    table_column_types as _column_types,
+)
 from great_expectations.render.view.view import DefaultJinjaView
 from great_expectations.validator.validator import Validator
 from jinja2 import BytecodeCache
@@ -272,6 +292,7 @@ GX_CHECKPOINT_IS_FRESH = Checkpoint.is_fresh
 GX_DEFINITION_IS_FRESH = ValidationDefinition.is_fresh
 GX_STORE_VALIDATION_RESULTS = ValidationResultsStore.store_validation_results
 GX_TO_JSON = _id_dict.convert_to_json_serializable
+GX_COLUMN_METADATA = _metrics_util.get_sqlalchemy_column_metadata
 
 
 def _ours(func) -> bool:
@@ -435,6 +456,35 @@ def metric_ids_installed() -> bool:
     return _ours(_id_dict.convert_to_json_serializable)
 
 
+# 8. column names on DuckDB without the catalog queries that fail
+
+
+def duckdb_column_metadata(execution_engine, table_selectable, schema_name=None):
+    """GX's ``get_sqlalchemy_column_metadata`` as it ends on DuckDB, without the two catalog
+    queries that fail on the way there (patch 8); GX's own for anything else."""
+    engine = execution_engine.engine
+    if engine.dialect.name != "duckdb" or isinstance(table_selectable, _sa.TextClause):
+        return GX_COLUMN_METADATA(execution_engine, table_selectable, schema_name)
+    columns = _metrics_util.column_reflection_fallback(
+        selectable=table_selectable,
+        dialect=engine.dialect,
+        sqlalchemy_engine=engine,
+        schema_name=schema_name,
+    )
+    return _metrics_util._build_column_metadata_result(columns, set(), execution_engine)
+
+
+def install_column_names() -> None:
+    """Let ``table.column_types`` read DuckDB's column names at once (idempotent)."""
+    if not column_names_installed():
+        duckdb_column_metadata.__cbm_patch__ = True
+        _column_types.get_sqlalchemy_column_metadata = duckdb_column_metadata
+
+
+def column_names_installed() -> bool:
+    return _ours(_column_types.get_sqlalchemy_column_metadata)
+
+
 def install() -> None:
     """Every patch above (idempotent), after checking that this is the GX they were made for."""
     check_version("great_expectations", great_expectations.__version__, SUPPORTED)
@@ -445,3 +495,4 @@ def install() -> None:
     install_freshness()
     install_results_once()
     install_metric_ids()
+    install_column_names()

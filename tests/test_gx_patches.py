@@ -1,4 +1,4 @@
-"""compat/gx.py patches 4 to 6, which cut GX's fixed cost per validation (benchmarks/README.md,
+"""compat/gx.py patches 4 to 8, which cut GX's fixed cost per validation (benchmarks/README.md,
 M20). Each test fails loudly when GX changes what a patch relies on: the source of every GX
 function a patch replaces or wraps is pinned by its hash, and what each patch is for (GX
 rebuilding configurations, re-reading its stores, writing results twice) is shown on GX's own
@@ -16,6 +16,7 @@ import duckdb
 import great_expectations as gx
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from great_expectations.checkpoint.checkpoint import Checkpoint
 from great_expectations.core import id_dict
 from great_expectations.core.id_dict import IDDict
@@ -23,6 +24,8 @@ from great_expectations.core.validation_definition import ValidationDefinition
 from great_expectations.data_context.store.expectations_store import ExpectationsStore
 from great_expectations.data_context.store.store import Store
 from great_expectations.data_context.store.validation_results_store import ValidationResultsStore
+from great_expectations.expectations.metrics import util as metrics_util
+from great_expectations.expectations.metrics.table_metrics import table_column_types
 from great_expectations.validator.validator import Validator
 
 import checks.validation  # noqa: F401  (installs compat/gx.py, as the validation stack does)
@@ -40,6 +43,9 @@ PATCHED_SOURCES = {
     "ValidationResultsStore.store_validation_results": "60db16b874ded8c4",
     "IDDict.to_id": "3820fd313f5a0f69",
     "convert_to_json_serializable": "a282e2e272fc0dd2",
+    "get_sqlalchemy_column_metadata": "aad261140bab40d6",
+    "column_reflection_fallback": "82599e7919b14bf3",
+    "_build_column_metadata_result": "5b92722fc61bd848",
 }
 
 
@@ -55,6 +61,9 @@ GX_FUNCTIONS = {
     "ValidationResultsStore.store_validation_results": gx_compat.GX_STORE_VALIDATION_RESULTS,
     "IDDict.to_id": IDDict.to_id,
     "convert_to_json_serializable": gx_compat.GX_TO_JSON,
+    "get_sqlalchemy_column_metadata": gx_compat.GX_COLUMN_METADATA,
+    "column_reflection_fallback": metrics_util.column_reflection_fallback,
+    "_build_column_metadata_result": metrics_util._build_column_metadata_result,
 }
 
 
@@ -70,6 +79,7 @@ def test_every_patch_is_installed_by_the_validation_stack():
     assert gx_compat.freshness_installed()
     assert gx_compat.results_once_installed()
     assert gx_compat.metric_ids_installed()
+    assert gx_compat.column_names_installed()
     assert id_dict.convert_to_json_serializable is not gx_compat.GX_TO_JSON
     assert Validator.graph_validate is not gx_compat.GX_GRAPH_VALIDATE
     assert Checkpoint.is_fresh is not gx_compat.GX_CHECKPOINT_IS_FRESH
@@ -327,3 +337,57 @@ def test_a_validation_makes_the_same_metric_ids_as_gx(project, monkeypatch):
     hashed = [pair for pair in ids if isinstance(pair[0], str) and len(pair[0]) == 32]
     assert len(hashed) > 50  # the ids GX hashes from several keywords were compared
     assert all(ours == theirs for ours, theirs in ids)
+
+
+# 8. column names on DuckDB without the catalog queries that fail
+
+
+def test_on_duckdb_gx_s_catalog_queries_fail_and_it_falls_back_to_column_names(
+    project, monkeypatch
+):
+    """What patch 8 is for: GX's own reflection on DuckDB raises on both catalog queries and
+    ends in the one-row fallback, names without types. A DuckDB or SQLAlchemy that answers
+    them makes this test say the patch can go."""
+    ctx, _ = project
+    engine = ctx.data_sources.get("w").get_execution_engine()
+    failed, fell_back = [], []
+    inspector = engine.get_inspector()
+    for name in ("get_pk_constraint", "get_columns"):
+        own = getattr(type(inspector), name)
+
+        def counted(self, *args, _own=own, _name=name, **kwargs):
+            try:
+                return _own(self, *args, **kwargs)
+            except Exception:
+                failed.append(_name)
+                raise
+
+        monkeypatch.setattr(type(inspector), name, counted)
+    fallback = metrics_util.column_reflection_fallback
+    monkeypatch.setattr(
+        metrics_util,
+        "column_reflection_fallback",
+        lambda **kw: fell_back.append(kw) or fallback(**kw),
+    )
+    columns = gx_compat.GX_COLUMN_METADATA(engine, "t")
+    assert sorted(failed) == ["get_columns", "get_pk_constraint"]
+    assert len(fell_back) == 1
+    assert [(c["name"], c.get("type"), c["primary_key"]) for c in columns] == [
+        ("id", None, False),
+        ("v", None, False),
+        ("s", None, False),
+    ]
+
+
+def test_column_names_on_duckdb_are_what_gx_s_own_reflection_gives(project, tmp_path):
+    ctx, _ = project
+    engine = ctx.data_sources.get("w").get_execution_engine()
+    with engine.engine.connect() as conn:
+        conn.exec_driver_sql("CREATE VIEW tv AS SELECT s, id FROM t")
+        conn.commit()
+    assert table_column_types.get_sqlalchemy_column_metadata is gx_compat.duckdb_column_metadata
+    for table in ("t", "tv", sa.quoted_name("t", quote=None)):
+        ours = gx_compat.duckdb_column_metadata(engine, table)
+        theirs = gx_compat.GX_COLUMN_METADATA(engine, table)
+        assert [dict(c) for c in ours] == [dict(c) for c in theirs], table
+        assert [c["name"] for c in ours] == (["s", "id"] if table == "tv" else ["id", "v", "s"])
