@@ -62,6 +62,7 @@ from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage import sql as dagster_sql
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
@@ -70,7 +71,6 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._core.storage.runs.sqlite import sqlite_run_storage
 from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
 from dagster._core.storage.sql import create_engine
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster.version import __version__ as dagster_version
 from sqlalchemy import event as sqla_event
@@ -275,16 +275,16 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 for event in group:
                     self.store_event(event)
                 continue
-            statements = [self.prepare_insert_event(event) for event in group]
+            # the rows Dagster's store_event inserts one by one, in one statement per shard
+            # (M47): the same rows, in the same order
+            rows = [self._event_to_row(event) for event in group]
+            insert = SqlEventLogStorageTable.insert()
             with self.run_connection(run_id) as conn:
-                for statement in statements:
-                    conn.execute(statement)
+                conn.execute(insert, rows)
             # mirrored in the cross-run index shard, as store_event does
             with self.index_transaction() as conn:
-                event_ids = []
-                for statement in statements:
-                    with db_result(conn, statement) as result:
-                        event_ids.append(result.inserted_primary_key[0])
+                ids = insert.returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+                event_ids = [row[0] for row in conn.execute(ids, rows)]
                 if any(event_id is None for event_id in event_ids):
                     raise DagsterInvariantViolationError(
                         "Cannot store asset event tags for null event id."
