@@ -8,8 +8,10 @@ reports, close to half the ingestion (benchmarks/README.md, M11).
 Dagster hands such events over in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set, and the
 PostgreSQL event log writes a batch in one statement; the SQLite one only loops over
 ``store_event``. ``BatchingSqliteEventLogStorage`` writes each batch's asset events with one
-connection per shard, in order, with the same rows ``store_event`` writes; anything else
-still goes through ``store_event``.
+connection per shard, in order, with the same rows ``store_event`` writes (one insert per shard
+for the whole batch, M47), and the index's row per asset key from the newest event of each
+type only, which is what storing them one by one leaves there (M43); anything else still goes
+through ``store_event``.
 
 Dagster's SQLite event log also opens every connection anew: a new SQLAlchemy engine, a
 connection, and on close SQLite's checkpoint of the write-ahead log, for each of the about
