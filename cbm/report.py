@@ -155,13 +155,13 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
                 title="status",
                 scale=alt.Scale(domain=["definitive", "tentative"], range=[[1, 0], [4, 3]]),
             ),
-            tooltip=["subject:N", "period:O", "value:Q", "status:N"],
+            tooltip=_tooltips("subject:N", "period:O", "value:Q", "status:N"),
         )
     )
     definitive = (
         base.transform_filter("!datum.suppressed && datum.status == 'definitive'")
         .mark_point(filled=True, size=60)
-        .encode(x=x_month, y="value:Q", color="subject:N")
+        .encode(x=x_month, y=alt.Y("value:Q"), color=alt.Color("subject:N"))
     )
     suppressed = (
         base.transform_filter("datum.suppressed")
@@ -169,7 +169,10 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
         .encode(
             x=x_month,
             y=alt.Y("subject:N", title="suppressed (no value published)"),
-            tooltip=["subject:N", "period:O", alt.Tooltip("suppressed:N", title="suppressed")],
+            tooltip=[
+                *_tooltips("subject:N", "period:O"),
+                alt.Tooltip("suppressed:N", title="suppressed"),
+            ],
         )
         .properties(height=120)
     )
@@ -209,7 +212,7 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
             color=alt.Color("verdict:N", scale=alt.Scale(domain=VERDICTS, range=VERDICT_COLOURS)),
             opacity=_tentative_pale(),
             row=alt.Row("commitment:N", title=None),
-            tooltip=["commitment:N", "subject:N", "period:O", "verdict:N", "status:N"],
+            tooltip=_tooltips("commitment:N", "subject:N", "period:O", "verdict:N", "status:N"),
         )
         .properties(width=700)
     )
@@ -238,7 +241,7 @@ def _charts(root: Path) -> list[tuple[str, str, dict]]:
                 scale=alt.Scale(domain=list(range(6)), range=ESCALATION_COLOURS),
             ),
             opacity=_tentative_pale(),
-            tooltip=["dyad:N", "period:O", "level:O", "status:N"],
+            tooltip=_tooltips("dyad:N", "period:O", "level:O", "status:N"),
         )
         .properties(width=700)
     )
@@ -266,10 +269,22 @@ def _monthly_bars(data, x_month, colour, title: str):
             x=x_month,
             y=alt.Y("count():Q", title="events"),
             color=colour,
-            tooltip=["period:O", colour.shorthand, alt.Tooltip("count():Q", title="events")],
+            tooltip=[
+                *_tooltips("period:O", colour.shorthand),
+                alt.Tooltip("count():Q", title="events"),
+            ],
         )
         .properties(width=760, height=260, title=title)
     )
+
+
+def _tooltips(*shorthands: str) -> list:
+    """Tooltip channels made here: Altair turns a bare shorthand string into its channel
+    through its schema lookup, which hashes every wrapper class's schema each time (about a
+    third of a report's time: benchmarks/README.md, M48). The same spec either way."""
+    import altair as alt
+
+    return [alt.Tooltip(shorthand) for shorthand in shorthands]
 
 
 def _tentative_pale():
