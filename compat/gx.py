@@ -296,7 +296,7 @@ GX_COLUMN_METADATA = _metrics_util.get_sqlalchemy_column_metadata
 
 
 def _ours(func) -> bool:
-    """Whether ``func`` is one of this module's replacements (patches 4 to 6)."""
+    """Whether ``func`` is one of this module's replacements (patches 4 to 8)."""
     return getattr(func, "__cbm_patch__", False)
 
 
@@ -448,8 +448,7 @@ def plain_to_json(data):
 def install_metric_ids() -> None:
     """Let ``IDDict.to_id`` convert plain values without GX's general converter (idempotent)."""
     if not metric_ids_installed():
-        plain_to_json.__cbm_patch__ = True
-        _id_dict.convert_to_json_serializable = plain_to_json
+        _replace(_id_dict, "convert_to_json_serializable", plain_to_json)
 
 
 def metric_ids_installed() -> bool:
@@ -477,8 +476,7 @@ def duckdb_column_metadata(execution_engine, table_selectable, schema_name=None)
 def install_column_names() -> None:
     """Let ``table.column_types`` read DuckDB's column names at once (idempotent)."""
     if not column_names_installed():
-        duckdb_column_metadata.__cbm_patch__ = True
-        _column_types.get_sqlalchemy_column_metadata = duckdb_column_metadata
+        _replace(_column_types, "get_sqlalchemy_column_metadata", duckdb_column_metadata)
 
 
 def column_names_installed() -> bool:
