@@ -522,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seconds = preload()
         started = time.monotonic()
-        kept = prepare_gx_project()
+        try:
+            kept = prepare_gx_project()
+        except OSError as exc:  # no temporary folder, no fork: the children build their own
+            _say(f"setting up a Great Expectations project failed: {exc}")
+            kept = 0
         _say(
             f"a Great Expectations project of {kept} files kept for new workdirs "
             f"({time.monotonic() - started:.1f} s)"
