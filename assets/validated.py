@@ -6,6 +6,7 @@ kept; ``current_<kind>`` views pick the highest version). The last ingestion ste
 submission it finishes is marked ingested in the landing area (``cbm.intake``).
 """
 
+import itertools
 import re
 import time
 
@@ -56,12 +57,18 @@ def _batch_name(kind: str) -> str:
 
 
 def gx_checkpoints(con) -> list[list[tuple[str, str]]]:
-    """The (suite, table) lists of the checkpoints a run validating every kind uses, their
-    tables made in ``con`` (empty): what a warm process sets up once for new workdirs
+    """The (suite, table) lists of the checkpoints runs use, whichever kinds their
+    submissions hold (``_validate`` leaves out a kind without rows), their tables made in
+    ``con`` (empty): what a warm process sets up once for new workdirs
     (``pipelines.warm_server``)."""
     for kind in KINDS:
         _batch_view(con, kind, [])
-    return [[(k, _batch_name(k)) for k in step] for step in VALIDATION_STEPS]
+    return [
+        [(k, _batch_name(k)) for k in kinds]
+        for step in VALIDATION_STEPS
+        for size in range(len(step), 0, -1)
+        for kinds in itertools.combinations(step, size)
+    ]
 
 
 def _record_findings(con, kind: str, shas: list[str], result: SuiteResult) -> None:

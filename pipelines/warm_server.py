@@ -123,8 +123,8 @@ def preload() -> float:
 
 def prepare_gx_project() -> int:
     """Set up, once, the Great Expectations project a new workdir's first run would build
-    (its suites, validation definitions and the checkpoints of a run of every kind, with the
-    warehouse suites'), and keep it for the children to start new workdirs from
+    (its suites, validation definitions and the checkpoints of every combination of kinds a
+    run validates, with the warehouse suites'), and keep it for the children to start new workdirs from
     (``checks.gx_template``, M21): about 0.4 s of a run in a new workdir (benchmarks/README.md,
     M44). The set-up needs DuckDB, whose threads would make this process unsafe to fork, so
     a child of its own does it in a temporary folder; this process only reads the files it
