@@ -24,6 +24,7 @@ from cbm.children import child_context
 from cbm.contract import KINDS
 from cbm.intake import staged_path, submissions_of
 from cbm.protection import anonymise_staged, anonymise_to_file
+from compat.dagster import DagsterExecutionInterruptedError
 from warehouse.db import anon_insert_sql
 from warehouse.queries import query
 from warehouse.resource import WarehouseResource
@@ -82,8 +83,8 @@ def _anonymised(settings: CbmSettings, todo, key, names, by_label) -> Iterator:
         for submission_rows in rows:
             try:
                 yield submission_rows()
-            except (KeyboardInterrupt, SystemExit):
-                raise
+            except (KeyboardInterrupt, SystemExit, DagsterExecutionInterruptedError):
+                raise  # Ctrl-C stops the run, not one submission
             except BaseException as exc:  # noqa: BLE001 - reported per submission
                 yield exc
 

@@ -41,7 +41,9 @@ The instance's configuration (``dagster.yaml`` of a new Dagster home) is in
 Also here, the project's other uses of Dagster internals: ``partitions_read_once`` (an
 instance's partition reads answered once within a block) and the private
 ``AssetCheckEvaluationTargetMaterializationData`` (an asset check evaluation pinned to the
-materialization of its partition). ``check_version`` runs as this module is imported;
+materialization of its partition) and ``DagsterExecutionInterruptedError`` (what Ctrl-C
+raises inside a step: a ``BaseException`` that a step catching every failure of one item must
+let through). ``check_version`` runs as this module is imported;
 ``tests/test_event_log.py`` and ``tests/test_compat.py`` fail loudly when Dagster changes
 what they rely on.
 """
@@ -60,7 +62,10 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # noqa: F401  (used by assets.validated, pipelines.cli)
     AssetCheckEvaluationTargetMaterializationData,
 )
-from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.errors import (  # noqa: F401  (DagsterExecutionInterruptedError: used by assets.anonymised)
+    DagsterExecutionInterruptedError,
+    DagsterInvariantViolationError,
+)
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage import sql as dagster_sql

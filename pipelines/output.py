@@ -153,6 +153,32 @@ def _finish_whoever_reads():
 # the shell reports a process ended by SIGPIPE, without a word.
 EXIT_READER_GONE = 128 + 13
 
+# How a command ends on Ctrl-C (SIGINT), in one line: as the shell reports a process ended by
+# SIGINT. What a run had done is kept, and the next one carries on from it (crash safety:
+# docs/reliability-and-security.md).
+EXIT_INTERRUPTED = 128 + 2
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C: Python's ``KeyboardInterrupt``, Dagster's inside a step
+    (``DagsterExecutionInterruptedError``), or DuckDB's, which stops the query it runs and
+    raises ``Query interrupted`` (a ``RuntimeError`` or an ``InterruptException``)."""
+    return (
+        isinstance(exc, KeyboardInterrupt)
+        or type(exc).__name__ in ("InterruptException", "DagsterExecutionInterruptedError")
+        or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
+    )
+
+
+def interrupted_line(command: str | None) -> str:
+    """The one line a command interrupted by Ctrl-C ends with."""
+    if command in ("run", "demo"):
+        return (
+            f"cbm {command}: interrupted (Ctrl-C); what it had done is kept, and the next "
+            "cbm run carries on from there"
+        )
+    return f"cbm {command}: interrupted (Ctrl-C)" if command else "cbm: interrupted (Ctrl-C)"
+
 
 def _stdout_gone() -> bool:
     """Whether standard output is a pipe or socket whose reader has left (the kernel reports

@@ -154,6 +154,8 @@ class InProcess:
             asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
         )
         if not result.success:
+            if _interrupted(result):  # Ctrl-C or SIGINT: Dagster stopped the step it ran
+                raise KeyboardInterrupt
             raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
         if show:
             _print_materializations(result)
@@ -202,6 +204,22 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _interrupted(result) -> bool:
+    """Whether a run failed because it was interrupted: Dagster turns Ctrl-C into a step's
+    ``DagsterExecutionInterruptedError``, DuckDB into ``Query interrupted`` in the step's
+    query (``pipelines.output.is_interrupt``)."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            err = event.event_specific_data.error
+            while err is not None:
+                if err.cls_name in ("DagsterExecutionInterruptedError", "InterruptException"):
+                    return True
+                if err.cls_name == "RuntimeError" and "Query interrupted" in err.message:
+                    return True  # DuckDB's, in a step's query
+                err = err.cause
+    return False
 
 
 def _failure_reason(result) -> str:

@@ -207,3 +207,29 @@ def test_a_reader_that_leaves_does_not_stop_the_run(setup):
     got = state(base, "unread")
     for key in reference:
         assert got[key] == reference[key], key
+
+
+@pytest.mark.parametrize(
+    "asset", ["staged_submissions", "event_members"], ids=["ingestion", "verification"]
+)
+def test_ctrl_c_ends_in_one_line_and_a_rerun_ends_like_an_uninterrupted_run(setup, asset):
+    """Ctrl-C (SIGINT) inside a run: one line saying so, exit 130 (as the shell reports
+    SIGINT), no traceback, nothing published; the next run ends as an uninterrupted one."""
+    base, gen, env, reference = setup
+    name = f"sigint-{asset}"
+    with watched(base, name) as wait_for:
+        proc = cbm(*run_args(base, gen.inbox, gen.registry, name), env=env)
+        wait_for(asset)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert out.strip().splitlines()[-1] == (
+        "cbm run: interrupted (Ctrl-C); what it had done is kept, and the next cbm run "
+        "carries on from there"
+    )
+    assert "Traceback" not in out
+    assert not (base / f"publish-{name}" / "LATEST").exists()
+    run_here(base, gen, name)
+    got = state(base, name)
+    for key in reference:
+        assert got[key] == reference[key], key

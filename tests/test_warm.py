@@ -176,10 +176,11 @@ def test_another_environment_runs_in_its_own_process_and_says_why(warm_env, tmp_
     ]
 
 
-def test_a_signal_to_the_command_reaches_its_run(warm_env, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_a_signal_to_the_command_reaches_its_run(warm_env, tmp_path, sig):
     """Ctrl-C or kill reach the command's own process: it forwards them to the run in the
     warm process, which ends as the command's own process would, and the command exits with
-    its code (143: ended by SIGTERM)."""
+    its code (143: ended by SIGTERM; 130 and one line: Ctrl-C)."""
     from tests.conftest import Project
 
     project = Project(tmp_path / "d")
@@ -196,13 +197,18 @@ def test_a_signal_to_the_command_reaches_its_run(warm_env, tmp_path):
         ) as proc:
             first = proc.stdout.readline()
             assert first.startswith("waiting: another cbm run holds"), first
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == 128 + sig
+            if sig == signal.SIGINT:
+                assert proc.stderr.read().splitlines() == [
+                    "cbm run: interrupted (Ctrl-C); what it had done is kept, and the next "
+                    "cbm run carries on from there"
+                ]
     deadline = time.monotonic() + 10
     while "running" in (status := ask_with(warm_env, "status")) and status["running"]:
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
-    assert "exited 143" in _log(warm_env)
+    assert f"exited {128 + sig}" in _log(warm_env)
 
 
 def test_one_warm_process_per_checkout(warm_env):

@@ -203,7 +203,13 @@ def console_main() -> None:
     """
     from pipelines.warm import delegate
 
-    code = delegate(sys.argv[1:])
+    try:
+        code = delegate(sys.argv[1:])
+    except KeyboardInterrupt:  # before the warm process answered: it ends what it started
+        from pipelines.output import EXIT_INTERRUPTED, interrupted_line
+
+        print(interrupted_line(sys.argv[1] if len(sys.argv) > 1 else None), file=sys.stderr)
+        code = EXIT_INTERRUPTED
     if code is None:
         code = run_main()
     else:

@@ -16,7 +16,15 @@ from types import SimpleNamespace
 
 import click
 
-from pipelines.output import EXIT_FAILED, EXIT_USAGE, CannotRun, _stdout_gone
+from pipelines.output import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CannotRun,
+    _stdout_gone,
+    interrupted_line,
+    is_interrupt,
+)
 
 EPILOG = """\b
 environment:
@@ -96,17 +104,29 @@ def command(name: str, text: str) -> Callable[[Callable], click.Command]:
     return make
 
 
+def _interrupted(name: str) -> int:
+    """Ctrl-C (Python's, or DuckDB's in the query it ran): one line, and 128 + SIGINT."""
+    print(interrupted_line(name), file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def guarded(name: str, func: Callable, args) -> int:
     """Run one command; whatever it raises ends in one line and an exit code."""
     try:
         return func(args)
+    except KeyboardInterrupt:
+        return _interrupted(name)
     except CannotRun as exc:
         print(f"cbm {name}: cannot run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
+        if is_interrupt(exc):
+            return _interrupted(name)
         print(f"cbm {name}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # an unexpected error still ends in one line (traceback on demand)
+        if is_interrupt(exc):
+            return _interrupted(name)
         if isinstance(exc, BrokenPipeError) and _stdout_gone():
             raise ReaderGone from exc
         if os.environ.get("CBM_DEBUG"):
