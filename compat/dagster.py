@@ -35,6 +35,15 @@ wipe removes one). And the head revision of Dagster's migration scripts, which e
 storage reads as it opens by loading every script, is read once per process
 (``check_alembic_revision``, replaced in the modules that call it). Both: M25.
 
+A run executed in the ``cbm run`` process captures its steps' standard output and error to
+the files the UI shows, as Dagster's local compute log manager does, but without mirroring
+them back to the terminal: Dagster mirrors each stream through a ``tail -F`` process and a
+Python process that watches for the run's process dying, four processes a run, 12 a ``cbm
+run``, 25–80 ms each run to start and stop and an interpreter start each on the other core;
+and on Ctrl-C in a terminal the watchers printed their own tracebacks. The steps print
+nothing there (their progress is the command's own lines), so the terminal shows the same
+(``streams_to_files``, M49).
+
 The instance's configuration (``dagster.yaml`` of a new Dagster home) is in
 ``pipelines/event_log.py``; it names this module's storage class.
 
@@ -68,6 +77,8 @@ from dagster._core.errors import (  # noqa: F401  (DagsterExecutionInterruptedEr
 )
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
+from dagster._core.execution.compute_logs import redirect_to_file
+from dagster._core.storage import local_compute_log_manager as _local_compute_logs
 from dagster._core.storage import sql as dagster_sql
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
@@ -79,6 +90,7 @@ from dagster._core.storage.runs.sqlite import sqlite_run_storage
 from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._utils import ensure_file
 from dagster.version import __version__ as dagster_version
 from sqlalchemy import event as sqla_event
 from sqlalchemy import text
@@ -321,6 +333,32 @@ def newest_of_each_kind(
         if dagster_event is not None and dagster_event.asset_key is not None:
             newest[(dagster_event.asset_key.to_string(), dagster_event.event_type_value)] = i
     return [(events[i], event_ids[i]) for i in sorted(newest.values())]
+
+
+# steps' standard streams to the compute log files only (M49)
+
+
+@contextmanager
+def _to_file_only(stream, filepath: str):
+    """``mirror_stream_to_file`` without the mirror: the stream goes to ``filepath``, the file
+    the UI reads, and nowhere else."""
+    ensure_file(filepath)
+    with redirect_to_file(stream, filepath):
+        yield (None, None)  # the mirror's (tail, watcher) pids: none
+
+
+DAGSTER_MIRROR = _local_compute_logs.mirror_stream_to_file  # Dagster's own (the tests read it)
+
+
+def streams_to_files() -> None:
+    """Have this process's runs capture their steps' output to the compute log files without
+    the ``tail -F`` mirror processes (idempotent). For the ``cbm run`` process, whose runs
+    execute in it; a run worker the UI or daemon starts keeps Dagster's own."""
+    _local_compute_logs.mirror_stream_to_file = _to_file_only
+
+
+def streams_to_files_installed() -> bool:
+    return _local_compute_logs.mirror_stream_to_file is _to_file_only
 
 
 # modules whose SQLite storages check their Alembic revision as they open (a new instance's

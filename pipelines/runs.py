@@ -86,7 +86,10 @@ class InProcess:
     ``cbm rederive`` do; each run is filed under the code location, beside the UI's runs."""
 
     def __init__(self, defs, instance, show: bool = True):
+        from compat.dagster import streams_to_files
+
         self.defs, self.instance, self.show = defs, instance, show
+        streams_to_files()  # the steps' output to the UI's files only (M49)
 
     def ingest(self, plan) -> int:
         """Add the plan's new partitions, then run its ingestion batches; how many runs."""

@@ -149,3 +149,48 @@ def test_a_queued_run_starts_within_a_second_and_older_homes_are_brought_up_to_d
         (Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml").read_text()
     )
     assert deploy["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
+
+
+def test_a_run_s_output_goes_to_the_ui_s_files_without_mirror_processes(tmp_path, monkeypatch):
+    """M49: what a step prints is captured to the compute log files the UI shows, as with
+    Dagster's own manager, without the ``tail -F`` and watcher processes Dagster starts to
+    mirror it to the terminal (shown on Dagster's own: if it stops starting them, this test
+    says the patch can go)."""
+    import subprocess
+    import sys
+
+    from dagster._core.storage import local_compute_log_manager as local
+    from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+
+    from compat import dagster as compat_dagster
+
+    started = []
+    popen = subprocess.Popen
+
+    def counted(*args, **kwargs):
+        started.append(args[0])
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", counted)
+    manager = LocalComputeLogManager(str(tmp_path))
+
+    def capture(key: str) -> None:
+        with manager.capture_logs([key]):
+            print(f"printed by {key}", flush=True)
+            sys.stderr.write(f"warned by {key}\n")
+            sys.stderr.flush()
+        assert manager.is_capture_complete([key])
+        data = manager.get_log_data([key])
+        assert (data.stdout.decode(), data.stderr.decode()) == (
+            f"printed by {key}\n",
+            f"warned by {key}\n",
+        )
+
+    monkeypatch.setattr(local, "mirror_stream_to_file", compat_dagster.DAGSTER_MIRROR)
+    capture("dagster")  # Dagster's own: a tail and a watcher per stream
+    assert len(started) == 4 and started[0][:2] == ["tail", "-F"], started
+    started.clear()
+    compat_dagster.streams_to_files()
+    assert compat_dagster.streams_to_files_installed()
+    capture("ours")
+    assert started == []
