@@ -20,7 +20,7 @@ from assets.metadata import declared_schema, keeps, markdown_preview
 from assets.partitions import submissions_partitions
 from assets.resources import CbmSettings, PseudonymKeyResource, RegistryResource
 from assets.stages import INGESTION, WAREHOUSE_POOL, stage
-from cbm.children import child_context
+from cbm.children import child_context, end_quietly_on_ctrl_c
 from cbm.contract import KINDS
 from cbm.intake import staged_path, submissions_of
 from cbm.protection import anonymise_staged, anonymise_to_file
@@ -74,7 +74,11 @@ def _anonymised(settings: CbmSettings, todo, key, names, by_label) -> Iterator:
         else:
             out = Path(settings.workdir) / "anon"
             out.mkdir(parents=True, exist_ok=True)
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=child_context()))
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    workers, mp_context=child_context(), initializer=end_quietly_on_ctrl_c
+                )
+            )
             rows = []
             for (sha, _, _), args in zip(todo, staged, strict=True):
                 target = out / f"{sha}.parquet"

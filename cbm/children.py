@@ -11,6 +11,8 @@ process.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 
 PRELOAD = ["cbm.readers", "cbm.protection"]
 
@@ -32,3 +34,10 @@ def start_early() -> None:
 
     child_context()
     forkserver.ensure_running()
+
+
+def end_quietly_on_ctrl_c() -> None:
+    """In a child: Ctrl-C (SIGINT, which a terminal sends to the whole process group) ends it
+    at once and without a traceback. The command's own process is interrupted by the same
+    keystroke and says so in one line; what a child was writing is discarded with it."""
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(128 + signal.SIGINT))

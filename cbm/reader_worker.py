@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cbm.children import child_context
+from cbm.children import child_context, end_quietly_on_ctrl_c
 from cbm.registry import Limits
 
 
@@ -37,6 +37,7 @@ class ReadOutcome:
 
 def _serve(conn, memory_bytes: int) -> None:
     """The child: set the memory ceiling, then parse files until told to stop."""
+    end_quietly_on_ctrl_c()
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from cbm.readers import UnreadableSubmission, stage_rows
 

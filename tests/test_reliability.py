@@ -233,3 +233,57 @@ def test_ctrl_c_ends_in_one_line_and_a_rerun_ends_like_an_uninterrupted_run(setu
     got = state(base, name)
     for key in reference:
         assert got[key] == reference[key], key
+
+
+def test_ctrl_c_in_a_terminal_ends_the_readers_quietly_and_rejects_nothing(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the command and the reader child
+    parsing a file. The command says so in one line (exit 130); the reader ends without a
+    traceback, leaves no process behind, and its file is not rejected (it is read again by
+    the next run)."""
+    from tests.conftest import TEST_KEY, Project, incident, write_csv
+
+    project = Project(tmp_path / "p")
+    rows = [incident(f"BIG-{i}", summary="x" * 200) for i in range(150_000)]
+    write_csv(project.inbox / "ALPHA" / "incidents_big.csv", rows)
+    env = dict(os.environ, CBM_PSEUDONYM_KEY=TEST_KEY, CBM_WARM="0")
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *project.run_args()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+
+    def group() -> list[tuple[int, int, str]]:
+        listed = subprocess.run(
+            ["ps", "-s", str(proc.pid), "-o", "pid=,ppid=,args="], capture_output=True, text=True
+        ).stdout
+        return [
+            (int(pid), int(ppid), args)
+            for pid, ppid, args in (line.split(None, 2) for line in listed.splitlines())
+        ]
+
+    deadline = time.monotonic() + 120
+    while True:  # a reader child (forked by the fork server) is parsing the file
+        members = group()
+        servers = {pid for pid, _, args in members if "forkserver" in args}
+        if any(ppid in servers for _, ppid, _ in members):
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, "no reader ever started"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert err.splitlines() == [
+        "cbm run: interrupted (Ctrl-C); what it had done is kept, and the next cbm run "
+        "carries on from there"
+    ]
+    deadline = time.monotonic() + 10
+    while group():
+        assert time.monotonic() < deadline, group()
+        time.sleep(0.1)
+    # no file rejected whole (a reader that died is otherwise taken as over its memory)
+    assert project.query("SELECT rule FROM quarantine WHERE row_number IS NULL") == []
