@@ -11,6 +11,7 @@ so no frame travels between the processes. Children come from the fork server of
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import resource
 import threading
@@ -118,18 +119,22 @@ class ReaderProcess:
 
     def _start(self) -> None:
         parent, child = self._context.Pipe()
-        self._child = self._context.Process(
+        process = self._context.Process(
             target=_serve, args=(child, self.limits.reader_memory_bytes), daemon=True
         )
-        self._child.start()
-        child.close()
-        self._conn = parent
+        try:
+            process.start()  # kept only once started: Ctrl-C may stop this half-way
+        finally:
+            child.close()
+        self._child, self._conn = process, parent
 
     def _stop(self) -> None:
-        if self._child is not None:
-            self._child.kill()
-            self._child.join(5)
-        self._child = self._conn = None
+        # forgotten first: a stop that Ctrl-C cuts short is not done twice on its way out
+        process, self._child, self._conn = self._child, None, None
+        if process is not None:
+            with contextlib.suppress(OSError, ValueError):  # already gone, or never started
+                process.kill()
+            process.join(5)
 
     def close(self) -> None:
         if self._child is not None and self._child.is_alive():
