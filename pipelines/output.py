@@ -159,15 +159,23 @@ EXIT_READER_GONE = 128 + 13
 EXIT_INTERRUPTED = 128 + 2
 
 
-def is_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` is Ctrl-C: Python's ``KeyboardInterrupt``, Dagster's inside a step
-    (``DagsterExecutionInterruptedError``), or DuckDB's, which stops the query it runs and
-    raises ``Query interrupted`` (a ``RuntimeError`` or an ``InterruptException``)."""
-    return (
-        isinstance(exc, KeyboardInterrupt)
-        or type(exc).__name__ in ("InterruptException", "DagsterExecutionInterruptedError")
-        or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
+INTERRUPTS = ("KeyboardInterrupt", "InterruptException", "DagsterExecutionInterruptedError")
+
+
+def interrupt_named(class_name: str, message: str) -> bool:
+    """Whether an error, by its class's name and message, is Ctrl-C: Python's
+    ``KeyboardInterrupt``, Dagster's inside a step (``DagsterExecutionInterruptedError``), or
+    DuckDB's, which stops the query it runs and raises ``Query interrupted`` (a
+    ``RuntimeError`` or an ``InterruptException``). By name: a failed Dagster step reports its
+    error so (``pipelines.runs``)."""
+    return class_name in INTERRUPTS or (
+        class_name == "RuntimeError" and "Query interrupted" in message
     )
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C (``interrupt_named``)."""
+    return interrupt_named(type(exc).__name__, str(exc))
 
 
 def interrupted_line(command: str | None) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipelines.output import _count, _say
+from pipelines.output import _count, _say, interrupt_named
 
 INGEST = "ingest_submissions"
 VERIFY = "verify_reports"
@@ -210,17 +210,14 @@ def _alive(pid: int) -> bool:
 
 
 def _interrupted(result) -> bool:
-    """Whether a run failed because it was interrupted: Dagster turns Ctrl-C into a step's
-    ``DagsterExecutionInterruptedError``, DuckDB into ``Query interrupted`` in the step's
-    query (``pipelines.output.is_interrupt``)."""
+    """Whether a run failed because it was interrupted: a step failed with Ctrl-C, or with an
+    error it caused (``interrupt_named``)."""
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             err = event.event_specific_data.error
             while err is not None:
-                if err.cls_name in ("DagsterExecutionInterruptedError", "InterruptException"):
+                if interrupt_named(err.cls_name, err.message):
                     return True
-                if err.cls_name == "RuntimeError" and "Query interrupted" in err.message:
-                    return True  # DuckDB's, in a step's query
                 err = err.cause
     return False
 

@@ -90,9 +90,10 @@ PRELOAD_IF_PRESENT = (
 def child_environment(imported: dict[str, str], command: dict[str, str]) -> dict[str, str]:
     """A child's environment: the warm process's after its imports (libraries set variables
     as they are imported: polars its allocator's, ``pipelines.event_log`` Dagster's batch
-    size), with the command's own values of what is read as it runs (``is_runtime``). The rest of the command's
-    environment equals the warm process's at its start (``environment_difference``), so the
-    child has what the command's own process would have after the same imports."""
+    size), with the command's own values of what is read as it runs (``is_runtime``). The
+    rest of the command's environment equals the warm process's at its start
+    (``environment_difference``), so the child has what the command's own process would have
+    after the same imports."""
     env = {k: v for k, v in imported.items() if not is_runtime(k)}
     env.update((k, v) for k, v in command.items() if is_runtime(k))
     return env
@@ -124,11 +125,12 @@ def preload() -> float:
 def prepare_gx_project() -> int:
     """Set up, once, the Great Expectations project a new workdir's first run would build
     (its suites, validation definitions and the checkpoints of every combination of kinds a
-    run validates, with the warehouse suites'), and keep it for the children to start new workdirs from
-    (``checks.gx_template``, M21): about 0.4 s of a run in a new workdir (benchmarks/README.md,
-    M44). The set-up needs DuckDB, whose threads would make this process unsafe to fork, so
-    a child of its own does it in a temporary folder; this process only reads the files it
-    left. Returns how many files were kept (0: none, the children build their own)."""
+    run validates, with the warehouse suites'), and keep it for the children to start new
+    workdirs from (``checks.gx_template``, M21): about 0.4 s of a run in a new workdir
+    (benchmarks/README.md, M44). The set-up needs DuckDB, whose threads would make this
+    process unsafe to fork, so a child of its own does it in a temporary folder; this process
+    only reads the files it left. Returns how many files were kept (0: none, the children
+    build their own)."""
     import tempfile
 
     from checks import gx_template
@@ -148,8 +150,8 @@ def prepare_gx_project() -> int:
                     con.execute("CHECKPOINT")
                 prepare_project(gx_dir, warehouse_path, checkpoints)
                 code = 0
-            except BaseException as exc:  # noqa: BLE001 - said in the log; the warm process goes on
-                _say(f"setting up a Great Expectations project failed: {type(exc).__name__}: {exc}")
+            except BaseException as exc:  # noqa: BLE001 - said in the log; it goes on without
+                _say(f"setting up a GX project failed: {type(exc).__name__}: {exc}")
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
