@@ -81,15 +81,14 @@ def rederive(bundle: Path, release: Path, workdir: Path | None = None, say=print
             f"the previous release {previous} is needed beside {release} (changes/ are "
             "computed against it)"
         )
-    declarations = description.get("manifest_declarations", {})
     if workdir is not None:
-        return _rederive_in(Path(bundle), release, previous, Path(workdir), say, declarations)
+        return _rederive_in(Path(bundle), release, previous, Path(workdir), say, description)
     with tempfile.TemporaryDirectory(prefix="cbm-rederive-") as tmp:
-        return _rederive_in(Path(bundle), release, previous, Path(tmp), say, declarations)
+        return _rederive_in(Path(bundle), release, previous, Path(tmp), say, description)
 
 
 def _rederive_in(
-    bundle: Path, release: Path, previous: str | None, base: Path, say, declarations: dict
+    bundle: Path, release: Path, previous: str | None, base: Path, say, description: dict
 ) -> list[str]:
     import dagster as dg
 
@@ -100,6 +99,7 @@ def _rederive_in(
     from warehouse.db import Warehouse
 
     started = time.monotonic()
+    declarations = description.get("manifest_declarations", {})
     workdir, publish = base / "work", base / "publish"
     for folder in (base / "inbox", workdir, publish / "releases"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def _rederive_in(
         rederiving=json.dumps(declarations, sort_keys=True),
     )
     with Warehouse(str(settings.warehouse_path)).connect() as con:
-        load_bundle(con, bundle)
+        load_bundle(con, bundle, description)
     say(f"re-deriving {release.name} from {bundle} in {base}")
     defs = build_definitions(
         settings,

@@ -36,8 +36,22 @@ FROM party_directory p WHERE p.code NOT IN (SELECT code FROM kept)
 ORDER BY ALL
 
 -- name: reports
--- The rows a release was derived from: what verification read.
-SELECT * FROM verification_{kind} ORDER BY submission_sha, row_number
+-- The rows a release was derived from: what verification read, of the submissions named (all
+-- of them when $all), in the order the bundle's files hold them.
+SELECT * FROM verification_{kind}
+WHERE $all OR list_contains($shas, submission_sha)
+ORDER BY submission_sha, row_number
+
+-- name: report_columns
+-- The columns and types of those rows (part of each file's fingerprint).
+SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM verification_{kind})
+
+-- name: report_fingerprints
+-- Each submission's rows of that kind, summed up: how many, and two 64-bit hashes of every
+-- row (all its columns), added up so the order of rows does not matter. Equal sums: the same
+-- rows, so the same file (warehouse/bundle.py, M50).
+SELECT submission_sha, count(*) AS n, sum(hash(v)) AS h1, sum(hash(v, 'cbm-bundle')) AS h2
+FROM verification_{kind} v GROUP BY submission_sha ORDER BY submission_sha
 
 -- name: table
 SELECT * FROM {table} ORDER BY ALL
