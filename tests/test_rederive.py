@@ -165,7 +165,7 @@ def test_a_later_bundle_keeps_the_files_of_unchanged_submissions_and_is_a_full_w
 
     import warehouse.bundle as bundle
     from cbm.registry import load_registry
-    from cbm.release import write_table
+    from cbm.release import write_batches, write_table
     from tests.conftest import TEST_KEY
     from warehouse.db import Warehouse
 
@@ -233,6 +233,35 @@ def test_a_later_bundle_keeps_the_files_of_unchanged_submissions_and_is_a_full_w
     rewritten = reports(altered / second.name)
     assert rewritten[sha["incidents_b.csv"]].stat().st_ino != victim.stat().st_ino
     assert rewritten[sha["compliance_c.csv"]].stat().st_nlink == 2  # kept, linked
+    # where the file system refuses hard links, a kept file is copied
+    copied = tmp_path / "copied"
+    shutil.copytree(bundles / first.name, copied / first.name)
+
+    def refused(src, dst):
+        raise PermissionError(f"no links here: {dst}")
+
+    written = []
+
+    def writes(root, rel, *args):
+        written.append(rel)
+        return write_batches(root, rel, *args)
+
+    with monkeypatch.context() as patched, Warehouse(str(warehouse)).connect() as con:
+        patched.setattr(bundle.os, "link", refused)
+        patched.setattr(bundle, "write_batches", writes)
+        bundle.write_bundle(
+            con,
+            copied,
+            second.name,
+            first.name,
+            registry,
+            project.registry,
+            description.get("manifest_declarations"),
+        )
+    assert files(copied / second.name) == files(bundles / second.name)
+    assert reports(copied / second.name)[sha["compliance_c.csv"]].stat().st_nlink == 1
+    assert f"reports/{sha['compliance_c.csv']}" not in written  # copied, not written again
+    assert f"reports/{sha['incidents_c.csv']}" in written
 
     # version 2: the same rows, one report file per kind
     old = tmp_path / "v2" / second.name
