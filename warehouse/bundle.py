@@ -186,12 +186,14 @@ def _write_reports(
 
 def _fingerprint(columns: list, n: int, h1: int, h2: int) -> str:
     """What makes a report file's bytes: its rows (how many, and their two hash sums), their
-    columns and types, and how the file is written (pyarrow's version and the options)."""
+    columns and types, and how the file is made (DuckDB's version, which hands them over as
+    Arrow, pyarrow's, which writes them, and the options)."""
     import pyarrow
 
     from cbm.release import PARQUET_OPTIONS, ROW_GROUP_ROWS
 
-    made = [columns, n, str(h1), str(h2), pyarrow.__version__, PARQUET_OPTIONS, ROW_GROUP_ROWS]
+    made = [columns, n, str(h1), str(h2), duckdb.__version__, pyarrow.__version__]
+    made += [PARQUET_OPTIONS, ROW_GROUP_ROWS]
     return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()
 
 
