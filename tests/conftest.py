@@ -254,6 +254,7 @@ LONGEST_FIRST = (
     "test_intake.py",
     "test_taxii.py",
     "test_rederive.py",
+    "test_bundle_reuse.py",
     "test_cli.py",
     "test_alerts.py",
     "test_layout.py",
