@@ -56,7 +56,9 @@ RELEASE_DESCRIPTION = (
     "run fails naming the products, until accepted on purpose (`accept_change`, recorded in "
     "the manifest). "
     "The member bundle of the release (the rows and registry it was derived from, for "
-    "`cbm rederive`) is written to the workdir's `bundles/RELEASE_ID/`."
+    "`cbm rederive`) is written to the workdir's `bundles/RELEASE_ID/`: a file of report rows per "
+    "submission, a file whose rows did not change since the previous bundle kept from it "
+    "(hard-linked; the bytes a full write gives)."
 )
 
 
