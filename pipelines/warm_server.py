@@ -122,6 +122,10 @@ def preload() -> float:
     return time.monotonic() - started
 
 
+# the log line when it fails, from the set-up child or from here
+GX_SETUP_FAILED = "setting up a Great Expectations project failed"
+
+
 def prepare_gx_project() -> int:
     """Set up, once, the Great Expectations project a new workdir's first run would build
     (its suites, validation definitions and the checkpoints of every combination of kinds a
@@ -151,7 +155,7 @@ def prepare_gx_project() -> int:
                 prepare_project(gx_dir, warehouse_path, checkpoints)
                 code = 0
             except BaseException as exc:  # noqa: BLE001 - said in the log; it goes on without
-                _say(f"setting up a GX project failed: {type(exc).__name__}: {exc}")
+                _say(f"{GX_SETUP_FAILED}: {type(exc).__name__}: {exc}")
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -527,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             kept = prepare_gx_project()
         except OSError as exc:  # no temporary folder, no fork: the children build their own
-            _say(f"setting up a Great Expectations project failed: {exc}")
+            _say(f"{GX_SETUP_FAILED}: {exc}")
             kept = 0
         _say(
             f"a Great Expectations project of {kept} files kept for new workdirs "

@@ -35,13 +35,14 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow
 import yaml
 
 from cbm import jsontext
 from cbm.contract import KINDS
 from cbm.files import fsync_dir, sha256_file, sync_filesystem
 from cbm.registry import Registry
-from cbm.release import write_batches, write_file, write_table
+from cbm.release import PARQUET_OPTIONS, ROW_GROUP_ROWS, write_batches, write_file, write_table
 from warehouse.db import fetch_arrow, stream_arrow
 from warehouse.queries import Sql, query
 
@@ -146,7 +147,10 @@ def write_bundle(
     return root
 
 
-SHA = re.compile(r"[0-9a-f]{64}")
+SHA = re.compile(r"[0-9a-f]{64}")  # a submission's id, which names its report files
+# how a report file is made from its rows: DuckDB hands them over as Arrow, pyarrow writes
+# them with these options (part of each file's fingerprint)
+WRITTEN_BY = [duckdb.__version__, pyarrow.__version__, PARQUET_OPTIONS, ROW_GROUP_ROWS]
 
 
 def _write_reports(
@@ -157,7 +161,7 @@ def _write_reports(
     SHA-256 checked); the others are written from one query, streamed (M30): the most rows of
     a release, never all in memory."""
     columns = con.execute(query("bundle.report_columns", kind=kind)).fetchall()
-    entries, todo = {}, []
+    entries, todo = {}, {}  # todo: the fingerprints of the files to write, by submission
     for sha, n, h1, h2 in con.execute(query("bundle.report_fingerprints", kind=kind)).fetchall():
         if not isinstance(sha, str) or not SHA.fullmatch(sha):
             raise BundleError(f"reports_{kind}: {sha!r} is not a submission's SHA-256")
@@ -171,29 +175,22 @@ def _write_reports(
         ):
             entries[rel] = before["entry"]
         else:
-            todo.append((sha, fingerprint))
+            todo[sha] = fingerprint
     if todo:
-        wanted = dict(todo)
-        params = {"all": not entries, "shas": list(wanted)}  # nothing kept: no filter
+        params = {"all": not entries, "shas": list(todo)}  # nothing kept: no filter
         rows = stream_arrow(con, query("bundle.reports", kind=kind), params)
         column = rows.schema.get_field_index("submission_sha")
         for sha, part in itertools.groupby(_runs(rows, column), key=lambda run: run[0]):
             rel = f"reports/{kind}/{sha}.parquet"
             entry = write_batches(tmp, rel, rows.schema, (batch for _, batch in part))
-            entries[rel] = entry | {"fingerprint": wanted[sha]}
+            entries[rel] = entry | {"fingerprint": todo[sha]}
     return [entries[rel] for rel in sorted(entries)]
 
 
 def _fingerprint(columns: list, n: int, h1: int, h2: int) -> str:
     """What makes a report file's bytes: its rows (how many, and their two hash sums), their
-    columns and types, and how the file is made (DuckDB's version, which hands them over as
-    Arrow, pyarrow's, which writes them, and the options)."""
-    import pyarrow
-
-    from cbm.release import PARQUET_OPTIONS, ROW_GROUP_ROWS
-
-    made = [columns, n, str(h1), str(h2), duckdb.__version__, pyarrow.__version__]
-    made += [PARQUET_OPTIONS, ROW_GROUP_ROWS]
+    columns and types, and how the file is made (``WRITTEN_BY``)."""
+    made = [columns, n, str(h1), str(h2), *WRITTEN_BY]
     return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()
 
 
@@ -278,7 +275,7 @@ def load_bundle(con: duckdb.DuckDBPyConnection, root: Path, description: dict) -
         if description.get("bundle_version") == 2:  # one file per kind
             named = re.compile(rf"reports/{kind}\.parquet")
         else:  # one per submission, taken in the order of their names
-            named = re.compile(rf"reports/{kind}/[0-9a-f]{{64}}\.parquet")
+            named = re.compile(rf"reports/{kind}/{SHA.pattern}\.parquet")
         paths = [str(root / path) for path in sorted(listed) if named.fullmatch(path)]
         if paths:
             con.execute(query("bundle.load_reports", kind=kind), [paths])
