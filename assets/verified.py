@@ -31,6 +31,7 @@ from warehouse.resource import WarehouseResource
 VALIDATED = stage("validated", VERIFICATION, automated=True)
 VERIFIED = stage("verified", VERIFICATION, automated=True)
 WAREHOUSE_RUN_NAME = "whole-warehouse_before-verification"  # the Data Docs name of the run
+NOTHING_TO_VERIFY = "no report has been accepted: nothing to verify or publish yet"
 EVENTS_LISTED = 200  # events of one status listed in the UI (newest months first)
 
 # One GX checkpoint per group: (suite by table, the columns that name a failing row). The
@@ -125,18 +126,25 @@ def warehouse_table_checks(settings: CbmSettings, warehouse: WarehouseResource):
         "TLP:RED left out); the inputs are the submissions those rows came from, with the "
         "pseudonymisation key's version and fingerprint, and a digest of the registry tables (which "
         "the release id covers). The warehouse-level Great Expectations suites run as blocking checks on the "
-        "accepted warehouse here: a critical failure stops verification and publication."
+        "accepted warehouse here: a critical failure stops verification and publication. "
+        "While no report has been accepted and no as-of time is given there is nothing to "
+        "verify: this step then materializes nothing and verification's steps are skipped."
     ),
+    output_required=False,
 )
 def release_context(
+    context: dg.AssetExecutionContext,
     settings: CbmSettings,
     registry: RegistryResource,
     pseudonym_key: PseudonymKeyResource,
     warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
+):
     method_version = registry.registry.method_version
     as_of = parse_as_of(settings.as_of) if settings.as_of else None
     with warehouse.connect() as con:
+        if as_of is None and not con.execute(query("verified.accepted_rows")).fetchone()[0]:
+            context.log.info(NOTHING_TO_VERIFY)
+            return
         key = pseudonym_key.claimed(con)
         con.execute(
             sql_file("release_context"),
@@ -150,7 +158,7 @@ def release_context(
         as_of, n_inputs = con.execute(query("verified.context")).fetchone()
         schema = table_schema(con, "release_context")
         counts = {k: row_count(con, f"verification_{k}") for k in KINDS}
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": 1,
             "dagster/column_schema": schema,

@@ -121,7 +121,9 @@ def _rederive_in(
         SigningKeyResource(key_file=None),
     )
     with _without("CBM_SIGNING_KEY_FILE"), dg.DagsterInstance.ephemeral() as instance:
-        InProcess(defs, instance, show=False).publish(settings, verify=REDERIVE_VERIFY)
+        runs = InProcess(defs, instance, show=False)
+        runs.verify(REDERIVE_VERIFY)
+        runs.publish(settings)
     derived = publish / "releases" / release.name
     if not derived.is_dir():
         made = rel.latest(publish)

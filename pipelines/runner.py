@@ -354,6 +354,7 @@ def _run_jobs(spec: RunSpec, plan) -> dict:
     _say(
         f"[2/3] ingesting {_count(len(todo), 'submission')}: "
         "landing > staged > anonymised > validated"
+        + ("" if spec.ingest_only else ", then verifying")
     )
     loading = _import_validation_stack_behind() if todo else None
     try:
@@ -382,30 +383,40 @@ def _import_validation_stack_behind() -> threading.Thread:
 
 
 def _ingest_and_publish(spec: RunSpec, plan, settings, runs, todo: set[str]) -> dict:
+    from pipelines.jobs import VERIFY_AFTER_INGESTION
+    from pipelines.runs import _print_materializations, verified_anything
     from warehouse.db import Warehouse
 
-    started = time.monotonic()
-    ingested = runs.ingest(plan)
+    started = time.time()
+    # verification in the ingestion's own run (decision 3 of #40): a run per partitioned stage
+    ingested = runs.ingest(plan, then_verify=not spec.ingest_only)
     with Warehouse(str(settings.warehouse_path)).connect() as con:
-        read, accepted, quarantined, total_accepted = con.execute(
+        read, accepted, quarantined, _ = con.execute(
             query("cli.batch_rows"), {"todo": sorted(todo)}
         ).fetchone()
         failed = con.execute(query("cli.anonymisation_failures"), [sorted(todo)]).fetchall()
     if todo:
-        seconds = time.monotonic() - started
+        seconds = (ingested.verification_started or time.time()) - started
         _say(
             f"      {read:,} rows read = {accepted:,} accepted + {quarantined:,} quarantined "
             f"({read / max(seconds, 0.001):,.0f} rows/s)"
         )
-    if spec.ingest_only or (not total_accepted and not spec.as_of):
-        _say(
-            "[3/3] not verifying or publishing (--ingest-only): the next 'cbm run' will"
-            if spec.ingest_only
-            else "[3/3] nothing to verify or publish yet: no report has been accepted (see cbm status)"
-        )
+    if spec.ingest_only:
+        _say("[3/3] not verifying or publishing (--ingest-only): the next 'cbm run' will")
     else:
-        _say("[3/3] verifying, computing indicators, publishing")
-        runs.publish(settings, registry_fresh=ingested > 0)
+        verified = ingested.verified
+        if verified is None:  # nothing to ingest: verification is a run of its own
+            verified = runs.verify(registry_fresh=ingested.runs > 0)
+        else:
+            _print_materializations(verified, VERIFY_AFTER_INGESTION)
+        if verified_anything(verified):
+            _say("[3/3] computing indicators, publishing")
+            runs.publish(settings)
+        else:
+            _say(
+                "[3/3] nothing to verify or publish yet: no report has been accepted "
+                "(see cbm status)"
+            )
     summary = summarize(spec.workdir, spec.publish)
     summary["failed_submissions"] = [f for (f,) in failed]
     return summary

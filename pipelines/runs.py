@@ -10,7 +10,8 @@ decided once:
   it.
 - ``cbm run`` and ``cbm rederive`` execute the same batches, then the publication chain
   (``PUBLICATION``: verify, then the indicators of the months with data and the release in
-  one run), in-process (``InProcess``).
+  one run), in-process (``InProcess``). ``cbm run`` verifies in its last ingestion batch's
+  run (``INGEST_AND_VERIFY``): a run per partitioned stage, two in all.
 
 This module imports Dagster only inside its functions: ``cbm status`` imports the runner's
 package without it.
@@ -25,6 +26,7 @@ from pipelines.output import _count, _say, interrupt_named
 
 INGEST = "ingest_submissions"
 VERIFY = "verify_reports"
+INGEST_AND_VERIFY = "ingest_and_verify"  # cbm run's first run: the two above in one
 REDERIVE_VERIFY = "rederive_verification"  # a member's re-derivation: from the bundle's tables
 PUBLISH = "publish_release"
 INDICATORS_AND_RELEASE = "indicators_and_release"  # compute_indicators and publish_release
@@ -59,6 +61,16 @@ class PlannedRun:
         return {RANGE_START: self.start, RANGE_END: self.end}
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """What ``InProcess.ingest`` ran: how many runs; the run that also verified, if asked;
+    when its verification started (Unix time), where the ingestion's rate stops counting."""
+
+    runs: int
+    verified: object | None = None
+    verification_started: float | None = None
+
+
 def ingestion_batches(plan, known: list[str]) -> tuple[list[PlannedRun], list[str]]:
     """The ingestion runs a plan asks for, and the submission partitions to add first.
 
@@ -91,36 +103,50 @@ class InProcess:
         self.defs, self.instance, self.show = defs, instance, show
         streams_to_files()  # the steps' output to the UI's files only (M49)
 
-    def ingest(self, plan) -> int:
-        """Add the plan's new partitions, then run its ingestion batches; how many runs."""
+    def ingest(self, plan, then_verify: bool = False) -> Ingested:
+        """Add the plan's new partitions, then run its ingestion batches; ``then_verify``: the
+        last batch's run verifies too (``INGEST_AND_VERIFY``): that run is ``verified``."""
         from assets.partitions import submissions_partitions
 
         name = submissions_partitions.name
         runs, new = ingestion_batches(plan, self.instance.get_dynamic_partitions(name))
         if new:
             self.instance.add_dynamic_partitions(name, new)
-        for run in runs:
-            result = self.execute(INGEST, run.tags)
-            _say(f"      {_count(run.size, 'submission')} ingested (run {result.run_id[:8]})")
-        return len(runs)
+        result = None
+        for i, run in enumerate(runs):
+            verifying = then_verify and i == len(runs) - 1
+            result = self.execute(INGEST_AND_VERIFY if verifying else INGEST, run.tags)
+            done = "ingested and verified" if verifying else "ingested"
+            _say(f"      {_count(run.size, 'submission')} {done} (run {result.run_id[:8]})")
+        verified = result if then_verify and runs else None
+        return Ingested(len(runs), verified, self._verification_started(verified))
 
-    def publish(
-        self, settings, verify: str = VERIFY, registry_fresh: bool = False
-    ) -> tuple[str, str] | None:
-        """Verification (``verify``: this deployment's or a re-derivation's), the indicator
-        months with data, and the release; the months computed, if any. ``registry_fresh``:
-        this process's ingestion just wrote the registry tables, which verification then
-        leaves as they are."""
+    def _verification_started(self, result) -> float | None:
+        """When the run's first verification step started (Unix time), from the run's step
+        statistics: where its ingestion ended."""
+        if result is None:
+            return None
+        for step in self.instance.get_run_step_stats(result.run_id):
+            if step.step_key == "release_context" and step.start_time:
+                return step.start_time
+        return None
+
+    def verify(self, verify: str = VERIFY, registry_fresh: bool = False):
+        """Verification (``verify``: this deployment's or a re-derivation's), printed; its run.
+        ``registry_fresh``: this process's ingestion just wrote the registry tables, which
+        verification then leaves as they are."""
+        from pipelines.jobs import VERIFY_AFTER_INGESTION
+
         if verify == VERIFY and registry_fresh:
-            from pipelines.jobs import VERIFY_AFTER_INGESTION
+            return self.execute(verify, show=self.show, assets=VERIFY_AFTER_INGESTION)
+        return self.execute(verify, show=self.show)
 
-            self.execute(verify, show=self.show, assets=VERIFY_AFTER_INGESTION)
-        else:
-            self.execute(verify, show=self.show)
+    def publish(self, settings) -> None:
+        """After verification: the indicator months with data, and the release."""
         months = indicator_months(settings, self.instance)
         if not months:
             self.execute(PUBLISH, show=self.show)
-            return None
+            return
         first, last, registered = months  # every month: from the first added to the last
         if self.show:
             _say(f"      indicators for {first} .. {last}, then the release")
@@ -129,7 +155,6 @@ class InProcess:
             {RANGE_START: registered[0], RANGE_END: registered[-1]},
             self.show,
         )
-        return first, last
 
     def execute(
         self,
@@ -199,6 +224,18 @@ def indicator_months(settings, instance) -> tuple[str, str, list[str]] | None:
     return (*span, register_months(instance, *span))
 
 
+def verified_anything(result) -> bool:
+    """Whether a verification run verified: ``release_context`` materializes nothing, and
+    verification's steps are skipped, while no report has been accepted (and no as-of time
+    is given)."""
+    from pipelines.jobs import VERIFICATION
+
+    return any(
+        ev.event_specific_data.materialization.asset_key.to_user_string() in VERIFICATION
+        for ev in result.get_asset_materialization_events()
+    )
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -234,13 +271,13 @@ def _failure_reason(result) -> str:
     return "the run failed (see the Dagster UI for the event log)"
 
 
-def _print_materializations(result) -> None:
+def _print_materializations(result, only: list[str] | None = None) -> None:
     rows: dict[str, int] = {}
     for ev in result.get_asset_materialization_events():
         mat = ev.event_specific_data.materialization
         n = mat.metadata.get("dagster/row_count")
         name = mat.asset_key.to_user_string()
-        if name not in rows and n is not None:
+        if name not in rows and n is not None and (only is None or name in only):
             rows[name] = n.value
     for name, n in rows.items():
         _say(f"      {name:<22} {n:>9,} rows")

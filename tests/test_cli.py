@@ -191,7 +191,8 @@ def test_a_run_with_nothing_new_says_so_without_loading_dagster(project, capsys)
     # nothing new to ingest, but nothing published yet: this run verifies and publishes
     assert main(run_args(project)) == 0
     published = capsys.readouterr().out
-    assert "[3/3] verifying" in published and "nothing new" not in published
+    assert "[3/3] computing indicators, publishing" in published
+    assert "release_context" in published and "nothing new" not in published
     assert main(run_args(project)) == 0
     again = capsys.readouterr().out
     latest = (project.publish / "LATEST").read_text().strip()
@@ -220,7 +221,7 @@ def test_a_run_with_nothing_new_says_so_without_loading_dagster(project, capsys)
         policy.read_text().replace("review_window_days: 14", "review_window_days: 15")
     )
     assert main(run_args(project)) == 0
-    assert "[3/3] verifying" in capsys.readouterr().out
+    assert "[3/3] computing indicators, publishing" in capsys.readouterr().out
 
 
 def test_progress_replaces_one_line_on_a_terminal_and_is_silent_in_a_pipe():
@@ -381,3 +382,48 @@ def test_the_help_names_every_environment_variable_the_code_reads():
     assert "CBM_PSEUDONYM_KEY" in EPILOG
     assert "XDG_RUNTIME_DIR" in EPILOG
     assert {"CBM_WORKERS", "CBM_DUCKDB_MEMORY", "ARROW_DEFAULT_MEMORY_POOL"} <= read
+
+
+def _runs_and_skips(instance) -> tuple[list[str], set[str]]:
+    """The instance's runs' job names, oldest first, and every asset any run materialized."""
+    import dagster as dg
+
+    runs = list(reversed(instance.get_runs()))
+    made = {
+        e.dagster_event.event_specific_data.materialization.asset_key.to_user_string()
+        for run in runs
+        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
+    return [run.job_name for run in runs], made
+
+
+def test_a_run_is_a_dagster_run_per_partitioned_stage_and_verifies_only_accepted_reports(
+    project, capsys
+):
+    import dagster as dg
+
+    # every row quarantined: the run ingests and verifies in one Dagster run, and its
+    # verification finds nothing accepted, so nothing is verified or published
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", [incident("A-1", severity="huge")])
+    assert main(run_args(project)) == 0
+    first = capsys.readouterr().out
+    assert "1 rows read = 0 accepted + 1 quarantined" in first
+    assert "[3/3] nothing to verify or publish yet: no report has been accepted" in first
+    assert "release_context" not in first and not (project.publish / "LATEST").exists()
+    with dg.DagsterInstance.get() as instance:
+        jobs, made = _runs_and_skips(instance)
+    assert jobs == ["ingest_and_verify"], jobs
+    assert "reports_incidents" in made and "release_context" not in made
+    assert not made & {"event_members", "alerts", "calendar_entries"}, made
+    # an accepted report: ingestion and verification in one run, then the months and the
+    # release in another; two runs, as the two partitioned stages need
+    write_csv(project.inbox / "ALPHA" / "incidents_b.csv", [incident("A-2")])
+    assert main(run_args(project)) == 0
+    second = capsys.readouterr().out
+    assert "1 submission ingested and verified" in second
+    assert "[3/3] computing indicators, publishing" in second and "release_context" in second
+    assert (project.publish / "LATEST").exists()
+    with dg.DagsterInstance.get() as instance:
+        jobs, made = _runs_and_skips(instance)
+    assert jobs == ["ingest_and_verify", "ingest_and_verify", "indicators_and_release"], jobs
+    assert {"release_context", "event_members", "release"} <= made

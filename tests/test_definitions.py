@@ -190,6 +190,8 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
     assert defs.resolve_job_def("ingest_submissions").partitions_def.name == "submissions"
     assert defs.resolve_job_def("publish_release")
     assert defs.resolve_job_def("verify_reports")
+    # cbm run's first run: ingestion's partition range, then verification
+    assert defs.resolve_job_def("ingest_and_verify").partitions_def.name == "submissions"
     assert defs.resolve_job_def("compute_indicators").partitions_def.name == "months"
     # cbm run's last run: the two above together
     assert defs.resolve_job_def("indicators_and_release").partitions_def.name == "months"

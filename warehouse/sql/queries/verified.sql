@@ -8,6 +8,11 @@ INSERT INTO verification_scope VALUES (tlp_rank(?))
 -- The registry tables are written whole from the registry each time.
 DELETE FROM {table}
 
+-- name: accepted_rows
+-- Every accepted row of the warehouse: while there is none (and no --as-of) there is nothing
+-- to verify (release_context), and cbm run says so.
+SELECT coalesce(sum(rows_accepted), 0) FROM submissions
+
 -- name: context
 SELECT as_of, len(inputs) FROM release_context
 
