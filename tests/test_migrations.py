@@ -76,3 +76,25 @@ def test_a_pending_migration_runs_in_number_order_and_a_misnamed_one_is_refused(
     (folder / "10_bad name.sql").write_text("SELECT 1")
     with pytest.raises(ValueError, match="NNNN_what_it_does.sql"):
         migrations.migrations()
+
+
+def test_a_warehouse_at_this_codes_schema_is_not_given_its_ddl_again(tmp_path, monkeypatch):
+    path = tmp_path / "w.duckdb"
+    with Warehouse(str(path)).connect():
+        pass
+    with duckdb.connect(str(path)) as con:  # a view the DDL would make again, taken away
+        con.execute("DROP VIEW quarantine")
+        stored = con.execute("SELECT fingerprint FROM schema_state").fetchall()
+    assert stored == [(db.schema_fingerprint(),)]
+    views = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'quarantine'"
+    db._SCHEMA_DONE.clear()  # a new process, the same code: the DDL is skipped
+    with Warehouse(str(path)).connect() as con:
+        assert con.execute(views).fetchone()[0] == 0
+    # another schema (a new release of cbm-verify or of DuckDB): the DDL runs, once
+    monkeypatch.setattr(db, "schema_fingerprint", lambda: "another schema")
+    db._SCHEMA_DONE.clear()
+    with Warehouse(str(path)).connect() as con:
+        assert con.execute(views).fetchone()[0] == 1
+        assert con.execute("SELECT fingerprint FROM schema_state").fetchall() == [
+            ("another schema",)
+        ]

@@ -95,6 +95,7 @@ def test_an_older_warehouse_gets_its_superseded_rows_on_first_connection(tmp_pat
     with Warehouse(path=str(path)).connect() as con:
         _submit(con, "a" * 64, [(1, "P-a", "R1", 1), (2, "P-a", "R1", 2)])
         con.execute("DROP TABLE superseded_incidents")  # as before the table existed
+        con.execute("DROP TABLE schema_state")  # and before the schema's digest
     import warehouse.db as db
 
     db._SCHEMA_DONE.clear()
@@ -119,6 +120,7 @@ def test_a_warehouse_of_the_old_layout_is_migrated_and_rebuilt_from_landing(proj
         con.execute("DROP VIEW quarantine")
         con.execute("CREATE TABLE submissions (sha256 VARCHAR, status VARCHAR)")
         con.execute("CREATE TABLE quarantine (submission_sha VARCHAR)")
+        con.execute("DROP TABLE schema_state")  # it came later
     for meta in (project.workdir / "landing").rglob("*.json"):  # sidecars of that time
         meta.write_text(meta.read_text().replace('"ingested_key"', '"old_key"'))
     import warehouse.db as db

@@ -173,6 +173,15 @@ SELECT version FROM schema_migrations
 -- name: migration_done
 INSERT INTO schema_migrations VALUES (?, ?, ?, ?)
 
+-- name: schema_state
+-- The schema this warehouse was last brought to (``warehouse.db.schema_fingerprint``) and
+-- the migrations it records: a process whose schema is that one skips the DDL (M52).
+SELECT (SELECT max(fingerprint) FROM schema_state),
+       (SELECT coalesce(list(version ORDER BY version), []) FROM schema_migrations)
+
+-- name: record_schema_state
+CREATE OR REPLACE TABLE schema_state AS SELECT CAST(? AS VARCHAR) AS fingerprint
+
 -- name: is_new
 -- Whether the warehouse holds none of our tables yet.
 SELECT count(*) = 0 FROM information_schema.tables WHERE table_schema = 'main'
