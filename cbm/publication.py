@@ -16,10 +16,12 @@ removes or revises more than ``policy.release_guard`` allows is built unsigned u
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -124,12 +126,13 @@ def build_release(
     p = products
     declarations = dict(declarations)
     previous_root = publish / "releases" / p.previous if p.previous else None
-    changes = {
-        product: product_changes(
-            product, table, previous_root, p.successors if product == "events" else None
-        )
-        for product, table in p.tables.items()
-    }
+    with duckdb.connect() as con:  # one for the three products
+        changes = {
+            product: product_changes(
+                product, table, previous_root, p.successors if product == "events" else None, con
+            )
+            for product, table in p.tables.items()
+        }
     base = _manifest_base(p)
     before = read_manifest(previous_root)
     findings = (
@@ -189,16 +192,37 @@ def build_release(
 
 
 def write_release_files(root: Path, p: ReleaseProducts, changes: dict[str, pa.Table]) -> list[dict]:
-    """Every file of the release but its manifest, in ``root``; their manifest entries."""
-    tables, single = p.tables, p.single
-    as_of_text = p.as_of.isoformat()
+    """Every file of the release but its manifest, in ``root``; their manifest entries. The
+    Parquet files are written on a thread of their own while the text files (mostly Python)
+    are made: pyarrow writes without holding the interpreter (M53). The manifest sorts the
+    entries, so their order is not the bytes'."""
+    with ThreadPoolExecutor(1, thread_name_prefix="cbm-release-parquet") as pool:
+        parquet = pool.submit(_write_parquet_files, root, p, changes)
+        entries = _write_text_files(root, p)
+        entries = parquet.result() + entries
+    # the report reads the files just written: the release's own, nothing else
+    report = build_report(root, p.release_id, p.as_of.isoformat(), p.method_version, p.previous)
+    return entries + [rel.write_file(root, REPORT, report)]
+
+
+def _write_parquet_files(
+    root: Path, p: ReleaseProducts, changes: dict[str, pa.Table]
+) -> list[dict]:
+    """The release's Parquet files: the products by period, ``changes/`` and the tables."""
     entries = [
         entry
-        for product, table in tables.items()
+        for product, table in p.tables.items()
         for entry in rel.write_product(root, product, table)
     ]
     entries += [rel.write_table(root, f"changes/{name}.parquet", t) for name, t in changes.items()]
-    entries += [rel.write_table(root, path, single[name]) for name, path in rel.TABLES.items()]
+    entries += [rel.write_table(root, path, p.single[name]) for name, path in rel.TABLES.items()]
+    return entries
+
+
+def _write_text_files(root: Path, p: ReleaseProducts) -> list[dict]:
+    """The calendar, the data dictionary, the STIX bundle with its schemas, the MISP feed."""
+    tables, single = p.tables, p.single
+    entries = []
     calendar = calendar_ics(single["calendar"], p.as_of, p.release_id)
     entries.append(rel.write_file(root, rel.CALENDAR_ICS, calendar))
     dictionary = release_dictionary(p.catalogue, tables | single, p.policy.raw)
@@ -223,9 +247,7 @@ def write_release_files(root: Path, p: ReleaseProducts, changes: dict[str, pa.Ta
         rel.write_file(root, f"misp/{name}", data)
         for name, data in misp.feed_files(events, p.as_of, p.publisher_label).items()
     ]
-    # the report reads the files just written: the release's own, nothing else
-    report = build_report(root, p.release_id, as_of_text, p.method_version, p.previous)
-    return entries + [rel.write_file(root, REPORT, report)]
+    return entries
 
 
 def _manifest_base(p: ReleaseProducts) -> dict:
