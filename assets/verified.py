@@ -142,7 +142,7 @@ def release_context(
     method_version = registry.registry.method_version
     as_of = parse_as_of(settings.as_of) if settings.as_of else None
     with warehouse.connect() as con:
-        if as_of is None and not con.execute(query("verified.accepted_rows")).fetchone()[0]:
+        if as_of is None and not _any_accepted(con):
             context.log.info(NOTHING_TO_VERIFY)
             return
         key = pseudonym_key.claimed(con)
@@ -203,6 +203,13 @@ CLUSTER_TABLES = {
         "verifier inspects for one event (`WHERE event_id = 'E-...'`)."
     ),
 }
+
+
+def _any_accepted(con) -> bool:
+    # fetchall, not fetchone: a result left unread keeps its transaction open on the
+    # connection a run holds, and release_context returns with no statement after this one
+    ((accepted,),) = con.execute(query("verified.accepted_rows")).fetchall()
+    return bool(accepted)
 
 
 @dg.multi_asset(
