@@ -12,10 +12,11 @@ WITH origins AS (
 ),
 own AS (SELECT m.source, m.report_id, m.category, m.occurred_at, m.lat, m.lon, o.origin_at AS own_origin
         FROM region_members m JOIN origins o USING (event_id)),
-member_keys AS (
-  SELECT event_id, source, report_id, category, occurred_at, epoch_ms(occurred_at) // 86400000 AS day,
-         unnest(string_split(technical_keys, ';')) AS tkey
-  FROM region_members WHERE technical_keys IS NOT NULL AND technical_keys <> ''
+member_keys AS (  -- with each report's own event's origin, which a candidate must precede
+  SELECT m.event_id, m.source, m.report_id, m.category, m.occurred_at, o.origin_at AS own_origin,
+         epoch_ms(m.occurred_at) // 86400000 AS day, unnest(string_split(m.technical_keys, ';')) AS tkey
+  FROM region_members m JOIN origins o USING (event_id)
+  WHERE m.technical_keys IS NOT NULL AND m.technical_keys <> ''
 ),
 -- Key candidates the same way: each event's keys, once per day its window touches, joined
 -- on (key, day) with the keys of every report (a key shared by hundreds of reports would
@@ -25,14 +26,12 @@ event_key_days AS (
   FROM (SELECT DISTINCT mk.event_id, mk.tkey, o.category, o.origin_at, o.window_end
         FROM member_keys mk JOIN origins o USING (event_id)) k
 ),
-key_candidates AS (
+by_key AS (
   SELECT rk.source, rk.report_id, ek.event_id AS target, ek.origin_at
   FROM member_keys rk
   JOIN event_key_days ek ON ek.tkey = rk.tkey AND ek.day = rk.day AND ek.category = rk.category
   WHERE ek.event_id <> rk.event_id AND rk.occurred_at >= ek.origin_at AND rk.occurred_at <= ek.window_end
-),
-by_key AS (
-  SELECT c.* FROM key_candidates c JOIN own r USING (source, report_id) WHERE c.origin_at < r.own_origin
+    AND ek.origin_at < rk.own_origin
 ),
 -- Distance candidates are found through day buckets (epoch days; an origin's window spans a
 -- few of them): an equality join on (category, day) instead of a range join of every
