@@ -50,8 +50,8 @@ VERIFICATION = [
     "calendar_entries",
 ]
 
-# what verify_reports makes besides the registry tables: all of it, when the registry was
-# just refreshed by ingestion in the same cbm run
+# what verify_reports makes besides the registry tables: what ingest_and_verify adds to
+# ingestion, which refreshes the registry tables itself
 VERIFY_AFTER_INGESTION = [
     "release_context",
     *VERIFICATION,

@@ -384,14 +384,14 @@ def _import_validation_stack_behind() -> threading.Thread:
 
 def _ingest_and_publish(spec: RunSpec, plan, settings, runs, todo: set[str]) -> dict:
     from pipelines.jobs import VERIFY_AFTER_INGESTION
-    from pipelines.runs import _print_materializations, verified_anything
+    from pipelines.runs import print_materializations, verified_anything
     from warehouse.db import Warehouse
 
     started = time.time()
     # verification in the ingestion's own run (decision 3 of #40): a run per partitioned stage
     ingested = runs.ingest(plan, then_verify=not spec.ingest_only)
     with Warehouse(str(settings.warehouse_path)).connect() as con:
-        read, accepted, quarantined, _ = con.execute(
+        read, accepted, quarantined = con.execute(
             query("cli.batch_rows"), {"todo": sorted(todo)}
         ).fetchone()
         failed = con.execute(query("cli.anonymisation_failures"), [sorted(todo)]).fetchall()
@@ -406,9 +406,9 @@ def _ingest_and_publish(spec: RunSpec, plan, settings, runs, todo: set[str]) -> 
     else:
         verified = ingested.verified
         if verified is None:  # nothing to ingest: verification is a run of its own
-            verified = runs.verify(registry_fresh=ingested.runs > 0)
+            verified = runs.verify()
         else:
-            _print_materializations(verified, VERIFY_AFTER_INGESTION)
+            print_materializations(verified, VERIFY_AFTER_INGESTION)
         if verified_anything(verified):
             _say("[3/3] computing indicators, publishing")
             runs.publish(settings)

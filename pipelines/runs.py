@@ -131,14 +131,9 @@ class InProcess:
                 return step.start_time
         return None
 
-    def verify(self, verify: str = VERIFY, registry_fresh: bool = False):
-        """Verification (``verify``: this deployment's or a re-derivation's), printed; its run.
-        ``registry_fresh``: this process's ingestion just wrote the registry tables, which
-        verification then leaves as they are."""
-        from pipelines.jobs import VERIFY_AFTER_INGESTION
-
-        if verify == VERIFY and registry_fresh:
-            return self.execute(verify, show=self.show, assets=VERIFY_AFTER_INGESTION)
+    def verify(self, verify: str = VERIFY):
+        """Verification in a run of its own (``verify``: this deployment's, when nothing was
+        ingested, or a re-derivation's), printed; its run."""
         return self.execute(verify, show=self.show)
 
     def publish(self, settings) -> None:
@@ -156,17 +151,8 @@ class InProcess:
             self.show,
         )
 
-    def execute(
-        self,
-        job_name: str,
-        tags: dict | None = None,
-        show: bool = False,
-        assets: list[str] | None = None,
-    ):
-        """Run one job in-process (``assets``: only these of its assets, with their checks);
-        print its materializations; raise with a one-line reason."""
-        import dagster as dg
-
+    def execute(self, job_name: str, tags: dict | None = None, show: bool = False):
+        """Run one job in-process; print its materializations; raise with a one-line reason."""
         # the label the UI files a code location's runs under: runs of cbm run then show in
         # the Overview timeline and each job's run history, beside the runs launched from the UI
         tags = {
@@ -179,14 +165,13 @@ class InProcess:
             run_config=QUIET,
             raise_on_error=False,
             tags=tags,
-            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
         )
         if not result.success:
             if _interrupted(result):  # Ctrl-C or SIGINT: Dagster stopped the step it ran
                 raise KeyboardInterrupt
             raise RuntimeError(f"{job_name} failed: {_failure_reason(result)}")
         if show:
-            _print_materializations(result)
+            print_materializations(result)
         return result
 
     def release_dead_runs(self) -> int:
@@ -271,7 +256,7 @@ def _failure_reason(result) -> str:
     return "the run failed (see the Dagster UI for the event log)"
 
 
-def _print_materializations(result, only: list[str] | None = None) -> None:
+def print_materializations(result, only: list[str] | None = None) -> None:
     rows: dict[str, int] = {}
     for ev in result.get_asset_materialization_events():
         mat = ev.event_specific_data.materialization

@@ -1,13 +1,10 @@
 -- What the cbm command reads and writes itself (pipelines/runner.py, pipelines/cli/).
 
 -- name: batch_rows
--- The rows of this run's submissions ($todo): read, accepted, quarantined; and every
--- accepted row of the warehouse.
-SELECT coalesce(sum(rows_read) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0),
-       coalesce(sum(rows_accepted) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0),
-       coalesce(sum(rows_quarantined) FILTER (WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))), 0),
-       coalesce(sum(rows_accepted), 0)
-FROM submissions
+-- The rows of this run's submissions ($todo): read, accepted, quarantined.
+SELECT coalesce(sum(rows_read), 0), coalesce(sum(rows_accepted), 0),
+       coalesce(sum(rows_quarantined), 0)
+FROM submissions WHERE sha256 IN (SELECT unnest($todo::VARCHAR[]))
 
 -- name: anonymisation_failures
 SELECT s.party_code || '/' || s.file_name || ': ' || f.reason
