@@ -44,6 +44,9 @@ class IntakePlan:
     to_ingest: list[str]
     # files that could not be read whole this time (path, why): not landed, looked at again
     deferred: list[tuple[str, str]] = field(default_factory=list)
+    # of ``to_ingest``, those ingested before and looked at again (a repeat under a new name,
+    # a signature that arrived or changed): their rows were counted by the run that read them
+    again: list[str] = field(default_factory=list)
 
     @functools.cached_property
     def _first_file(self) -> dict[str, LandedFile]:
@@ -630,12 +633,14 @@ def plan_intake(
         for path, why in deferred:
             log(f"deferred {path}: {why}")
     record_waiting(landing, deferred)
-    to_ingest = [
-        sha
-        for sha, key in {f.sha256: f.intake_key for f in files}.items()
-        if landing.meta(sha).get("ingested_key") != key
-    ]
-    return IntakePlan(files, to_ingest, deferred)
+    done = {}  # each submission's intake key when last ingested, None if never
+    to_ingest = []
+    for sha, key in {f.sha256: f.intake_key for f in files}.items():
+        done[sha] = landing.meta(sha).get("ingested_key")
+        if done[sha] != key:
+            to_ingest.append(sha)
+    again = [sha for sha in to_ingest if done[sha] is not None]
+    return IntakePlan(files, to_ingest, deferred, again)
 
 
 WAITING = "WAITING.json"  # in the landing area: what the last look at the inbox left for later

@@ -390,16 +390,26 @@ def _ingest_and_publish(spec: RunSpec, plan, settings, runs, todo: set[str]) -> 
     started = time.time()
     # verification in the ingestion's own run (decision 3 of #40): a run per partitioned stage
     ingested = runs.ingest(plan, then_verify=not spec.ingest_only)
+    # rows are counted by the run that first read them: a submission looked at again (a
+    # repeat under a new name, a late signature) is told apart, as cbm status counts it once
+    again = todo & set(plan.again)
     with Warehouse(str(settings.warehouse_path)).connect() as con:
         read, accepted, quarantined = con.execute(
-            query("cli.batch_rows"), {"todo": sorted(todo)}
+            query("cli.batch_rows"), {"todo": sorted(todo - again)}
         ).fetchone()
+        reread = con.execute(query("cli.batch_rows"), {"todo": sorted(again)}).fetchone()
         failed = con.execute(query("cli.anonymisation_failures"), [sorted(todo)]).fetchall()
-    if todo:
+    if todo - again:
         seconds = (ingested.verification_started or time.time()) - started
         _say(
             f"      {read:,} rows read = {accepted:,} accepted + {quarantined:,} quarantined "
             f"({read / max(seconds, 0.001):,.0f} rows/s)"
+        )
+    if again:
+        _say(
+            f"      {_count(len(again), 'submission')} looked at again (a new name or "
+            f"signature): {reread[0]:,} rows = {reread[1]:,} accepted + "
+            f"{reread[2]:,} quarantined, counted once (cbm status)"
         )
     if spec.ingest_only:
         _say("[3/3] not verifying or publishing (--ingest-only): the next 'cbm run' will")

@@ -18,8 +18,17 @@ def test_a_repeat_by_the_same_party_is_listed_and_counted_once(project, capsys):
     rows = [incident("A-1"), incident("A-2")]
     write_csv(project.inbox / "ALPHA" / "incidents_first.csv", rows)
     project.run(ingest_only=True)
+    first = capsys.readouterr().out
+    assert "2 rows read = 2 accepted + 0 quarantined" in first and "looked at again" not in first
     write_csv(project.inbox / "ALPHA" / "incidents_again.csv", rows)
     project.run(ingest_only=True)
+    # the run that lists the repeat reads no new row: its line says the rows are counted once
+    again = capsys.readouterr().out
+    assert "rows read =" not in again
+    assert (
+        "1 submission looked at again (a new name or signature): "
+        "2 rows = 2 accepted + 0 quarantined, counted once (cbm status)"
+    ) in again
     listed = {s["file_name"]: s for s in status(project, capsys)}
     assert set(listed) == {"incidents_first.csv", "incidents_again.csv"}
     assert listed["incidents_again.csv"]["duplicate_of"] == "ALPHA/incidents_first.csv"
