@@ -147,14 +147,33 @@ def test_a_batch_leaves_each_asset_key_row_as_storing_its_events_one_by_one_does
         ).fetchall()
 
     one_by_one = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    batched = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
     for event in events:
         one_by_one.store_event(event)
-    batched = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
-    batched.store_event_batch(events)
+    half = len(events) // 2  # the second half batched onto a table that has rows already
+    for event in events[:half]:
+        batched.store_event(event)
+    batched.store_event_batch(events[half:])
     batched.dispose()
     expected = asset_keys(tmp_path / "dagster")
     assert expected and any(row[1] for row in expected)  # last materializations were written
     assert asset_keys(tmp_path / "ours") == expected
+
+    def index_rows(base: Path) -> tuple[list, list]:
+        """The index's events by id, and each tag row with the id of the event it names
+        (the ids a batch hands out)."""
+        con = sqlite3.connect(base / "index.db")
+        events = con.execute(
+            "SELECT id, dagster_event_type, asset_key, partition FROM event_logs ORDER BY id"
+        ).fetchall()
+        tags = con.execute(
+            "SELECT event_id, asset_key, key, value FROM asset_event_tags ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        return events, tags
+
+    expected_events, expected_tags = index_rows(tmp_path / "dagster")
+    assert expected_tags and len({row[0] for row in expected_tags}) > 1
+    assert index_rows(tmp_path / "ours") == (expected_events, expected_tags)
 
 
 def test_the_instance_file_holds_no_absolute_path_and_resolves_in_its_home(tmp_path, monkeypatch):
