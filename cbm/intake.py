@@ -620,26 +620,15 @@ def plan_intake(
     next runs."""
     landing = as_landing(landing)
     deferred: list[tuple[str, str]] = []
-    files = scan_inbox(
-        inbox,
-        landing,
-        log,
-        progress,
-        workers,
-        deferred,
-        limits,
-    )
+    files = scan_inbox(inbox, landing, log, progress, workers, deferred, limits)
     if log:
         for path, why in deferred:
             log(f"deferred {path}: {why}")
     record_waiting(landing, deferred)
-    done = {}  # each submission's intake key when last ingested, None if never
-    to_ingest = []
-    for sha, key in {f.sha256: f.intake_key for f in files}.items():
-        done[sha] = landing.meta(sha).get("ingested_key")
-        if done[sha] != key:
-            to_ingest.append(sha)
-    again = [sha for sha in to_ingest if done[sha] is not None]
+    # each submission's intake key when last ingested (None: never), if not its key now
+    done = {f.sha256: (f.intake_key, landing.meta(f.sha256).get("ingested_key")) for f in files}
+    to_ingest = [sha for sha, (key, ingested) in done.items() if ingested != key]
+    again = [sha for sha in to_ingest if done[sha][1] is not None]
     return IntakePlan(files, to_ingest, deferred, again)
 
 

@@ -269,6 +269,56 @@ def test_the_own_release_handed_back_is_a_copy_and_moves_nothing(deployment, cap
     ]
 
 
+def test_a_member_bundles_reports_handed_back_are_copies_and_move_nothing(deployment, capsys):
+    """Any member holds the bundle: its report files, handed in by another party as they are
+    (Parquet) or as CSV without the bundle's own columns, restate reports other parties handed
+    in. Accepted, they would corroborate those parties' events a second time."""
+    before = latest_manifest(deployment)
+    release = (deployment.publish / "LATEST").read_text().strip()
+    reports = deployment.workdir / "bundles" / release / "reports"
+    relayed = {}
+    for kind in ("incidents", "compliance"):
+        bundle_file = max((reports / kind).glob("*.parquet"), key=lambda f: f.stat().st_size)
+        table = pq.read_table(bundle_file)
+        (source,) = set(table.column("source").to_pylist())
+        party = "GOLF" if _pseudonym(deployment, "GOLF") != source else "INTLORG"
+        target = deployment.inbox / party / f"{kind}_relay.parquet"
+        shutil.copyfile(bundle_file, target)
+        relayed[target.name] = table.num_rows
+    # the same rows again, as a CSV without the bundle's columns, by a third party
+    incidents = pq.read_table(
+        max((reports / "incidents").glob("*.parquet"), key=lambda f: f.stat().st_size)
+    ).drop_columns(["submission_sha", "row_number", "source"])
+    retyped = [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+        for row in incidents.to_pylist()
+    ]
+    write_csv(deployment.inbox / "ACADEMY" / "incidents_retyped.csv", retyped)
+    relayed["incidents_retyped.csv"] = len(retyped)
+    code, _, err = run(deployment, capsys)
+    assert code == 0, err
+    rows = deployment.query(
+        "SELECT file_name, rows_read, rows_accepted, list_distinct(list(q.rule)) "
+        "FROM submissions s LEFT JOIN quarantine q ON q.submission_sha = s.sha256 "
+        "AND q.severity = 'critical' WHERE file_name IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
+        [list(relayed)],
+    )
+    assert {name: (read, accepted, set(rules)) for name, read, accepted, rules in rows} == {
+        name: (n, 0, {"restates_other_party"}) for name, n in relayed.items()
+    }
+    # nothing published moved: the events' sources, statuses, verdicts and indicators
+    after = latest_manifest(deployment)
+    products = ("indicators/", "compliance/", "events/", "calendar/", "disputes/")
+    assert [f for f in after["files"] if f["path"].startswith(products)] == [
+        f for f in before["files"] if f["path"].startswith(products)
+    ]
+
+
+def _pseudonym(project: Project, code: str) -> str:
+    ((pseudonym,),) = project.query("SELECT pseudonym FROM party_directory WHERE code = ?", [code])
+    return pseudonym
+
+
 def test_another_secretariats_release_is_evidence(deployment, tmp_path, capsys, monkeypatch):
     other = Project(tmp_path / "other")
     parties = yaml.safe_load((other.registry / "parties.yaml").read_text())
