@@ -47,8 +47,9 @@ RELEASE_DESCRIPTION = (
     "LATEST and a CHANGELOG.jsonl line counted from `changes/`. Same inputs + same method = "
     "same release id and bytes. The reports behind each release's events are kept in the "
     "warehouse table `published_event_members` (member tier), to name an event's successor; "
-    "its publisher identity, release id, event ids and their STIX ids in `own_publications`, "
-    "so the release handed back in is quarantined as a copy (both assets written with it). Before it is signed and made "
+    "its publisher identity, release id, event ids, their STIX ids and the submissions its "
+    "member bundle carries in `own_publications`, so the release or the bundle handed back in "
+    "is quarantined as a copy (both assets written with it). Before it is signed and made "
     "LATEST the release is checked: signed whenever the registry names the publisher's key "
     "(unsigned only on purpose, `unsigned`); made after any key rotation's verification; and "
     "compared with the previous release: when it removes or revises more than policy.yaml "
@@ -99,9 +100,11 @@ RELEASE_DESCRIPTION = (
             metadata=declared_schema("own_publications"),
             description=(
                 "What this deployment published: its publisher identity, each release id, its "
-                "events with their published fields, and their STIX ids. The rules "
-                "copy_of_own_release and restates_own_release read it to quarantine a release "
-                "handed back in as evidence."
+                "events with their published fields, their STIX ids, and the submissions its "
+                "member bundles carried. The rules copy_of_own_release and "
+                "restates_own_release read it to quarantine a release handed back in as "
+                "evidence; restates_other_party to quarantine a member bundle's reports handed "
+                "back in, even in a signed file."
             ),
             **PUBLISHED,
             kinds={"duckdb"},
@@ -353,7 +356,8 @@ def _record_own_publications(con, release_id: str, events, identity: str) -> Non
     """What this deployment published (table ``own_publications``): its identity, the
     release, its events (with their published fields) and their STIX ids, for the rules that
     quarantine its own release handed back in (``copy_of_own_release``,
-    ``restates_own_release``). ``events``: the release's events product."""
+    ``restates_own_release``), and the submissions its member bundle carries
+    (``restates_other_party``). ``events``: the release's events product."""
     fields = ("category", "region", "week", "severity_band")
     rows = [(identity, "identity", *[None] * 4), (release_id, "release", *[None] * 4)]
     for e in events.select(["event_id", *fields]).to_pylist():
@@ -364,6 +368,7 @@ def _record_own_publications(con, release_id: str, events, identity: str) -> Non
         query("published.record_own_publications"),
         {c: [r[i] for r in rows] for i, c in enumerate(columns)},
     )
+    con.execute(query("published.record_bundled_submissions"))
 
 
 def _signer(settings: CbmSettings, registry, signing_key: SigningKeyResource):

@@ -269,10 +269,17 @@ def test_the_own_release_handed_back_is_a_copy_and_moves_nothing(deployment, cap
     ]
 
 
-def test_a_member_bundles_reports_handed_back_are_copies_and_move_nothing(deployment, capsys):
+def test_a_member_bundles_reports_handed_back_are_copies_and_move_nothing(
+    deployment, tmp_path, capsys
+):
     """Any member holds the bundle: its report files, handed in by another party as they are
-    (Parquet) or as CSV without the bundle's own columns, restate reports other parties handed
-    in. Accepted, they would corroborate those parties' events a second time."""
+    (Parquet), as CSV without the bundle's own columns, or signed by a party with a key,
+    restate reports other parties handed in. Accepted, they would corroborate those parties'
+    events a second time. (A signature proves who handed a file in; the bundle's rows are this
+    deployment's own output whoever signs them.)"""
+    from cbm.signatures import sign_file
+    from tests.test_trust import register
+
     before = latest_manifest(deployment)
     release = (deployment.publish / "LATEST").read_text().strip()
     reports = deployment.workdir / "bundles" / release / "reports"
@@ -286,15 +293,22 @@ def test_a_member_bundles_reports_handed_back_are_copies_and_move_nothing(deploy
         shutil.copyfile(bundle_file, target)
         relayed[target.name] = table.num_rows
     # the same rows again, as a CSV without the bundle's columns, by a third party
-    incidents = pq.read_table(
-        max((reports / "incidents").glob("*.parquet"), key=lambda f: f.stat().st_size)
-    ).drop_columns(["submission_sha", "row_number", "source"])
+    largest = max((reports / "incidents").glob("*.parquet"), key=lambda f: f.stat().st_size)
+    incidents = pq.read_table(largest).drop_columns(["submission_sha", "row_number", "source"])
     retyped = [
         {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
         for row in incidents.to_pylist()
     ]
     write_csv(deployment.inbox / "ACADEMY" / "incidents_retyped.csv", retyped)
     relayed["incidents_retyped.csv"] = len(retyped)
+    # and signed, by a party whose key the registry names (the original is unsigned)
+    (source,) = set(pq.read_table(largest).column("source").to_pylist())
+    signer = "CIVNET" if _pseudonym(deployment, "CIVNET") != source else "ACADEMY"
+    key = tmp_path / "signer.key"
+    register(deployment, signer, key)
+    signed = write_csv(deployment.inbox / signer / "incidents_signed_relay.csv", retyped)
+    sign_file(key, signed)
+    relayed[signed.name] = len(retyped)
     code, _, err = run(deployment, capsys)
     assert code == 0, err
     rows = deployment.query(
@@ -306,6 +320,9 @@ def test_a_member_bundles_reports_handed_back_are_copies_and_move_nothing(deploy
     assert {name: (read, accepted, set(rules)) for name, read, accepted, rules in rows} == {
         name: (n, 0, {"restates_other_party"}) for name, n in relayed.items()
     }
+    assert deployment.query(
+        "SELECT signature FROM landed_submissions WHERE file_name = ?", [signed.name]
+    ) == [("valid",)]
     # nothing published moved: the events' sources, statuses, verdicts and indicators
     after = latest_manifest(deployment)
     products = ("indicators/", "compliance/", "events/", "calendar/", "disputes/")

@@ -208,10 +208,11 @@ CREATE TABLE IF NOT EXISTS key_rotations (
 -- the publisher or naming one of its releases, a report_id restating an event) is quarantined
 -- as a copy of this deployment's own release (suite rule copy_of_own_release), and so is an
 -- incident that restates a published event's fields (restates_own_release): a re-sent release
--- is never evidence.
+-- is never evidence. The submissions a member bundle carried (bundled_submission): their rows
+-- restated by another party are a copy even in a signed file (restates_other_party).
 CREATE TABLE IF NOT EXISTS own_publications (
     token           VARCHAR NOT NULL,
-    what            VARCHAR NOT NULL,      -- identity | release | event | stix_event
+    what            VARCHAR NOT NULL,      -- identity | release | event | stix_event | bundled_submission
     category        VARCHAR,               -- an event's published fields (what = 'event'), for
     region          VARCHAR,               -- the rule restates_own_release: a row that states
     week            VARCHAR,               -- them as a release read back does

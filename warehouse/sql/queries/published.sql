@@ -31,6 +31,17 @@ SELECT DISTINCT * FROM (
          unnest($week::VARCHAR[]) AS week, unnest($severity_band::VARCHAR[]) AS severity_band)
 WHERE token NOT IN (SELECT token FROM own_publications) ORDER BY ALL
 
+-- name: record_bundled_submissions
+-- The submissions whose rows this release's member bundle carries (verification_<kind>, as
+-- warehouse/bundle.py writes them), once each: their rows handed back in by another party are
+-- a copy of this deployment's own output, signed or not (rule restates_other_party).
+INSERT INTO own_publications BY NAME
+SELECT DISTINCT submission_sha AS token, 'bundled_submission' AS what FROM (
+  SELECT submission_sha FROM verification_incidents
+  UNION ALL SELECT submission_sha FROM verification_compliance
+  UNION ALL SELECT submission_sha FROM verification_attestations)
+WHERE submission_sha NOT IN (SELECT token FROM own_publications) ORDER BY ALL
+
 -- name: pending_rotations
 -- The key rotations no release has named yet, oldest first.
 SELECT from_version, from_fingerprint, to_version, to_fingerprint FROM key_rotations
