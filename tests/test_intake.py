@@ -5,7 +5,7 @@ order they came in, and a fixed re-send supersedes the rejection it fixes."""
 import json
 
 from pipelines.cli import main
-from tests.conftest import incident, write_csv
+from tests.conftest import incident, write_csv, write_jsonl
 
 
 def status(project, capsys) -> list[dict]:
@@ -54,6 +54,31 @@ def test_the_same_bytes_from_two_parties_are_two_submissions_the_later_a_copy(pr
     assert listed["ALPHA"]["submission"] != listed["BRAVO"]["submission"]
     # a copy is never corroboration: the event has one source
     assert project.query("SELECT max(n_sources) FROM incident_clusters") == [(1,)]
+
+
+def test_another_partys_rows_retyped_in_the_same_run_are_a_copy_not_corroboration(project, capsys):
+    """The same rows in other bytes (JSON Lines instead of CSV, another order) from a second
+    party in the same run: the rows of the file landed later (at the same time: the party
+    that sorts later) restate the other's and are quarantined; a report of the same event
+    under the party's own report id is corroboration, and stays."""
+    rows = [incident("S-1"), incident("S-2", severity=4)]
+    write_csv(project.inbox / "ALPHA" / "incidents_a.csv", rows)
+    write_jsonl(project.inbox / "BRAVO" / "incidents_b.jsonl", rows[::-1])
+    write_csv(project.inbox / "CHARLIE" / "incidents_c.csv", [incident("C-7")])  # its own id
+    project.run()
+    listed = {s["party"]: s for s in status(project, capsys)}
+    assert (listed["ALPHA"]["status"], listed["ALPHA"]["rows_accepted"]) == ("accepted", 2)
+    assert listed["BRAVO"]["copy_of"] is None  # not the same bytes
+    assert (listed["BRAVO"]["status"], listed["BRAVO"]["reasons"]) == (
+        "rejected",
+        {"restates_other_party": 2},
+    )
+    assert (listed["CHARLIE"]["status"], listed["CHARLIE"]["rows_accepted"]) == ("accepted", 1)
+    sources = project.query(
+        "SELECT p.code FROM verification_incidents v JOIN party_directory p "
+        "ON p.pseudonym = v.source GROUP BY 1 ORDER BY 1"
+    )
+    assert sources == [("ALPHA",), ("CHARLIE",)]
 
 
 def test_a_version_handed_in_twice_with_other_content_is_quarantined_every_time(project, capsys):
