@@ -63,10 +63,9 @@ class PlannedRun:
 
 @dataclass(frozen=True)
 class Ingested:
-    """What ``InProcess.ingest`` ran: how many runs; the run that also verified, if asked;
-    when its verification started (Unix time), where the ingestion's rate stops counting."""
+    """What ``InProcess.ingest`` ran: the run that also verified, if asked; when its
+    verification started (Unix time), where the ingestion's rate stops counting."""
 
-    runs: int
     verified: object | None = None
     verification_started: float | None = None
 
@@ -119,7 +118,7 @@ class InProcess:
             done = "ingested and verified" if verifying else "ingested"
             _say(f"      {_count(run.size, 'submission')} {done} (run {result.run_id[:8]})")
         verified = result if then_verify and runs else None
-        return Ingested(len(runs), verified, self._verification_started(verified))
+        return Ingested(verified, self._verification_started(verified))
 
     def _verification_started(self, result) -> float | None:
         """When the run's first verification step started (Unix time), from the run's step
