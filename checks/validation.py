@@ -45,6 +45,20 @@ class SuiteError(RuntimeError):
     """An expectation could not be evaluated (a broken suite or a GX change): never a pass."""
 
 
+KEY_FIELDS = ("report_id", "version")  # a report's own name for a row
+RESTATES_DESCRIPTION = (
+    "the row restates a report that another party handed in earlier, in an earlier run or this "
+    "one: the same report id, version and every field but the free text and technical keys "
+    "(unless this file is signed by its party and that one is not, and no member bundle has "
+    "carried it)"
+)
+RESTATES_REASON = (
+    "the row restates a report that another party handed in earlier (the same report id, "
+    "version and every field but the free text and technical keys), as rows of a member "
+    "bundle handed back in do: a copy is never independent corroboration, and it moves no "
+    "status, verdict or indicator"
+)
+
 # What a typed field's text must be, for the type rules generated from the contract.
 TYPE_REASONS = {
     "int": "must be a whole number",
@@ -82,15 +96,58 @@ def type_rules(kind: str) -> list[dict]:
     return rules
 
 
+def restates_rule(kind: str) -> dict:
+    """The rule that quarantines a row restating another party's report: the same
+    ``report_id``, ``version`` and every contract field of the kind but the free text and the
+    technical keys (which pseudonymisation makes anew), from a file landed earlier (at the same
+    time: the party code that sorts earlier), in an earlier run (accepted) or this batch. A
+    byte-for-byte copy is ``copy_of_other_party``'s; a file signed by its party is not the
+    copy of an unsigned one, unless a member bundle carried that one's rows (``own_publications``,
+    this deployment's own output whoever signs it again)."""
+    compared = [
+        f for f, t in FIELDS[kind].items() if t not in ("text", "keys") and f not in KEY_FIELDS
+    ]
+    columns = ", ".join(["submission_sha", *KEY_FIELDS, *compared])
+    same = " AND ".join(
+        [f"b.{f} = r.{f}" for f in KEY_FIELDS]
+        + [f"b.{f} IS NOT DISTINCT FROM r.{f}" for f in compared]
+    )
+    failing_when = (
+        "(submission_sha, row_number) IN (SELECT b.submission_sha, b.row_number FROM {batch} b "
+        f"JOIN (SELECT {columns}, true AS accepted FROM reports_{kind} "
+        f"UNION ALL SELECT {columns}, false FROM {{batch}}) r ON {same} "
+        "JOIN landed_submissions lb ON lb.sha256 = b.submission_sha "
+        "JOIN landed_submissions lr ON lr.sha256 = r.submission_sha "
+        "WHERE lr.party_code <> lb.party_code "
+        "AND b.submission_sha NOT IN (SELECT sha256 FROM submission_copies) "
+        "AND (lr.received_at, lr.party_code) < (lb.received_at, lb.party_code) "
+        "AND (lb.signature IS DISTINCT FROM 'valid' OR lr.signature = 'valid' OR (r.accepted "
+        "AND r.submission_sha IN "
+        "(SELECT token FROM own_publications WHERE what = 'bundled_submission'))))"
+    )
+    return {
+        "type": "expect_column_values_to_pass_sql_rule",
+        "kwargs": {
+            "column": "report_id",
+            "failing_when": failing_when,
+            "description": RESTATES_DESCRIPTION,
+        },
+        "meta": {"severity": "critical", "rule": "restates_other_party", "reason": RESTATES_REASON},
+    }
+
+
 def load_suite(name: str) -> dict:
     """A suite as GX runs it: the suites its ``meta.include`` names (``common.json``: the
-    fields every kind shares), the type rules of a report kind, then its own expectations."""
+    fields every kind shares), the type rules of a report kind, its own expectations, then
+    the rule against restating another party's reports (``restates_rule``)."""
     spec = _suite_file(name)
     included = [
         e for inc in spec["meta"].get("include", []) for e in _suite_file(inc)["expectations"]
     ]
-    typed = type_rules(name) if name in FIELDS else []
-    return spec | {"expectations": included + typed + spec["expectations"]}
+    if name not in FIELDS:
+        return spec | {"expectations": included + spec["expectations"]}
+    rules = included + type_rules(name) + spec["expectations"] + [restates_rule(name)]
+    return spec | {"expectations": rules}
 
 
 _CONTEXTS: dict[str, tuple[tuple, object]] = {}
