@@ -86,20 +86,45 @@ def new_party_key(party: str, out: Path) -> str:
     return base64.b64encode(public).decode()
 
 
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or exc.__class__.__name__
+
+
+def _key_file_problem(exc: BaseException) -> str:
+    """What is wrong with a key file's content, in words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return "not JSON"
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} field"
+    if isinstance(exc, TypeError):
+        return "not the JSON object 'cbm keygen' writes"
+    return "its private_key is not an Ed25519 key in base64"
+
+
 class SigningKey:
     """A party's private key, read from the key file ``cbm keygen`` wrote."""
 
     def __init__(self, key_file: Path):
         try:
-            data = json.loads(Path(key_file).read_text())
+            text = Path(key_file).read_text()
+        except FileNotFoundError as exc:
+            raise SigningError(
+                f"{key_file}: no such file (a signing key file is written by 'cbm keygen')"
+            ) from exc
+        except IsADirectoryError as exc:
+            raise SigningError(f"{key_file}: a folder, not a signing key file") from exc
+        except (OSError, ValueError) as exc:  # unreadable, or not text
+            raise SigningError(f"{key_file}: cannot read it: {_reason(exc)}") from exc
+        try:
+            data = json.loads(text)
             self.party = str(data["party"])
             self._key = Ed25519PrivateKey.from_private_bytes(
                 base64.b64decode(data["private_key"], validate=True)
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise SigningError(
                 f"{key_file}: not a signing key file (one written by 'cbm keygen'): "
-                f"{exc.__class__.__name__}"
+                f"{_key_file_problem(exc)}"
             ) from exc
         self.path = Path(key_file)
 

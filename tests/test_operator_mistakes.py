@@ -202,7 +202,12 @@ CASES = {
     "sign with a key that is not one": (
         lambda b: ["sign", "--key", str(b / "a_file"), str(b / "a_file")],
         {},
-        ["a_file", "not a signing key file"],
+        ["a_file", "not a signing key file", "not JSON"],
+    ),
+    "sign with a key file that is not there": (
+        lambda b: ["sign", "--key", str(b / "nope.key"), str(b / "a_file")],
+        {},
+        ["nope.key", "no such file", "cbm keygen"],
     ),
     "docs for a missing workdir": (
         lambda b: ["docs", "--workdir", str(b / "nope")],
