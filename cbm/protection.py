@@ -83,16 +83,44 @@ def load_key(env: dict[str, str] | None = None) -> PseudonymKey:
         version, _, hexkey = env["CBM_PSEUDONYM_KEY"].rpartition(":")
         return _key(version or "k1", hexkey, "CBM_PSEUDONYM_KEY")
     if env.get("CBM_KEY_FILE"):
-        path = Path(env["CBM_KEY_FILE"])
-        try:
-            data = json.loads(path.read_text())
-            return _key(data["key_version"], data["key"], str(path))
-        except (OSError, ValueError, KeyError) as exc:
-            raise KeyError_(f"pseudonymisation key file {path} is unreadable: {exc}") from exc
+        return _key_from_file(Path(env["CBM_KEY_FILE"]))
     raise KeyError_(
         "no pseudonymisation key: set CBM_KEY_FILE to a key file (create one with "
         "'cbm keygen-pseudonym --out FILE', kept outside the repository) or CBM_PSEUDONYM_KEY"
     )
+
+
+def _key_from_file(path: Path) -> PseudonymKey:
+    """The key of a file ``cbm keygen-pseudonym`` wrote; what is wrong with it, in one line."""
+    where = f"pseudonymisation key file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise KeyError_(
+            f"{where}: no such file (create one with 'cbm keygen-pseudonym --out FILE')"
+        ) from exc
+    except IsADirectoryError as exc:
+        raise KeyError_(f"{where}: a folder, not a key file") from exc
+    except OSError as exc:
+        raise KeyError_(f"{where}: cannot read it: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise KeyError_(f"{where}: not text (not the file 'cbm keygen-pseudonym' writes)") from exc
+    written_by = "not the file 'cbm keygen-pseudonym' writes"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise KeyError_(f"{where}: not JSON ({written_by})") from exc
+    if not isinstance(data, dict):
+        raise KeyError_(f"{where}: {written_by}")
+    missing = [field for field in ("key_version", "key") if not isinstance(data.get(field), str)]
+    if missing:
+        hint = (
+            " (a party's signing key: that one goes to --signing-key or CBM_SIGNING_KEY_FILE)"
+            if "private_key" in data
+            else f" ({written_by})"
+        )
+        raise KeyError_(f"{where}: no {missing[0]!r} field{hint}")
+    return _key(data["key_version"], data["key"], where)
 
 
 def _key(version: str, hexkey: str, where: str) -> PseudonymKey:

@@ -198,8 +198,22 @@ def _load_yaml(path: Path):
         raise RegistryError(f"{path}: registry file not found")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise RegistryError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from exc
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line: where and what (PyYAML's own text spans several lines and
+    quotes the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split()) or exc.__class__.__name__
 
 
 def _req(entry: dict, key: str, where: str):

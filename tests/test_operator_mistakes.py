@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cbm.signatures import new_party_key
 from tests.conftest import TEST_KEY, write_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,7 @@ def folders(tmp_path_factory):
     (base / "inbox").mkdir()
     write_registry(base / "registry")
     (base / "a_file").write_text("not a folder\n")
+    new_party_key("ALPHA", base / "signing.key")
     return base
 
 
@@ -52,6 +54,13 @@ def policy_with(base: Path, name: str, **change) -> Path:
     registry = write_registry(base / name)
     policy = yaml.safe_load((registry / "policy.yaml").read_text())
     (registry / "policy.yaml").write_text(yaml.safe_dump(policy | change))
+    return registry
+
+
+def registry_with(base: Path, name: str, file: str, text: str) -> Path:
+    """A copy of the registry with one file's text replaced."""
+    registry = write_registry(base / name)
+    (registry / file).write_text(text)
     return registry
 
 
@@ -136,7 +145,22 @@ CASES = {
     "key file missing": (
         lambda b: run_args(b),
         {"CBM_PSEUDONYM_KEY": "", "CBM_KEY_FILE": "/nonexistent/key.json"},
-        ["/nonexistent/key.json", "unreadable"],
+        ["/nonexistent/key.json", "no such file", "cbm keygen-pseudonym"],
+    ),
+    "key file not JSON": (
+        lambda b: run_args(b),
+        {"CBM_PSEUDONYM_KEY": "", "CBM_KEY_FILE": "__a_file__"},
+        ["a_file", "not JSON", "cbm keygen-pseudonym"],
+    ),
+    "key file a party's signing key": (
+        lambda b: run_args(b),
+        {"CBM_PSEUDONYM_KEY": "", "CBM_KEY_FILE": "__signing_key__"},
+        ["signing.key", "no 'key_version' field", "CBM_SIGNING_KEY_FILE"],
+    ),
+    "registry file not YAML": (
+        lambda b: run_args(b, registry=str(registry_with(b, "r4", "parties.yaml", "parties: [\n"))),
+        {},
+        ["parties.yaml", "not valid YAML", "line 2, column 1"],
     ),
     "as-of in day/month/year": (
         lambda b: [*run_args(b), "--as-of", "23/11/2026"],
@@ -235,7 +259,8 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_one_line_exit_2_no_traceback(folders, case):
     make_args, env, words = CASES[case]
-    env = {k: (str(folders / "a_file") if v == "__a_file__" else v) for k, v in env.items()}
+    files = {"__a_file__": folders / "a_file", "__signing_key__": folders / "signing.key"}
+    env = {k: str(files.get(v, v)) for k, v in env.items()}
     result = cbm(*make_args(folders), env=env)
     err = result.stderr.strip()
     assert result.returncode == 2, (result.returncode, err, result.stdout)
