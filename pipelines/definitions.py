@@ -77,11 +77,12 @@ keep_verification_current = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description=(
-        "Declarative automation, running by default: after every ingestion (runs the inbox "
-        "sensor requested, or a backfill) it refreshes what depends on the new data: "
-        "release context, events, disputes, verdicts, calendar, dyad levels and alerts, and "
-        "the months of indicators. So a dyad crossing a threshold is told at once, not at "
-        "the next release."
+        "Declarative automation, running by default: after every ingestion that did not "
+        "verify (the inbox sensor's runs of files that arrived together, or a backfill) it "
+        "refreshes what depends on the new data: release context, events, disputes, "
+        "verdicts, calendar, dyad levels and alerts; after every verification, the months "
+        "of indicators. So a dyad crossing a threshold is told at once, not at the next "
+        "release (a file that arrived alone is verified in its own ingestion run)."
     ),
 )
 

@@ -117,6 +117,14 @@ indicators_and_release = dg.define_asset_job(
     ),
 )
 
+# each partitioned ingestion job's assets, named in the runs the inbox sensor requests: a run
+# that names its assets is one Dagster's automation knows also ran the assets it verified
+# (any_deps_updated ignores updates made by such a run), so none is asked for again
+JOB_ASSETS = {
+    ingest_submissions.name: INGESTION,
+    ingest_and_verify.name: [*INGESTION, *VERIFY_AFTER_INGESTION],
+}
+
 JOBS = [
     ingest_submissions,
     verify_reports,

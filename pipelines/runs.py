@@ -83,13 +83,23 @@ def ingestion_batches(plan, known: list[str]) -> tuple[list[PlannedRun], list[st
     return runs, new
 
 
-def run_request(run: PlannedRun):
-    """The sensor's request for one planned run."""
+def run_request(run: PlannedRun, job_name: str):
+    """The sensor's request for one planned run of ``job_name``, naming the job's assets."""
     import dagster as dg
 
+    from pipelines.jobs import JOB_ASSETS
+
+    selection = [dg.AssetKey(name) for name in JOB_ASSETS[job_name]]
     if run.size == 1:
-        return dg.RunRequest(partition_key=run.start, run_key=run.run_key)
-    return dg.RunRequest(run_key=run.run_key, tags=run.tags)
+        return dg.RunRequest(
+            partition_key=run.start,
+            run_key=run.run_key,
+            job_name=job_name,
+            asset_selection=selection,
+        )
+    return dg.RunRequest(
+        run_key=run.run_key, tags=run.tags, job_name=job_name, asset_selection=selection
+    )
 
 
 class InProcess:

@@ -9,7 +9,7 @@ from assets.resources import CbmSettings, RegistryResource
 from cbm.intake import inbox_fingerprint, plan_intake, staging_waits_marker
 from cbm.protection import KeyError_, load_key
 from cbm.storage import location
-from pipelines.jobs import ingest_submissions
+from pipelines.jobs import ingest_and_verify, ingest_submissions
 from pipelines.runs import ingestion_batches, run_request
 from warehouse.db import WarehouseBusy, warehouse_key_problem
 
@@ -34,7 +34,7 @@ def _key_problem(settings: CbmSettings) -> str | None:
 
 
 @dg.sensor(
-    job=ingest_submissions,
+    jobs=[ingest_submissions, ingest_and_verify],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
@@ -43,7 +43,10 @@ def _key_problem(settings: CbmSettings) -> str | None:
         "whose signature arrived or changed): one run per stretch of consecutive submission "
         "partitions, as `cbm run` does, so many files dropped at once are one run (a lone "
         "submission: its partition, run key the submission with its signature; several: a "
-        "partition range, run key the digest of theirs)."
+        "partition range, run key the digest of theirs). A lone submission's run is "
+        "`ingest_and_verify`, as in `cbm run`: verification, dyad levels and alerts follow its "
+        "ingestion in the same run, so its alert does not wait for the automation sensor; "
+        "files that arrive together are `ingest_submissions`, verified once by automation."
     ),
 )
 def inbox_sensor(
@@ -72,8 +75,14 @@ def inbox_sensor(
     )
     known = context.instance.get_dynamic_partitions(submissions_partitions.name)
     runs, new = ingestion_batches(plan, known)  # the same runs cbm run executes
+    # a lone submission is ingested and verified in one run, as by cbm run: its alert does
+    # not wait for the automation sensor's tick, and automation then asks only for the months
+    # of indicators (Dagster's any_deps_updated ignores an update made by a run that also ran
+    # the asset). Not for several: Dagster tells that only of a partition materialized last,
+    # so automation would verify once more; their verification is automation's, once
+    job = ingest_and_verify if len(runs) == 1 and runs[0].size == 1 else ingest_submissions
     return dg.SensorResult(
-        run_requests=[run_request(run) for run in runs],
+        run_requests=[run_request(run, job.name) for run in runs],
         dynamic_partitions_requests=[submissions_partitions.build_add_request(new)] if new else [],
         # files left for a later run (a party's budget, a file still being written): the
         # cursor stays, so the next tick plans again though the inbox did not change

@@ -292,11 +292,16 @@ def deployment(tmp_path):
                     )
             return result
 
-        def execute(self, instance, result):
-            job = self.definitions.resolve_job_def("ingest_submissions")
-            for request in result.run_requests:  # as the daemon launches them
+        def execute(self, instance, result, job_name: str | None = None):
+            """Each requested run, as the daemon launches it (``job_name``: as that job's,
+            with all its assets)."""
+            for request in result.run_requests:
+                job = self.definitions.resolve_job_def(job_name or request.job_name)
                 assert job.execute_in_process(
-                    instance=instance, partition_key=request.partition_key, tags=request.tags
+                    instance=instance,
+                    partition_key=request.partition_key,
+                    tags=request.tags,
+                    asset_selection=None if job_name else request.asset_selection,
                 ).success
 
         def status(self):
@@ -468,9 +473,61 @@ def test_verification_and_indicators_refresh_declaratively():
     assert graph.get(dg.AssetKey("indicator_values")).partitions_def.name == "months"
 
 
-def test_after_a_sensor_ingestion_automation_brings_alerts_up_to_date(deployment):
-    """The inbox sensor ingests; the automation sensor then asks for the verification assets,
-    dyad levels and alerts (not the release); run, they raise the alert at once."""
+def _requested(evaluation) -> set[str]:
+    return {
+        r.key.to_user_string()
+        for r in evaluation.results
+        if isinstance(r.key, dg.AssetKey) and evaluation.get_num_requested(r.key)
+    }
+
+
+def test_a_lone_files_run_verifies_and_raises_its_alert_and_automation_adds_the_months(
+    deployment,
+):
+    """A lone submission: the inbox sensor's run ingests and verifies it, as cbm run's first
+    run does, and raises the alert without waiting for the automation sensor's tick.
+    Automation then asks for the months of indicators only, not for the verification that run
+    did. Files that arrive together are ingested alone, and automation verifies them once."""
+    write_csv(deployment.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1", severity=5)])
+    local = deployment.definitions
+    with dg.instance_for_test() as instance:
+        baseline = dg.evaluate_automation_conditions(defs=local, instance=instance)
+        first = deployment.tick(instance)
+        assert [r.job_name for r in first.run_requests] == ["ingest_and_verify"]
+        deployment.execute(instance, first)
+        settled = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=baseline.cursor
+        )
+        assert _requested(settled) == {"indicator_values"}
+        # the second source of the incident, alone: its run raises the alert
+        write_csv(deployment.inbox / "DELTA" / "incidents_d.csv", [incident("D-1", severity=5)])
+        second = deployment.tick(instance, first.cursor)
+        assert [r.job_name for r in second.run_requests] == ["ingest_and_verify"]
+        deployment.execute(instance, second)
+        with Warehouse(str(deployment.settings.warehouse_path)).connect() as con:
+            assert con.execute("SELECT level, status, previous_level FROM alerts").fetchall() == [
+                (1, "tentative", 0)
+            ]
+        after = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=settled.cursor
+        )
+        assert _requested(after) <= {"indicator_values"}, _requested(after)
+        # two files together: one run that ingests; automation verifies them
+        for party in ("ALPHA", "CHARLIE"):
+            write_csv(deployment.inbox / party / "incidents_x.csv", [incident(f"{party}-X")])
+        together = deployment.tick(instance, second.cursor)
+        assert [r.job_name for r in together.run_requests] == ["ingest_submissions"]
+        deployment.execute(instance, together)
+        later = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=after.cursor
+        )
+        assert {"release_context", "incident_clusters", "alerts"} <= _requested(later)
+
+
+def test_after_an_ingestion_alone_automation_brings_alerts_up_to_date(deployment):
+    """Ingestion without verification (the sensor's earlier batches, a backfill from the UI):
+    the automation sensor then asks for the verification assets, dyad levels and alerts (not
+    the release); run, they raise the alert at once."""
     write_csv(deployment.inbox / "BRAVO" / "incidents_b.csv", [incident("B-1", severity=5)])
     write_csv(deployment.inbox / "DELTA" / "incidents_d.csv", [incident("D-1", severity=5)])
     local = deployment.definitions
@@ -481,7 +538,7 @@ def test_after_a_sensor_ingestion_automation_brings_alerts_up_to_date(deployment
         # the automation sensor ticks before the data lands, as it does in a deployment
         baseline = dg.evaluate_automation_conditions(defs=local, instance=instance)
         assert baseline.total_requested == 0
-        deployment.execute(instance, deployment.tick(instance))
+        deployment.execute(instance, deployment.tick(instance), "ingest_submissions")
         evaluation = dg.evaluate_automation_conditions(
             defs=local, instance=instance, cursor=baseline.cursor
         )
@@ -519,7 +576,7 @@ def test_after_a_sensor_ingestion_automation_brings_alerts_up_to_date(deployment
         )
         assert quiet.total_requested == 0
         write_csv(deployment.inbox / "BRAVO" / "incidents_b2.csv", [incident("B-2", severity=4)])
-        deployment.execute(instance, deployment.tick(instance))
+        deployment.execute(instance, deployment.tick(instance), "ingest_submissions")
         more = dg.evaluate_automation_conditions(defs=local, instance=instance, cursor=quiet.cursor)
         assert more.get_num_requested(dg.AssetKey("event_members")) == 1
         assert more.get_num_requested(months) == 0
