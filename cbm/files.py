@@ -77,3 +77,23 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class UnreadableKeyFile(RuntimeError):
+    """A key file that cannot be read as text; the message says why in one line."""
+
+
+def key_file_text(path: Path, what: str, made_by: str) -> str:
+    """The text of the key file at ``path`` (``what``: "signing key file", say; ``made_by``:
+    the command that writes one), or ``UnreadableKeyFile`` saying why not: no such file, a
+    folder, unreadable, not text."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UnreadableKeyFile(f"{path}: no such file (a {what} is written by {made_by})") from exc
+    except IsADirectoryError as exc:
+        raise UnreadableKeyFile(f"{path}: a folder, not a {what}") from exc
+    except OSError as exc:
+        raise UnreadableKeyFile(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise UnreadableKeyFile(f"{path}: not text (not a {what} {made_by} writes)") from exc

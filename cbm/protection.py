@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from cbm.contract import FIELDS
+from cbm.files import UnreadableKeyFile, key_file_text
 
 EMAIL_RE = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
 # a URL with a scheme, a scheme-relative one (//host/...), www.…, and a bare host: one with a
@@ -94,17 +95,9 @@ def _key_from_file(path: Path) -> PseudonymKey:
     """The key of a file ``cbm keygen-pseudonym`` wrote; what is wrong with it, in one line."""
     where = f"pseudonymisation key file {path}"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise KeyError_(
-            f"{where}: no such file (create one with 'cbm keygen-pseudonym --out FILE')"
-        ) from exc
-    except IsADirectoryError as exc:
-        raise KeyError_(f"{where}: a folder, not a key file") from exc
-    except OSError as exc:
-        raise KeyError_(f"{where}: cannot read it: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise KeyError_(f"{where}: not text (not the file 'cbm keygen-pseudonym' writes)") from exc
+        text = key_file_text(path, "key file", "'cbm keygen-pseudonym'")
+    except UnreadableKeyFile as exc:
+        raise KeyError_(f"pseudonymisation key file {exc}") from exc
     written_by = "not the file 'cbm keygen-pseudonym' writes"
     try:
         data = json.loads(text)

@@ -25,6 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from cbm.files import UnreadableKeyFile, key_file_text
+
 SCHEME = "cbm-sig/1"
 LEGACY = None  # the context of a release manifest signed before SCHEME: its bare bytes
 
@@ -86,10 +88,6 @@ def new_party_key(party: str, out: Path) -> str:
     return base64.b64encode(public).decode()
 
 
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or exc.__class__.__name__
-
-
 def _key_file_problem(exc: BaseException) -> str:
     """What is wrong with a key file's content, in words."""
     if isinstance(exc, json.JSONDecodeError):
@@ -106,15 +104,9 @@ class SigningKey:
 
     def __init__(self, key_file: Path):
         try:
-            text = Path(key_file).read_text()
-        except FileNotFoundError as exc:
-            raise SigningError(
-                f"{key_file}: no such file (a signing key file is written by 'cbm keygen')"
-            ) from exc
-        except IsADirectoryError as exc:
-            raise SigningError(f"{key_file}: a folder, not a signing key file") from exc
-        except (OSError, ValueError) as exc:  # unreadable, or not text
-            raise SigningError(f"{key_file}: cannot read it: {_reason(exc)}") from exc
+            text = key_file_text(key_file, "signing key file", "'cbm keygen'")
+        except UnreadableKeyFile as exc:
+            raise SigningError(str(exc)) from exc
         try:
             data = json.loads(text)
             self.party = str(data["party"])
