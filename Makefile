@@ -67,8 +67,11 @@ ui: $(STAMP)
 	CBM_SIGNING_KEY_FILE=$${CBM_SIGNING_KEY_FILE:-$(CURDIR)/$(DEMO)/secrets/secretariat.key} \
 	$(BIN)/dagster dev -w workspace.yaml
 
+# loads the code location as the daemon and the UI would, in a throwaway Dagster home (the
+# demo's may not exist yet)
 validate: $(STAMP)
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	@home=$$(mktemp -d) && touch "$$home/dagster.yaml" && DAGSTER_HOME=$$home $(BIN)/dagster definitions validate -w workspace.yaml; \
+	status=$$?; rm -rf "$$home"; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
