@@ -45,6 +45,14 @@ WAREHOUSE_CHECKPOINTS = (
 WAREHOUSE_SUITES = {t: s for suites, _ in WAREHOUSE_CHECKPOINTS for t, s in suites.items()}
 
 
+# the warehouse suites run wherever verification does: in the jobs that include them, and in
+# a run declarative automation makes for release_context (a check without a condition of its
+# own is left out of those, and verification then ran without its gate)
+WITH_AUTOMATED_VERIFICATION = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.will_be_requested()
+).with_label("whenever automation refreshes release_context")
+
+
 def gx_checkpoints() -> list[list[tuple[str, str]]]:
     """The (suite, table) lists of ``WAREHOUSE_CHECKPOINTS``, as ``warehouse_table_checks``
     runs them."""
@@ -61,6 +69,7 @@ def gx_checkpoints() -> list[list[tuple[str, str]]]:
             blocking=True,
             description=f"Great Expectations suite checks/suites/{suite}.json on warehouse table "
             f"{table}; a critical failure blocks verification and publication.",
+            automation_condition=WITH_AUTOMATED_VERIFICATION,
         )
         for table, suite in WAREHOUSE_SUITES.items()
     ],

@@ -549,9 +549,27 @@ def test_after_an_ingestion_alone_automation_brings_alerts_up_to_date(deployment
         }
         assert {"release_context", "incident_clusters", "dyad_levels", "alerts"} <= requested
         assert "release" not in requested
+        # the warehouse suites gate automation's verification as they gate cbm run's
+        # (the tester counts assets only: a check's request is its condition's true subset)
+        gate = {
+            r.key
+            for r in evaluation.results
+            if isinstance(r.key, dg.AssetCheckKey) and not r.true_subset.is_empty
+        }
+        assert {k.name for k in gate} == {
+            "suite_warehouse_submissions",
+            *(
+                f"suite_warehouse_reports_{kind}"
+                for kind in ("incidents", "compliance", "attestations")
+            ),
+        }
         unpartitioned = [dg.AssetKey(k) for k in requested if k not in ("indicator_values",)]
         job = local.resolve_implicit_global_asset_job_def()
-        assert job.execute_in_process(instance=instance, asset_selection=unpartitioned).success
+        result = job.execute_in_process(instance=instance, asset_selection=unpartitioned)
+        assert result.success
+        assert {e.check_name for e in result.get_asset_check_evaluations()} >= {
+            k.name for k in gate
+        }
         with Warehouse(str(deployment.settings.warehouse_path)).connect() as con:
             assert con.execute("SELECT level, status, previous_level FROM alerts").fetchall() == [
                 (1, "tentative", 0)
