@@ -88,11 +88,15 @@ def new_party_key(party: str, out: Path) -> str:
     return base64.b64encode(public).decode()
 
 
-def _key_file_problem(exc: BaseException) -> str:
-    """What is wrong with a key file's content, in words."""
+def _key_file_problem(exc: BaseException, text: str) -> str:
+    """What is wrong with a key file's content (``text``), in words."""
     if isinstance(exc, json.JSONDecodeError):
         return "not JSON"
     if isinstance(exc, KeyError):
+        if '"key_version"' in text:
+            return (
+                f"no {exc.args[0]!r} field (a pseudonymisation key: that one goes to CBM_KEY_FILE)"
+            )
         return f"no {exc.args[0]!r} field"
     if isinstance(exc, TypeError):
         return "not the JSON object 'cbm keygen' writes"
@@ -116,7 +120,7 @@ class SigningKey:
         except (ValueError, KeyError, TypeError) as exc:
             raise SigningError(
                 f"{key_file}: not a signing key file (one written by 'cbm keygen'): "
-                f"{_key_file_problem(exc)}"
+                f"{_key_file_problem(exc, text)}"
             ) from exc
         self.path = Path(key_file)
 

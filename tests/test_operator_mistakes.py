@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cbm.protection import new_key_file
 from cbm.signatures import new_party_key
 from tests.conftest import TEST_KEY, write_registry
 
@@ -36,6 +37,7 @@ def folders(tmp_path_factory):
     write_registry(base / "registry")
     (base / "a_file").write_text("not a folder\n")
     new_party_key("ALPHA", base / "signing.key")
+    new_key_file(base / "pseudonym.key")
     return base
 
 
@@ -227,6 +229,11 @@ CASES = {
         lambda b: ["sign", "--key", str(b / "a_file"), str(b / "a_file")],
         {},
         ["a_file", "not a signing key file", "not JSON"],
+    ),
+    "sign with the pseudonymisation key": (
+        lambda b: ["sign", "--key", str(b / "pseudonym.key"), str(b / "a_file")],
+        {},
+        ["pseudonym.key", "no 'party' field", "CBM_KEY_FILE"],
     ),
     "sign with a key file that is not there": (
         lambda b: ["sign", "--key", str(b / "nope.key"), str(b / "a_file")],
