@@ -196,6 +196,12 @@ def test_jobs_sensor_schedule_and_checks_are_defined():
     # cbm run's last run: the two above together
     assert defs.resolve_job_def("indicators_and_release").partitions_def.name == "months"
     assert defs.resolve_sensor_def("inbox_sensor")
+    # the assets the inbox sensor's requests name are each job's own
+    from pipelines.jobs import JOB_ASSETS
+
+    for name, assets in JOB_ASSETS.items():
+        selected = defs.resolve_job_def(name).asset_layer.selected_asset_keys
+        assert set(selected) == {dg.AssetKey(a) for a in assets}, name
     assert defs.resolve_schedule_def("monthly_release").cron_schedule == "0 6 1 * *"
     # scheduling as documented (docs/operations.md): all three run on a new instance
     assert defs.resolve_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.RUNNING
