@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -80,15 +81,18 @@ def fsync_dir(path: Path) -> None:
 
 
 class UnreadableKeyFile(RuntimeError):
-    """A key file that cannot be read as text; the message says why in one line."""
+    """A key file that cannot be used; the message says why in one line."""
 
 
-def key_file_text(path: Path, what: str, made_by: str) -> str:
-    """The text of the key file at ``path`` (``what``: "signing key file", say; ``made_by``:
-    the command that writes one), or ``UnreadableKeyFile`` saying why not: no such file, a
-    folder, unreadable, not text."""
+def key_file_fields(
+    path: Path, what: str, made_by: str, fields: tuple[str, ...], other: tuple[str, str]
+) -> dict[str, str]:
+    """The text ``fields`` of the JSON key file at ``path`` (``what``: "signing key file", say;
+    ``made_by``: the command that writes one), or ``UnreadableKeyFile`` saying why not: no such
+    file, a folder, unreadable, not text, not JSON, a field missing. ``other``: (a field of the
+    other kind of key file, what to say when the file given has it)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise UnreadableKeyFile(f"{path}: no such file (a {what} is written by {made_by})") from exc
     except IsADirectoryError as exc:
@@ -96,4 +100,19 @@ def key_file_text(path: Path, what: str, made_by: str) -> str:
     except OSError as exc:
         raise UnreadableKeyFile(f"{path}: cannot read it: {exc.strerror or exc}") from exc
     except ValueError as exc:
-        raise UnreadableKeyFile(f"{path}: not text (not a {what} {made_by} writes)") from exc
+        raise UnreadableKeyFile(
+            f"{path}: not a {what} (one written by {made_by}): not text"
+        ) from exc
+    wrong = f"{path}: not a {what} (one written by {made_by})"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UnreadableKeyFile(f"{wrong}: not JSON") from exc
+    if not isinstance(data, dict):
+        raise UnreadableKeyFile(f"{wrong}: not a JSON object")
+    for name in fields:
+        if not isinstance(data.get(name), str):
+            field, which = other
+            hint = f" ({which})" if field in data else ""
+            raise UnreadableKeyFile(f"{wrong}: no {name!r} field{hint}")
+    return {name: data[name] for name in fields}

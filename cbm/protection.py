@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from cbm.contract import FIELDS
-from cbm.files import UnreadableKeyFile, key_file_text
+from cbm.files import UnreadableKeyFile, key_file_fields
 
 EMAIL_RE = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
 # a URL with a scheme, a scheme-relative one (//host/...), www.…, and a bare host: one with a
@@ -93,27 +93,18 @@ def load_key(env: dict[str, str] | None = None) -> PseudonymKey:
 
 def _key_from_file(path: Path) -> PseudonymKey:
     """The key of a file ``cbm keygen-pseudonym`` wrote; what is wrong with it, in one line."""
-    where = f"pseudonymisation key file {path}"
+    signing_key = "a party's signing key: that one goes to --signing-key or CBM_SIGNING_KEY_FILE"
     try:
-        text = key_file_text(path, "key file", "'cbm keygen-pseudonym'")
-    except UnreadableKeyFile as exc:
-        raise KeyError_(f"pseudonymisation key file {exc}") from exc
-    written_by = "not the file 'cbm keygen-pseudonym' writes"
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise KeyError_(f"{where}: not JSON ({written_by})") from exc
-    if not isinstance(data, dict):
-        raise KeyError_(f"{where}: {written_by}")
-    missing = [field for field in ("key_version", "key") if not isinstance(data.get(field), str)]
-    if missing:
-        hint = (
-            " (a party's signing key: that one goes to --signing-key or CBM_SIGNING_KEY_FILE)"
-            if "private_key" in data
-            else f" ({written_by})"
+        key = key_file_fields(
+            path,
+            "pseudonymisation key file",
+            "'cbm keygen-pseudonym'",
+            ("key_version", "key"),
+            other=("private_key", signing_key),
         )
-        raise KeyError_(f"{where}: no {missing[0]!r} field{hint}")
-    return _key(data["key_version"], data["key"], where)
+    except UnreadableKeyFile as exc:
+        raise KeyError_(str(exc)) from exc
+    return _key(key["key_version"], key["key"], f"pseudonymisation key file {path}")
 
 
 def _key(version: str, hexkey: str, where: str) -> PseudonymKey:

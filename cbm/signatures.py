@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cbm.files import UnreadableKeyFile, key_file_text
+from cbm.files import UnreadableKeyFile, key_file_fields
 
 SCHEME = "cbm-sig/1"
 LEGACY = None  # the context of a release manifest signed before SCHEME: its bare bytes
@@ -88,40 +88,30 @@ def new_party_key(party: str, out: Path) -> str:
     return base64.b64encode(public).decode()
 
 
-def _key_file_problem(exc: BaseException, text: str) -> str:
-    """What is wrong with a key file's content (``text``), in words."""
-    if isinstance(exc, json.JSONDecodeError):
-        return "not JSON"
-    if isinstance(exc, KeyError):
-        if '"key_version"' in text:
-            return (
-                f"no {exc.args[0]!r} field (a pseudonymisation key: that one goes to CBM_KEY_FILE)"
-            )
-        return f"no {exc.args[0]!r} field"
-    if isinstance(exc, TypeError):
-        return "not the JSON object 'cbm keygen' writes"
-    return "its private_key is not an Ed25519 key in base64"
-
-
 class SigningKey:
     """A party's private key, read from the key file ``cbm keygen`` wrote."""
 
     def __init__(self, key_file: Path):
+        pseudonym_key = "a pseudonymisation key: that one goes to CBM_KEY_FILE"
         try:
-            text = key_file_text(key_file, "signing key file", "'cbm keygen'")
-        except UnreadableKeyFile as exc:
-            raise SigningError(str(exc)) from exc
-        try:
-            data = json.loads(text)
-            self.party = str(data["party"])
+            data = key_file_fields(
+                key_file,
+                "signing key file",
+                "'cbm keygen'",
+                ("party", "private_key"),
+                other=("key_version", pseudonym_key),
+            )
             self._key = Ed25519PrivateKey.from_private_bytes(
                 base64.b64decode(data["private_key"], validate=True)
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except UnreadableKeyFile as exc:
+            raise SigningError(str(exc)) from exc
+        except ValueError as exc:
             raise SigningError(
-                f"{key_file}: not a signing key file (one written by 'cbm keygen'): "
-                f"{_key_file_problem(exc, text)}"
+                f"{key_file}: not a signing key file (one written by 'cbm keygen'): its "
+                "private_key is not an Ed25519 key in base64"
             ) from exc
+        self.party = data["party"]
         self.path = Path(key_file)
 
     @property
