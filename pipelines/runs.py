@@ -90,16 +90,10 @@ def run_request(run: PlannedRun, job_name: str):
     from pipelines.jobs import JOB_ASSETS
 
     selection = [dg.AssetKey(name) for name in JOB_ASSETS[job_name]]
+    request = {"run_key": run.run_key, "job_name": job_name, "asset_selection": selection}
     if run.size == 1:
-        return dg.RunRequest(
-            partition_key=run.start,
-            run_key=run.run_key,
-            job_name=job_name,
-            asset_selection=selection,
-        )
-    return dg.RunRequest(
-        run_key=run.run_key, tags=run.tags, job_name=job_name, asset_selection=selection
-    )
+        return dg.RunRequest(partition_key=run.start, **request)
+    return dg.RunRequest(tags=run.tags, **request)
 
 
 class InProcess:
